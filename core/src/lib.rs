@@ -1,0 +1,5 @@
+//! kvip's pure core: every decision the daemon takes, as plain functions over
+//! plain values. Nothing here awaits, touches a socket or talks to Kubernetes;
+//! time is always an argument.
+
+pub mod config;
