@@ -2,4 +2,8 @@
 //! plain values. Nothing here awaits, touches a socket or talks to Kubernetes;
 //! time is always an argument.
 
+pub mod candidacy;
 pub mod config;
+pub mod endpoints;
+pub mod service;
+pub mod sharing;

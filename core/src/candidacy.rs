@@ -1,0 +1,420 @@
+//! Which nodes may announce a Service (design §3), and, when none may, the
+//! most specific reason in plain words with the fix. Pure: the daemon passes
+//! in the Service, where its endpoints are and which nodes run kvip.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::endpoints::EndpointSummary;
+use crate::service::{LOADBALANCER_IPS_ANNOTATION, ServiceKey, ServiceView, TrafficPolicy};
+
+/// Nodes with this label (any value) never announce Service VIPs, as for cloud load balancers.
+pub const EXCLUDE_LB_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+
+/// A node, as far as candidacy is concerned.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeInput {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.labels`.
+    pub labels: BTreeMap<String, String>,
+    /// A live kvip instance with the Service role runs on it.
+    pub runs_service_instance: bool,
+}
+
+impl NodeInput {
+    /// Whether the node opted out of announcing Service VIPs.
+    pub fn excluded(&self) -> bool {
+        self.labels.contains_key(EXCLUDE_LB_LABEL)
+    }
+}
+
+/// Why a Service has no announcer; each message says how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum PendingReason {
+    /// The Service has no VIP yet.
+    NoAddress,
+    /// No endpoint is ready (or, failing that, serving) anywhere.
+    NoReadyEndpoints,
+    /// Local policy: the endpoints run only on nodes without a kvip Service instance.
+    EndpointsOnNodesWithoutKvip {
+        /// The nodes with endpoints but no kvip.
+        nodes: Vec<String>,
+    },
+    /// No node at all runs a kvip Service instance.
+    NoKvipInstances,
+    /// Every node that could announce is labelled to be excluded.
+    AllCandidatesExcluded {
+        /// The excluded nodes that would otherwise be candidates.
+        nodes: Vec<String>,
+    },
+    /// Another Service, in another namespace, already claims the address.
+    AddressConflict {
+        /// The contested address.
+        address: IpAddr,
+        /// The Service that keeps it.
+        other: ServiceKey,
+    },
+    /// Services sharing an address have no candidate node in common.
+    NoCommonCandidate {
+        /// The shared addresses.
+        addresses: Vec<IpAddr>,
+        /// The Services sharing them.
+        services: Vec<ServiceKey>,
+    },
+    /// No interface on the announcing node carries the address's family.
+    NoInterfaceForFamily {
+        /// The address.
+        address: IpAddr,
+    },
+}
+
+fn list<T: fmt::Display>(items: &[T]) -> String {
+    let items: Vec<String> = items.iter().map(ToString::to_string).collect();
+    items.join(", ")
+}
+
+impl PendingReason {
+    /// A stable CamelCase code for metrics labels and JSON.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PendingReason::NoAddress => "NoAddress",
+            PendingReason::NoReadyEndpoints => "NoReadyEndpoints",
+            PendingReason::EndpointsOnNodesWithoutKvip { .. } => "EndpointsOnNodesWithoutKvip",
+            PendingReason::NoKvipInstances => "NoKvipInstances",
+            PendingReason::AllCandidatesExcluded { .. } => "AllCandidatesExcluded",
+            PendingReason::AddressConflict { .. } => "AddressConflict",
+            PendingReason::NoCommonCandidate { .. } => "NoCommonCandidate",
+            PendingReason::NoInterfaceForFamily { .. } => "NoInterfaceForFamily",
+        }
+    }
+
+    /// The reason in plain words, with what to do about it.
+    pub fn message(&self) -> String {
+        match self {
+            PendingReason::NoAddress => format!(
+                "no address: set the annotation {LOADBALANCER_IPS_ANNOTATION} or \
+                 spec.loadBalancerIP, or run an IPAM"
+            ),
+            PendingReason::NoReadyEndpoints => {
+                "no ready endpoints: no pod of this Service is ready, so there is nothing to \
+                 send traffic to; check the pods and their readiness probes"
+                    .to_string()
+            }
+            PendingReason::EndpointsOnNodesWithoutKvip { nodes } => format!(
+                "the ready endpoints run only on nodes without a kvip load-balancer instance \
+                 ({}); with externalTrafficPolicy Local only those nodes may announce: deploy \
+                 the kvip --role lb DaemonSet to every node",
+                list(nodes)
+            ),
+            PendingReason::NoKvipInstances => {
+                "no node runs a kvip load-balancer instance: deploy the kvip --role lb \
+                 DaemonSet to every node"
+                    .to_string()
+            }
+            PendingReason::AllCandidatesExcluded { nodes } => format!(
+                "every node that could announce ({}) has the label {EXCLUDE_LB_LABEL}: remove \
+                 it from one of them, or run the pods elsewhere",
+                list(nodes)
+            ),
+            PendingReason::AddressConflict { address, other } => format!(
+                "address {address} is already claimed by Service {other} in another namespace: \
+                 choose another address"
+            ),
+            PendingReason::NoCommonCandidate {
+                addresses,
+                services,
+            } => format!(
+                "the Services sharing {} ({}) have no node that may announce for all of them: \
+                 with externalTrafficPolicy Local their pods must share a node, or give them \
+                 separate addresses",
+                list(addresses),
+                list(services)
+            ),
+            PendingReason::NoInterfaceForFamily { address } => format!(
+                "no interface for {address}: set vip_servicesinterface (or vip_interface), or \
+                 give a node interface an address or default route of that family"
+            ),
+        }
+    }
+}
+
+impl fmt::Display for PendingReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+/// The nodes that may announce `view` (design §3), or the most specific reason none may.
+pub fn candidates(
+    view: &ServiceView,
+    summary: &EndpointSummary,
+    nodes: &[NodeInput],
+) -> Result<BTreeSet<String>, PendingReason> {
+    if view.addresses.is_empty() {
+        return Err(PendingReason::NoAddress);
+    }
+    let by_name: BTreeMap<&str, &NodeInput> = nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+    match view.policy {
+        TrafficPolicy::Local => {
+            let local = summary.local_nodes();
+            if local.is_empty() {
+                return Err(PendingReason::NoReadyEndpoints);
+            }
+            let mut found = BTreeSet::new();
+            let mut without_kvip = Vec::new();
+            for name in local {
+                let node = by_name.get(name.as_str());
+                let excluded = node.is_some_and(|n| n.excluded());
+                let has_kvip = node.is_some_and(|n| n.runs_service_instance);
+                match (has_kvip, excluded) {
+                    (true, false) => {
+                        found.insert(name.clone());
+                    }
+                    (false, false) => without_kvip.push(name.clone()),
+                    (_, true) => {}
+                }
+            }
+            if !found.is_empty() {
+                Ok(found)
+            } else if !without_kvip.is_empty() {
+                // Deploying kvip there would help; the excluded nodes would not.
+                Err(PendingReason::EndpointsOnNodesWithoutKvip {
+                    nodes: without_kvip,
+                })
+            } else {
+                Err(PendingReason::AllCandidatesExcluded {
+                    nodes: local.iter().cloned().collect(),
+                })
+            }
+        }
+        TrafficPolicy::Cluster => {
+            if !summary.any_ready && !summary.any_serving {
+                return Err(PendingReason::NoReadyEndpoints);
+            }
+            let instances: Vec<&NodeInput> =
+                nodes.iter().filter(|n| n.runs_service_instance).collect();
+            let found: BTreeSet<String> = instances
+                .iter()
+                .filter(|n| !n.excluded())
+                .map(|n| n.name.clone())
+                .collect();
+            if !found.is_empty() {
+                Ok(found)
+            } else if instances.is_empty() {
+                Err(PendingReason::NoKvipInstances)
+            } else {
+                let mut excluded: Vec<String> = instances.iter().map(|n| n.name.clone()).collect();
+                excluded.sort();
+                excluded.dedup();
+                Err(PendingReason::AllCandidatesExcluded { nodes: excluded })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(policy: TrafficPolicy) -> ServiceView {
+        ServiceView {
+            key: ServiceKey::new("default", "web"),
+            addresses: vec!["10.0.0.10".parse().unwrap()],
+            policy,
+            lease_name: "kubevip-web".to_string(),
+            ports: vec![],
+        }
+    }
+
+    fn node(name: &str, kvip: bool, excluded: bool) -> NodeInput {
+        let mut labels = BTreeMap::new();
+        if excluded {
+            labels.insert(EXCLUDE_LB_LABEL.to_string(), String::new());
+        }
+        NodeInput {
+            name: name.to_string(),
+            labels,
+            runs_service_instance: kvip,
+        }
+    }
+
+    fn set(nodes: &[&str]) -> BTreeSet<String> {
+        nodes.iter().map(|n| n.to_string()).collect()
+    }
+
+    fn summary(ready: &[&str], terminating: &[&str]) -> EndpointSummary {
+        EndpointSummary {
+            ready_nodes: set(ready),
+            serving_terminating_nodes: set(terminating),
+            any_ready: !ready.is_empty(),
+            any_serving: !ready.is_empty() || !terminating.is_empty(),
+        }
+    }
+
+    #[test]
+    fn no_address_comes_first() {
+        let mut v = view(TrafficPolicy::Local);
+        v.addresses.clear();
+        assert_eq!(
+            candidates(&v, &EndpointSummary::default(), &[]),
+            Err(PendingReason::NoAddress)
+        );
+        assert!(
+            PendingReason::NoAddress
+                .message()
+                .contains("kube-vip.io/loadbalancerIPs")
+        );
+    }
+
+    #[test]
+    fn local_takes_ready_nodes_with_kvip() {
+        let nodes = [
+            node("a", true, false),
+            node("b", true, false),
+            node("c", false, false),
+        ];
+        let got = candidates(
+            &view(TrafficPolicy::Local),
+            &summary(&["a", "c"], &["b"]),
+            &nodes,
+        );
+        assert_eq!(got, Ok(set(&["a"])));
+    }
+
+    #[test]
+    fn local_falls_back_to_serving_terminating() {
+        let nodes = [node("a", true, false), node("b", true, false)];
+        let got = candidates(&view(TrafficPolicy::Local), &summary(&[], &["b"]), &nodes);
+        assert_eq!(got, Ok(set(&["b"])));
+        let got = candidates(&view(TrafficPolicy::Local), &summary(&[], &[]), &nodes);
+        assert_eq!(got, Err(PendingReason::NoReadyEndpoints));
+    }
+
+    #[test]
+    fn local_endpoints_only_where_kvip_does_not_run_names_the_nodes() {
+        let nodes = [node("cp", true, false), node("w1", false, false)];
+        let got = candidates(
+            &view(TrafficPolicy::Local),
+            &summary(&["w1", "w2"], &[]),
+            &nodes,
+        );
+        let reason = got.unwrap_err();
+        assert_eq!(
+            reason,
+            PendingReason::EndpointsOnNodesWithoutKvip {
+                nodes: vec!["w1".to_string(), "w2".to_string()]
+            }
+        );
+        assert_eq!(reason.reason(), "EndpointsOnNodesWithoutKvip");
+        let text = reason.message();
+        assert!(
+            text.contains("w1, w2") && text.contains("--role lb DaemonSet"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn local_excluded_nodes() {
+        let nodes = [node("a", true, true), node("b", false, true)];
+        let got = candidates(
+            &view(TrafficPolicy::Local),
+            &summary(&["a", "b"], &[]),
+            &nodes,
+        );
+        assert_eq!(
+            got,
+            Err(PendingReason::AllCandidatesExcluded {
+                nodes: vec!["a".to_string(), "b".to_string()]
+            })
+        );
+        // A node without kvip that is not excluded is the more useful thing to report.
+        let nodes = [node("a", true, true), node("b", false, false)];
+        let got = candidates(
+            &view(TrafficPolicy::Local),
+            &summary(&["a", "b"], &[]),
+            &nodes,
+        );
+        assert_eq!(
+            got,
+            Err(PendingReason::EndpointsOnNodesWithoutKvip {
+                nodes: vec!["b".to_string()]
+            })
+        );
+    }
+
+    #[test]
+    fn cluster_takes_every_instance_once_anything_is_ready() {
+        let nodes = [
+            node("a", true, false),
+            node("b", true, true),
+            node("c", false, false),
+        ];
+        let v = view(TrafficPolicy::Cluster);
+        assert_eq!(
+            candidates(&v, &summary(&["c"], &[]), &nodes),
+            Ok(set(&["a"]))
+        );
+        assert_eq!(
+            candidates(&v, &summary(&[], &["c"]), &nodes),
+            Ok(set(&["a"]))
+        );
+        assert_eq!(
+            candidates(&v, &summary(&[], &[]), &nodes),
+            Err(PendingReason::NoReadyEndpoints)
+        );
+        let nodeless = EndpointSummary {
+            any_ready: true,
+            any_serving: true,
+            ..EndpointSummary::default()
+        };
+        assert_eq!(candidates(&v, &nodeless, &nodes), Ok(set(&["a"])));
+    }
+
+    #[test]
+    fn cluster_without_instances() {
+        let v = view(TrafficPolicy::Cluster);
+        let s = summary(&["a"], &[]);
+        assert_eq!(
+            candidates(&v, &s, &[node("a", false, false)]),
+            Err(PendingReason::NoKvipInstances)
+        );
+        assert_eq!(
+            candidates(&v, &s, &[node("a", true, true)]),
+            Err(PendingReason::AllCandidatesExcluded {
+                nodes: vec!["a".to_string()]
+            })
+        );
+    }
+
+    #[test]
+    fn reason_codes_are_distinct_camel_case() {
+        let reasons = [
+            PendingReason::NoAddress,
+            PendingReason::NoReadyEndpoints,
+            PendingReason::EndpointsOnNodesWithoutKvip { nodes: vec![] },
+            PendingReason::NoKvipInstances,
+            PendingReason::AllCandidatesExcluded { nodes: vec![] },
+            PendingReason::AddressConflict {
+                address: "10.0.0.1".parse().unwrap(),
+                other: ServiceKey::new("a", "b"),
+            },
+            PendingReason::NoCommonCandidate {
+                addresses: vec![],
+                services: vec![],
+            },
+            PendingReason::NoInterfaceForFamily {
+                address: "fd00::1".parse().unwrap(),
+            },
+        ];
+        let codes: BTreeSet<&str> = reasons.iter().map(PendingReason::reason).collect();
+        assert_eq!(codes.len(), reasons.len());
+        for r in &reasons {
+            assert!(r.reason().chars().all(|c| c.is_ascii_alphabetic()));
+            assert!(!r.message().is_empty());
+        }
+    }
+}

@@ -1,0 +1,509 @@
+//! A Kubernetes Service, as plain values, turned into what kvip announces:
+//! which Services are ours, their addresses, traffic policy and Lease name.
+//! Malformed input becomes an error naming the field, never a panic.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::parse_go_bool;
+
+/// Comma-separated VIPs of both families; wins over `spec.loadBalancerIP`.
+pub const LOADBALANCER_IPS_ANNOTATION: &str = "kube-vip.io/loadbalancerIPs";
+/// A Go-true value makes kvip leave the Service alone.
+pub const IGNORE_ANNOTATION: &str = "kube-vip.io/ignore";
+/// Overrides the Service's Lease name (`kubevip-<name>` otherwise).
+pub const LEASE_NAME_ANNOTATION: &str = "kube-vip.io/leaseName";
+/// Written by kvip: the node announcing the Service.
+pub const VIP_HOST_ANNOTATION: &str = "kube-vip.io/vipHost";
+/// The Service type kvip serves.
+pub const LOAD_BALANCER_TYPE: &str = "LoadBalancer";
+
+/// A Service's identity.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ServiceKey {
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+}
+
+impl ServiceKey {
+    /// Builds a key from its two parts.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ServiceKey {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// `spec.externalTrafficPolicy`: where traffic for the VIP may land.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TrafficPolicy {
+    /// Any node; kube-proxy forwards to endpoints elsewhere.
+    Cluster,
+    /// Only nodes with a local endpoint; the client address is preserved.
+    Local,
+}
+
+/// The fields of a Service kvip reads, copied out of the API object by the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServiceInput {
+    /// Namespace and name.
+    pub key: ServiceKey,
+    /// `spec.type`, such as "LoadBalancer".
+    pub type_: String,
+    /// `spec.loadBalancerClass`.
+    pub load_balancer_class: Option<String>,
+    /// `spec.loadBalancerIP` (deprecated upstream, still used).
+    pub load_balancer_ip: Option<String>,
+    /// `metadata.annotations`.
+    pub annotations: BTreeMap<String, String>,
+    /// `spec.externalTrafficPolicy`; absent means Cluster.
+    pub external_traffic_policy: Option<String>,
+    /// `spec.ipFamilies`, such as ["IPv4", "IPv6"]; empty means not yet defaulted.
+    pub ip_families: Vec<String>,
+    /// `spec.ports` as (protocol, port).
+    pub ports: Vec<(String, u16)>,
+}
+
+/// Which `spec.loadBalancerClass` values are ours (`lb_class_only`, `lb_class_name`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LbClassRule {
+    /// Ignore Services without a class.
+    pub class_only: bool,
+    /// The class that is ours.
+    pub class_name: String,
+}
+
+/// A Service kvip announces, reduced to what the decisions need.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ServiceView {
+    /// Namespace and name.
+    pub key: ServiceKey,
+    /// The VIPs, duplicates removed, in the order the user wrote them; may be empty.
+    pub addresses: Vec<IpAddr>,
+    /// Where traffic may land.
+    pub policy: TrafficPolicy,
+    /// The Lease that elects this Service's announcer, in its namespace.
+    pub lease_name: String,
+    /// `spec.ports` as (protocol, port).
+    pub ports: Vec<(String, u16)>,
+}
+
+/// A Service field kvip cannot use; reported on the Service as an Event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceError {
+    /// An address that does not parse or cannot be a VIP.
+    #[error("{field}: {value:?} {reason}")]
+    InvalidAddress {
+        /// The annotation or spec field that holds it.
+        field: String,
+        /// The offending item.
+        value: String,
+        /// Why it cannot be used.
+        reason: &'static str,
+    },
+    /// An address whose family the Service does not have.
+    #[error("{field}: {address} is {family}, but spec.ipFamilies is [{}]; add {family} to spec.ipFamilies or remove the address", families.join(", "))]
+    FamilyNotEnabled {
+        /// The annotation or spec field that holds it.
+        field: String,
+        /// The address.
+        address: IpAddr,
+        /// "IPv4" or "IPv6".
+        family: &'static str,
+        /// The Service's `spec.ipFamilies`.
+        families: Vec<String>,
+    },
+    /// `kube-vip.io/ignore` is not a boolean.
+    #[error(
+        "annotation {IGNORE_ANNOTATION}: {value:?} is not a boolean; use true or false (Go ParseBool spellings)"
+    )]
+    InvalidIgnore {
+        /// Its value.
+        value: String,
+    },
+    /// `kube-vip.io/leaseName` is not a valid object name.
+    #[error("annotation {LEASE_NAME_ANNOTATION}: {value:?} is not a valid Lease name: {reason}")]
+    InvalidLeaseName {
+        /// Its value.
+        value: String,
+        /// The DNS-1123 rule it breaks.
+        reason: &'static str,
+    },
+    /// `spec.externalTrafficPolicy` is neither Cluster nor Local.
+    #[error("spec.externalTrafficPolicy: {value:?} must be Cluster or Local")]
+    UnknownTrafficPolicy {
+        /// Its value.
+        value: String,
+    },
+}
+
+/// The address family name Kubernetes uses.
+pub fn family_name(address: &IpAddr) -> &'static str {
+    match address {
+        IpAddr::V4(_) => "IPv4",
+        IpAddr::V6(_) => "IPv6",
+    }
+}
+
+/// Why `address` cannot be announced as a VIP, if it cannot.
+pub fn unusable_address(address: &IpAddr) -> Option<&'static str> {
+    if address.is_unspecified() {
+        return Some(
+            "is the unspecified address (kube-vip's DHCP request, which kvip does not support)",
+        );
+    }
+    if address.is_loopback() {
+        return Some("is a loopback address");
+    }
+    if address.is_multicast() {
+        return Some("is a multicast address");
+    }
+    match address {
+        IpAddr::V4(v4) if v4.is_broadcast() => Some("is the broadcast address"),
+        IpAddr::V6(v6) if v6.is_unicast_link_local() => {
+            Some("is an IPv6 link-local address, which cannot be reached off the link")
+        }
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
+            Some("is an IPv4-mapped IPv6 address; write the IPv4 address instead")
+        }
+        _ => None,
+    }
+}
+
+/// The DNS-1123 subdomain rule `name` breaks, if any (Kubernetes object names).
+pub fn dns1123_subdomain_rule(name: &str) -> Option<&'static str> {
+    if name.is_empty() || name.len() > 253 {
+        return Some("it must be 1 to 253 characters long");
+    }
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if !name.chars().all(|c| alnum(c) || c == '-' || c == '.') {
+        return Some("it may only contain lower-case letters, digits, '-' and '.'");
+    }
+    for label in name.split('.') {
+        let (Some(first), Some(last)) = (label.chars().next(), label.chars().last()) else {
+            return Some("it cannot have empty parts between dots");
+        };
+        if !alnum(first) || !alnum(last) {
+            return Some("each dot-separated part must start and end with a letter or digit");
+        }
+    }
+    None
+}
+
+fn parse_address(field: &str, text: &str) -> Result<IpAddr, ServiceError> {
+    let invalid = |reason| ServiceError::InvalidAddress {
+        field: field.to_string(),
+        value: text.to_string(),
+        reason,
+    };
+    let address: IpAddr = text.parse().map_err(|_| invalid("is not an IP address"))?;
+    match unusable_address(&address) {
+        Some(reason) => Err(invalid(reason)),
+        None => Ok(address),
+    }
+}
+
+impl ServiceView {
+    /// What kvip announces for `input`; `Ok(None)` when the Service is not kvip's to serve.
+    pub fn from_input(
+        input: &ServiceInput,
+        class: &LbClassRule,
+    ) -> Result<Option<ServiceView>, ServiceError> {
+        if input.type_ != LOAD_BALANCER_TYPE {
+            return Ok(None);
+        }
+        if let Some(value) = input.annotations.get(IGNORE_ANNOTATION) {
+            match parse_go_bool(value) {
+                Some(true) => return Ok(None),
+                Some(false) => {}
+                None if value.is_empty() => {}
+                None => {
+                    return Err(ServiceError::InvalidIgnore {
+                        value: value.clone(),
+                    });
+                }
+            }
+        }
+        match input
+            .load_balancer_class
+            .as_deref()
+            .filter(|c| !c.is_empty())
+        {
+            Some(c) if c != class.class_name => return Ok(None),
+            None if class.class_only => return Ok(None),
+            _ => {}
+        }
+
+        let policy = match input.external_traffic_policy.as_deref() {
+            None | Some("") | Some("Cluster") => TrafficPolicy::Cluster,
+            Some("Local") => TrafficPolicy::Local,
+            Some(other) => {
+                return Err(ServiceError::UnknownTrafficPolicy {
+                    value: other.to_string(),
+                });
+            }
+        };
+
+        let annotated: Vec<&str> = input
+            .annotations
+            .get(LOADBALANCER_IPS_ANNOTATION)
+            .map(|list| list.split(',').map(str::trim).filter(|s| !s.is_empty()))
+            .into_iter()
+            .flatten()
+            .collect();
+        let (field, texts) = if !annotated.is_empty() {
+            (
+                format!("annotation {LOADBALANCER_IPS_ANNOTATION}"),
+                annotated,
+            )
+        } else {
+            let spec = input.load_balancer_ip.as_deref().map(str::trim);
+            let texts = spec.filter(|s| !s.is_empty()).into_iter().collect();
+            ("spec.loadBalancerIP".to_string(), texts)
+        };
+        let mut addresses = Vec::new();
+        for text in texts {
+            let address = parse_address(&field, text)?;
+            let family = family_name(&address);
+            if !input.ip_families.is_empty() && !input.ip_families.iter().any(|f| f == family) {
+                return Err(ServiceError::FamilyNotEnabled {
+                    field,
+                    address,
+                    family,
+                    families: input.ip_families.clone(),
+                });
+            }
+            if !addresses.contains(&address) {
+                addresses.push(address);
+            }
+        }
+
+        let lease_name = match input.annotations.get(LEASE_NAME_ANNOTATION) {
+            Some(name) if !name.is_empty() => {
+                if let Some(reason) = dns1123_subdomain_rule(name) {
+                    return Err(ServiceError::InvalidLeaseName {
+                        value: name.clone(),
+                        reason,
+                    });
+                }
+                name.clone()
+            }
+            _ => format!("kubevip-{}", input.key.name),
+        };
+
+        Ok(Some(ServiceView {
+            key: input.key.clone(),
+            addresses,
+            policy,
+            lease_name,
+            ports: input.ports.clone(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rule() -> LbClassRule {
+        LbClassRule {
+            class_only: false,
+            class_name: "kube-vip.io/kube-vip-class".to_string(),
+        }
+    }
+
+    fn lb(annotations: &[(&str, &str)]) -> ServiceInput {
+        ServiceInput {
+            key: ServiceKey::new("default", "web"),
+            type_: "LoadBalancer".to_string(),
+            annotations: annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..ServiceInput::default()
+        }
+    }
+
+    fn view(input: &ServiceInput) -> ServiceView {
+        ServiceView::from_input(input, &rule()).unwrap().unwrap()
+    }
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn key_displays_as_namespace_slash_name() {
+        assert_eq!(ServiceKey::new("ns", "svc").to_string(), "ns/svc");
+    }
+
+    #[test]
+    fn only_load_balancers_are_ours() {
+        let mut input = lb(&[]);
+        input.type_ = "ClusterIP".to_string();
+        assert_eq!(ServiceView::from_input(&input, &rule()).unwrap(), None);
+    }
+
+    #[test]
+    fn ignore_annotation_uses_go_booleans() {
+        for t in ["true", "1", "T"] {
+            let input = lb(&[(IGNORE_ANNOTATION, t)]);
+            assert_eq!(ServiceView::from_input(&input, &rule()).unwrap(), None);
+        }
+        assert!(
+            view(&lb(&[(IGNORE_ANNOTATION, "false")]))
+                .addresses
+                .is_empty()
+        );
+        let err = ServiceView::from_input(&lb(&[(IGNORE_ANNOTATION, "yes")]), &rule());
+        assert_eq!(
+            err,
+            Err(ServiceError::InvalidIgnore {
+                value: "yes".to_string()
+            })
+        );
+    }
+
+    #[test]
+    fn load_balancer_class() {
+        let mut input = lb(&[]);
+        input.load_balancer_class = Some("other.io/lb".to_string());
+        assert_eq!(ServiceView::from_input(&input, &rule()).unwrap(), None);
+        input.load_balancer_class = Some("kube-vip.io/kube-vip-class".to_string());
+        assert!(ServiceView::from_input(&input, &rule()).unwrap().is_some());
+
+        let only = LbClassRule {
+            class_only: true,
+            ..rule()
+        };
+        assert!(ServiceView::from_input(&input, &only).unwrap().is_some());
+        input.load_balancer_class = None;
+        assert_eq!(ServiceView::from_input(&input, &only).unwrap(), None);
+    }
+
+    #[test]
+    fn annotation_wins_over_spec_and_keeps_order_without_duplicates() {
+        let mut input = lb(&[(
+            LOADBALANCER_IPS_ANNOTATION,
+            " 10.0.0.2, fd00::1 ,,10.0.0.1,10.0.0.2 ",
+        )]);
+        input.load_balancer_ip = Some("10.9.9.9".to_string());
+        assert_eq!(
+            view(&input).addresses,
+            ips(&["10.0.0.2", "fd00::1", "10.0.0.1"])
+        );
+    }
+
+    #[test]
+    fn spec_load_balancer_ip_is_the_fallback() {
+        let mut input = lb(&[(LOADBALANCER_IPS_ANNOTATION, " , ")]);
+        input.load_balancer_ip = Some("192.168.1.10".to_string());
+        assert_eq!(view(&input).addresses, ips(&["192.168.1.10"]));
+        input.load_balancer_ip = None;
+        assert!(view(&input).addresses.is_empty());
+    }
+
+    #[test]
+    fn bad_addresses_name_the_field() {
+        let err = ServiceView::from_input(
+            &lb(&[(LOADBALANCER_IPS_ANNOTATION, "10.0.0.1,10.0.0.x")]),
+            &rule(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "annotation kube-vip.io/loadbalancerIPs: \"10.0.0.x\" is not an IP address"
+        );
+        for bad in [
+            "0.0.0.0",
+            "::",
+            "127.0.0.1",
+            "::1",
+            "224.0.0.1",
+            "ff02::1",
+            "255.255.255.255",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            let mut input = lb(&[]);
+            input.load_balancer_ip = Some(bad.to_string());
+            let err = ServiceView::from_input(&input, &rule()).unwrap_err();
+            assert!(
+                err.to_string().starts_with("spec.loadBalancerIP: "),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn address_family_must_be_enabled() {
+        let mut input = lb(&[(LOADBALANCER_IPS_ANNOTATION, "10.0.0.1,fd00::1")]);
+        input.ip_families = vec!["IPv4".to_string()];
+        let err = ServiceView::from_input(&input, &rule()).unwrap_err();
+        assert!(matches!(
+            err,
+            ServiceError::FamilyNotEnabled { family: "IPv6", .. }
+        ));
+        input.ip_families.push("IPv6".to_string());
+        assert_eq!(view(&input).addresses.len(), 2);
+    }
+
+    #[test]
+    fn traffic_policy() {
+        let mut input = lb(&[]);
+        assert_eq!(view(&input).policy, TrafficPolicy::Cluster);
+        input.external_traffic_policy = Some("Local".to_string());
+        assert_eq!(view(&input).policy, TrafficPolicy::Local);
+        input.external_traffic_policy = Some("Nowhere".to_string());
+        assert!(ServiceView::from_input(&input, &rule()).is_err());
+    }
+
+    #[test]
+    fn lease_name() {
+        assert_eq!(view(&lb(&[])).lease_name, "kubevip-web");
+        assert_eq!(
+            view(&lb(&[(LEASE_NAME_ANNOTATION, "shared.vip-1")])).lease_name,
+            "shared.vip-1"
+        );
+        for bad in ["Upper", "-a", "a..b", "a_b", &"a".repeat(254)] {
+            let err = ServiceView::from_input(&lb(&[(LEASE_NAME_ANNOTATION, bad)]), &rule());
+            assert!(
+                matches!(err, Err(ServiceError::InvalidLeaseName { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(
+            ips_text in ".{0,40}",
+            spec_ip in proptest::option::of(".{0,20}"),
+            lease in ".{0,12}",
+            policy in proptest::option::of("(Local|Cluster|.{0,6})"),
+        ) {
+            let mut input = lb(&[(LOADBALANCER_IPS_ANNOTATION, &ips_text), (LEASE_NAME_ANNOTATION, &lease)]);
+            input.load_balancer_ip = spec_ip;
+            input.external_traffic_policy = policy;
+            if let Ok(Some(view)) = ServiceView::from_input(&input, &rule()) {
+                for (i, a) in view.addresses.iter().enumerate() {
+                    prop_assert!(!view.addresses[..i].contains(a));
+                    prop_assert!(unusable_address(a).is_none());
+                }
+            }
+        }
+    }
+}
