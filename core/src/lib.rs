@@ -4,6 +4,7 @@
 
 pub mod candidacy;
 pub mod config;
+pub mod election;
 pub mod endpoints;
 pub mod service;
 pub mod sharing;
