@@ -6,5 +6,7 @@ pub mod candidacy;
 pub mod config;
 pub mod election;
 pub mod endpoints;
+pub mod packet;
+pub mod plan;
 pub mod service;
 pub mod sharing;
