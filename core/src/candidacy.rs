@@ -219,6 +219,7 @@ pub fn candidates(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn view(policy: TrafficPolicy) -> ServiceView {
         ServiceView {
@@ -415,6 +416,49 @@ mod tests {
         for r in &reasons {
             assert!(r.reason().chars().all(|c| c.is_ascii_alphabetic()));
             assert!(!r.message().is_empty());
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn candidates_are_live_unexcluded_instances_where_traffic_may_land(
+            local in any::<bool>(),
+            ready in proptest::collection::btree_set(0..5u8, 0..4),
+            terminating in proptest::collection::btree_set(0..5u8, 0..4),
+            kvip in proptest::collection::vec(any::<bool>(), 5),
+            excluded in proptest::collection::vec(any::<bool>(), 5),
+        ) {
+            let name = |n: &u8| format!("n{n}");
+            let summary = EndpointSummary {
+                ready_nodes: ready.iter().map(name).collect(),
+                serving_terminating_nodes: terminating.iter().map(name).collect(),
+                any_ready: !ready.is_empty(),
+                any_serving: !ready.is_empty() || !terminating.is_empty(),
+            };
+            let nodes: Vec<NodeInput> = (0..5u8)
+                .map(|i| node(&name(&i), kvip[usize::from(i)], excluded[usize::from(i)]))
+                .collect();
+            let policy = if local { TrafficPolicy::Local } else { TrafficPolicy::Cluster };
+            match candidates(&view(policy), &summary, &nodes) {
+                Ok(found) => {
+                    prop_assert!(!found.is_empty());
+                    for n in &found {
+                        let node = nodes.iter().find(|x| &x.name == n).unwrap();
+                        prop_assert!(node.runs_service_instance && !node.excluded());
+                        if local {
+                            prop_assert!(summary.local_nodes().contains(n));
+                        }
+                    }
+                }
+                Err(reason) => {
+                    let possible = nodes.iter().any(|n| {
+                        n.runs_service_instance
+                            && !n.excluded()
+                            && (!local || summary.local_nodes().contains(&n.name))
+                    });
+                    prop_assert!(!possible || !summary.any_serving, "{reason:?} although a candidate exists");
+                }
+            }
         }
     }
 }

@@ -1,6 +1,19 @@
 //! kvip's pure core: every decision the daemon takes, as plain functions over
 //! plain values. Nothing here awaits, touches a socket or talks to Kubernetes;
 //! time is always an argument.
+//!
+//! The modules follow the daemon's path from input to wire:
+//!
+//! - [`config`]: kube-vip's environment variables into a checked [`Config`];
+//! - [`service`], [`endpoints`]: Services and EndpointSlices as plain values;
+//! - [`candidacy`]: which nodes may announce a Service, or why it is pending;
+//! - [`sharing`]: Services that share an address are elected together;
+//! - [`election`]: client-go compatible Lease election as a state machine;
+//! - [`plan`](mod@plan): which addresses to add and remove, and on which interface;
+//! - [`packet`]: gratuitous ARP and neighbour advertisement frames.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod candidacy;
 pub mod config;
@@ -10,3 +23,11 @@ pub mod packet;
 pub mod plan;
 pub mod service;
 pub mod sharing;
+
+pub use candidacy::{NodeInput, PendingReason, candidates};
+pub use config::{Config, ConfigError, ConfigWarning};
+pub use election::{Decision, Elector, LeaseRecord, Mono, Observed, WallTime, WriteResult};
+pub use endpoints::{EndpointIndex, EndpointSummary, SliceInput};
+pub use plan::{Action, InterfaceAddress, choose_interface, plan};
+pub use service::{LbClassRule, ServiceInput, ServiceKey, ServiceView};
+pub use sharing::{AnnouncementGroup, LeaseKey, plan_groups};
