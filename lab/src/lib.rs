@@ -1,0 +1,19 @@
+//! kvip-lab: a real Kubernetes control plane (etcd, kube-apiserver,
+//! kube-controller-manager built from the `k8s.io/kubernetes` module) and a
+//! layer-2 network of nodes as network namespaces on one machine, with the
+//! lab playing kubelet and kube-proxy. kvip's end-to-end tests run here.
+
+pub mod cluster;
+pub mod commands;
+pub mod control_plane;
+pub mod deploy;
+pub mod labd;
+pub mod layout;
+pub mod netns;
+pub mod network;
+pub mod pki;
+pub mod process;
+pub mod proxy;
+pub mod responder;
+pub mod state;
+pub mod toolchain;

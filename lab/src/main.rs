@@ -1,0 +1,187 @@
+//! `kvip-lab`: bring the lab up, deploy DaemonSets, run pods, probe VIPs,
+//! inject faults, tear it down. See `kvip-lab --help`.
+
+use clap::{Parser, Subcommand};
+use kvip_lab::commands::{self, Fault, PodArgs};
+use kvip_lab::layout::LabShape;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// A real Kubernetes control plane and a multi-node layer-2 lab for kvip.
+#[derive(Parser)]
+#[command(name = "kvip-lab", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build what is missing and bring the lab up (idempotent); prints what `env` prints.
+    Up {
+        /// Nodes in all.
+        #[arg(long, default_value_t = 3)]
+        nodes: u8,
+        /// How many of them are control-plane nodes.
+        #[arg(long = "control-plane", default_value_t = 1)]
+        control_plane: u8,
+        /// Give the bridge and pods IPv6 addresses too.
+        #[arg(long)]
+        ipv6: bool,
+    },
+    /// Print shell `export` lines for the running lab.
+    Env,
+    /// Apply a manifest: objects to the API server, DaemonSets run on their nodes.
+    Deploy {
+        /// YAML manifest.
+        file: PathBuf,
+    },
+    /// Stop the DaemonSets of a manifest.
+    Undeploy {
+        /// YAML manifest.
+        file: PathBuf,
+    },
+    /// Create a Ready pod with a responder (`pod NAME --node N --port P`), or `pod delete NAME`.
+    Pod {
+        /// NAME, or `delete` NAME.
+        #[arg(num_args = 1..=2, required = true)]
+        words: Vec<String>,
+        /// Node to bind the pod to.
+        #[arg(long)]
+        node: Option<String>,
+        /// Labels, k=v[,k=v].
+        #[arg(long, default_value = "")]
+        labels: String,
+        /// Container port the responder listens on.
+        #[arg(long)]
+        port: Option<u16>,
+        /// Kubernetes namespace.
+        #[arg(long, short = 'n', default_value = "default")]
+        namespace: String,
+    },
+    /// Connect from the client namespace and print the answer; exit 1 on failure.
+    Probe {
+        /// ADDR:PORT ([ADDR]:PORT for IPv6).
+        target: String,
+        /// Give up after this long.
+        #[arg(long = "timeout-ms", default_value_t = 1000)]
+        timeout_ms: u64,
+    },
+    /// Inject or undo a fault.
+    Fault {
+        #[command(subcommand)]
+        fault: FaultCommand,
+    },
+    /// Print the kvip logs of a node.
+    Logs {
+        /// Node name.
+        node: String,
+    },
+    /// Stop everything and remove every namespace and link the lab made.
+    Down,
+    /// (internal) the lab daemon: API forwarder and kube-proxy stand-in.
+    #[command(hide = true)]
+    Labd,
+    /// (internal) a pod's responder.
+    #[command(hide = true)]
+    Responder {
+        /// Addresses to listen on.
+        #[arg(long, required = true)]
+        listen: Vec<SocketAddr>,
+        /// Addresses to listen on too when free (the node's, like a hostPort).
+        #[arg(long)]
+        also: Vec<SocketAddr>,
+        /// The line to answer with.
+        #[arg(long)]
+        text: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum FaultCommand {
+    /// Stop every process of NODE and take its link down.
+    KillNode { node: String },
+    /// Bring NODE back.
+    ReviveNode { node: String },
+    /// Cut only NODE's traffic to the API servers.
+    IsolateApi { node: String },
+    /// Undo isolate-api.
+    Heal { node: String },
+    /// Stop NODE's API server, or every API server.
+    ApiserverStop { node: Option<String> },
+    /// Start NODE's API server, or every API server.
+    ApiserverStart { node: Option<String> },
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Up {
+            nodes,
+            control_plane,
+            ipv6,
+        } => commands::up(LabShape {
+            nodes,
+            control_plane,
+            ipv6,
+        }),
+        Command::Env => commands::env(),
+        Command::Deploy { file } => commands::deploy(&file),
+        Command::Undeploy { file } => commands::undeploy(&file),
+        Command::Pod {
+            words,
+            node,
+            labels,
+            port,
+            namespace,
+        } => match words.as_slice() {
+            [verb, name] if verb == "delete" => commands::pod_delete(name, &namespace),
+            [name] => {
+                let node = node.ok_or_else(|| anyhow::anyhow!("pod {name}: --node is required"))?;
+                let port = port.ok_or_else(|| anyhow::anyhow!("pod {name}: --port is required"))?;
+                let labels = commands::parse_labels(&labels)?;
+                commands::pod_create(PodArgs {
+                    name: name.clone(),
+                    node,
+                    labels,
+                    port,
+                    namespace,
+                })
+            }
+            _ => anyhow::bail!(
+                "usage: kvip-lab pod NAME --node NODE --port P [--labels k=v] | kvip-lab pod delete NAME"
+            ),
+        },
+        Command::Probe { target, timeout_ms } => {
+            let line = commands::probe(&target, Duration::from_millis(timeout_ms))
+                .map_err(|e| anyhow::anyhow!("probe {target}: {e:#}"))?;
+            println!("{line}");
+            Ok(())
+        }
+        Command::Fault { fault } => commands::fault(match fault {
+            FaultCommand::KillNode { node } => Fault::KillNode(node),
+            FaultCommand::ReviveNode { node } => Fault::ReviveNode(node),
+            FaultCommand::IsolateApi { node } => Fault::IsolateApi(node),
+            FaultCommand::Heal { node } => Fault::Heal(node),
+            FaultCommand::ApiserverStop { node } => Fault::ApiserverStop(node),
+            FaultCommand::ApiserverStart { node } => Fault::ApiserverStart(node),
+        }),
+        Command::Logs { node } => commands::logs(&node),
+        Command::Down => commands::down(),
+        Command::Labd => kvip_lab::labd::run(),
+        Command::Responder { listen, also, text } => {
+            kvip_lab::responder::run(&listen, &also, &text)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kvip-lab: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

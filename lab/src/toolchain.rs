@@ -1,0 +1,159 @@
+//! Builds the control plane the lab runs: kube-apiserver,
+//! kube-controller-manager and kubectl from the `k8s.io/kubernetes` Go module
+//! pinned in `lab/k8s/go.mod`, cached per version so a warm `up` builds nothing.
+
+use anyhow::{Context, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The Go helper module, as laid out in the source tree.
+pub fn go_module_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s")
+}
+
+/// Binaries the lab needs from the Go module.
+pub const BINARIES: [&str; 3] = ["kube-apiserver", "kube-controller-manager", "kubectl"];
+
+/// Where built binaries are kept between runs (the machine keeps this folder).
+pub fn cache_root() -> PathBuf {
+    std::env::var_os("KVIP_LAB_CACHE")
+        .map_or_else(|| PathBuf::from("/var/cache/kvip-lab"), PathBuf::from)
+}
+
+/// The Kubernetes version the Go module pins (`require k8s.io/kubernetes vX.Y.Z`).
+pub fn pinned_version(go_mod: &str) -> anyhow::Result<String> {
+    go_mod
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let first = words.next()?;
+            let (module, version) = if first == "require" {
+                (words.next()?, words.next()?)
+            } else {
+                (first, words.next()?)
+            };
+            (module == "k8s.io/kubernetes").then(|| version.to_string())
+        })
+        .next()
+        .context("lab/k8s/go.mod does not require k8s.io/kubernetes")
+}
+
+/// A fingerprint of the Go module's inputs; a change rebuilds.
+fn fingerprint(dir: &Path) -> anyhow::Result<String> {
+    let mut text = String::new();
+    for file in ["go.mod", "go.sum"] {
+        text.push_str(&std::fs::read_to_string(dir.join(file))?);
+    }
+    for bin in BINARIES {
+        text.push_str(&std::fs::read_to_string(
+            dir.join("cmd").join(bin).join("main.go"),
+        )?);
+    }
+    // FNV-1a: stable across runs and Rust versions, enough to notice a change.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    Ok(format!("{hash:016x}"))
+}
+
+/// Returns the folder holding the built binaries, building them if needed.
+pub fn ensure_control_plane(log: &mut dyn FnMut(&str)) -> anyhow::Result<(PathBuf, String)> {
+    let dir = go_module_dir();
+    let go_mod = std::fs::read_to_string(dir.join("go.mod"))
+        .with_context(|| format!("the Go helper module is missing at {}", dir.display()))?;
+    let version = pinned_version(&go_mod)?;
+    let out = cache_root().join(format!("k8s-{version}-{}", fingerprint(&dir)?));
+    if BINARIES.iter().all(|b| out.join(b).is_file()) {
+        return Ok((out, version));
+    }
+    if Command::new("go").arg("version").output().is_err() {
+        bail!(
+            "the Go toolchain is missing: `go` is not on PATH, and the lab builds Kubernetes {version} from source with it (install Go 1.26 or newer)"
+        );
+    }
+    log(&format!(
+        "building kube-apiserver, kube-controller-manager and kubectl {version} (first time only; several minutes on 2 cores)"
+    ));
+    let staging = out.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging)?;
+    let (major, minor) = major_minor(&version);
+    let mut ldflags = String::from("-s -w");
+    for pkg in [
+        "k8s.io/component-base/version",
+        "k8s.io/client-go/pkg/version",
+    ] {
+        ldflags.push_str(&format!(
+            " -X {pkg}.gitVersion={version} -X {pkg}.gitMajor={major} -X {pkg}.gitMinor={minor} -X {pkg}.gitTreeState=clean -X {pkg}.buildDate=1970-01-01T00:00:00Z"
+        ));
+    }
+    let status = Command::new("go")
+        .current_dir(&dir)
+        .env("CGO_ENABLED", "0")
+        .env("GOFLAGS", "-mod=mod")
+        .args(["build", "-trimpath", "-ldflags", &ldflags, "-o"])
+        .arg(&staging)
+        .arg("./cmd/...")
+        .status()
+        .context("running go build")?;
+    if !status.success() {
+        let _ = std::fs::remove_dir_all(&staging);
+        bail!("building the control plane with `go build` failed (see its output above)");
+    }
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::rename(&staging, &out)?;
+    Ok((out, version))
+}
+
+fn major_minor(version: &str) -> (String, String) {
+    let mut parts = version.trim_start_matches('v').split('.');
+    let major = parts.next().unwrap_or("1").to_string();
+    let minor = parts.next().unwrap_or("0").to_string();
+    (major, minor)
+}
+
+/// The etcd binary shipped by the `etcd-bin-vendored` crate.
+pub fn etcd_binary() -> anyhow::Result<PathBuf> {
+    etcd_bin_vendored::etcd_bin_path()
+        .map(PathBuf::from)
+        .map_err(|e| anyhow::anyhow!("the vendored etcd binary is unavailable: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_pinned_version() {
+        let go_mod = "module x\n\ngo 1.26\n\nrequire k8s.io/kubernetes v1.34.4\n";
+        assert_eq!(pinned_version(go_mod).unwrap(), "v1.34.4");
+        let block = "require (\n\tk8s.io/kubernetes v1.35.4\n\tfoo v1\n)\n";
+        assert_eq!(pinned_version(block).unwrap(), "v1.35.4");
+        assert!(pinned_version("module x\n").is_err());
+    }
+
+    #[test]
+    fn the_repository_pins_matching_staging_modules() {
+        let go_mod = std::fs::read_to_string(go_module_dir().join("go.mod")).unwrap();
+        let version = pinned_version(&go_mod).unwrap();
+        let staging = version.replacen("v1.", "v0.", 1);
+        let replaces: Vec<_> = go_mod
+            .lines()
+            .filter(|l| l.contains("=> k8s.io/"))
+            .collect();
+        assert!(replaces.len() >= 31, "every staging module must be pinned");
+        for line in replaces {
+            assert!(
+                line.trim_end().ends_with(&staging),
+                "{line} is not pinned to {staging}"
+            );
+        }
+    }
+
+    #[test]
+    fn splits_major_and_minor() {
+        assert_eq!(major_minor("v1.34.4"), ("1".to_string(), "34".to_string()));
+    }
+}
