@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod commands;
 pub mod control_plane;
+pub mod demo;
 pub mod deploy;
 pub mod labd;
 pub mod layout;

@@ -81,6 +81,8 @@ enum Command {
     },
     /// Stop everything and remove every namespace and link the lab made.
     Down,
+    /// Bring the lab up and run the demo.
+    Demo,
     /// (internal) the lab daemon: API forwarder and kube-proxy stand-in.
     #[command(hide = true)]
     Labd,
@@ -169,6 +171,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }),
         Command::Logs { node } => commands::logs(&node),
         Command::Down => commands::down(),
+        Command::Demo => kvip_lab::demo::run(),
         Command::Labd => kvip_lab::labd::run(),
         Command::Responder { listen, also, text } => {
             kvip_lab::responder::run(&listen, &also, &text)

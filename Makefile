@@ -1,0 +1,26 @@
+# The two commands a newcomer needs (run as root on Debian):
+#   make demo   bring the lab up and run the demo
+#   make test   run every test: unit, property and the lab's end-to-end tests
+# Go and Cargo keep their caches in their usual places (~/go, ~/.cache,
+# ~/.cargo, ./target); the lab caches its Kubernetes build in /var/cache/kvip-lab.
+
+CARGO ?= cargo
+
+.PHONY: demo test deps build lint
+
+deps:
+	./scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --workspace --bins
+
+demo: build
+	./target/debug/kvip-lab demo
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test: build lint
+	$(CARGO) test --workspace --lib --bins
+	$(CARGO) test -p kvip-lab --test lab_e2e

@@ -1,0 +1,222 @@
+//! What the lab's end-to-end tests share: driving `kvip-lab` and `kubectl`
+//! as a user would, waiting for conditions, and a tiny test runner that ends
+//! with the line `N passed, N failed`.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Result of one scenario.
+pub type Outcome = Result<(), String>;
+
+/// Fails the scenario with a message.
+#[macro_export]
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!($($fmt)+));
+        }
+    };
+}
+
+/// The `kvip-lab` binary under test.
+pub fn lab_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_kvip-lab")
+}
+
+/// Runs `kvip-lab args` and returns its output.
+pub fn lab(args: &[&str]) -> Output {
+    Command::new(lab_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run kvip-lab: {e}"))
+}
+
+/// Runs `kvip-lab args`; Err with its stderr on failure, Ok(stdout) otherwise.
+pub fn lab_ok(args: &[&str]) -> Result<String, String> {
+    let out = lab(args);
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "kvip-lab {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// The variables `kvip-lab env` prints.
+pub fn lab_env() -> Result<BTreeMap<String, String>, String> {
+    let text = lab_ok(&["env"])?;
+    Ok(parse_env(&text))
+}
+
+/// Parses `export K=V` lines.
+pub fn parse_env(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+        .collect()
+}
+
+/// Runs the lab's kubectl with the lab's kubeconfig.
+pub fn kubectl(args: &[&str]) -> Result<String, String> {
+    kubectl_input(args, None)
+}
+
+/// Runs kubectl with `input` on standard input.
+pub fn kubectl_input(args: &[&str], input: Option<&str>) -> Result<String, String> {
+    use std::io::Write;
+    let env = lab_env()?;
+    let bin = env
+        .get("PATH")
+        .and_then(|p| p.split(':').next())
+        .map(|dir| format!("{dir}/kubectl"))
+        .ok_or("kvip-lab env printed no PATH")?;
+    let mut child = Command::new(bin)
+        .args(args)
+        .env(
+            "KUBECONFIG",
+            env.get("KUBECONFIG").cloned().unwrap_or_default(),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("kubectl: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(input.unwrap_or_default().as_bytes());
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "kubectl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Applies YAML with kubectl.
+pub fn apply(yaml: &str) -> Result<String, String> {
+    kubectl_input(&["apply", "-f", "-"], Some(yaml))
+}
+
+/// Reads an object as JSON.
+pub fn get_json(args: &[&str]) -> Result<serde_json::Value, String> {
+    let mut all = vec!["get"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", "json"]);
+    let text = kubectl(&all)?;
+    serde_json::from_str(&text).map_err(|e| format!("kubectl output is not JSON: {e}"))
+}
+
+/// Polls `check` every `every` until it returns Some or `timeout` passes.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Result<T, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("timed out after {timeout:?} waiting for {what}"));
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// One `kvip-lab probe`; Some(answer) on success.
+pub fn probe(target: &str, timeout_ms: u64) -> Option<String> {
+    let out = lab(&["probe", target, "--timeout-ms", &timeout_ms.to_string()]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Runs a command inside a lab namespace.
+pub fn in_netns(netns: &str, program: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", netns, program])
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// A named scenario.
+pub struct Scenario {
+    /// Printed name.
+    pub name: &'static str,
+    /// The body.
+    pub run: fn() -> Outcome,
+}
+
+/// Runs scenarios in order, prints one line each and the closing
+/// `N passed, N failed` line; exits non-zero on any failure.
+pub fn run_all(suite: &str, scenarios: &[Scenario]) {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let (mut passed, mut failed) = (0, 0);
+    for s in scenarios {
+        if !filter.is_empty() && !filter.iter().any(|f| s.name.contains(f.as_str())) {
+            continue;
+        }
+        let started = Instant::now();
+        let result = std::panic::catch_unwind(s.run).unwrap_or_else(|p| {
+            Err(p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default())
+        });
+        match result {
+            Ok(()) => {
+                passed += 1;
+                println!(
+                    "test {suite}::{} ... ok ({:.1} s)",
+                    s.name,
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                println!(
+                    "test {suite}::{} ... FAILED ({:.1} s)\n    {e}",
+                    s.name,
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+    }
+    println!("\n{suite}: {passed} passed, {failed} failed");
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
+
+/// True when running as root (the lab needs it).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}

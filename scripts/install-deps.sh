@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what kvip's lab and tests need on a fresh Debian machine: the
+# network tools the lab drives and the Rust and Go toolchains' checks.
+set -euo pipefail
+need=()
+for pair in ip:iproute2 nft:nftables arping:iputils-arping tcpdump:tcpdump ndisc6:ndisc6 unshare:util-linux setpriv:util-linux python3:python3; do
+  cmd=${pair%%:*} pkg=${pair#*:}
+  command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
+done
+if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
+  need+=(python3-prometheus-client)
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "cargo is missing: install Rust 1.89 or newer" >&2; exit 1; }
+command -v go >/dev/null || { echo "go is missing: install Go 1.26 or newer (the lab builds Kubernetes with it)" >&2; exit 1; }
