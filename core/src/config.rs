@@ -21,6 +21,45 @@ const ARP_RATE_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
 /// The kvip-only settings; any other `kvip_` variable is a typo.
 pub const KVIP_VARIABLES: &[&str] = &["kvip_log_format"];
 
+/// The kube-vip variables kvip implements, exactly as `Config::from_env` reads them.
+pub const SUPPORTED_VARIABLES: &[&str] = &[
+    "vip_arp",
+    "vip_interface",
+    "vip_servicesinterface",
+    "address",
+    "vip_address",
+    "port",
+    "vip_subnet",
+    "vip_cidr",
+    "vip_leaderelection",
+    "vip_leasename",
+    "vip_leaseduration",
+    "vip_renewdeadline",
+    "vip_retryperiod",
+    "vip_nodename",
+    "node_name",
+    "cp_enable",
+    "cp_namespace",
+    "svc_enable",
+    "svc_election",
+    "svc_namespace",
+    "svc_leasename",
+    "lb_class_only",
+    "lb_class_name",
+    "prometheus_server",
+    "vip_arpRate",
+    "vip_loglevel",
+    "k8s_config_file",
+];
+
+/// Every variable name kvip recognises: implemented, kvip-only, and kube-vip's
+/// unimplemented ones (reported as warnings).
+pub fn known_variable(name: &str) -> bool {
+    SUPPORTED_VARIABLES.contains(&name)
+        || KVIP_VARIABLES.contains(&name)
+        || UNSUPPORTED.iter().any(|(n, _, _)| *n == name)
+}
+
 /// Parses a boolean exactly as Go's `strconv.ParseBool`, which kube-vip uses.
 pub fn parse_go_bool(s: &str) -> Option<bool> {
     match s {

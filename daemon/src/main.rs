@@ -1,6 +1,21 @@
 //! `kvip`: the virtual-IP daemon and its command line.
 
+mod announce;
+mod cache;
+mod http;
+mod leases;
+mod manager;
+mod metrics;
+mod net;
+mod settings;
+mod status;
+mod translate;
+
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use kvip_core::Config;
+use kvip_core::config::LogFormat;
+use std::time::{Duration, Instant};
 
 /// kvip announces Kubernetes virtual IPs from exactly one healthy node.
 #[derive(Parser)]
@@ -13,17 +28,147 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon (kube-vip manifests call it with `args: ["manager"]`).
-    Manager,
+    ///
+    /// Settings are kube-vip's environment variables (vip_arp, vip_interface,
+    /// svc_enable, svc_election, vip_leaseduration, ...), each also accepted as
+    /// a flag of the same name: --vip_arp=true.
+    Manager {
+        /// kube-vip variables as flags, e.g. --svc_enable=true.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        settings: Vec<String>,
+    },
     /// Print the version and build.
     Version,
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Manager => anyhow::bail!("manager: not implemented yet"),
+fn init_logging(config: &Config) {
+    // kube-vip's vip_loglevel is a logrus level: 0 panic .. 4 info .. 6 trace.
+    let level = match config.log_level {
+        0..=2 => "error",
+        3 => "warn",
+        4 => "info",
+        5 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KVIP_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "{level},kube=warn,hyper=warn,tower=warn,rustls=warn"
+        ))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn kube_client(config: &Config) -> anyhow::Result<kube::Client> {
+    let kube_config = match &config.k8s_config_file {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("k8s_config_file: cannot read {path}"))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .with_context(|| format!("k8s_config_file: {path} is not a usable kubeconfig"))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no Kubernetes credentials: not in a pod, no KUBECONFIG, and k8s_config_file is not set")?,
+    };
+    Ok(kube::Client::try_from(kube_config)?)
+}
+
+async fn manager(settings: Vec<String>) -> anyhow::Result<()> {
+    let vars = settings::variables(std::env::vars(), &settings).map_err(anyhow::Error::msg)?;
+    let (config, warnings) =
+        Config::from_env(&vars).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+    init_logging(&config);
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    let node = config
+        .node_name
+        .clone()
+        .context("vip_nodename is not set: the DaemonSet sets it from spec.nodeName")?;
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), node = %node, svc = config.svc_enable, cp = config.cp_enable, "kvip starting");
+    let started = Instant::now();
+    if !config.prometheus_server.is_empty() {
+        let addr = http::listen_address(&config.prometheus_server).map_err(anyhow::Error::msg)?;
+        let stuck_after = (config.lease_duration * 2).max(Duration::from_secs(10));
+        tokio::spawn(async move {
+            if let Err(e) = http::serve(addr, started, stuck_after).await {
+                tracing::error!(error = %e, "metrics endpoint stopped");
+            }
+        });
+    }
+    let client = kube_client(&config).await?;
+    let netlink = net::Netlink::new().context("netlink")?;
+    let wire = announce::Wire::new(netlink, config.arp_rate);
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        let _ = shutdown_tx.send(true);
+    });
+    let instance_namespace =
+        std::env::var("POD_NAMESPACE").unwrap_or_else(|_| config.cp_namespace.clone());
+    let cache = cache::Cache::start(&client, config.svc_namespace.as_deref());
+    tracing::info!("waiting for the caches to sync");
+    cache
+        .wait_synced()
+        .await
+        .context("the watches stopped before syncing")?;
+    metrics::set_ready(true);
+    tracing::info!(
+        after_ms = started.elapsed().as_millis() as u64,
+        "caches synced"
+    );
+    if config.cp_enable {
+        tracing::warn!("cp_enable: the control-plane role is not in this build yet");
+    }
+    if !config.svc_enable {
+        tracing::warn!("svc_enable is false and no other role runs: idling");
+        let mut rx = shutdown_rx;
+        let _ = rx.changed().await;
+        return Ok(());
+    }
+    manager::Manager::new(config, node, client, cache, wire, instance_namespace)
+        .run(shutdown_rx)
+        .await
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
         Command::Version => {
-            println!("kvip {}", env!("CARGO_PKG_VERSION"));
+            println!(
+                "kvip {} (core {})",
+                env!("CARGO_PKG_VERSION"),
+                env!("CARGO_PKG_VERSION")
+            );
             Ok(())
+        }
+        Command::Manager { settings } => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(manager(settings))),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kvip: {e:#}");
+            std::process::ExitCode::FAILURE
         }
     }
 }

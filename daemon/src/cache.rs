@@ -1,0 +1,109 @@
+//! One watch per resource type (Services, EndpointSlices, Nodes, Leases)
+//! into in-memory stores, waking the reconciler on every change. Never one
+//! watch per Service: the API cost stays flat as Services grow.
+
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::Notify;
+
+/// The stores the reconciler reads.
+#[derive(Clone)]
+pub struct Cache {
+    /// Services (in `svc_namespace`, or all).
+    pub services: Store<Service>,
+    /// EndpointSlices (same scope).
+    pub slices: Store<EndpointSlice>,
+    /// Nodes.
+    pub nodes: Store<Node>,
+    /// Leases everywhere but `kube-node-lease`.
+    pub leases: Store<Lease>,
+    /// Woken on every change.
+    pub changed: Arc<Notify>,
+    /// Counts watch events (liveness of the watches).
+    pub events: Arc<AtomicU64>,
+}
+
+fn watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    changed: Arc<Notify>,
+    events: Arc<AtomicU64>,
+) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => {
+                    events.fetch_add(1, Ordering::Relaxed);
+                    changed.notify_one();
+                }
+                Err(e) => tracing::warn!(error = %e, "watch failed; retrying with backoff"),
+            }
+        }
+    });
+    reader
+}
+
+impl Cache {
+    /// Starts the four watches.
+    pub fn start(client: &Client, service_namespace: Option<&str>) -> Self {
+        let changed = Arc::new(Notify::new());
+        let events = Arc::new(AtomicU64::new(0));
+        let (services, slices): (Api<Service>, Api<EndpointSlice>) = match service_namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
+        let plain = watcher::Config::default;
+        Self {
+            services: watch(services, plain(), changed.clone(), events.clone()),
+            slices: watch(slices, plain(), changed.clone(), events.clone()),
+            nodes: watch(
+                Api::all(client.clone()),
+                plain(),
+                changed.clone(),
+                events.clone(),
+            ),
+            leases: watch(
+                Api::all(client.clone()),
+                plain().fields("metadata.namespace!=kube-node-lease"),
+                changed.clone(),
+                events.clone(),
+            ),
+            changed,
+            events,
+        }
+    }
+
+    /// Waits until every store has its first full list.
+    pub async fn wait_synced(&self) -> Result<(), reflector::store::WriterDropped> {
+        self.services.wait_until_ready().await?;
+        self.slices.wait_until_ready().await?;
+        self.nodes.wait_until_ready().await?;
+        self.leases.wait_until_ready().await
+    }
+
+    /// The Lease `namespace/name`, if it exists.
+    pub fn lease(&self, namespace: &str, name: &str) -> Option<Arc<Lease>> {
+        self.leases
+            .get(&reflector::ObjectRef::new(name).within(namespace))
+    }
+}

@@ -1,0 +1,100 @@
+//! Lease writes for the election: create, or replace guarded by
+//! resourceVersion, translated into the core's `WriteResult` (409 = lost).
+
+use crate::translate;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, PostParams};
+use kube::{Client, Error};
+use kvip_core::{LeaseRecord, WriteResult};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// What a write asks for.
+#[derive(Debug, Clone)]
+pub enum LeaseWrite {
+    /// Create the Lease.
+    Create(LeaseRecord),
+    /// Replace it, guarded by the version.
+    Replace {
+        /// New spec.
+        record: LeaseRecord,
+        /// Version it must still have.
+        resource_version: String,
+    },
+}
+
+/// Writes `write` to Lease `namespace/name` within `timeout`.
+pub async fn write(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    write: LeaseWrite,
+    labels: Option<&BTreeMap<String, String>>,
+    timeout: Duration,
+) -> WriteResult {
+    let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
+    let (record, resource_version) = match &write {
+        LeaseWrite::Create(r) => (r, None),
+        LeaseWrite::Replace {
+            record,
+            resource_version,
+        } => (record, Some(resource_version.clone())),
+    };
+    let lease = Lease {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
+            resource_version: resource_version.clone(),
+            labels: labels.cloned(),
+            ..Default::default()
+        },
+        spec: Some(translate::lease_spec(record)),
+    };
+    let pp = PostParams {
+        field_manager: Some("kvip".into()),
+        ..Default::default()
+    };
+    let call = async {
+        match resource_version {
+            None => api.create(&pp, &lease).await,
+            Some(_) => api.replace(name, &pp, &lease).await,
+        }
+    };
+    let result = match tokio::time::timeout(timeout, call).await {
+        Ok(r) => r,
+        Err(_) => {
+            crate::metrics::api_request("lease", "write", false);
+            tracing::warn!(lease = %format!("{namespace}/{name}"), "lease write timed out");
+            return WriteResult::Error;
+        }
+    };
+    match result {
+        Ok(stored) => {
+            crate::metrics::api_request("lease", "write", true);
+            let seen = translate::observed(Some(&stored));
+            match (seen.record, seen.resource_version) {
+                (Some(record), Some(resource_version)) => WriteResult::Ok {
+                    record,
+                    resource_version,
+                },
+                _ => WriteResult::Error,
+            }
+        }
+        Err(Error::Api(status)) if status.code == 409 => {
+            crate::metrics::api_request("lease", "write", true);
+            WriteResult::Conflict
+        }
+        Err(e) => {
+            crate::metrics::api_request("lease", "write", false);
+            tracing::warn!(lease = %format!("{namespace}/{name}"), error = %e, "lease write failed");
+            WriteResult::Error
+        }
+    }
+}
+
+/// Deletes a Lease (our own instance Lease on shutdown); absent is fine.
+pub async fn delete(client: &Client, namespace: &str, name: &str) {
+    let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
+    let _ = api.delete(name, &Default::default()).await;
+}

@@ -1,0 +1,667 @@
+//! `kvip manager`, the Service role: one reconcile loop that reads the
+//! watched stores, asks the core who may announce what, runs one Lease
+//! election per announcement group, and carries out the result — withdraw,
+//! then release; add, then announce — and keeps Service status in step.
+
+use crate::announce::Wire;
+use crate::cache::Cache;
+use crate::leases::{self, LeaseWrite};
+use crate::metrics;
+use crate::status;
+use crate::translate;
+use k8s_openapi::api::core::v1::Service;
+use kube::Client;
+use kvip_core::candidacy::NodeInput;
+use kvip_core::endpoints::EndpointIndex;
+use kvip_core::sharing::CandidateMap;
+use kvip_core::{
+    AnnouncementGroup, Config, Decision, Elector, InterfaceAddress, LbClassRule, LeaseKey, Mono,
+    PendingReason, ServiceKey, ServiceView, WriteResult, candidates, choose_interface, plan_groups,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Label on the per-node Lease that says a kvip instance runs there.
+pub const INSTANCE_LABEL: &str = "kvip.io/instance";
+/// Label naming the node of an instance Lease.
+pub const INSTANCE_NODE_LABEL: &str = "kvip.io/node";
+/// Label naming the roles of an instance Lease.
+pub const INSTANCE_ROLE_LABEL: &str = "kvip.io/role";
+
+/// How long an instance Lease is valid without renewal.
+const INSTANCE_LEASE_SECONDS: i32 = 15;
+
+/// One election: its Lease, the state machine, and what it covers.
+struct Election {
+    elector: Elector,
+    /// Addresses of the groups it covers.
+    addresses: BTreeSet<IpAddr>,
+    /// Services of those groups.
+    services: BTreeSet<ServiceKey>,
+    /// Whether this node may hold it now.
+    candidate: bool,
+    /// Highest resourceVersion we wrote; older cache entries are stale.
+    written_version: Option<u64>,
+    /// Held at start-up from an earlier run: keep its addresses until the first write settles.
+    adopting_until: Option<Mono>,
+    /// When we decided to take it (for the takeover latency).
+    taking_since: Option<Instant>,
+    /// Whether we held it at the last pass.
+    held: bool,
+}
+
+/// A finished Lease write.
+struct WriteDone {
+    lease: LeaseKey,
+    result: WriteResult,
+}
+
+/// The Service role's state.
+pub struct Manager {
+    config: Config,
+    node: String,
+    client: Client,
+    cache: Cache,
+    wire: Wire,
+    elections: BTreeMap<LeaseKey, Election>,
+    writes_tx: mpsc::UnboundedSender<WriteDone>,
+    writes_rx: mpsc::UnboundedReceiver<WriteDone>,
+    epoch: Instant,
+    instance_namespace: String,
+    /// When each instance Lease (by node) last changed, and its resourceVersion.
+    instances_seen: BTreeMap<String, (String, Mono)>,
+    next_instance_renew: Mono,
+    instance_version: Option<String>,
+    /// Problems already logged, so a Service's bad input is said once.
+    reported: BTreeMap<ServiceKey, String>,
+    status: status::StatusWriter,
+    started_adoption: bool,
+}
+
+impl Manager {
+    /// Sets the role up; nothing runs until [`Manager::run`].
+    pub fn new(
+        config: Config,
+        node: String,
+        client: Client,
+        cache: Cache,
+        wire: Wire,
+        instance_namespace: String,
+    ) -> Self {
+        let (writes_tx, writes_rx) = mpsc::unbounded_channel();
+        let status = status::StatusWriter::new(client.clone(), node.clone());
+        Self {
+            config,
+            node,
+            client,
+            cache,
+            wire,
+            elections: BTreeMap::new(),
+            writes_tx,
+            writes_rx,
+            epoch: Instant::now(),
+            instance_namespace,
+            instances_seen: BTreeMap::new(),
+            next_instance_renew: Mono::default(),
+            instance_version: None,
+            reported: BTreeMap::new(),
+            status,
+            started_adoption: false,
+        }
+    }
+
+    fn now(&self) -> Mono {
+        Mono(self.epoch.elapsed())
+    }
+
+    /// Name of this node's instance Lease.
+    pub fn instance_lease_name(node: &str) -> String {
+        format!("kvip-lb-{node}")
+    }
+
+    /// Runs until `shutdown` fires, then withdraws and releases everything.
+    pub async fn run(
+        mut self,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            while let Ok(done) = self.writes_rx.try_recv() {
+                self.write_finished(done);
+            }
+            let next = self.pass(false).await;
+            metrics::beat(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX));
+            let sleep = next.min(Duration::from_secs(1));
+            tokio::select! {
+                _ = self.cache.changed.notified() => {
+                    // Let a burst of watch events settle into one pass.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Some(done) = self.writes_rx.recv() => self.write_finished(done),
+                _ = tokio::time::sleep(sleep) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        self.shutdown().await;
+        Ok(())
+    }
+
+    fn write_finished(&mut self, done: WriteDone) {
+        let now = self.now();
+        if let Some(e) = self.elections.get_mut(&done.lease) {
+            if let WriteResult::Ok {
+                resource_version, ..
+            } = &done.result
+                && let Ok(v) = resource_version.parse::<u64>()
+            {
+                e.written_version = Some(e.written_version.map_or(v, |w| w.max(v)));
+            }
+            if !matches!(done.result, WriteResult::Ok { .. }) {
+                e.adopting_until = None;
+            }
+            e.elector.write_result(done.result, now);
+        }
+    }
+
+    /// Nodes that run a live kvip Service instance, judged by their
+    /// instance Leases changing within their duration (local clock).
+    fn live_instances(&mut self, now: Mono) -> BTreeSet<String> {
+        let mut live = BTreeSet::new();
+        live.insert(self.node.clone());
+        for lease in self.cache.leases.state() {
+            let labels = lease.metadata.labels.clone().unwrap_or_default();
+            if labels.get(INSTANCE_LABEL).map(String::as_str) != Some("true")
+                || !labels
+                    .get(INSTANCE_ROLE_LABEL)
+                    .is_some_and(|r| r.split('.').any(|x| x == "lb"))
+            {
+                continue;
+            }
+            let Some(node) = labels.get(INSTANCE_NODE_LABEL).cloned() else {
+                continue;
+            };
+            let version = lease.metadata.resource_version.clone().unwrap_or_default();
+            let duration = lease
+                .spec
+                .as_ref()
+                .and_then(|s| s.lease_duration_seconds)
+                .unwrap_or(INSTANCE_LEASE_SECONDS);
+            let released = lease
+                .spec
+                .as_ref()
+                .and_then(|s| s.holder_identity.as_deref())
+                .is_none_or(str::is_empty);
+            let entry = self
+                .instances_seen
+                .entry(node.clone())
+                .or_insert((version.clone(), now));
+            if entry.0 != version {
+                *entry = (version, now);
+            }
+            let valid = Duration::from_secs(u64::try_from(duration.max(1)).unwrap_or(15));
+            if !released && now.since(entry.1) < valid {
+                live.insert(node);
+            }
+        }
+        live
+    }
+
+    /// Renews this node's instance Lease when due.
+    fn renew_instance(&mut self, now: Mono) {
+        if now < self.next_instance_renew {
+            return;
+        }
+        self.next_instance_renew = now.after(Duration::from_secs(5));
+        let name = Self::instance_lease_name(&self.node);
+        let current = self.cache.lease(&self.instance_namespace, &name);
+        let wall = translate::wall_now();
+        let record = kvip_core::LeaseRecord {
+            holder: Some(self.node.clone()),
+            lease_duration_seconds: Some(INSTANCE_LEASE_SECONDS),
+            acquire_time: current
+                .as_ref()
+                .and_then(|l| translate::observed(Some(l)).record)
+                .and_then(|r| r.acquire_time)
+                .or(Some(wall)),
+            renew_time: Some(wall),
+            lease_transitions: Some(0),
+        };
+        let write = match current
+            .as_ref()
+            .and_then(|l| l.metadata.resource_version.clone())
+        {
+            Some(resource_version) => LeaseWrite::Replace {
+                record,
+                resource_version,
+            },
+            None => LeaseWrite::Create(record),
+        };
+        let labels = BTreeMap::from([
+            (INSTANCE_LABEL.to_string(), "true".to_string()),
+            (INSTANCE_NODE_LABEL.to_string(), self.node.clone()),
+            (INSTANCE_ROLE_LABEL.to_string(), "lb".to_string()),
+        ]);
+        let client = self.client.clone();
+        let namespace = self.instance_namespace.clone();
+        let timeout = self.config.renew_deadline;
+        tokio::spawn(async move {
+            let _ = leases::write(&client, &namespace, &name, write, Some(&labels), timeout).await;
+        });
+    }
+
+    /// One reconcile pass; returns how long until the next is due.
+    async fn pass(&mut self, shutting_down: bool) -> Duration {
+        let now = self.now();
+        let mut next = Duration::from_secs(1);
+        if !shutting_down {
+            self.renew_instance(now);
+        }
+        let live = self.live_instances(now);
+
+        // What the cluster asks for.
+        let rule = LbClassRule {
+            class_only: self.config.lb_class_only,
+            class_name: self.config.lb_class_name.clone(),
+        };
+        let services: Vec<Arc<Service>> = self.cache.services.state();
+        let mut views: Vec<ServiceView> = Vec::new();
+        let mut ours: BTreeSet<ServiceKey> = BTreeSet::new();
+        for svc in &services {
+            let input = translate::service_input(svc);
+            match ServiceView::from_input(&input, &rule) {
+                Ok(Some(view)) => {
+                    ours.insert(view.key.clone());
+                    self.reported.remove(&view.key);
+                    views.push(view);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let text = e.to_string();
+                    if self.reported.get(&input.key) != Some(&text) {
+                        tracing::warn!(service = %input.key, error = %text, "Service not served: bad input");
+                        self.reported.insert(input.key.clone(), text);
+                    }
+                    ours.insert(input.key.clone());
+                }
+            }
+        }
+        let mut index = EndpointIndex::new();
+        index.reset(
+            self.cache
+                .slices
+                .state()
+                .iter()
+                .filter_map(|s| translate::slice_input(s)),
+        );
+        let nodes: Vec<NodeInput> = self
+            .cache
+            .nodes
+            .state()
+            .iter()
+            .map(|n| {
+                let (name, labels) = translate::node_labels(n);
+                NodeInput {
+                    runs_service_instance: live.contains(&name),
+                    name,
+                    labels,
+                }
+            })
+            .collect();
+        let candidate_map: CandidateMap = views
+            .iter()
+            .map(|v| (v.key.clone(), candidates(v, &index.summary(&v.key), &nodes)))
+            .collect();
+        let (groups, pending) = plan_groups(&views, &candidate_map);
+        self.update_pending_metrics(&pending);
+
+        // One election per Lease.
+        let wanted = self.elections_for(&groups, shutting_down);
+        let wall = translate::wall_now();
+        let mut writes = Vec::new();
+        let mut releases = Vec::new();
+        self.elections
+            .retain(|key, e| wanted.contains_key(key) || e.elector.holds(now) || e.held);
+        for (key, (addresses, services, candidate)) in &wanted {
+            if !self.elections.contains_key(key) {
+                match Elector::new(
+                    self.node.clone(),
+                    self.config.lease_duration,
+                    self.config.renew_deadline,
+                    self.config.retry_period,
+                ) {
+                    Ok(elector) => {
+                        self.elections.insert(
+                            key.clone(),
+                            Election {
+                                elector,
+                                addresses: BTreeSet::new(),
+                                services: BTreeSet::new(),
+                                candidate: false,
+                                written_version: None,
+                                adopting_until: None,
+                                taking_since: None,
+                                held: false,
+                            },
+                        );
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot run an election");
+                        continue;
+                    }
+                }
+            }
+            if let Some(e) = self.elections.get_mut(key) {
+                e.addresses = addresses.clone();
+                e.services = services.clone();
+                e.candidate = *candidate;
+            }
+        }
+        for (key, e) in self.elections.iter_mut() {
+            if !wanted.contains_key(key) {
+                e.candidate = false;
+            }
+            let lease = self.cache.lease(&key.namespace, &key.name);
+            let cached_version = lease
+                .as_ref()
+                .and_then(|l| l.metadata.resource_version.as_deref())
+                .and_then(|v| v.parse::<u64>().ok());
+            let stale = matches!((cached_version, e.written_version), (Some(c), Some(w)) if c < w);
+            if !stale {
+                e.elector
+                    .observe(translate::observed(lease.as_deref()), now);
+            }
+            if e.candidate && !e.elector.holds(now) && e.taking_since.is_none() {
+                e.taking_since = Some(Instant::now());
+            }
+            match e.elector.decide(now, wall, e.candidate) {
+                Decision::Wait(d) => next = next.min(d),
+                Decision::Create(record) => writes.push((key.clone(), LeaseWrite::Create(record))),
+                Decision::Update {
+                    record,
+                    resource_version,
+                } => writes.push((
+                    key.clone(),
+                    LeaseWrite::Replace {
+                        record,
+                        resource_version,
+                    },
+                )),
+                Decision::Release {
+                    record,
+                    resource_version,
+                } => releases.push((
+                    key.clone(),
+                    LeaseWrite::Replace {
+                        record,
+                        resource_version,
+                    },
+                )),
+            }
+        }
+
+        // Start-up: addresses an earlier run left are kept while we still hold their Lease.
+        if !self.started_adoption {
+            self.started_adoption = true;
+            let vips: BTreeSet<IpAddr> = views
+                .iter()
+                .flat_map(|v| v.addresses.iter().copied())
+                .collect();
+            match self.wire.adopt(&vips).await {
+                Ok(adopted) if !adopted.is_empty() => {
+                    let until = now.after(self.config.lease_duration);
+                    for e in self.elections.values_mut() {
+                        let ours = e.elector.holder() == Some(self.node.as_str());
+                        if ours && adopted.iter().any(|ia| e.addresses.contains(&ia.address)) {
+                            e.adopting_until = Some(until);
+                        }
+                    }
+                    tracing::info!(
+                        count = adopted.len(),
+                        "found VIPs from an earlier run on the interfaces"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot read the interfaces' addresses"),
+            }
+        }
+
+        // What this node announces.
+        let mut desired_addresses: BTreeSet<IpAddr> = BTreeSet::new();
+        let mut announced_services: BTreeMap<ServiceKey, BTreeSet<IpAddr>> = BTreeMap::new();
+        for (key, e) in self.elections.iter_mut() {
+            let adopting = e.adopting_until.is_some_and(|u| now < u) && e.candidate;
+            let may = (e.elector.may_announce(now) && e.candidate) || adopting;
+            if may {
+                desired_addresses.extend(e.addresses.iter().copied());
+                for s in &e.services {
+                    let own = views
+                        .iter()
+                        .find(|v| &v.key == s)
+                        .map(|v| v.addresses.clone())
+                        .unwrap_or_default();
+                    announced_services.entry(s.clone()).or_default().extend(own);
+                }
+            }
+            if may != e.held {
+                if may {
+                    metrics::get().elections_won.get_or_create(&role_lb()).inc();
+                    tracing::info!(lease = %format!("{}/{}", key.namespace, key.name), addresses = ?e.addresses, services = ?e.services, "won the election: announcing");
+                } else {
+                    metrics::get()
+                        .elections_lost
+                        .get_or_create(&role_lb())
+                        .inc();
+                    let why = if e.candidate {
+                        "lease lost"
+                    } else {
+                        "no longer a candidate"
+                    };
+                    metrics::get()
+                        .handovers
+                        .get_or_create(&metrics::ReasonLabels {
+                            reason: why.replace(' ', "_"),
+                        })
+                        .inc();
+                    tracing::info!(lease = %format!("{}/{}", key.namespace, key.name), addresses = ?e.addresses, why, "withdrawing");
+                }
+                e.held = may;
+            }
+            if let Some(until) = e.adopting_until {
+                next = next.min(until.since(now));
+            }
+        }
+        let desired = self.place(&desired_addresses).await;
+        let (added, failed) = self.wire.apply(&desired).await;
+        for (ia, err) in failed {
+            tracing::error!(address = %ia.address, interface = %ia.interface, error = %err, "cannot change the address");
+        }
+        for ia in &added {
+            tracing::info!(address = %ia.address, interface = %ia.interface, "VIP added and announced");
+            if let Some(e) = self
+                .elections
+                .values_mut()
+                .find(|e| e.addresses.contains(&ia.address))
+                && let Some(since) = e.taking_since.take()
+            {
+                metrics::get()
+                    .takeover_seconds
+                    .observe(since.elapsed().as_secs_f64());
+            }
+        }
+        for e in self.elections.values_mut() {
+            if e.held {
+                e.taking_since = None;
+            }
+        }
+        let held = self.wire.owned().len();
+        metrics::get()
+            .vips_held
+            .get_or_create(&role_lb())
+            .set(i64::try_from(held).unwrap_or(0));
+        metrics::get()
+            .kube_vip_active_services
+            .set(i64::try_from(announced_services.len()).unwrap_or(0));
+        metrics::get()
+            .kube_vip_is_leader
+            .set(i64::from(!announced_services.is_empty()));
+
+        // Writes: renewals and takeovers now; releases only after the withdraw above.
+        for (key, write) in writes.into_iter().chain(releases) {
+            self.spawn_write(key, write);
+        }
+
+        // Service status follows what this node announces.
+        if !shutting_down {
+            self.status
+                .sync(&services, &announced_services, &ours, &pending)
+                .await;
+        }
+        if let Some(at) = self.wire.send_due().await {
+            next = next.min(at.saturating_duration_since(Instant::now()));
+        }
+        next
+    }
+
+    /// Maps announcement groups to elections: a Lease per group, or with
+    /// `svc_election=false` the global services Lease for Cluster-policy groups.
+    fn elections_for(
+        &self,
+        groups: &[AnnouncementGroup],
+        shutting_down: bool,
+    ) -> BTreeMap<LeaseKey, (BTreeSet<IpAddr>, BTreeSet<ServiceKey>, bool)> {
+        let mut out: BTreeMap<LeaseKey, (BTreeSet<IpAddr>, BTreeSet<ServiceKey>, bool)> =
+            BTreeMap::new();
+        for g in groups {
+            let key = if self.config.svc_election || self.group_is_local(g) {
+                g.lease.clone()
+            } else {
+                LeaseKey {
+                    namespace: self.config.cp_namespace.clone(),
+                    name: self.config.svc_leasename.clone(),
+                }
+            };
+            let entry = out.entry(key).or_default();
+            entry.0.extend(g.addresses.iter().copied());
+            entry.1.extend(g.services.iter().cloned());
+            entry.2 |= g.candidates.contains(&self.node) && !shutting_down;
+        }
+        out
+    }
+
+    fn group_is_local(&self, group: &AnnouncementGroup) -> bool {
+        self.cache.services.state().iter().any(|s| {
+            group.services.contains(&translate::service_key(s))
+                && s.spec
+                    .as_ref()
+                    .and_then(|sp| sp.external_traffic_policy.as_deref())
+                    == Some("Local")
+        })
+    }
+
+    /// Chooses the interface for every address this node announces.
+    async fn place(&mut self, addresses: &BTreeSet<IpAddr>) -> BTreeSet<InterfaceAddress> {
+        let mut out = BTreeSet::new();
+        if addresses.is_empty() {
+            return out;
+        }
+        let (interfaces, v4, v6) = match self.wire.interfaces().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list interfaces");
+                return self
+                    .wire
+                    .owned()
+                    .iter()
+                    .filter(|ia| addresses.contains(&ia.address))
+                    .cloned()
+                    .collect();
+            }
+        };
+        let configured = self
+            .config
+            .vip_services_interface
+            .clone()
+            .or_else(|| self.config.vip_interface.clone());
+        for address in addresses {
+            match choose_interface(
+                *address,
+                configured.as_deref(),
+                &interfaces,
+                v4.as_deref(),
+                v6.as_deref(),
+            ) {
+                Ok(interface) => {
+                    out.insert(InterfaceAddress {
+                        interface,
+                        address: *address,
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(address = %address, error = %e, "no interface for the VIP")
+                }
+            }
+        }
+        out
+    }
+
+    fn spawn_write(&self, key: LeaseKey, write: LeaseWrite) {
+        let client = self.client.clone();
+        let tx = self.writes_tx.clone();
+        let timeout = self.config.renew_deadline;
+        tokio::spawn(async move {
+            let result =
+                leases::write(&client, &key.namespace, &key.name, write, None, timeout).await;
+            let _ = tx.send(WriteDone { lease: key, result });
+        });
+    }
+
+    fn update_pending_metrics(&self, pending: &BTreeMap<ServiceKey, PendingReason>) {
+        let mut counts: BTreeMap<&'static str, i64> = BTreeMap::new();
+        for reason in pending.values() {
+            *counts.entry(reason.reason()).or_default() += 1;
+        }
+        let family = &metrics::get().pending;
+        family.clear();
+        for (reason, n) in counts {
+            family
+                .get_or_create(&metrics::ReasonLabels {
+                    reason: reason.into(),
+                })
+                .set(n);
+        }
+    }
+
+    /// Withdraws every VIP, then releases every Lease held, within about a second.
+    async fn shutdown(&mut self) {
+        tracing::info!("shutting down: withdrawing VIPs, then releasing Leases");
+        let _ = self.pass(true).await;
+        let deadline = Instant::now() + Duration::from_millis(900);
+        while self
+            .elections
+            .values()
+            .any(|e| e.elector.holder() == Some(self.node.as_str()))
+            && Instant::now() < deadline
+        {
+            tokio::select! {
+                Some(done) = self.writes_rx.recv() => self.write_finished(done),
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+            let _ = self.pass(true).await;
+        }
+        leases::delete(
+            &self.client,
+            &self.instance_namespace,
+            &Self::instance_lease_name(&self.node),
+        )
+        .await;
+    }
+}
+
+fn role_lb() -> metrics::RoleLabels {
+    metrics::RoleLabels { role: "lb".into() }
+}

@@ -1,0 +1,202 @@
+//! Prometheus metrics (prefix `kvip_`, plus kube-vip's names where the
+//! meaning matches) and the HTTP endpoint serving them with `/healthz` and
+//! `/readyz`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Labels of an API request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    /// Kubernetes resource.
+    pub resource: String,
+    /// Verb.
+    pub verb: String,
+    /// `ok` or `error`.
+    pub result: String,
+}
+
+/// Labels carrying a role.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoleLabels {
+    /// `lb` or `cp`.
+    pub role: String,
+}
+
+/// Labels carrying a reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Short reason code.
+    pub reason: String,
+}
+
+/// Labels carrying an address family.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FamilyLabels {
+    /// `ipv4` or `ipv6`.
+    pub family: String,
+}
+
+/// Build information.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    /// kvip version.
+    pub version: String,
+}
+
+/// Every metric kvip exports.
+pub struct Metrics {
+    registry: Registry,
+    /// API requests by resource, verb and result.
+    pub api_requests: Family<ApiLabels, Counter>,
+    /// VIPs on this node's interfaces, per role.
+    pub vips_held: Family<RoleLabels, Gauge>,
+    /// Leases won.
+    pub elections_won: Family<RoleLabels, Counter>,
+    /// Leases lost or released.
+    pub elections_lost: Family<RoleLabels, Counter>,
+    /// Handovers by reason.
+    pub handovers: Family<ReasonLabels, Counter>,
+    /// Gratuitous ARP / NA frames sent.
+    pub gratuitous_sent: Family<FamilyLabels, Counter>,
+    /// Seconds from the decision to take a VIP to its first gratuitous packet.
+    pub takeover_seconds: Histogram,
+    /// Services kvip owns that are pending, by reason.
+    pub pending: Family<ReasonLabels, Gauge>,
+    /// Address conflicts seen on the wire.
+    pub conflicts: Counter,
+    /// kube-vip compatible: 1 while this node holds a control-plane or services Lease.
+    pub kube_vip_is_leader: Gauge,
+    /// kube-vip compatible: Services this node announces.
+    pub kube_vip_active_services: Gauge,
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+static READY: AtomicBool = AtomicBool::new(false);
+static LOOP_BEAT: AtomicU64 = AtomicU64::new(0);
+
+/// The process-wide metrics.
+pub fn get() -> &'static Metrics {
+    METRICS.get_or_init(|| {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            registry: Registry::default(),
+            api_requests: Family::default(),
+            vips_held: Family::default(),
+            elections_won: Family::default(),
+            elections_lost: Family::default(),
+            handovers: Family::default(),
+            gratuitous_sent: Family::default(),
+            takeover_seconds: Histogram::new([
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            pending: Family::default(),
+            conflicts: Counter::default(),
+            kube_vip_is_leader: Gauge::default(),
+            kube_vip_active_services: Gauge::default(),
+        };
+        registry.register(
+            "kvip_api_requests",
+            "Kubernetes API requests by resource, verb and result",
+            m.api_requests.clone(),
+        );
+        registry.register(
+            "kvip_vips_held",
+            "VIPs on this node's interfaces",
+            m.vips_held.clone(),
+        );
+        registry.register(
+            "kvip_elections_won",
+            "Leases this node won",
+            m.elections_won.clone(),
+        );
+        registry.register(
+            "kvip_elections_lost",
+            "Leases this node lost or released",
+            m.elections_lost.clone(),
+        );
+        registry.register("kvip_handovers", "Handovers by reason", m.handovers.clone());
+        registry.register(
+            "kvip_gratuitous_packets_sent",
+            "Gratuitous ARP and unsolicited NA frames sent",
+            m.gratuitous_sent.clone(),
+        );
+        registry.register(
+            "kvip_takeover_seconds",
+            "Decision to take a VIP to its first gratuitous packet",
+            m.takeover_seconds.clone(),
+        );
+        registry.register(
+            "kvip_pending_services",
+            "Services kvip owns but cannot announce, by reason",
+            m.pending.clone(),
+        );
+        registry.register(
+            "kvip_address_conflicts",
+            "Other MACs seen claiming one of our VIPs",
+            m.conflicts.clone(),
+        );
+        registry.register(
+            "kube_vip_is_leader",
+            "1 while this node holds a Lease (kube-vip compatible)",
+            m.kube_vip_is_leader.clone(),
+        );
+        registry.register(
+            "kube_vip_active_services",
+            "Services this node announces (kube-vip compatible)",
+            m.kube_vip_active_services.clone(),
+        );
+        let build: Family<BuildLabels, Gauge> = Family::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
+        registry.register("kvip_build_info", "kvip's version", build);
+        Metrics { registry, ..m }
+    })
+}
+
+/// Counts one API request.
+pub fn api_request(resource: &str, verb: &str, ok: bool) {
+    get()
+        .api_requests
+        .get_or_create(&ApiLabels {
+            resource: resource.into(),
+            verb: verb.into(),
+            result: if ok { "ok" } else { "error" }.into(),
+        })
+        .inc();
+}
+
+/// The exposition text.
+pub fn render() -> String {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &get().registry).is_err() {
+        out.clear();
+    }
+    out
+}
+
+/// Marks the caches synced and the interface usable.
+pub fn set_ready(ready: bool) {
+    READY.store(ready, Ordering::Relaxed);
+}
+
+/// Called by the reconcile loop on every pass (and at least every second).
+pub fn beat(now_ms: u64) {
+    LOOP_BEAT.store(now_ms, Ordering::Relaxed);
+}
+
+/// (alive, ready) as the health endpoints judge them.
+pub fn health(now_ms: u64, stuck_after_ms: u64) -> (bool, bool) {
+    let beat = LOOP_BEAT.load(Ordering::Relaxed);
+    let alive = beat == 0 || now_ms.saturating_sub(beat) < stuck_after_ms;
+    (alive, READY.load(Ordering::Relaxed))
+}

@@ -1,0 +1,89 @@
+//! `kvip manager`'s configuration: kube-vip's environment variables, each
+//! also accepted as a long flag of the same name (`--vip_arp=true`), flags
+//! winning. Validation is the core's, so every error names the variable.
+
+use kvip_core::config::{KVIP_VARIABLES, known_variable};
+use std::collections::BTreeMap;
+
+/// Merges the process environment with `--name=value` / `--name value` flags.
+pub fn variables(
+    env: impl IntoIterator<Item = (String, String)>,
+    flags: &[String],
+) -> Result<BTreeMap<String, String>, String> {
+    let mut vars: BTreeMap<String, String> = env
+        .into_iter()
+        .filter(|(k, _)| known_variable(k) || k.starts_with("kvip_"))
+        .collect();
+    let mut args = flags.iter();
+    while let Some(arg) = args.next() {
+        let Some(flag) = arg.strip_prefix("--") else {
+            return Err(format!(
+                "unexpected argument {arg:?}: settings are --name=value, with kube-vip's variable names"
+            ));
+        };
+        let (name, value) = match flag.split_once('=') {
+            Some((n, v)) => (n.to_string(), v.to_string()),
+            None => {
+                let value = args
+                    .next()
+                    .ok_or_else(|| format!("--{flag} needs a value"))?;
+                (flag.to_string(), value.clone())
+            }
+        };
+        if !known_variable(&name) && !name.starts_with("kvip_") {
+            return Err(format!(
+                "unknown flag --{name}: kvip takes kube-vip's variable names (such as --vip_arp, --svc_enable) and kvip-only ones ({})",
+                KVIP_VARIABLES.join(", ")
+            ));
+        }
+        vars.insert(name, value);
+    }
+    Ok(vars)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn flags_override_the_environment() {
+        let env = vec![
+            ("vip_arp".to_string(), "false".to_string()),
+            ("HOME".to_string(), "/root".to_string()),
+        ];
+        let vars = variables(env, &s(&["--vip_arp=true", "--svc_enable", "1"])).unwrap();
+        assert_eq!(vars["vip_arp"], "true");
+        assert_eq!(vars["svc_enable"], "1");
+        assert!(
+            !vars.contains_key("HOME"),
+            "unrelated environment is ignored"
+        );
+    }
+
+    #[test]
+    fn unknown_flags_are_named() {
+        let err = variables(Vec::new(), &s(&["--vip_arpp=true"])).unwrap_err();
+        assert!(err.contains("--vip_arpp"), "{err}");
+        assert!(
+            variables(Vec::new(), &s(&["--svc_enable"]))
+                .unwrap_err()
+                .contains("needs a value")
+        );
+        assert!(variables(Vec::new(), &s(&["manager"])).is_err());
+    }
+
+    #[test]
+    fn unimplemented_kube_vip_flags_pass_through_to_warnings() {
+        let vars = variables(Vec::new(), &s(&["--bgp_enable=true"])).unwrap();
+        let (_, warnings) = kvip_core::Config::from_env(&vars).unwrap();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.to_string().contains("bgp_enable"))
+        );
+    }
+}
