@@ -1,0 +1,414 @@
+//! The node's interfaces, addresses and default routes through one
+//! long-lived rtnetlink connection: reads them for interface choice, and adds
+//! or deletes a VIP as a host address (/32, or /128 without DAD).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use futures::TryStreamExt;
+use kvip_core::plan::InterfaceInfo;
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
+};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::route::{RouteAttribute, RouteHeader, RouteMessage, RouteType};
+use rtnetlink::{Handle, RouteMessageBuilder};
+
+use super::error::{Capability, NetError, errno, to_io};
+
+/// An interface as the announcer needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// Kernel interface index.
+    pub index: u32,
+    /// Interface name.
+    pub name: String,
+    /// Its Ethernet address (all zeros when it has none, such as `lo`).
+    pub mac: [u8; 6],
+    /// Administratively up and running (carrier or unknown state).
+    pub up: bool,
+}
+
+/// A shared connection to the kernel's routing netlink; cheap to clone.
+#[derive(Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+impl Netlink {
+    /// Opens the connection and spawns its task; needs a Tokio runtime.
+    pub fn new() -> Result<Self, NetError> {
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|e| NetError::NetlinkUnavailable {
+                source: io::Error::other(e),
+            })?;
+        let (connection, handle, _) = rtnetlink::new_connection()
+            .map_err(|source| NetError::NetlinkUnavailable { source })?;
+        runtime.spawn(connection);
+        Ok(Netlink { handle })
+    }
+
+    /// Every interface with its state and addresses.
+    pub async fn interfaces(&self) -> Result<Vec<InterfaceInfo>, NetError> {
+        let links = self.all_links().await?;
+        let mut addresses = self.addresses(None).await?;
+        Ok(links
+            .into_iter()
+            .map(|link| InterfaceInfo {
+                addresses: addresses.remove(&link.index).unwrap_or_default(),
+                name: link.name,
+                up: link.up,
+            })
+            .collect())
+    }
+
+    /// The interface called `name`.
+    pub async fn link(&self, name: &str) -> Result<LinkInfo, NetError> {
+        let mut request = std::pin::pin!(
+            self.handle
+                .link()
+                .get()
+                .match_name(name.to_string())
+                .execute()
+        );
+        let message = request.try_next().await.map_err(|e| {
+            if errno(&e) == Some(libc::ENODEV) {
+                NetError::InterfaceNotFound {
+                    interface: name.to_string(),
+                }
+            } else {
+                read_error(format!("read interface {name}"), e)
+            }
+        })?;
+        message
+            .map(|m| link_info(&m))
+            .ok_or_else(|| NetError::InterfaceNotFound {
+                interface: name.to_string(),
+            })
+    }
+
+    /// The output interfaces of the IPv4 and IPv6 default routes (main table,
+    /// lowest metric first), if there are any.
+    pub async fn default_route_interfaces(
+        &self,
+    ) -> Result<(Option<String>, Option<String>), NetError> {
+        let v4 = self
+            .default_route_index(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .await?;
+        let v6 = self
+            .default_route_index(RouteMessageBuilder::<Ipv6Addr>::new().build())
+            .await?;
+        if v4.is_none() && v6.is_none() {
+            return Ok((None, None));
+        }
+        let names: BTreeMap<u32, String> = self
+            .all_links()
+            .await?
+            .into_iter()
+            .map(|l| (l.index, l.name))
+            .collect();
+        let name = |index: Option<u32>| index.and_then(|i| names.get(&i).cloned());
+        Ok((name(v4), name(v6)))
+    }
+
+    /// Adds `ip` to `interface` as a host address (/32; /128 with NODAD so it
+    /// is usable at once). `Ok(false)` when it was already there.
+    pub async fn add_address(&self, interface: &str, ip: IpAddr) -> Result<bool, NetError> {
+        let link = self.link(interface).await?;
+        let prefix = host_prefix(ip);
+        let mut request = self.handle.address().add(link.index, ip, prefix);
+        shape_vip_message(request.message_mut());
+        match request.execute().await {
+            Ok(()) => Ok(true),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(NetError::netlink(
+                format!("add {ip}/{prefix} to {interface}"),
+                Capability::NetAdmin,
+                to_io(e),
+            )),
+        }
+    }
+
+    /// Deletes the host address `ip` (/32 or /128) from `interface`.
+    /// `Ok(false)` when it was not there. The same IP with a wider prefix is
+    /// the node's own address, not a VIP, and is left alone.
+    pub async fn remove_address(&self, interface: &str, ip: IpAddr) -> Result<bool, NetError> {
+        let link = self.link(interface).await?;
+        let prefix = host_prefix(ip);
+        let action = || format!("remove {ip}/{prefix} from {interface}");
+        let mut found = std::pin::pin!(
+            self.handle
+                .address()
+                .get()
+                .set_link_index_filter(link.index)
+                .set_address_filter(ip)
+                .set_prefix_length_filter(prefix)
+                .execute()
+        );
+        let message = found
+            .try_next()
+            .await
+            .map_err(|e| read_error(action(), e))?;
+        let Some(message) = message else {
+            return Ok(false);
+        };
+        match self.handle.address().del(message).execute().await {
+            Ok(()) => Ok(true),
+            // Deleted by someone else between the dump and the delete.
+            Err(e) if errno(&e) == Some(libc::EADDRNOTAVAIL) => Ok(false),
+            Err(e) => Err(NetError::netlink(action(), Capability::NetAdmin, to_io(e))),
+        }
+    }
+
+    /// The addresses on `interface` with their prefix lengths.
+    pub async fn host_addresses(&self, interface: &str) -> Result<Vec<(IpAddr, u8)>, NetError> {
+        let link = self.link(interface).await?;
+        Ok(self
+            .addresses(Some(link.index))
+            .await?
+            .remove(&link.index)
+            .unwrap_or_default())
+    }
+
+    async fn all_links(&self) -> Result<Vec<LinkInfo>, NetError> {
+        self.handle
+            .link()
+            .get()
+            .execute()
+            .map_ok(|m| link_info(&m))
+            .try_collect()
+            .await
+            .map_err(|e| read_error("list interfaces".to_string(), e))
+    }
+
+    /// Addresses by interface index, of one interface or all.
+    async fn addresses(
+        &self,
+        index: Option<u32>,
+    ) -> Result<BTreeMap<u32, Vec<(IpAddr, u8)>>, NetError> {
+        let mut request = self.handle.address().get();
+        if let Some(index) = index {
+            request = request.set_link_index_filter(index);
+        }
+        let messages: Vec<AddressMessage> = request
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| read_error("list addresses".to_string(), e))?;
+        let mut by_link: BTreeMap<u32, Vec<(IpAddr, u8)>> = BTreeMap::new();
+        for message in &messages {
+            if let Some(ip) = local_address(message) {
+                by_link
+                    .entry(message.header.index)
+                    .or_default()
+                    .push((ip, message.header.prefix_len));
+            }
+        }
+        Ok(by_link)
+    }
+
+    /// The output interface index of the best default route of one family.
+    async fn default_route_index(&self, dump: RouteMessage) -> Result<Option<u32>, NetError> {
+        let routes: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(dump)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| read_error("list routes".to_string(), e))?;
+        Ok(best_default_route(&routes))
+    }
+}
+
+/// A read failed; reads need no capability, so only permission errors from
+/// unusual sandboxes would map to one.
+fn read_error(action: String, error: rtnetlink::Error) -> NetError {
+    NetError::netlink(action, Capability::NetAdmin, to_io(error))
+}
+
+/// The prefix length of a host address of `ip`'s family.
+pub(super) fn host_prefix(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() { 32 } else { 128 }
+}
+
+/// Makes rtnetlink's address message the one kvip wants for a VIP: no
+/// broadcast attribute (a /32 needs none, and a broadcast equal to the VIP
+/// would add a broadcast route for it), and IPv6 without duplicate address
+/// detection, which would hold the address "tentative" for a second or more
+/// and fail it while the previous holder's cache entries still point
+/// elsewhere.
+fn shape_vip_message(message: &mut AddressMessage) {
+    message
+        .attributes
+        .retain(|a| !matches!(a, AddressAttribute::Broadcast(_)));
+    if message.header.prefix_len == 128 {
+        message.header.flags = AddressHeaderFlags::Nodad;
+        message
+            .attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+}
+
+fn link_info(message: &LinkMessage) -> LinkInfo {
+    let mut name = String::new();
+    let mut mac = [0u8; 6];
+    for attribute in &message.attributes {
+        match attribute {
+            LinkAttribute::IfName(n) => name.clone_from(n),
+            LinkAttribute::Address(bytes) if bytes.len() == 6 => mac.copy_from_slice(bytes),
+            _ => {}
+        }
+    }
+    let flags = message.header.flags;
+    LinkInfo {
+        index: message.header.index,
+        name,
+        mac,
+        up: flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::Running),
+    }
+}
+
+/// The address of this host in an address message: IFA_LOCAL for IPv4 (on
+/// point-to-point links IFA_ADDRESS is the peer), else IFA_ADDRESS.
+fn local_address(message: &AddressMessage) -> Option<IpAddr> {
+    let local = message.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(ip) => Some(*ip),
+        _ => None,
+    });
+    let address = message.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Address(ip) => Some(*ip),
+        _ => None,
+    });
+    local.or(address)
+}
+
+/// The interface index of the main table's default route with the lowest
+/// metric (first nexthop of a multipath route).
+fn best_default_route(routes: &[RouteMessage]) -> Option<u32> {
+    routes
+        .iter()
+        .filter(|r| r.header.destination_prefix_length == 0 && r.header.kind == RouteType::Unicast)
+        .filter(|r| route_table(r) == u32::from(RouteHeader::RT_TABLE_MAIN))
+        .filter_map(|r| {
+            let mut oif = None;
+            let mut metric = 0;
+            for attribute in &r.attributes {
+                match attribute {
+                    RouteAttribute::Oif(index) => oif = Some(*index),
+                    RouteAttribute::MultiPath(hops) if oif.is_none() => {
+                        oif = hops.first().map(|h| h.interface_index)
+                    }
+                    RouteAttribute::Priority(p) => metric = *p,
+                    _ => {}
+                }
+            }
+            oif.map(|oif| (metric, oif))
+        })
+        .min()
+        .map(|(_, oif)| oif)
+}
+
+/// The table of a route: the RTA_TABLE attribute when present (tables above
+/// 255), else the header's byte.
+fn route_table(route: &RouteMessage) -> u32 {
+    route
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(route.header.table))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_route::route::RouteNextHop;
+
+    fn route(prefix: u8, table: u8, attributes: Vec<RouteAttribute>) -> RouteMessage {
+        let mut message = RouteMessageBuilder::<Ipv4Addr>::new().build();
+        message.header.destination_prefix_length = prefix;
+        message.header.table = table;
+        message.header.kind = RouteType::Unicast;
+        message.attributes = attributes;
+        message
+    }
+
+    #[test]
+    fn default_route_is_the_main_tables_lowest_metric() {
+        let main = RouteHeader::RT_TABLE_MAIN;
+        let routes = vec![
+            route(24, main, vec![RouteAttribute::Oif(9)]),
+            route(0, 100, vec![RouteAttribute::Oif(8)]),
+            route(
+                0,
+                main,
+                vec![RouteAttribute::Oif(3), RouteAttribute::Priority(200)],
+            ),
+            route(
+                0,
+                main,
+                vec![RouteAttribute::Oif(4), RouteAttribute::Priority(100)],
+            ),
+        ];
+        assert_eq!(best_default_route(&routes), Some(4));
+        assert_eq!(best_default_route(&routes[..2]), None);
+
+        let mut hop = RouteNextHop::default();
+        hop.interface_index = 7;
+        let multipath = route(0, main, vec![RouteAttribute::MultiPath(vec![hop])]);
+        assert_eq!(best_default_route(&[multipath]), Some(7));
+
+        let big_table = route(
+            0,
+            0,
+            vec![RouteAttribute::Table(254), RouteAttribute::Oif(5)],
+        );
+        assert_eq!(best_default_route(&[big_table]), Some(5));
+    }
+
+    #[test]
+    fn vip_messages_have_no_broadcast_and_v6_skips_dad() {
+        let mut v4 = rtnetlink::AddressMessageBuilder::<Ipv4Addr>::new()
+            .address(Ipv4Addr::new(192, 0, 2, 10), 32)
+            .build();
+        shape_vip_message(&mut v4);
+        assert!(
+            !v4.attributes
+                .iter()
+                .any(|a| matches!(a, AddressAttribute::Broadcast(_)))
+        );
+        assert!(!v4.header.flags.contains(AddressHeaderFlags::Nodad));
+
+        let mut v6 = rtnetlink::AddressMessageBuilder::<Ipv6Addr>::new()
+            .address("fd00:99::10".parse().unwrap(), 128)
+            .build();
+        shape_vip_message(&mut v6);
+        assert!(v6.header.flags.contains(AddressHeaderFlags::Nodad));
+        assert!(
+            v6.attributes
+                .contains(&AddressAttribute::Flags(AddressFlags::Nodad))
+        );
+    }
+
+    #[test]
+    fn local_beats_peer_address() {
+        let mut message = AddressMessage::default();
+        message.attributes = vec![
+            AddressAttribute::Address("10.0.0.2".parse().unwrap()),
+            AddressAttribute::Local("10.0.0.1".parse().unwrap()),
+        ];
+        assert_eq!(local_address(&message), Some("10.0.0.1".parse().unwrap()));
+        message.attributes.remove(1);
+        assert_eq!(local_address(&message), Some("10.0.0.2".parse().unwrap()));
+    }
+
+    #[test]
+    fn host_prefixes() {
+        assert_eq!(host_prefix("192.0.2.1".parse().unwrap()), 32);
+        assert_eq!(host_prefix("fd00::1".parse().unwrap()), 128);
+    }
+}
