@@ -5,6 +5,7 @@ mod cache;
 mod http;
 mod leases;
 mod manager;
+mod manifest;
 mod metrics;
 mod net;
 mod settings;
@@ -37,8 +38,147 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         settings: Vec<String>,
     },
+    /// Print ready-to-apply YAML: the DaemonSet of a role, the RBAC, or both.
+    Manifest {
+        #[command(subcommand)]
+        what: ManifestCommand,
+    },
     /// Print the version and build.
     Version,
+}
+
+#[derive(Subcommand)]
+enum ManifestCommand {
+    /// The DaemonSet of one role.
+    Daemonset(ManifestFlags),
+    /// ServiceAccount, least-privilege ClusterRole and binding.
+    Rbac {
+        /// Namespace of the ServiceAccount.
+        #[arg(long, default_value = "kube-system")]
+        namespace: String,
+    },
+    /// RBAC and the DaemonSet in one stream.
+    All(ManifestFlags),
+}
+
+/// Flags of `kvip manifest daemonset|all`; unset ones keep the role's defaults.
+#[derive(clap::Args)]
+struct ManifestFlags {
+    /// cp (control-plane VIP, control-plane nodes), lb (Service VIPs, every node) or all.
+    #[arg(long)]
+    role: manifest::Role,
+    /// Namespace of the DaemonSet.
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Container image.
+    #[arg(long)]
+    image: Option<String>,
+    /// vip_interface.
+    #[arg(long)]
+    interface: Option<String>,
+    /// vip_servicesinterface.
+    #[arg(long = "services-interface")]
+    services_interface: Option<String>,
+    /// The control-plane VIP (address); cp and all.
+    #[arg(long)]
+    address: Option<String>,
+    /// API server port behind the control-plane VIP.
+    #[arg(long)]
+    port: Option<u16>,
+    /// vip_leaseduration, seconds.
+    #[arg(long = "lease-duration")]
+    lease_duration: Option<u32>,
+    /// vip_renewdeadline, seconds.
+    #[arg(long = "renew-deadline")]
+    renew_deadline: Option<u32>,
+    /// vip_retryperiod, seconds.
+    #[arg(long = "retry-period")]
+    retry_period: Option<u32>,
+    /// vip_arpRate, milliseconds.
+    #[arg(long = "arp-rate")]
+    arp_rate: Option<u32>,
+    /// svc_election.
+    #[arg(long = "svc-election")]
+    svc_election: Option<bool>,
+    /// lb_class_only.
+    #[arg(long = "lb-class-only")]
+    lb_class_only: Option<bool>,
+    /// lb_class_name.
+    #[arg(long = "lb-class-name")]
+    lb_class_name: Option<String>,
+    /// svc_namespace: serve Services of this namespace only.
+    #[arg(long = "service-namespace")]
+    service_namespace: Option<String>,
+    /// Port of metrics and health (2112 for cp and all, 2113 for lb).
+    #[arg(long = "metrics-port")]
+    metrics_port: Option<u16>,
+    /// vip_loglevel (logrus level, 4 = info).
+    #[arg(long = "log-level")]
+    log_level: Option<u8>,
+    /// Extra environment, NAME=VALUE (repeatable).
+    #[arg(long = "env")]
+    env: Vec<String>,
+}
+
+impl ManifestFlags {
+    fn options(self) -> anyhow::Result<manifest::ManifestOptions> {
+        let mut o = manifest::ManifestOptions::new(self.role);
+        if let Some(v) = self.namespace {
+            o.namespace = v;
+        }
+        if let Some(v) = self.image {
+            o.image = v;
+        }
+        if self.interface.is_some() {
+            o.interface = self.interface;
+        }
+        if self.services_interface.is_some() {
+            o.services_interface = self.services_interface;
+        }
+        if self.address.is_some() {
+            o.address = self.address;
+        }
+        if let Some(v) = self.port {
+            o.port = v;
+        }
+        if let Some(v) = self.lease_duration {
+            o.lease_duration = v;
+        }
+        if let Some(v) = self.renew_deadline {
+            o.renew_deadline = v;
+        }
+        if let Some(v) = self.retry_period {
+            o.retry_period = v;
+        }
+        if let Some(v) = self.arp_rate {
+            o.arp_rate_ms = v;
+        }
+        if let Some(v) = self.svc_election {
+            o.svc_election = v;
+        }
+        if let Some(v) = self.lb_class_only {
+            o.lb_class_only = v;
+        }
+        if self.lb_class_name.is_some() {
+            o.lb_class_name = self.lb_class_name;
+        }
+        if self.service_namespace.is_some() {
+            o.service_namespace = self.service_namespace;
+        }
+        if self.metrics_port.is_some() {
+            o.metrics_port = self.metrics_port;
+        }
+        if let Some(v) = self.log_level {
+            o.log_level = v;
+        }
+        for pair in self.env {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--env: {pair:?} is not NAME=VALUE"))?;
+            o.extra_env.push((k.to_string(), v.to_string()));
+        }
+        Ok(o)
+    }
 }
 
 fn init_logging(config: &Config) {
@@ -157,6 +297,15 @@ fn main() -> std::process::ExitCode {
             );
             Ok(())
         }
+        Command::Manifest { what } => (|| -> anyhow::Result<()> {
+            let text = match what {
+                ManifestCommand::Daemonset(flags) => manifest::daemonset(&flags.options()?)?,
+                ManifestCommand::Rbac { namespace } => manifest::rbac(&namespace)?,
+                ManifestCommand::All(flags) => manifest::all(&flags.options()?)?,
+            };
+            print!("{text}");
+            Ok(())
+        })(),
         Command::Manager { settings } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -220,3 +220,157 @@ pub fn run_all(suite: &str, scenarios: &[Scenario]) {
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
+
+/// One in-process probe from the client namespace (no process start, so
+/// timings are not blurred); Some(answer) on success.
+pub fn quick_probe(target: &str, timeout_ms: u64) -> Option<String> {
+    kvip_lab::commands::probe(target, Duration::from_millis(timeout_ms)).ok()
+}
+
+/// Probes every `every` until an answer satisfies `accept`; returns it and
+/// how long it took.
+pub fn probe_until(
+    target: &str,
+    timeout: Duration,
+    every: Duration,
+    accept: impl Fn(&str) -> bool,
+) -> Result<(String, Duration), String> {
+    let started = Instant::now();
+    let answer = wait_for(&format!("{target} to answer"), timeout, every, || {
+        quick_probe(target, 200).filter(|a| accept(a))
+    })?;
+    Ok((answer, started.elapsed()))
+}
+
+/// The kvip binary built beside kvip-lab.
+pub fn kvip_bin() -> std::path::PathBuf {
+    std::path::Path::new(lab_bin()).with_file_name("kvip")
+}
+
+/// Output of `kvip args` (e.g. a manifest).
+pub fn kvip(args: &[&str]) -> Result<String, String> {
+    let out = Command::new(kvip_bin())
+        .args(args)
+        .output()
+        .map_err(|e| format!("kvip: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "kvip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Writes `text` to a temporary file and returns its path.
+pub fn temp_file(name: &str, text: &str) -> Result<std::path::PathBuf, String> {
+    let path = std::env::temp_dir().join(format!("kvip-e2e-{}-{name}", std::process::id()));
+    std::fs::write(&path, text).map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+/// Deploys `kvip manifest all` with `flags` through `kvip-lab deploy`.
+pub fn deploy_kvip(name: &str, flags: &[&str]) -> Result<std::path::PathBuf, String> {
+    let mut args = vec!["manifest", "all"];
+    args.extend_from_slice(flags);
+    let yaml = kvip(&args)?;
+    let path = temp_file(name, &yaml)?;
+    lab_ok(&["deploy", &path.display().to_string()])?;
+    Ok(path)
+}
+
+/// Which lab nodes have `ip` on their eth0.
+pub fn nodes_with_address(ip: &str) -> Vec<String> {
+    let env = lab_env().unwrap_or_default();
+    env.get("KVIP_LAB_NODES")
+        .map(|n| n.split(' ').map(String::from).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|node| {
+            in_netns(
+                &format!("kvl-{node}"),
+                "ip",
+                &["-o", "addr", "show", "dev", "eth0"],
+            )
+            .is_ok_and(|out| {
+                out.split_whitespace()
+                    .any(|w| w.split('/').next() == Some(ip))
+            })
+        })
+        .collect()
+}
+
+/// A Service's (ingress IPs, vipHost annotation).
+pub fn service_status(namespace: &str, name: &str) -> Option<(Vec<String>, Option<String>)> {
+    let svc = get_json(&["service", name, "-n", namespace]).ok()?;
+    let ips = svc["status"]["loadBalancer"]["ingress"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["ip"].as_str().map(String::from))
+        .collect();
+    let host = svc["metadata"]["annotations"]["kube-vip.io/vipHost"]
+        .as_str()
+        .map(String::from);
+    Some((ips, host))
+}
+
+/// The holder of Lease `namespace/name` ("" when released, None when absent).
+pub fn lease_holder(namespace: &str, name: &str) -> Option<String> {
+    let lease = get_json(&["lease", name, "-n", namespace]).ok()?;
+    Some(
+        lease["spec"]["holderIdentity"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+/// MAC addresses answering one ARP request for `ip` from the client.
+pub fn arp_answerers(ip: &str) -> Vec<String> {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            "kvl-client",
+            "arping",
+            "-c",
+            "1",
+            "-w",
+            "1",
+            "-I",
+            "eth0",
+            ip,
+        ])
+        .output();
+    let text = out
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let mut macs: Vec<String> = text
+        .lines()
+        .filter(|l| l.contains("reply from"))
+        .filter_map(|l| {
+            l.split('[')
+                .nth(1)?
+                .split(']')
+                .next()
+                .map(|m| m.to_lowercase())
+        })
+        .collect();
+    macs.sort();
+    macs.dedup();
+    macs
+}
+
+/// The MAC of a lab node's eth0.
+pub fn node_mac(node: &str) -> Option<String> {
+    let out = in_netns(
+        &format!("kvl-{node}"),
+        "cat",
+        &["/sys/class/net/eth0/address"],
+    )
+    .ok()?;
+    Some(out.trim().to_lowercase())
+}

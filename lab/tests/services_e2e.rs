@@ -1,0 +1,516 @@
+//! End to end: kvip's Service role in the lab, deployed exactly as a user
+//! would (the manifest `kvip manifest all --role lb` prints, through
+//! `kvip-lab deploy`, on every node), against the real API server.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+const NS: &str = "svc-e2e";
+const TIMINGS: [&str; 6] = [
+    "--lease-duration",
+    "5",
+    "--renew-deadline",
+    "3",
+    "--retry-period",
+    "1",
+];
+
+fn service(name: &str, policy: &str, vip: &str, selector: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  namespace: {NS}
+  annotations: {{ kube-vip.io/loadbalancerIPs: "{vip}" }}
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: {policy}
+  selector: {{ app: {selector} }}
+  ports: [{{ port: 80, targetPort: 8080 }}]
+"#
+    )
+}
+
+fn pod(name: &str, node: &str, app: &str) -> Result<(), String> {
+    lab_ok(&[
+        "pod",
+        name,
+        "--node",
+        node,
+        "--labels",
+        &format!("app={app}"),
+        "--port",
+        "8080",
+        "-n",
+        NS,
+    ])
+    .map(|_| ())
+}
+
+fn delete_pod(name: &str) -> Result<(), String> {
+    lab_ok(&["pod", "delete", name, "-n", NS]).map(|_| ())
+}
+
+fn setup() -> Outcome {
+    let up = lab(&["up"]);
+    ensure!(
+        up.status.success(),
+        "lab up: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let mut flags = vec!["--role", "lb"];
+    flags.extend_from_slice(&TIMINGS);
+    deploy_kvip("lb.yaml", &flags)?;
+    kubectl_input(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{ name: {NS} }}\n"
+        )),
+    )?;
+    wait_for(
+        "a kvip instance Lease on every node",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || {
+            ["cp1", "worker1", "worker2"]
+                .iter()
+                .all(|n| {
+                    lease_holder("kube-system", &format!("kvip-lb-{n}")).as_deref() == Some(*n)
+                })
+                .then_some(())
+        },
+    )
+}
+
+fn local_service_is_announced_from_the_pods_node() -> Outcome {
+    apply(&service("web", "Local", "10.77.0.100", "web"))?;
+    pod("web-1", "worker1", "web")?;
+    let (answer, took) = probe_until(
+        "10.77.0.100:80",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        |_| true,
+    )?;
+    println!(
+        "    pod Ready -> first answer through the VIP: {} ms",
+        took.as_millis()
+    );
+    ensure!(answer == "worker1/web-1", "answered by {answer}");
+    ensure!(
+        took < Duration::from_secs(2),
+        "took {took:?}, the contract is 2 s"
+    );
+    let (ips, host) = wait_for(
+        "status and vipHost",
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        || service_status(NS, "web").filter(|(ips, host)| !ips.is_empty() && host.is_some()),
+    )?;
+    ensure!(ips == ["10.77.0.100"], "ingress {ips:?}");
+    ensure!(host.as_deref() == Some("worker1"), "vipHost {host:?}");
+    ensure!(
+        nodes_with_address("10.77.0.100") == ["worker1"],
+        "VIP on {:?}",
+        nodes_with_address("10.77.0.100")
+    );
+    Ok(())
+}
+
+fn vip_follows_the_pod_with_one_arp_answerer() -> Outcome {
+    let old_mac = node_mac("worker1").ok_or("no MAC for worker1")?;
+    let new_mac = node_mac("worker2").ok_or("no MAC for worker2")?;
+    pod("web-2", "worker2", "web")?;
+    // Capture every ARP reply for the VIP at the client while it asks every 50 ms.
+    let capture = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            "kvl-client",
+            "timeout",
+            "4",
+            "tcpdump",
+            "-l",
+            "-n",
+            "-e",
+            "-i",
+            "eth0",
+            "arp",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    std::thread::sleep(Duration::from_millis(500));
+    let asking = std::thread::spawn(|| {
+        for _ in 0..50 {
+            let _ = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    "kvl-client",
+                    "arping",
+                    "-c",
+                    "1",
+                    "-w",
+                    "1",
+                    "-I",
+                    "eth0",
+                    "10.77.0.100",
+                ])
+                .stdout(Stdio::null())
+                .spawn();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let moved = Instant::now();
+    delete_pod("web-1")?;
+    let (answer, _) = probe_until(
+        "10.77.0.100:80",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        |a| a == "worker2/web-2",
+    )?;
+    println!(
+        "    old pod deleted -> answered from worker2: {} ms",
+        moved.elapsed().as_millis()
+    );
+    ensure!(answer == "worker2/web-2", "answered by {answer}");
+    let _ = asking.join();
+    let out = capture.wait_with_output().map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let macs: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.split("Reply 10.77.0.100 is-at ").nth(1))
+        .filter_map(|rest| rest.split(',').next().map(|m| m.trim().to_lowercase()))
+        .collect();
+    let switches = macs.windows(2).filter(|w| w[0] != w[1]).count();
+    println!(
+        "    {} ARP replies, {} switch(es) of answering MAC",
+        macs.len(),
+        switches
+    );
+    ensure!(
+        macs.iter().all(|m| *m == old_mac || *m == new_mac),
+        "a third MAC answered: {macs:?}"
+    );
+    ensure!(switches <= 1, "the answering MAC flapped: {macs:?}");
+    ensure!(
+        macs.iter().any(|m| *m == old_mac),
+        "worker1 never answered before the move: {macs:?}"
+    );
+    ensure!(
+        macs.last() == Some(&new_mac),
+        "the last reply is not from worker2: {macs:?}"
+    );
+    ensure!(
+        nodes_with_address("10.77.0.100") == ["worker2"],
+        "VIP on {:?}",
+        nodes_with_address("10.77.0.100")
+    );
+    let (_, host) = wait_for(
+        "vipHost worker2",
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        || service_status(NS, "web").filter(|(_, h)| h.as_deref() == Some("worker2")),
+    )?;
+    ensure!(host.as_deref() == Some("worker2"), "vipHost {host:?}");
+    Ok(())
+}
+
+fn takeover_when_the_holders_pod_goes_does_not_wait_for_expiry() -> Outcome {
+    pod("web-3", "worker1", "web")?;
+    std::thread::sleep(Duration::from_millis(500));
+    ensure!(
+        quick_probe("10.77.0.100:80", 500).as_deref() == Some("worker2/web-2"),
+        "worker2 should still hold the VIP"
+    );
+    let started = Instant::now();
+    delete_pod("web-2")?;
+    let (answer, _) = probe_until(
+        "10.77.0.100:80",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        |a| a == "worker1/web-3",
+    )?;
+    let took = started.elapsed();
+    println!(
+        "    holder's pod deleted -> other node answers: {} ms (lease duration 5 s)",
+        took.as_millis()
+    );
+    ensure!(answer == "worker1/web-3", "answered by {answer}");
+    ensure!(
+        took < Duration::from_secs(3),
+        "took {took:?}: that is waiting for the Lease to expire"
+    );
+    Ok(())
+}
+
+fn cluster_service_fails_over_when_the_holder_dies() -> Outcome {
+    // The lab's only API server runs on cp1: keep the VIP off it, which
+    // also shows the exclusion label at work.
+    kubectl(&[
+        "label",
+        "node",
+        "cp1",
+        "node.kubernetes.io/exclude-from-external-load-balancers=true",
+        "--overwrite",
+    ])?;
+    apply(&service("api", "Cluster", "10.77.0.101", "api"))?;
+    pod("api-1", "worker1", "api")?;
+    pod("api-2", "worker2", "api")?;
+    let (_, _) = probe_until(
+        "10.77.0.101:80",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        |_| true,
+    )?;
+    let holder = wait_for(
+        "one announcer",
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        || {
+            let nodes = nodes_with_address("10.77.0.101");
+            (nodes.len() == 1).then(|| nodes[0].clone())
+        },
+    )?;
+    println!("    announced by {holder}");
+    ensure!(holder != "cp1", "the excluded node cp1 announces");
+    let killed = Instant::now();
+    lab_ok(&["fault", "kill-node", &holder])?;
+    let (answer, _) = probe_until(
+        "10.77.0.101:80",
+        Duration::from_secs(15),
+        Duration::from_millis(50),
+        |_| true,
+    )?;
+    let took = killed.elapsed();
+    lab_ok(&["fault", "revive-node", &holder])?;
+    println!(
+        "    holder killed -> answered again ({answer}): {} ms (bound: lease 5 s + retry 1 s)",
+        took.as_millis()
+    );
+    ensure!(
+        took <= Duration::from_millis(6500),
+        "failover took {took:?}, more than lease duration + retry period"
+    );
+    wait_for(
+        "the revived node to drop its stale VIP",
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || (nodes_with_address("10.77.0.101").len() == 1).then_some(()),
+    )?;
+    kubectl(&[
+        "label",
+        "node",
+        "cp1",
+        "node.kubernetes.io/exclude-from-external-load-balancers-",
+    ])?;
+    Ok(())
+}
+
+fn services_sharing_an_address_are_announced_together() -> Outcome {
+    apply(&service("share-a", "Local", "10.77.0.102", "share"))?;
+    apply(&service("share-b", "Cluster", "10.77.0.102", "share"))?;
+    pod("share-1", "worker2", "share")?;
+    probe_until(
+        "10.77.0.102:80",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        |_| true,
+    )?;
+    for _ in 0..10 {
+        let a = service_status(NS, "share-a").and_then(|s| s.1);
+        let b = service_status(NS, "share-b").and_then(|s| s.1);
+        ensure!(a == b, "share-a on {a:?}, share-b on {b:?}");
+        ensure!(
+            nodes_with_address("10.77.0.102") == ["worker2"],
+            "shared VIP on {:?}",
+            nodes_with_address("10.77.0.102")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+fn deleted_service_withdraws_and_releases() -> Outcome {
+    kubectl(&["delete", "service", "share-a", "share-b", "-n", NS])?;
+    wait_for(
+        "the shared VIP to leave every interface",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || nodes_with_address("10.77.0.102").is_empty().then_some(()),
+    )?;
+    let lease = wait_for(
+        "the Lease to be released",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || {
+            ["kubevip-share-a", "kubevip-share-b"]
+                .iter()
+                .filter_map(|l| lease_holder(NS, l))
+                .find(|h| h.is_empty())
+        },
+    )?;
+    ensure!(lease.is_empty(), "still held by {lease}");
+    Ok(())
+}
+
+fn global_leader_mode_still_serves_local_services() -> Outcome {
+    let mut flags = vec!["--role", "lb", "--svc-election", "false"];
+    flags.extend_from_slice(&TIMINGS);
+    deploy_kvip("lb-global.yaml", &flags)?;
+    apply(&service("glob", "Cluster", "10.77.0.103", "api"))?;
+    probe_until(
+        "10.77.0.103:80",
+        Duration::from_secs(15),
+        Duration::from_millis(50),
+        |_| true,
+    )?;
+    let leader = wait_for(
+        "the global services Lease",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || lease_holder("kube-system", "plndr-svcs-lock").filter(|h| !h.is_empty()),
+    )?;
+    let other = ["worker1", "worker2"]
+        .into_iter()
+        .find(|n| *n != leader)
+        .unwrap_or("worker2");
+    apply(&service("loc", "Local", "10.77.0.104", "loc"))?;
+    pod("loc-1", other, "loc")?;
+    let (answer, _) = probe_until(
+        "10.77.0.104:80",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        |_| true,
+    )?;
+    println!("    global leader {leader}; Local Service served from {answer}");
+    ensure!(answer == format!("{other}/loc-1"), "answered by {answer}");
+    // Back to per-Service elections for what follows.
+    let mut flags = vec!["--role", "lb"];
+    flags.extend_from_slice(&TIMINGS);
+    deploy_kvip("lb.yaml", &flags)?;
+    kubectl(&["delete", "namespace", NS, "--wait=false"])?;
+    Ok(())
+}
+
+fn ipv6_vip_answers_through_ndp() -> Outcome {
+    lab_ok(&["down"])?;
+    let up = lab(&["up", "--ipv6"]);
+    ensure!(
+        up.status.success(),
+        "lab up --ipv6: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let mut flags = vec!["--role", "lb"];
+    flags.extend_from_slice(&TIMINGS);
+    deploy_kvip("lb.yaml", &flags)?;
+    kubectl_input(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{ name: {NS} }}\n"
+        )),
+    )?;
+    let yaml = format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: six
+  namespace: {NS}
+  annotations: {{ kube-vip.io/loadbalancerIPs: "fd00:77::1:10" }}
+spec:
+  type: LoadBalancer
+  ipFamilyPolicy: PreferDualStack
+  ipFamilies: [IPv6, IPv4]
+  externalTrafficPolicy: Local
+  selector: {{ app: six }}
+  ports: [{{ port: 80, targetPort: 8080 }}]
+"#
+    );
+    apply(&yaml)?;
+    pod("six-1", "worker2", "six")?;
+    let (answer, took) = probe_until(
+        "[fd00:77::1:10]:80",
+        Duration::from_secs(15),
+        Duration::from_millis(50),
+        |_| true,
+    )?;
+    println!(
+        "    IPv6 VIP answered by {answer} after {} ms",
+        took.as_millis()
+    );
+    ensure!(answer == "worker2/six-1", "answered by {answer}");
+    let neigh = in_netns(
+        "kvl-client",
+        "ip",
+        &["-6", "neigh", "show", "fd00:77::1:10"],
+    )?;
+    let mac = node_mac("worker2").ok_or("no MAC")?;
+    ensure!(
+        neigh.to_lowercase().contains(&mac),
+        "the client's neighbour entry {neigh:?} is not worker2's MAC {mac}"
+    );
+    Ok(())
+}
+
+fn teardown() -> Outcome {
+    lab_ok(&["down"]).map(|_| ())
+}
+
+fn main() {
+    if !is_root() {
+        println!("the lab's end-to-end tests need root\n\nservices: 0 passed, 1 failed");
+        std::process::exit(1);
+    }
+    run_all(
+        "services",
+        &[
+            Scenario {
+                name: "setup",
+                run: setup,
+            },
+            Scenario {
+                name: "local_service_is_announced_from_the_pods_node",
+                run: local_service_is_announced_from_the_pods_node,
+            },
+            Scenario {
+                name: "vip_follows_the_pod_with_one_arp_answerer",
+                run: vip_follows_the_pod_with_one_arp_answerer,
+            },
+            Scenario {
+                name: "takeover_when_the_holders_pod_goes_does_not_wait_for_expiry",
+                run: takeover_when_the_holders_pod_goes_does_not_wait_for_expiry,
+            },
+            Scenario {
+                name: "cluster_service_fails_over_when_the_holder_dies",
+                run: cluster_service_fails_over_when_the_holder_dies,
+            },
+            Scenario {
+                name: "services_sharing_an_address_are_announced_together",
+                run: services_sharing_an_address_are_announced_together,
+            },
+            Scenario {
+                name: "deleted_service_withdraws_and_releases",
+                run: deleted_service_withdraws_and_releases,
+            },
+            Scenario {
+                name: "global_leader_mode_still_serves_local_services",
+                run: global_leader_mode_still_serves_local_services,
+            },
+            Scenario {
+                name: "ipv6_vip_answers_through_ndp",
+                run: ipv6_vip_answers_through_ndp,
+            },
+            Scenario {
+                name: "teardown",
+                run: teardown,
+            },
+        ],
+    );
+}
