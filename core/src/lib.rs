@@ -4,6 +4,7 @@
 //!
 //! The modules follow the daemon's path from input to wire:
 //!
+//! - [`assess`](mod@assess): the whole picture in one call, for the daemon and `kvip status`;
 //! - [`config`]: kube-vip's environment variables into a checked [`Config`];
 //! - [`service`], [`endpoints`]: Services and EndpointSlices as plain values;
 //! - [`candidacy`]: which nodes may announce a Service, or why it is pending;
@@ -15,6 +16,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod assess;
 pub mod candidacy;
 pub mod config;
 pub mod election;
@@ -24,6 +26,7 @@ pub mod plan;
 pub mod service;
 pub mod sharing;
 
+pub use assess::{Assessment, assess};
 pub use candidacy::{NodeInput, PendingReason, candidates};
 pub use config::{Config, ConfigError, ConfigWarning};
 pub use election::{Decision, Elector, LeaseRecord, Mono, Observed, WallTime, WriteResult};

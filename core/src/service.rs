@@ -85,6 +85,16 @@ pub struct LbClassRule {
     pub class_name: String,
 }
 
+impl Default for LbClassRule {
+    /// kube-vip's defaults: no class needed; ours is `kube-vip.io/kube-vip-class`.
+    fn default() -> Self {
+        Self {
+            class_only: false,
+            class_name: "kube-vip.io/kube-vip-class".to_string(),
+        }
+    }
+}
+
 /// A Service kvip announces, reduced to what the decisions need.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct ServiceView {

@@ -12,11 +12,9 @@ use crate::translate;
 use k8s_openapi::api::core::v1::Service;
 use kube::Client;
 use kvip_core::candidacy::NodeInput;
-use kvip_core::endpoints::EndpointIndex;
-use kvip_core::sharing::CandidateMap;
 use kvip_core::{
     AnnouncementGroup, Config, Decision, Elector, InterfaceAddress, LbClassRule, LeaseKey, Mono,
-    PendingReason, ServiceKey, ServiceView, WriteResult, candidates, choose_interface, plan_groups,
+    PendingReason, ServiceKey, WriteResult, assess, choose_interface,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -263,41 +261,16 @@ impl Manager {
         }
         let live = self.live_instances(now);
 
-        // What the cluster asks for.
+        // What the cluster asks for, as the core sees it.
         let rule = LbClassRule {
             class_only: self.config.lb_class_only,
             class_name: self.config.lb_class_name.clone(),
         };
         let services: Vec<Arc<Service>> = self.cache.services.state();
-        let mut views: Vec<ServiceView> = Vec::new();
-        let mut ours: BTreeSet<ServiceKey> = BTreeSet::new();
-        for svc in &services {
-            let input = translate::service_input(svc);
-            match ServiceView::from_input(&input, &rule) {
-                Ok(Some(view)) => {
-                    ours.insert(view.key.clone());
-                    self.reported.remove(&view.key);
-                    views.push(view);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    let text = e.to_string();
-                    if self.reported.get(&input.key) != Some(&text) {
-                        tracing::warn!(service = %input.key, error = %text, "Service not served: bad input");
-                        self.reported.insert(input.key.clone(), text);
-                    }
-                    ours.insert(input.key.clone());
-                }
-            }
-        }
-        let mut index = EndpointIndex::new();
-        index.reset(
-            self.cache
-                .slices
-                .state()
-                .iter()
-                .filter_map(|s| translate::slice_input(s)),
-        );
+        let inputs: Vec<_> = services
+            .iter()
+            .map(|s| translate::service_input(s))
+            .collect();
         let nodes: Vec<NodeInput> = self
             .cache
             .nodes
@@ -312,15 +285,35 @@ impl Manager {
                 }
             })
             .collect();
-        let candidate_map: CandidateMap = views
+        let slices = self.cache.slices.state();
+        let assessment = assess(
+            &inputs,
+            slices.iter().filter_map(|s| translate::slice_input(s)),
+            &nodes,
+            &rule,
+        );
+        for (key, e) in &assessment.refused {
+            let text = e.to_string();
+            if self.reported.get(key) != Some(&text) {
+                tracing::warn!(service = %key, error = %text, "Service not served: bad input");
+                self.reported.insert(key.clone(), text);
+            }
+        }
+        self.reported
+            .retain(|k, _| assessment.refused.contains_key(k));
+        let ours: BTreeSet<ServiceKey> = assessment
+            .views
             .iter()
-            .map(|v| (v.key.clone(), candidates(v, &index.summary(&v.key), &nodes)))
+            .map(|v| v.key.clone())
+            .chain(assessment.refused.keys().cloned())
             .collect();
-        let (groups, pending) = plan_groups(&views, &candidate_map);
-        self.update_pending_metrics(&pending);
+        let views = &assessment.views;
+        let groups = &assessment.groups;
+        let pending = &assessment.pending;
+        self.update_pending_metrics(pending);
 
         // One election per Lease.
-        let wanted = self.elections_for(&groups, shutting_down);
+        let wanted = self.elections_for(groups, shutting_down);
         let wall = translate::wall_now();
         let mut writes = Vec::new();
         let mut releases = Vec::new();

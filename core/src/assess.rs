@@ -1,0 +1,146 @@
+//! The whole picture in one pure call: from Services, EndpointSlices and
+//! Nodes (plain values) to the Services kvip serves, their announcement
+//! groups, and why each of the others is pending or refused. The daemon and
+//! `kvip status` both call this, so they can never disagree.
+
+use crate::candidacy::{NodeInput, PendingReason, candidates};
+use crate::endpoints::{EndpointIndex, SliceInput};
+use crate::service::{LbClassRule, ServiceError, ServiceInput, ServiceKey, ServiceView};
+use crate::sharing::{AnnouncementGroup, CandidateMap, plan_groups};
+use std::collections::BTreeMap;
+
+/// Everything decided about the cluster's LoadBalancer Services.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Assessment {
+    /// Services kvip serves (valid input, its class).
+    pub views: Vec<ServiceView>,
+    /// Who may announce each served Service, or why nobody may.
+    pub candidates: CandidateMap,
+    /// One election per group of Services sharing addresses.
+    pub groups: Vec<AnnouncementGroup>,
+    /// Served Services nobody can announce, with the reason.
+    pub pending: BTreeMap<ServiceKey, PendingReason>,
+    /// Services of kvip's class whose input is invalid, with the problem.
+    pub refused: BTreeMap<ServiceKey, ServiceError>,
+}
+
+impl Assessment {
+    /// The view of `key`, if kvip serves it.
+    pub fn view(&self, key: &ServiceKey) -> Option<&ServiceView> {
+        self.views.iter().find(|v| &v.key == key)
+    }
+
+    /// The group `key` is announced in, if any.
+    pub fn group_of(&self, key: &ServiceKey) -> Option<&AnnouncementGroup> {
+        self.groups.iter().find(|g| g.services.contains(key))
+    }
+}
+
+/// Assesses `services` given their `slices` and the `nodes`.
+pub fn assess(
+    services: &[ServiceInput],
+    slices: impl IntoIterator<Item = SliceInput>,
+    nodes: &[NodeInput],
+    class: &LbClassRule,
+) -> Assessment {
+    let mut out = Assessment::default();
+    for input in services {
+        match ServiceView::from_input(input, class) {
+            Ok(Some(view)) => out.views.push(view),
+            Ok(None) => {}
+            Err(e) => {
+                out.refused.insert(input.key.clone(), e);
+            }
+        }
+    }
+    let mut index = EndpointIndex::new();
+    index.reset(slices);
+    out.candidates = out
+        .views
+        .iter()
+        .map(|v| (v.key.clone(), candidates(v, &index.summary(&v.key), nodes)))
+        .collect();
+    let (groups, pending) = plan_groups(&out.views, &out.candidates);
+    out.groups = groups;
+    out.pending = pending;
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::endpoints::EndpointInput;
+
+    fn svc(name: &str, policy: &str, ip: &str) -> ServiceInput {
+        ServiceInput {
+            key: ServiceKey::new("default", name),
+            type_: "LoadBalancer".into(),
+            load_balancer_class: None,
+            load_balancer_ip: None,
+            annotations: [("kube-vip.io/loadbalancerIPs".to_string(), ip.to_string())].into(),
+            external_traffic_policy: Some(policy.into()),
+            ip_families: vec![],
+            ports: vec![("TCP".into(), 80)],
+        }
+    }
+
+    fn slice(service: &str, node: &str) -> SliceInput {
+        SliceInput {
+            service: ServiceKey::new("default", service),
+            slice_name: format!("{service}-1"),
+            address_type: "IPv4".into(),
+            endpoints: vec![EndpointInput {
+                node_name: Some(node.into()),
+                ready: Some(true),
+                serving: None,
+                terminating: None,
+                addresses: vec!["10.0.0.1".into()],
+            }],
+        }
+    }
+
+    fn node(name: &str, kvip: bool) -> NodeInput {
+        NodeInput {
+            name: name.into(),
+            labels: Default::default(),
+            runs_service_instance: kvip,
+        }
+    }
+
+    #[test]
+    fn the_seeds_broken_layout_is_pending_with_the_worker_named() {
+        let nodes = [node("cp1", true), node("worker1", false)];
+        let a = assess(
+            &[svc("web", "Local", "10.1.0.1")],
+            [slice("web", "worker1")],
+            &nodes,
+            &LbClassRule::default(),
+        );
+        let reason = a
+            .pending
+            .get(&ServiceKey::new("default", "web"))
+            .expect("pending");
+        assert!(
+            matches!(reason, PendingReason::EndpointsOnNodesWithoutKvip { nodes } if nodes == &["worker1"])
+        );
+        assert!(a.groups.is_empty());
+    }
+
+    #[test]
+    fn bad_input_is_refused_and_others_are_unaffected() {
+        let nodes = [node("worker1", true)];
+        let services = [
+            svc("bad", "Local", "10.1.0.x"),
+            svc("good", "Cluster", "10.1.0.2"),
+        ];
+        let a = assess(
+            &services,
+            [slice("good", "worker1")],
+            &nodes,
+            &LbClassRule::default(),
+        );
+        assert!(a.refused.contains_key(&ServiceKey::new("default", "bad")));
+        assert_eq!(a.groups.len(), 1);
+        assert!(a.group_of(&ServiceKey::new("default", "good")).is_some());
+    }
+}
