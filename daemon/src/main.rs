@@ -2,6 +2,8 @@
 
 mod announce;
 mod cache;
+mod campaign;
+mod cp;
 mod http;
 mod leases;
 mod manager;
@@ -204,7 +206,7 @@ fn init_logging(config: &Config) {
     }
 }
 
-async fn kube_client(config: &Config) -> anyhow::Result<kube::Client> {
+async fn kube_config(config: &Config) -> anyhow::Result<kube::Config> {
     let kube_config = match &config.k8s_config_file {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
@@ -217,7 +219,7 @@ async fn kube_client(config: &Config) -> anyhow::Result<kube::Client> {
             .await
             .context("no Kubernetes credentials: not in a pod, no KUBECONFIG, and k8s_config_file is not set")?,
     };
-    Ok(kube::Client::try_from(kube_config)?)
+    Ok(kube_config)
 }
 
 async fn manager(settings: Vec<String>) -> anyhow::Result<()> {
@@ -243,9 +245,9 @@ async fn manager(settings: Vec<String>) -> anyhow::Result<()> {
             }
         });
     }
-    let client = kube_client(&config).await?;
+    let base = kube_config(&config).await?;
+    let client = kube::Client::try_from(base.clone())?;
     let netlink = net::Netlink::new().context("netlink")?;
-    let wire = announce::Wire::new(netlink, config.arp_rate);
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let mut term =
@@ -259,31 +261,48 @@ async fn manager(settings: Vec<String>) -> anyhow::Result<()> {
         }
         let _ = shutdown_tx.send(true);
     });
-    let instance_namespace =
-        std::env::var("POD_NAMESPACE").unwrap_or_else(|_| config.cp_namespace.clone());
-    let cache = cache::Cache::start(&client, config.svc_namespace.as_deref());
-    tracing::info!("waiting for the caches to sync");
-    cache
-        .wait_synced()
-        .await
-        .context("the watches stopped before syncing")?;
-    metrics::set_ready(true);
-    tracing::info!(
-        after_ms = started.elapsed().as_millis() as u64,
-        "caches synced"
-    );
+    let mut roles = tokio::task::JoinSet::new();
     if config.cp_enable {
-        tracing::warn!("cp_enable: the control-plane role is not in this build yet");
+        let local = cp::local_client(&base, config.port)?;
+        let wire = announce::Wire::new(netlink.clone(), config.arp_rate);
+        let role = cp::ControlPlane::start(config.clone(), node.clone(), local, wire)?;
+        roles.spawn(role.run(shutdown_rx.clone()));
     }
-    if !config.svc_enable {
-        tracing::warn!("svc_enable is false and no other role runs: idling");
+    if config.svc_enable {
+        let instance_namespace =
+            std::env::var("POD_NAMESPACE").unwrap_or_else(|_| config.cp_namespace.clone());
+        let cache = cache::Cache::start(&client, config.svc_namespace.as_deref());
+        tracing::info!("waiting for the caches to sync");
+        cache
+            .wait_synced()
+            .await
+            .context("the watches stopped before syncing")?;
+        tracing::info!(
+            after_ms = started.elapsed().as_millis() as u64,
+            "caches synced"
+        );
+        let wire = announce::Wire::new(netlink.clone(), config.arp_rate);
+        let role = manager::Manager::new(
+            config.clone(),
+            node.clone(),
+            client,
+            cache,
+            wire,
+            instance_namespace,
+        );
+        roles.spawn(role.run(shutdown_rx.clone()));
+    }
+    metrics::set_ready(true);
+    if roles.is_empty() {
+        tracing::warn!("neither svc_enable nor cp_enable is true: nothing to do");
         let mut rx = shutdown_rx;
         let _ = rx.changed().await;
         return Ok(());
     }
-    manager::Manager::new(config, node, client, cache, wire, instance_namespace)
-        .run(shutdown_rx)
-        .await
+    while let Some(done) = roles.join_next().await {
+        done??;
+    }
+    Ok(())
 }
 
 fn main() -> std::process::ExitCode {

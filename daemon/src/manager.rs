@@ -5,6 +5,7 @@
 
 use crate::announce::Wire;
 use crate::cache::Cache;
+use crate::campaign::{self, Campaign, Step, WriteDone};
 use crate::leases::{self, LeaseWrite};
 use crate::metrics;
 use crate::status;
@@ -13,8 +14,8 @@ use k8s_openapi::api::core::v1::Service;
 use kube::Client;
 use kvip_core::candidacy::NodeInput;
 use kvip_core::{
-    AnnouncementGroup, Config, Decision, Elector, InterfaceAddress, LbClassRule, LeaseKey, Mono,
-    PendingReason, ServiceKey, WriteResult, assess, choose_interface,
+    AnnouncementGroup, Config, Elector, InterfaceAddress, LbClassRule, LeaseKey, Mono,
+    PendingReason, ServiceKey, assess, choose_interface,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -32,29 +33,15 @@ pub const INSTANCE_ROLE_LABEL: &str = "kvip.io/role";
 /// How long an instance Lease is valid without renewal.
 const INSTANCE_LEASE_SECONDS: i32 = 15;
 
-/// One election: its Lease, the state machine, and what it covers.
+/// One election: its Lease campaign and what it covers.
 struct Election {
-    elector: Elector,
+    campaign: Campaign,
     /// Addresses of the groups it covers.
     addresses: BTreeSet<IpAddr>,
     /// Services of those groups.
     services: BTreeSet<ServiceKey>,
     /// Whether this node may hold it now.
     candidate: bool,
-    /// Highest resourceVersion we wrote; older cache entries are stale.
-    written_version: Option<u64>,
-    /// Held at start-up from an earlier run: keep its addresses until the first write settles.
-    adopting_until: Option<Mono>,
-    /// When we decided to take it (for the takeover latency).
-    taking_since: Option<Instant>,
-    /// Whether we held it at the last pass.
-    held: bool,
-}
-
-/// A finished Lease write.
-struct WriteDone {
-    lease: LeaseKey,
-    result: WriteResult,
 }
 
 /// The Service role's state.
@@ -152,17 +139,7 @@ impl Manager {
     fn write_finished(&mut self, done: WriteDone) {
         let now = self.now();
         if let Some(e) = self.elections.get_mut(&done.lease) {
-            if let WriteResult::Ok {
-                resource_version, ..
-            } = &done.result
-                && let Ok(v) = resource_version.parse::<u64>()
-            {
-                e.written_version = Some(e.written_version.map_or(v, |w| w.max(v)));
-            }
-            if !matches!(done.result, WriteResult::Ok { .. }) {
-                e.adopting_until = None;
-            }
-            e.elector.write_result(done.result, now);
+            e.campaign.finished(done.result, now);
         }
     }
 
@@ -317,30 +294,26 @@ impl Manager {
         let wall = translate::wall_now();
         let mut writes = Vec::new();
         let mut releases = Vec::new();
-        self.elections
-            .retain(|key, e| wanted.contains_key(key) || e.elector.holds(now) || e.held);
+        self.elections.retain(|key, e| {
+            wanted.contains_key(key) || e.campaign.holds(now) || e.campaign.announcing()
+        });
         for (key, (addresses, services, candidate)) in &wanted {
             if !self.elections.contains_key(key) {
-                match Elector::new(
+                let elector = Elector::new(
                     self.node.clone(),
                     self.config.lease_duration,
                     self.config.renew_deadline,
                     self.config.retry_period,
-                ) {
+                );
+                match elector {
                     Ok(elector) => {
-                        self.elections.insert(
-                            key.clone(),
-                            Election {
-                                elector,
-                                addresses: BTreeSet::new(),
-                                services: BTreeSet::new(),
-                                candidate: false,
-                                written_version: None,
-                                adopting_until: None,
-                                taking_since: None,
-                                held: false,
-                            },
-                        );
+                        let election = Election {
+                            campaign: Campaign::new(elector),
+                            addresses: BTreeSet::new(),
+                            services: BTreeSet::new(),
+                            candidate: false,
+                        };
+                        self.elections.insert(key.clone(), election);
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "cannot run an election");
@@ -359,41 +332,11 @@ impl Manager {
                 e.candidate = false;
             }
             let lease = self.cache.lease(&key.namespace, &key.name);
-            let cached_version = lease
-                .as_ref()
-                .and_then(|l| l.metadata.resource_version.as_deref())
-                .and_then(|v| v.parse::<u64>().ok());
-            let stale = matches!((cached_version, e.written_version), (Some(c), Some(w)) if c < w);
-            if !stale {
-                e.elector
-                    .observe(translate::observed(lease.as_deref()), now);
-            }
-            if e.candidate && !e.elector.holds(now) && e.taking_since.is_none() {
-                e.taking_since = Some(Instant::now());
-            }
-            match e.elector.decide(now, wall, e.candidate) {
-                Decision::Wait(d) => next = next.min(d),
-                Decision::Create(record) => writes.push((key.clone(), LeaseWrite::Create(record))),
-                Decision::Update {
-                    record,
-                    resource_version,
-                } => writes.push((
-                    key.clone(),
-                    LeaseWrite::Replace {
-                        record,
-                        resource_version,
-                    },
-                )),
-                Decision::Release {
-                    record,
-                    resource_version,
-                } => releases.push((
-                    key.clone(),
-                    LeaseWrite::Replace {
-                        record,
-                        resource_version,
-                    },
-                )),
+            e.campaign.observe(lease.as_deref(), now);
+            match e.campaign.decide(now, wall, e.candidate) {
+                Step::Wait(d) => next = next.min(d),
+                Step::Write(w) => writes.push((key.clone(), w)),
+                Step::Release(w) => releases.push((key.clone(), w)),
             }
         }
 
@@ -408,9 +351,8 @@ impl Manager {
                 Ok(adopted) if !adopted.is_empty() => {
                     let until = now.after(self.config.lease_duration);
                     for e in self.elections.values_mut() {
-                        let ours = e.elector.holder() == Some(self.node.as_str());
-                        if ours && adopted.iter().any(|ia| e.addresses.contains(&ia.address)) {
-                            e.adopting_until = Some(until);
+                        if adopted.iter().any(|ia| e.addresses.contains(&ia.address)) {
+                            e.campaign.adopt(&self.node, until);
                         }
                     }
                     tracing::info!(
@@ -427,8 +369,7 @@ impl Manager {
         let mut desired_addresses: BTreeSet<IpAddr> = BTreeSet::new();
         let mut announced_services: BTreeMap<ServiceKey, BTreeSet<IpAddr>> = BTreeMap::new();
         for (key, e) in self.elections.iter_mut() {
-            let adopting = e.adopting_until.is_some_and(|u| now < u) && e.candidate;
-            let may = (e.elector.may_announce(now) && e.candidate) || adopting;
+            let may = e.campaign.may_announce(now, e.candidate);
             if may {
                 desired_addresses.extend(e.addresses.iter().copied());
                 for s in &e.services {
@@ -440,31 +381,29 @@ impl Manager {
                     announced_services.entry(s.clone()).or_default().extend(own);
                 }
             }
-            if may != e.held {
-                if may {
+            let lease = format!("{}/{}", key.namespace, key.name);
+            match e.campaign.transition(may) {
+                Some(true) => {
                     metrics::get().elections_won.get_or_create(&role_lb()).inc();
-                    tracing::info!(lease = %format!("{}/{}", key.namespace, key.name), addresses = ?e.addresses, services = ?e.services, "won the election: announcing");
-                } else {
+                    tracing::info!(lease = %lease, addresses = ?e.addresses, services = ?e.services, "won the election: announcing");
+                }
+                Some(false) => {
                     metrics::get()
                         .elections_lost
                         .get_or_create(&role_lb())
                         .inc();
                     let why = if e.candidate {
-                        "lease lost"
+                        "lease_lost"
                     } else {
-                        "no longer a candidate"
+                        "no_longer_candidate"
                     };
-                    metrics::get()
-                        .handovers
-                        .get_or_create(&metrics::ReasonLabels {
-                            reason: why.replace(' ', "_"),
-                        })
-                        .inc();
-                    tracing::info!(lease = %format!("{}/{}", key.namespace, key.name), addresses = ?e.addresses, why, "withdrawing");
+                    let reason = metrics::ReasonLabels { reason: why.into() };
+                    metrics::get().handovers.get_or_create(&reason).inc();
+                    tracing::info!(lease = %lease, addresses = ?e.addresses, why, "withdrawing");
                 }
-                e.held = may;
+                None => {}
             }
-            if let Some(until) = e.adopting_until {
+            if let Some(until) = e.campaign.adoption_ends() {
                 next = next.min(until.since(now));
             }
         }
@@ -479,16 +418,11 @@ impl Manager {
                 .elections
                 .values_mut()
                 .find(|e| e.addresses.contains(&ia.address))
-                && let Some(since) = e.taking_since.take()
+                && let Some(since) = e.campaign.take_wanting_since()
             {
                 metrics::get()
                     .takeover_seconds
                     .observe(since.elapsed().as_secs_f64());
-            }
-        }
-        for e in self.elections.values_mut() {
-            if e.held {
-                e.taking_since = None;
             }
         }
         let held = self.wire.owned().len();
@@ -603,14 +537,8 @@ impl Manager {
     }
 
     fn spawn_write(&self, key: LeaseKey, write: LeaseWrite) {
-        let client = self.client.clone();
-        let tx = self.writes_tx.clone();
         let timeout = self.config.renew_deadline;
-        tokio::spawn(async move {
-            let result =
-                leases::write(&client, &key.namespace, &key.name, write, None, timeout).await;
-            let _ = tx.send(WriteDone { lease: key, result });
-        });
+        campaign::spawn_write(&self.client, key, write, timeout, &self.writes_tx);
     }
 
     fn update_pending_metrics(&self, pending: &BTreeMap<ServiceKey, PendingReason>) {
@@ -637,7 +565,7 @@ impl Manager {
         while self
             .elections
             .values()
-            .any(|e| e.elector.holder() == Some(self.node.as_str()))
+            .any(|e| e.campaign.names(&self.node))
             && Instant::now() < deadline
         {
             tokio::select! {

@@ -33,7 +33,7 @@ pub async fn register_node(client: &Client, node: &NodeLayout) -> anyhow::Result
     let object = json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": { "name": node.name, "labels": labels },
-        "spec": { "podCIDR": cidrs[0], "podCIDRs": cidrs, "taints": taints },
+        "spec": { "podCIDR": cidrs[0], "podCIDRs": cidrs, "taints": taints.clone() },
     });
     let params = PatchParams::apply("kvip-lab").force();
     api.patch(&node.name, &params, &Patch::Apply(&object))
@@ -62,6 +62,12 @@ pub async fn register_node(client: &Client, node: &NodeLayout) -> anyhow::Result
     api.patch_status(&node.name, &PatchParams::default(), &Patch::Merge(&status))
         .await
         .with_context(|| format!("setting the status of Node {}", node.name))?;
+    // Admission tainted the new Node not-ready; with the Node Ready, lift it as
+    // the node lifecycle controller would.
+    let spec = json!({ "spec": { "taints": taints } });
+    api.patch(&node.name, &PatchParams::default(), &Patch::Merge(&spec))
+        .await
+        .with_context(|| format!("lifting the not-ready taint of Node {}", node.name))?;
     Ok(())
 }
 

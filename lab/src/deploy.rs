@@ -125,17 +125,39 @@ pub fn admits(spec: &PodSpec, node: &NodeView<'_>) -> bool {
                 .iter()
                 .any(|t| term_matches(t, node))
         });
+    let defaults = daemonset_default_tolerations(spec.host_network == Some(true));
     let tolerated = node
         .taints
         .iter()
         .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
         .all(|taint| {
-            spec.tolerations
-                .iter()
-                .flatten()
-                .any(|tol| tolerates(tol, taint))
+            let mut all = spec.tolerations.iter().flatten().chain(&defaults);
+            all.any(|tol| tolerates(tol, taint))
         });
     selector_ok && affinity_ok && tolerated
+}
+
+/// Tolerations the DaemonSet controller adds to every DaemonSet pod.
+fn daemonset_default_tolerations(host_network: bool) -> Vec<Toleration> {
+    let mut keys = vec![
+        ("node.kubernetes.io/not-ready", "NoExecute"),
+        ("node.kubernetes.io/unreachable", "NoExecute"),
+        ("node.kubernetes.io/disk-pressure", "NoSchedule"),
+        ("node.kubernetes.io/memory-pressure", "NoSchedule"),
+        ("node.kubernetes.io/pid-pressure", "NoSchedule"),
+        ("node.kubernetes.io/unschedulable", "NoSchedule"),
+    ];
+    if host_network {
+        keys.push(("node.kubernetes.io/network-unavailable", "NoSchedule"));
+    }
+    keys.into_iter()
+        .map(|(key, effect)| Toleration {
+            key: Some(key.into()),
+            operator: Some("Exists".into()),
+            effect: Some(effect.into()),
+            ..Default::default()
+        })
+        .collect()
 }
 
 fn term_matches(term: &NodeSelectorTerm, node: &NodeView<'_>) -> bool {
@@ -414,6 +436,33 @@ spec:
             .map(|v| v.layout.name.clone())
             .collect();
         assert_eq!(admitted, ["worker1"]);
+    }
+
+    #[test]
+    fn daemonset_defaults_tolerate_unreachable_nodes() {
+        let nodes = LabShape {
+            nodes: 1,
+            control_plane: 1,
+            ipv6: false,
+        }
+        .layout()
+        .unwrap();
+        let mut spec = ds(CP_ONLY).spec.unwrap().template.spec.unwrap();
+        spec.tolerations = None;
+        spec.affinity = None;
+        let taint = |key: &str, effect: &str| Taint {
+            key: key.into(),
+            effect: effect.into(),
+            ..Default::default()
+        };
+        let mut view = NodeView {
+            layout: &nodes[0],
+            labels: BTreeMap::new(),
+            taints: vec![taint("node.kubernetes.io/unreachable", "NoExecute")],
+        };
+        assert!(admits(&spec, &view));
+        view.taints.push(taint("dedicated", "NoSchedule"));
+        assert!(!admits(&spec, &view));
     }
 
     #[test]

@@ -1,0 +1,311 @@
+//! The control-plane role (`cp_enable`): one Lease, `plndr-cp-lock` in
+//! `cp_namespace`, among control-plane nodes whose local API server passes
+//! its health check. The holder puts `address` on its interface and
+//! announces it; after repeated failed checks it withdraws and releases.
+//!
+//! The role speaks only to the API server on its own node (127.0.0.1:`port`,
+//! verified as `kubernetes`), never through the VIP it manages: it keeps
+//! working when every other client reaches the API through that VIP, and a
+//! node whose API server is down cannot hold the VIP.
+
+use crate::announce::Wire;
+use crate::campaign::{self, Campaign, Step, WriteDone};
+use crate::metrics;
+use crate::translate;
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use kvip_core::{Config, Elector, InterfaceAddress, LeaseKey, Mono, choose_interface};
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, mpsc};
+
+/// Consecutive failed health checks before the node gives the VIP up.
+const FAILURES_BEFORE_HANDOVER: u32 = 3;
+
+/// A client for the API server on this node, with the credentials of `base`.
+pub fn local_client(base: &kube::Config, port: u16) -> anyhow::Result<Client> {
+    let mut config = base.clone();
+    config.cluster_url = format!("https://127.0.0.1:{port}").parse()?;
+    // Serving certificates always carry this name; 127.0.0.1 often is not in them.
+    config.tls_server_name = Some("kubernetes".to_string());
+    Ok(Client::try_from(config)?)
+}
+
+/// Checks `/readyz` of the local API server every `every`; `healthy` turns
+/// false after [`FAILURES_BEFORE_HANDOVER`] failures in a row, true after one success.
+async fn check_health(
+    client: Client,
+    every: Duration,
+    healthy: Arc<AtomicBool>,
+    changed: Arc<Notify>,
+) {
+    let mut failures = 0u32;
+    loop {
+        let request = hyper::Request::get("/readyz").body(Vec::new());
+        let ok = match request {
+            Ok(req) => matches!(
+                tokio::time::timeout(every.max(Duration::from_secs(1)), client.request_text(req)).await,
+                Ok(Ok(body)) if body.trim() == "ok"
+            ),
+            Err(_) => false,
+        };
+        failures = if ok { 0 } else { failures + 1 };
+        let now_healthy = failures < FAILURES_BEFORE_HANDOVER;
+        if healthy.swap(now_healthy, Ordering::Relaxed) != now_healthy {
+            if now_healthy {
+                tracing::info!("local API server healthy: a control-plane VIP candidate again");
+            } else {
+                tracing::warn!(
+                    failures,
+                    "local API server failed its health check: handing the control-plane VIP over"
+                );
+            }
+            changed.notify_one();
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// The control-plane role.
+pub struct ControlPlane {
+    config: Config,
+    node: String,
+    address: IpAddr,
+    client: Client,
+    lease: LeaseKey,
+    store: Store<Lease>,
+    changed: Arc<Notify>,
+    healthy: Arc<AtomicBool>,
+    campaign: Campaign,
+    wire: Wire,
+    writes_tx: mpsc::UnboundedSender<WriteDone>,
+    writes_rx: mpsc::UnboundedReceiver<WriteDone>,
+    epoch: Instant,
+    adopted: bool,
+}
+
+impl ControlPlane {
+    /// Sets the role up and starts its watch and health check.
+    pub fn start(config: Config, node: String, client: Client, wire: Wire) -> anyhow::Result<Self> {
+        let address = config.address.ok_or_else(|| {
+            anyhow::anyhow!("cp_enable=true needs the control-plane VIP in address")
+        })?;
+        let lease = LeaseKey {
+            namespace: config.cp_namespace.clone(),
+            name: config.vip_leasename.clone(),
+        };
+        let changed = Arc::new(Notify::new());
+        let api: Api<Lease> = Api::namespaced(client.clone(), &lease.namespace);
+        let (store, writer) = reflector::store();
+        let watch_config =
+            watcher::Config::default().fields(&format!("metadata.name={}", lease.name));
+        let stream = reflector::reflector(writer, watcher(api, watch_config)).default_backoff();
+        {
+            let changed = changed.clone();
+            tokio::spawn(async move {
+                let mut stream = std::pin::pin!(stream);
+                while let Some(event) = stream.next().await {
+                    if let Err(e) = event {
+                        tracing::warn!(error = %e, "control-plane Lease watch failed; retrying");
+                    }
+                    changed.notify_one();
+                }
+            });
+        }
+        let healthy = Arc::new(AtomicBool::new(true));
+        tokio::spawn(check_health(
+            client.clone(),
+            config.retry_period,
+            healthy.clone(),
+            changed.clone(),
+        ));
+        let elector = Elector::new(
+            node.clone(),
+            config.lease_duration,
+            config.renew_deadline,
+            config.retry_period,
+        )?;
+        let (writes_tx, writes_rx) = mpsc::unbounded_channel();
+        Ok(Self {
+            config,
+            node,
+            address,
+            client,
+            lease,
+            store,
+            changed,
+            healthy,
+            campaign: Campaign::new(elector),
+            wire,
+            writes_tx,
+            writes_rx,
+            epoch: Instant::now(),
+            adopted: false,
+        })
+    }
+
+    fn now(&self) -> Mono {
+        Mono(self.epoch.elapsed())
+    }
+
+    /// Runs until `shutdown`, then withdraws and releases.
+    pub async fn run(
+        mut self,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        if tokio::time::timeout(Duration::from_secs(30), self.store.wait_until_ready())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the control-plane Lease watch has not synced after 30 s; deciding without it"
+            );
+        }
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            while let Ok(done) = self.writes_rx.try_recv() {
+                self.campaign.finished(done.result, self.now());
+            }
+            let next = self.pass(false).await;
+            metrics::beat(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX));
+            tokio::select! {
+                _ = self.changed.notified() => {}
+                Some(done) = self.writes_rx.recv() => self.campaign.finished(done.result, self.now()),
+                _ = tokio::time::sleep(next.min(Duration::from_secs(1))) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        tracing::info!("control plane: withdrawing the VIP, then releasing the Lease");
+        let deadline = Instant::now() + Duration::from_millis(900);
+        let _ = self.pass(true).await;
+        while self.campaign.names(&self.node) && Instant::now() < deadline {
+            tokio::select! {
+                Some(done) = self.writes_rx.recv() => self.campaign.finished(done.result, self.now()),
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+            let _ = self.pass(true).await;
+        }
+        Ok(())
+    }
+
+    async fn pass(&mut self, shutting_down: bool) -> Duration {
+        let now = self.now();
+        let mut next = self.config.retry_period;
+        let candidate = !shutting_down && self.healthy.load(Ordering::Relaxed);
+        let lease = self
+            .store
+            .get(&reflector::ObjectRef::new(&self.lease.name).within(&self.lease.namespace));
+        self.campaign.observe(lease.as_deref(), now);
+        if !self.adopted {
+            self.adopted = true;
+            let vips = BTreeSet::from([self.address]);
+            if let Ok(found) = self.wire.adopt(&vips).await
+                && !found.is_empty()
+            {
+                self.campaign
+                    .adopt(&self.node, now.after(self.config.lease_duration));
+                tracing::info!(address = %self.address, "control-plane VIP found on the interface from an earlier run");
+            }
+        }
+        let mut release = None;
+        match self.campaign.decide(now, translate::wall_now(), candidate) {
+            Step::Wait(d) => next = next.min(d),
+            Step::Write(w) => campaign::spawn_write(
+                &self.client,
+                self.lease.clone(),
+                w,
+                self.config.renew_deadline,
+                &self.writes_tx,
+            ),
+            Step::Release(w) => release = Some(w),
+        }
+        let announce = self.campaign.may_announce(now, candidate);
+        let role = metrics::RoleLabels { role: "cp".into() };
+        match self.campaign.transition(announce) {
+            Some(true) => {
+                metrics::get().elections_won.get_or_create(&role).inc();
+                tracing::info!(address = %self.address, "won the control-plane election: announcing");
+            }
+            Some(false) => {
+                metrics::get().elections_lost.get_or_create(&role).inc();
+                let why = if candidate {
+                    "lease_lost"
+                } else {
+                    "apiserver_unhealthy"
+                };
+                metrics::get()
+                    .handovers
+                    .get_or_create(&metrics::ReasonLabels { reason: why.into() })
+                    .inc();
+                tracing::info!(address = %self.address, why, "withdrawing the control-plane VIP");
+            }
+            None => {}
+        }
+        let mut desired = BTreeSet::new();
+        if announce {
+            match self.interface().await {
+                Ok(interface) => {
+                    desired.insert(InterfaceAddress {
+                        interface,
+                        address: self.address,
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(address = %self.address, error = %e, "no interface for the control-plane VIP")
+                }
+            }
+        }
+        let (added, failed) = self.wire.apply(&desired).await;
+        for (ia, e) in failed {
+            tracing::error!(address = %ia.address, interface = %ia.interface, error = %e, "cannot change the address");
+        }
+        if !added.is_empty()
+            && let Some(since) = self.campaign.take_wanting_since()
+        {
+            metrics::get()
+                .takeover_seconds
+                .observe(since.elapsed().as_secs_f64());
+        }
+        metrics::get()
+            .vips_held
+            .get_or_create(&role)
+            .set(i64::try_from(self.wire.owned().len()).unwrap_or(0));
+        metrics::get().kube_vip_is_leader.set(i64::from(announce));
+        // Release only after the address is gone.
+        if let Some(w) = release {
+            campaign::spawn_write(
+                &self.client,
+                self.lease.clone(),
+                w,
+                self.config.renew_deadline,
+                &self.writes_tx,
+            );
+        }
+        if let Some(at) = self.wire.send_due().await {
+            next = next.min(at.saturating_duration_since(Instant::now()));
+        }
+        if let Some(until) = self.campaign.adoption_ends() {
+            next = next.min(until.since(now));
+        }
+        next
+    }
+
+    async fn interface(&self) -> anyhow::Result<String> {
+        let (interfaces, v4, v6) = self.wire.interfaces().await?;
+        Ok(choose_interface(
+            self.address,
+            self.config.vip_interface.as_deref(),
+            &interfaces,
+            v4.as_deref(),
+            v6.as_deref(),
+        )?)
+    }
+}
