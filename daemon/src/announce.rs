@@ -5,11 +5,13 @@
 
 use crate::metrics;
 use crate::net::{Announcer, NetError, Netlink, burst_schedule};
+use kvip_core::packet::Claim;
 use kvip_core::plan::InterfaceInfo;
 use kvip_core::{Action, InterfaceAddress, plan};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
 /// When an address's next announcement is due.
 #[derive(Debug, Clone)]
@@ -22,10 +24,23 @@ struct Schedule {
     next: Instant,
 }
 
+/// Another MAC claiming one of our VIPs on one of our interfaces.
+#[derive(Debug, Clone)]
+pub struct Conflict {
+    /// The interface it was seen on.
+    pub interface: String,
+    /// The claim.
+    pub claim: Claim,
+}
+
 /// The VIPs on this node and their announcements.
 pub struct Wire {
     netlink: Netlink,
     announcers: BTreeMap<String, Announcer>,
+    /// Interfaces whose frames are watched for conflicting claims.
+    listening: BTreeSet<String>,
+    conflicts_tx: mpsc::UnboundedSender<Conflict>,
+    conflicts_rx: mpsc::UnboundedReceiver<Conflict>,
     owned: BTreeSet<InterfaceAddress>,
     schedules: BTreeMap<InterfaceAddress, Schedule>,
     arp_rate: Duration,
@@ -34,12 +49,65 @@ pub struct Wire {
 impl Wire {
     /// A wire with nothing on it yet.
     pub fn new(netlink: Netlink, arp_rate: Duration) -> Self {
+        let (conflicts_tx, conflicts_rx) = mpsc::unbounded_channel();
         Self {
             netlink,
             announcers: BTreeMap::new(),
+            listening: BTreeSet::new(),
+            conflicts_tx,
+            conflicts_rx,
             owned: BTreeSet::new(),
             schedules: BTreeMap::new(),
             arp_rate,
+        }
+    }
+
+    /// The next claim by another MAC for one of the VIPs this node holds.
+    pub async fn next_conflict(&mut self) -> Option<Conflict> {
+        loop {
+            let conflict = self.conflicts_rx.recv().await?;
+            let ours = self
+                .owned
+                .iter()
+                .any(|ia| ia.address == conflict.claim.ip && ia.interface == conflict.interface);
+            if ours {
+                return Some(conflict);
+            }
+        }
+    }
+
+    /// Starts watching `interface` for claims, once.
+    async fn listen(&mut self, interface: &str) {
+        if self.listening.contains(interface) {
+            return;
+        }
+        let link = match self.netlink.link(interface).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(interface, error = %e, "cannot watch for address conflicts");
+                return;
+            }
+        };
+        match crate::net::watch::listen(link.index, link.mac) {
+            Ok(mut claims) => {
+                self.listening.insert(interface.to_string());
+                let tx = self.conflicts_tx.clone();
+                let interface = interface.to_string();
+                tokio::spawn(async move {
+                    while let Some(claim) = claims.recv().await {
+                        if tx
+                            .send(Conflict {
+                                interface: interface.clone(),
+                                claim,
+                            })
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(interface, error = %e, "cannot watch for address conflicts"),
         }
     }
 
@@ -63,6 +131,7 @@ impl Wire {
             for (address, prefix) in iface.addresses {
                 let host = if address.is_ipv4() { 32 } else { 128 };
                 if prefix == host && vips.contains(&address) {
+                    self.listen(&iface.name).await;
                     let ia = InterfaceAddress {
                         interface: iface.name.clone(),
                         address,
@@ -103,6 +172,7 @@ impl Wire {
                 Action::Add(ia) => {
                     match self.netlink.add_address(&ia.interface, ia.address).await {
                         Ok(_) => {
+                            self.listen(&ia.interface).await;
                             let now = Instant::now();
                             self.owned.insert(ia.clone());
                             self.schedules.insert(

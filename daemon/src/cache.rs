@@ -13,7 +13,6 @@ use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::Notify;
 
 /// The stores the reconciler reads.
@@ -29,16 +28,9 @@ pub struct Cache {
     pub leases: Store<Lease>,
     /// Woken on every change.
     pub changed: Arc<Notify>,
-    /// Counts watch events (liveness of the watches).
-    pub events: Arc<AtomicU64>,
 }
 
-fn watch<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    changed: Arc<Notify>,
-    events: Arc<AtomicU64>,
-) -> Store<K>
+fn watch<K>(api: Api<K>, config: watcher::Config, changed: Arc<Notify>) -> Store<K>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone,
@@ -49,10 +41,7 @@ where
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             match event {
-                Ok(_) => {
-                    events.fetch_add(1, Ordering::Relaxed);
-                    changed.notify_one();
-                }
+                Ok(_) => changed.notify_one(),
                 Err(e) => tracing::warn!(error = %e, "watch failed; retrying with backoff"),
             }
         }
@@ -64,7 +53,6 @@ impl Cache {
     /// Starts the four watches.
     pub fn start(client: &Client, service_namespace: Option<&str>) -> Self {
         let changed = Arc::new(Notify::new());
-        let events = Arc::new(AtomicU64::new(0));
         let (services, slices): (Api<Service>, Api<EndpointSlice>) = match service_namespace {
             Some(ns) => (
                 Api::namespaced(client.clone(), ns),
@@ -74,22 +62,15 @@ impl Cache {
         };
         let plain = watcher::Config::default;
         Self {
-            services: watch(services, plain(), changed.clone(), events.clone()),
-            slices: watch(slices, plain(), changed.clone(), events.clone()),
-            nodes: watch(
-                Api::all(client.clone()),
-                plain(),
-                changed.clone(),
-                events.clone(),
-            ),
+            services: watch(services, plain(), changed.clone()),
+            slices: watch(slices, plain(), changed.clone()),
+            nodes: watch(Api::all(client.clone()), plain(), changed.clone()),
             leases: watch(
                 Api::all(client.clone()),
                 plain().fields("metadata.namespace!=kube-node-lease"),
                 changed.clone(),
-                events.clone(),
             ),
             changed,
-            events,
         }
     }
 

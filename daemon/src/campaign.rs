@@ -41,6 +41,13 @@ pub struct Campaign {
     wanting_since: Option<Instant>,
     /// Whether this node announced at the last pass.
     announcing: bool,
+    /// Our renewals fail (API unreachable), so nobody else can have written
+    /// the Lease either as far as we know: keep announcing until the API
+    /// answers or another node is seen claiming the address.
+    outage_hold: bool,
+    /// Another node claimed the address while our hold was unconfirmed:
+    /// announce nothing until a write succeeds again.
+    yielded: bool,
 }
 
 impl Campaign {
@@ -52,12 +59,9 @@ impl Campaign {
             adopting_until: None,
             wanting_since: None,
             announcing: false,
+            outage_hold: false,
+            yielded: false,
         }
-    }
-
-    /// The holder named in the last record seen.
-    pub fn holder(&self) -> Option<&str> {
-        self.elector.holder()
     }
 
     /// Whether this node is named holder in the last record seen.
@@ -75,6 +79,9 @@ impl Campaign {
         let stale = matches!((cached, self.written_version), (Some(c), Some(w)) if c < w);
         if !stale {
             self.elector.observe(translate::observed(lease), now);
+        }
+        if self.elector.holder() != Some(self.elector.identity()) {
+            self.outage_hold = false;
         }
     }
 
@@ -115,6 +122,22 @@ impl Campaign {
         {
             self.written_version = Some(self.written_version.map_or(v, |w| w.max(v)));
         }
+        match &result {
+            WriteResult::Ok { .. } => {
+                self.outage_hold = false;
+                self.yielded = false;
+            }
+            WriteResult::Conflict => self.outage_hold = false,
+            WriteResult::Error => {
+                if self.announcing && !self.outage_hold {
+                    tracing::warn!(
+                        holder = self.elector.identity(),
+                        "cannot renew the Lease: the API is unreachable, so nobody else can take it either; keeping the VIP"
+                    );
+                }
+                self.outage_hold = self.announcing;
+            }
+        }
         if !matches!(result, WriteResult::Ok { .. }) {
             self.adopting_until = None;
         }
@@ -137,7 +160,22 @@ impl Campaign {
     /// Whether this node announces now.
     pub fn may_announce(&self, now: Mono, candidate: bool) -> bool {
         let adopting = self.adopting_until.is_some_and(|u| now < u);
-        candidate && (self.elector.may_announce(now) || adopting)
+        candidate
+            && !self.yielded
+            && (self.elector.may_announce(now) || adopting || self.outage_hold)
+    }
+
+    /// Another MAC claims our address. If our hold rests only on an API
+    /// outage, the claimant may have the Lease now: yield at once (true).
+    /// With a freshly renewed Lease the claimant is wrong: keep it (false).
+    pub fn yield_to_claim(&mut self, now: Mono) -> bool {
+        if self.elector.holds_fresh(now) {
+            return false;
+        }
+        self.outage_hold = false;
+        self.adopting_until = None;
+        self.yielded = true;
+        true
     }
 
     /// Records whether this node announces; Some(true) when it just started,

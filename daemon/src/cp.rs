@@ -179,6 +179,16 @@ impl ControlPlane {
             tokio::select! {
                 _ = self.changed.notified() => {}
                 Some(done) = self.writes_rx.recv() => self.campaign.finished(done.result, self.now()),
+                Some(conflict) = self.wire.next_conflict() => {
+                    metrics::get().conflicts.inc();
+                    let now = self.now();
+                    if self.campaign.yield_to_claim(now) {
+                        tracing::warn!(address = %self.address, "another node announces the control-plane VIP and our Lease is unconfirmed: withdrawing at once");
+                    } else {
+                        tracing::warn!(address = %self.address, "address conflict on the control-plane VIP; announcing again");
+                        self.wire.reannounce(&InterfaceAddress { interface: conflict.interface, address: self.address });
+                    }
+                }
                 _ = tokio::time::sleep(next.min(Duration::from_secs(1))) => {}
                 _ = shutdown.changed() => {}
             }

@@ -59,7 +59,6 @@ pub struct Manager {
     /// When each instance Lease (by node) last changed, and its resourceVersion.
     instances_seen: BTreeMap<String, (String, Mono)>,
     next_instance_renew: Mono,
-    instance_version: Option<String>,
     /// Problems already logged, so a Service's bad input is said once.
     reported: BTreeMap<ServiceKey, String>,
     status: status::StatusWriter,
@@ -91,7 +90,6 @@ impl Manager {
             instance_namespace,
             instances_seen: BTreeMap::new(),
             next_instance_renew: Mono::default(),
-            instance_version: None,
             reported: BTreeMap::new(),
             status,
             started_adoption: false,
@@ -128,6 +126,7 @@ impl Manager {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 Some(done) = self.writes_rx.recv() => self.write_finished(done),
+                Some(conflict) = self.wire.next_conflict() => self.conflict(conflict),
                 _ = tokio::time::sleep(sleep) => {}
                 _ = shutdown.changed() => {}
             }
@@ -140,6 +139,38 @@ impl Manager {
         let now = self.now();
         if let Some(e) = self.elections.get_mut(&done.lease) {
             e.campaign.finished(done.result, now);
+        }
+    }
+
+    /// Another MAC claims one of our VIPs (design §7): yield when our hold
+    /// is unconfirmed, otherwise defend the address with a new burst.
+    fn conflict(&mut self, conflict: crate::announce::Conflict) {
+        let now = self.now();
+        metrics::get().conflicts.inc();
+        let mac = conflict
+            .claim
+            .mac
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        let ip = conflict.claim.ip;
+        let Some((key, e)) = self
+            .elections
+            .iter_mut()
+            .find(|(_, e)| e.addresses.contains(&ip))
+        else {
+            return;
+        };
+        if e.campaign.yield_to_claim(now) {
+            tracing::warn!(address = %ip, other_mac = %mac, lease = %format!("{}/{}", key.namespace, key.name), "another node announces this VIP and our Lease is unconfirmed: withdrawing at once");
+        } else {
+            tracing::warn!(address = %ip, other_mac = %mac, "address conflict: another MAC claims a VIP whose Lease we hold; announcing again");
+            let ia = InterfaceAddress {
+                interface: conflict.interface,
+                address: ip,
+            };
+            self.wire.reannounce(&ia);
         }
     }
 
@@ -445,7 +476,7 @@ impl Manager {
         // Service status follows what this node announces.
         if !shutting_down {
             self.status
-                .sync(&services, &announced_services, &ours, &pending)
+                .sync(&services, &announced_services, &ours, pending)
                 .await;
         }
         if let Some(at) = self.wire.send_due().await {

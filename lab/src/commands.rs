@@ -864,10 +864,10 @@ pub fn fault(fault: Fault) -> anyhow::Result<()> {
                 .iter_mut()
                 .filter(|p| p.kind == ProcessKind::Apiserver)
             {
-                if p.node.as_ref().is_some_and(|n| names.contains(n)) {
-                    if let Some(pid) = p.pid.take() {
-                        process::stop(pid, Duration::from_secs(5));
-                    }
+                if p.node.as_ref().is_some_and(|n| names.contains(n))
+                    && let Some(pid) = p.pid.take()
+                {
+                    process::stop(pid, Duration::from_secs(5));
                 }
             }
             for n in &names {

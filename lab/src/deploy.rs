@@ -195,10 +195,10 @@ fn requirement_matches(req: &NodeSelectorRequirement, labels: &BTreeMap<String, 
 }
 
 fn tolerates(tol: &Toleration, taint: &Taint) -> bool {
-    if let Some(effect) = tol.effect.as_deref().filter(|e| !e.is_empty()) {
-        if effect != taint.effect {
-            return false;
-        }
+    if let Some(effect) = tol.effect.as_deref().filter(|e| !e.is_empty())
+        && effect != taint.effect
+    {
+        return false;
     }
     let key = tol.key.as_deref().unwrap_or_default();
     if key.is_empty() {

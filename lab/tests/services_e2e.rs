@@ -200,7 +200,7 @@ fn vip_follows_the_pod_with_one_arp_answerer() -> Outcome {
     );
     ensure!(switches <= 1, "the answering MAC flapped: {macs:?}");
     ensure!(
-        macs.iter().any(|m| *m == old_mac),
+        macs.contains(&old_mac),
         "worker1 never answered before the move: {macs:?}"
     );
     ensure!(

@@ -161,16 +161,6 @@ impl Netlink {
         }
     }
 
-    /// The addresses on `interface` with their prefix lengths.
-    pub async fn host_addresses(&self, interface: &str) -> Result<Vec<(IpAddr, u8)>, NetError> {
-        let link = self.link(interface).await?;
-        Ok(self
-            .addresses(Some(link.index))
-            .await?
-            .remove(&link.index)
-            .unwrap_or_default())
-    }
-
     async fn all_links(&self) -> Result<Vec<LinkInfo>, NetError> {
         self.handle
             .link()
