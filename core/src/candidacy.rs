@@ -70,6 +70,20 @@ pub enum PendingReason {
         /// The address.
         address: IpAddr,
     },
+    /// The address is a node's own address.
+    AddressInUse {
+        /// The address.
+        address: IpAddr,
+        /// The node that has it.
+        node: String,
+    },
+    /// The address is the network or broadcast address of the interface's subnet.
+    SubnetAddress {
+        /// The address.
+        address: IpAddr,
+        /// The interface whose subnet it names.
+        interface: String,
+    },
 }
 
 fn list<T: fmt::Display>(items: &[T]) -> String {
@@ -89,6 +103,8 @@ impl PendingReason {
             PendingReason::AddressConflict { .. } => "AddressConflict",
             PendingReason::NoCommonCandidate { .. } => "NoCommonCandidate",
             PendingReason::NoInterfaceForFamily { .. } => "NoInterfaceForFamily",
+            PendingReason::AddressInUse { .. } => "AddressInUse",
+            PendingReason::SubnetAddress { .. } => "SubnetAddress",
         }
     }
 
@@ -137,6 +153,14 @@ impl PendingReason {
             PendingReason::NoInterfaceForFamily { address } => format!(
                 "no interface for {address}: set vip_servicesinterface (or vip_interface), or \
                  give a node interface an address or default route of that family"
+            ),
+            PendingReason::AddressInUse { address, node } => format!(
+                "address {address} belongs to node {node}: announcing it would steal the \
+                 node's traffic; choose a free address"
+            ),
+            PendingReason::SubnetAddress { address, interface } => format!(
+                "address {address} is the network or broadcast address of {interface}'s \
+                 subnet, which hosts cannot use: choose another address"
             ),
         }
     }

@@ -93,6 +93,24 @@ pub fn subnet_contains(network: IpAddr, prefix: u8, address: IpAddr) -> bool {
     }
 }
 
+/// True when `address` is the network or broadcast address of an IPv4
+/// subnet on `interface` (hosts must not use those; /31 and /32 have none).
+pub fn is_subnet_edge(address: IpAddr, interface: &InterfaceInfo) -> bool {
+    let IpAddr::V4(v4) = address else {
+        return false;
+    };
+    interface.addresses.iter().any(|(net, len)| {
+        let (IpAddr::V4(net), true) = (net, *len <= 30) else {
+            return false;
+        };
+        let mask = u32::MAX.checked_shl(32 - u32::from(*len)).unwrap_or(0);
+        let network = u32::from(*net) & mask;
+        let broadcast = network | !mask;
+        let a = u32::from(v4);
+        a & mask == network && (a == network || a == broadcast)
+    })
+}
+
 /// The interface to put `address` on: the configured one (which must exist),
 /// else the up interface with the longest subnet containing the VIP (host
 /// routes such as a VIP's own /32 do not count), else the default-route
@@ -138,6 +156,29 @@ pub fn choose_interface(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subnet_edges_are_recognised() {
+        let eth0 = InterfaceInfo {
+            name: "eth0".into(),
+            up: true,
+            addresses: vec![
+                ("10.77.0.12".parse().unwrap(), 24),
+                ("fd00::1".parse().unwrap(), 64),
+            ],
+        };
+        assert!(is_subnet_edge("10.77.0.0".parse().unwrap(), &eth0));
+        assert!(is_subnet_edge("10.77.0.255".parse().unwrap(), &eth0));
+        assert!(!is_subnet_edge("10.77.0.100".parse().unwrap(), &eth0));
+        assert!(!is_subnet_edge("10.78.0.0".parse().unwrap(), &eth0));
+        assert!(!is_subnet_edge("fd00::".parse().unwrap(), &eth0));
+        let p2p = InterfaceInfo {
+            name: "p".into(),
+            up: true,
+            addresses: vec![("192.0.2.0".parse().unwrap(), 31)],
+        };
+        assert!(!is_subnet_edge("192.0.2.0".parse().unwrap(), &p2p));
+    }
     use proptest::prelude::*;
 
     fn ia(interface: &str, address: &str) -> InterfaceAddress {

@@ -4,6 +4,7 @@ mod announce;
 mod cache;
 mod campaign;
 mod cp;
+mod events;
 mod http;
 mod leases;
 mod manager;

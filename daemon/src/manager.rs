@@ -6,6 +6,7 @@
 use crate::announce::Wire;
 use crate::cache::Cache;
 use crate::campaign::{self, Campaign, Step, WriteDone};
+use crate::events::{self, Reason};
 use crate::leases::{self, LeaseWrite};
 use crate::metrics;
 use crate::status;
@@ -15,13 +16,20 @@ use kube::Client;
 use kvip_core::candidacy::NodeInput;
 use kvip_core::{
     AnnouncementGroup, Config, Elector, InterfaceAddress, LbClassRule, LeaseKey, Mono,
-    PendingReason, ServiceKey, assess, choose_interface,
+    PendingReason, ServiceKey, assess, choose_interface, plan::is_subnet_edge,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+
+/// A node's interfaces and its default-route interfaces (IPv4, IPv6).
+type Interfaces = (
+    Vec<kvip_core::plan::InterfaceInfo>,
+    Option<String>,
+    Option<String>,
+);
 
 /// Label on the per-node Lease that says a kvip instance runs there.
 pub const INSTANCE_LABEL: &str = "kvip.io/instance";
@@ -62,6 +70,7 @@ pub struct Manager {
     /// Problems already logged, so a Service's bad input is said once.
     reported: BTreeMap<ServiceKey, String>,
     status: status::StatusWriter,
+    events: events::Recorder,
     started_adoption: bool,
 }
 
@@ -77,6 +86,7 @@ impl Manager {
     ) -> Self {
         let (writes_tx, writes_rx) = mpsc::unbounded_channel();
         let status = status::StatusWriter::new(client.clone(), node.clone());
+        let events = events::Recorder::new(client.clone(), node.clone());
         Self {
             config,
             node,
@@ -92,6 +102,7 @@ impl Manager {
             next_instance_renew: Mono::default(),
             reported: BTreeMap::new(),
             status,
+            events,
             started_adoption: false,
         }
     }
@@ -294,7 +305,7 @@ impl Manager {
             })
             .collect();
         let slices = self.cache.slices.state();
-        let assessment = assess(
+        let mut assessment = assess(
             &inputs,
             slices.iter().filter_map(|s| translate::slice_input(s)),
             &nodes,
@@ -315,6 +326,15 @@ impl Manager {
             .map(|v| v.key.clone())
             .chain(assessment.refused.keys().cloned())
             .collect();
+        // Addresses no host may use, judged on this node's interfaces.
+        let interfaces = match self.wire.interfaces().await {
+            Ok(x) => Some(x),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list interfaces");
+                None
+            }
+        };
+        self.refuse_unusable(&mut assessment, interfaces.as_ref());
         let views = &assessment.views;
         let groups = &assessment.groups;
         let pending = &assessment.pending;
@@ -397,6 +417,8 @@ impl Manager {
         }
 
         // What this node announces.
+        let mut won: Vec<BTreeSet<ServiceKey>> = Vec::new();
+        let mut lost: Vec<BTreeSet<ServiceKey>> = Vec::new();
         let mut desired_addresses: BTreeSet<IpAddr> = BTreeSet::new();
         let mut announced_services: BTreeMap<ServiceKey, BTreeSet<IpAddr>> = BTreeMap::new();
         for (key, e) in self.elections.iter_mut() {
@@ -415,10 +437,12 @@ impl Manager {
             let lease = format!("{}/{}", key.namespace, key.name);
             match e.campaign.transition(may) {
                 Some(true) => {
+                    won.push(e.services.clone());
                     metrics::get().elections_won.get_or_create(&role_lb()).inc();
                     tracing::info!(lease = %lease, addresses = ?e.addresses, services = ?e.services, "won the election: announcing");
                 }
                 Some(false) => {
+                    lost.push(e.services.clone());
                     metrics::get()
                         .elections_lost
                         .get_or_create(&role_lb())
@@ -438,7 +462,7 @@ impl Manager {
                 next = next.min(until.since(now));
             }
         }
-        let desired = self.place(&desired_addresses).await;
+        let desired = self.place(&desired_addresses, interfaces.as_ref());
         let (added, failed) = self.wire.apply(&desired).await;
         for (ia, err) in failed {
             tracing::error!(address = %ia.address, interface = %ia.interface, error = %err, "cannot change the address");
@@ -468,6 +492,18 @@ impl Manager {
             .kube_vip_is_leader
             .set(i64::from(!announced_services.is_empty()));
 
+        self.record_events(
+            &services,
+            views,
+            &desired,
+            &won,
+            &lost,
+            pending,
+            &assessment.refused,
+            &live,
+            shutting_down,
+        );
+
         // Writes: renewals and takeovers now; releases only after the withdraw above.
         for (key, write) in writes.into_iter().chain(releases) {
             self.spawn_write(key, write);
@@ -483,6 +519,86 @@ impl Manager {
             next = next.min(at.saturating_duration_since(Instant::now()));
         }
         next
+    }
+
+    /// Events for what this pass decided: takeovers by the new holder,
+    /// withdrawals that leave a Service unserved by the node that withdrew,
+    /// pending reasons by one recorder node (the first live instance by name).
+    #[allow(clippy::too_many_arguments)]
+    fn record_events(
+        &mut self,
+        services: &[Arc<Service>],
+        views: &[kvip_core::ServiceView],
+        placed: &BTreeSet<InterfaceAddress>,
+        won: &[BTreeSet<ServiceKey>],
+        lost: &[BTreeSet<ServiceKey>],
+        pending: &BTreeMap<ServiceKey, PendingReason>,
+        refused: &BTreeMap<ServiceKey, kvip_core::service::ServiceError>,
+        live: &BTreeSet<String>,
+        shutting_down: bool,
+    ) {
+        let by_key: BTreeMap<ServiceKey, &Arc<Service>> = services
+            .iter()
+            .map(|s| (translate::service_key(s), s))
+            .collect();
+        let uid = |k: &ServiceKey| by_key.get(k).and_then(|s| s.metadata.uid.clone());
+        for key in won.iter().flatten() {
+            let Some(svc) = by_key.get(key) else { continue };
+            let previous = svc
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(kvip_core::service::VIP_HOST_ANNOTATION))
+                .cloned();
+            let own = views
+                .iter()
+                .find(|v| &v.key == key)
+                .map(|v| v.addresses.clone())
+                .unwrap_or_default();
+            let where_: Vec<String> = placed
+                .iter()
+                .filter(|ia| own.contains(&ia.address))
+                .map(|ia| format!("{} on {}", ia.address, ia.interface))
+                .collect();
+            let (reason, message) = match previous {
+                Some(from) if from != self.node => (
+                    Reason::Moved,
+                    format!(
+                        "VIP moved from node {from} to node {} ({})",
+                        self.node,
+                        where_.join(", ")
+                    ),
+                ),
+                _ => (
+                    Reason::Announced,
+                    format!("node {} announces {}", self.node, where_.join(", ")),
+                ),
+            };
+            self.events.record(key, uid(key), reason, message);
+        }
+        for key in lost.iter().flatten() {
+            if let Some(reason) = pending.get(key) {
+                let message = format!("node {} withdrew the VIP: {}", self.node, reason.message());
+                self.events
+                    .record(key, uid(key), Reason::Withdrawn, message);
+            }
+        }
+        let recorder = live.iter().next().is_some_and(|first| *first == self.node);
+        if recorder && !shutting_down {
+            for (key, reason) in pending {
+                self.events
+                    .record(key, uid(key), Reason::Pending, reason.message());
+            }
+            for (key, error) in refused {
+                self.events.record(
+                    key,
+                    uid(key),
+                    Reason::Pending,
+                    format!("invalid input: {error}"),
+                );
+            }
+        }
+        self.events.retain(|k| by_key.contains_key(k));
     }
 
     /// Maps announcement groups to elections: a Lease per group, or with
@@ -522,34 +638,96 @@ impl Manager {
     }
 
     /// Chooses the interface for every address this node announces.
-    async fn place(&mut self, addresses: &BTreeSet<IpAddr>) -> BTreeSet<InterfaceAddress> {
-        let mut out = BTreeSet::new();
-        if addresses.is_empty() {
-            return out;
-        }
-        let (interfaces, v4, v6) = match self.wire.interfaces().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot list interfaces");
-                return self
-                    .wire
-                    .owned()
-                    .iter()
-                    .filter(|ia| addresses.contains(&ia.address))
-                    .cloned()
-                    .collect();
-            }
-        };
-        let configured = self
-            .config
+    /// The interface configured for Service VIPs, if any.
+    fn configured_interface(&self) -> Option<&str> {
+        self.config
             .vip_services_interface
-            .clone()
-            .or_else(|| self.config.vip_interface.clone());
+            .as_deref()
+            .or(self.config.vip_interface.as_deref())
+    }
+
+    /// Takes groups whose address is a node's own address, or the network or
+    /// broadcast address of its subnet, out of the election, with the reason.
+    fn refuse_unusable(
+        &self,
+        assessment: &mut kvip_core::Assessment,
+        interfaces: Option<&Interfaces>,
+    ) {
+        let node_ips: BTreeMap<IpAddr, String> = self
+            .cache
+            .nodes
+            .state()
+            .iter()
+            .flat_map(|n| {
+                let name = n.metadata.name.clone().unwrap_or_default();
+                n.status
+                    .iter()
+                    .flat_map(|s| s.addresses.iter().flatten())
+                    .filter_map(move |a| Some((a.address.parse::<IpAddr>().ok()?, name.clone())))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let mut refused: Vec<(BTreeSet<ServiceKey>, PendingReason)> = Vec::new();
+        assessment.groups.retain(|g| {
+            let reason = g.addresses.iter().find_map(|a| {
+                if let Some(node) = node_ips.get(a) {
+                    return Some(PendingReason::AddressInUse {
+                        address: *a,
+                        node: node.clone(),
+                    });
+                }
+                let (list, v4, v6) = interfaces?;
+                let name = choose_interface(
+                    *a,
+                    self.configured_interface(),
+                    list,
+                    v4.as_deref(),
+                    v6.as_deref(),
+                )
+                .ok()?;
+                let info = list.iter().find(|i| i.name == name)?;
+                is_subnet_edge(*a, info).then(|| PendingReason::SubnetAddress {
+                    address: *a,
+                    interface: name,
+                })
+            });
+            match reason {
+                Some(r) => {
+                    refused.push((g.services.clone(), r));
+                    false
+                }
+                None => true,
+            }
+        });
+        for (services, reason) in refused {
+            for s in services {
+                assessment.pending.insert(s, reason.clone());
+            }
+        }
+    }
+
+    /// Chooses the interface for every address this node announces.
+    fn place(
+        &self,
+        addresses: &BTreeSet<IpAddr>,
+        interfaces: Option<&Interfaces>,
+    ) -> BTreeSet<InterfaceAddress> {
+        let Some((list, v4, v6)) = interfaces else {
+            // Cannot list interfaces: keep what is there rather than withdraw blindly.
+            return self
+                .wire
+                .owned()
+                .iter()
+                .filter(|ia| addresses.contains(&ia.address))
+                .cloned()
+                .collect();
+        };
+        let mut out = BTreeSet::new();
         for address in addresses {
             match choose_interface(
                 *address,
-                configured.as_deref(),
-                &interfaces,
+                self.configured_interface(),
+                list,
                 v4.as_deref(),
                 v6.as_deref(),
             ) {

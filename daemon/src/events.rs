@@ -1,0 +1,154 @@
+//! Events on Services, in plain words: `VIPAnnounced`, `VIPMoved`,
+//! `VIPPending`, `VIPWithdrawn`. Each is recorded by the one node that
+//! decided it, only when something changed, and under a name derived from
+//! its content, so a repeat raises the existing Event's count instead of
+//! adding another: a flapping cluster cannot flood the API.
+
+use crate::metrics;
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kvip_core::ServiceKey;
+use serde_json::json;
+use std::collections::BTreeMap;
+
+/// Event reasons kvip records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Reason {
+    /// This node announces the Service's VIP.
+    Announced,
+    /// The VIP moved to this node from another.
+    Moved,
+    /// Nobody can announce the Service, and why.
+    Pending,
+    /// The VIP was withdrawn and nobody announces it now.
+    Withdrawn,
+}
+
+impl Reason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Reason::Announced => "VIPAnnounced",
+            Reason::Moved => "VIPMoved",
+            Reason::Pending => "VIPPending",
+            Reason::Withdrawn => "VIPWithdrawn",
+        }
+    }
+
+    fn kind(self) -> &'static str {
+        match self {
+            Reason::Pending => "Warning",
+            _ => "Normal",
+        }
+    }
+}
+
+/// Records Events, once per change.
+pub struct Recorder {
+    client: Client,
+    node: String,
+    /// The last (reason, message) recorded per Service.
+    last: BTreeMap<ServiceKey, (Reason, String)>,
+}
+
+/// FNV-1a, for stable Event names.
+fn fnv(text: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+impl Recorder {
+    /// A recorder writing as `node`.
+    pub fn new(client: Client, node: String) -> Self {
+        Self {
+            client,
+            node,
+            last: BTreeMap::new(),
+        }
+    }
+
+    /// Forgets Services that are gone.
+    pub fn retain(&mut self, keep: impl Fn(&ServiceKey) -> bool) {
+        self.last.retain(|k, _| keep(k));
+    }
+
+    /// Records `reason` with `message` on `service` unless it is what was
+    /// recorded last for that Service.
+    pub fn record(
+        &mut self,
+        service: &ServiceKey,
+        uid: Option<String>,
+        reason: Reason,
+        message: String,
+    ) {
+        let entry = (reason, message.clone());
+        if self.last.get(service) == Some(&entry) {
+            return;
+        }
+        self.last.insert(service.clone(), entry);
+        tracing::info!(service = %service, reason = reason.as_str(), message = %message, "event");
+        let client = self.client.clone();
+        let node = self.node.clone();
+        let service = service.clone();
+        tokio::spawn(async move {
+            let api: Api<Event> = Api::namespaced(client, &service.namespace);
+            let name = format!(
+                "{}.kvip.{:016x}",
+                service.name,
+                fnv(&format!("{}\n{message}", reason.as_str()))
+            );
+            let now = Timestamp::now();
+            // A repeat of the same Event: count it.
+            if let Ok(Some(existing)) = api.get_opt(&name).await {
+                let count = existing.count.unwrap_or(1) + 1;
+                let patch = json!({ "count": count, "lastTimestamp": Time(now), "source": { "component": "kvip", "host": node } });
+                let r = api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await;
+                metrics::api_request("events", "patch", r.is_ok());
+                return;
+            }
+            let event = Event {
+                metadata: ObjectMeta {
+                    name: Some(name),
+                    namespace: Some(service.namespace.clone()),
+                    ..Default::default()
+                },
+                involved_object: ObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Service".into()),
+                    name: Some(service.name.clone()),
+                    namespace: Some(service.namespace.clone()),
+                    uid,
+                    ..Default::default()
+                },
+                reason: Some(reason.as_str().into()),
+                message: Some(message),
+                type_: Some(reason.kind().into()),
+                count: Some(1),
+                first_timestamp: Some(Time(now)),
+                last_timestamp: Some(Time(now)),
+                event_time: Some(MicroTime(now)),
+                source: Some(EventSource {
+                    component: Some("kvip".into()),
+                    host: Some(node.clone()),
+                }),
+                reporting_component: Some("kvip".into()),
+                reporting_instance: Some(node),
+                action: Some(reason.as_str().into()),
+                ..Default::default()
+            };
+            let r = api.create(&PostParams::default(), &event).await;
+            if let Err(e) = &r {
+                tracing::debug!(error = %e, "event not recorded");
+            }
+            metrics::api_request("events", "create", r.is_ok());
+        });
+    }
+}
