@@ -25,4 +25,5 @@ test: build lint
 	$(CARGO) test --workspace --lib --bins
 	$(CARGO) test -p kvip-lab --test lab_e2e
 	$(CARGO) test -p kvip-lab --test services_e2e
+	$(CARGO) test -p kvip-lab --test status_e2e
 	$(CARGO) test -p kvip-lab --test cp_e2e

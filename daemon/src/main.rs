@@ -11,6 +11,7 @@ mod manager;
 mod manifest;
 mod metrics;
 mod net;
+mod report;
 mod settings;
 mod status;
 mod translate;
@@ -48,6 +49,12 @@ enum Command {
         #[command(subcommand)]
         what: ManifestCommand,
     },
+    /// Per Service: VIP, policy, announcer, candidates, state and why it is pending; kvip instances per node.
+    ///
+    /// Reads the cluster once through the API (KUBECONFIG, --kubeconfig or in-cluster).
+    /// Exit code 0 when every Service shown is served, 1 when any is pending or refused,
+    /// 2 when the cluster cannot be read.
+    Status(report::StatusArgs),
     /// Print the version and build.
     Version,
 }
@@ -328,6 +335,7 @@ fn main() -> std::process::ExitCode {
             print!("{text}");
             Ok(())
         })(),
+        Command::Status(args) => return report::run(args),
         Command::Manager { settings } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

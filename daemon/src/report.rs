@@ -1,0 +1,1278 @@
+//! `kvip status`: one read of the cluster (Services, EndpointSlices, Nodes,
+//! Leases; no watches), the same `kvip_core::assess` the daemon runs, and a
+//! table or JSON a person or a script can act on. The I/O is a thin shell
+//! around [`build`], [`table`] and [`json`], which work on plain values.
+
+use crate::manager::{INSTANCE_LABEL, INSTANCE_NODE_LABEL, INSTANCE_ROLE_LABEL};
+use crate::translate;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ListParams};
+use kvip_core::candidacy::NodeInput;
+use kvip_core::config::parse_go_bool;
+use kvip_core::service::{LOADBALANCER_IPS_ANNOTATION, TrafficPolicy, VIP_HOST_ANNOTATION};
+use kvip_core::{Assessment, PendingReason, WallTime, assess};
+use kvip_core::{LbClassRule, LeaseKey, LeaseRecord, ServiceInput, ServiceKey, SliceInput};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// The role that announces Service VIPs.
+pub const LB_ROLE: &str = "lb";
+
+/// How much the clock of the machine running `kvip status` may disagree with
+/// the clocks of the nodes that renew Leases.
+///
+/// The daemon judges a Lease by how long ago it last *changed*, on its own
+/// monotonic clock, because it watches. `kvip status` reads each Lease once,
+/// so it can only compare `renewTime + leaseDurationSeconds` with its own
+/// wall clock; a Lease that expired less than this long ago still counts as
+/// held, so a laptop a little behind NTP does not report live instances dead.
+pub const CLOCK_TOLERANCE: Duration = Duration::from_secs(2);
+
+/// Exit code when every Service shown is announced or being elected.
+const EXIT_OK: u8 = 0;
+/// Exit code when any Service shown is pending or refused.
+const EXIT_PENDING: u8 = 1;
+/// Exit code when the cluster could not be read.
+const EXIT_ERROR: u8 = 2;
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// The table with the Lease and `status.loadBalancer.ingress` too.
+    Wide,
+    /// A stable JSON document for scripts.
+    Json,
+}
+
+fn go_bool(s: &str) -> Result<bool, String> {
+    parse_go_bool(s).ok_or_else(|| format!("{s:?} is not a boolean (true, false, 1, 0, t, f)"))
+}
+
+/// Flags of `kvip status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Only this Service (in -n, or the kubeconfig context's namespace).
+    pub service: Option<String>,
+    /// Only Services of this namespace (all namespaces when unset).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// wide or json; a table when unset.
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<Output>,
+    /// Kubeconfig to use (otherwise KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long)]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// kvip's lb_class_only: Services without a loadBalancerClass are not kvip's.
+    #[arg(long = "lb-class-only", value_parser = go_bool, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub lb_class_only: bool,
+    /// kvip's lb_class_name: the loadBalancerClass that is kvip's.
+    #[arg(long = "lb-class-name", default_value = "kube-vip.io/kube-vip-class")]
+    pub lb_class_name: String,
+}
+
+/// Why the cluster could not be read; each says what to check.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// `--kubeconfig` names a file that cannot be used.
+    #[error("--kubeconfig {path}: {source}")]
+    Kubeconfig {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// No credentials found at all.
+    #[error(
+        "no Kubernetes credentials: set KUBECONFIG, pass --kubeconfig PATH, or run in a pod ({0})"
+    )]
+    NoCredentials(#[source] kube::config::InferConfigError),
+    /// The client could not be built from the configuration.
+    #[error("cannot build a Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+    /// A list call failed.
+    #[error(
+        "cannot list {what}: {source}; check that the API server is reachable and that your credentials may list {what} in every namespace"
+    )]
+    List {
+        /// The resource, such as "Services".
+        what: &'static str,
+        /// The API error.
+        source: kube::Error,
+    },
+}
+
+/// A Lease as status reads it: its labels and its record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseFacts {
+    /// `metadata.labels`.
+    pub labels: BTreeMap<String, String>,
+    /// `spec`.
+    pub record: LeaseRecord,
+}
+
+/// A Service as status reads it: what the core needs, plus what kvip wrote on it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceFacts {
+    /// The core's input.
+    pub input: ServiceInput,
+    /// The `kube-vip.io/vipHost` annotation: who last said it announces.
+    pub vip_host: Option<String>,
+    /// `status.loadBalancer.ingress[].ip`.
+    pub ingress: Vec<String>,
+}
+
+/// Everything read from the cluster, as plain values.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Every Service.
+    pub services: Vec<ServiceFacts>,
+    /// Every EndpointSlice that belongs to a Service.
+    pub slices: Vec<SliceInput>,
+    /// Every Node's name and labels.
+    pub nodes: Vec<(String, BTreeMap<String, String>)>,
+    /// Every Node's own addresses (`status.addresses`), with the Node's name.
+    pub node_addresses: BTreeMap<IpAddr, String>,
+    /// Every Lease outside `kube-node-lease`.
+    pub leases: BTreeMap<LeaseKey, LeaseFacts>,
+    /// When the snapshot was taken, by the wall clock.
+    pub now: WallTime,
+}
+
+/// Where a Service stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// A node holds its Lease and announces it.
+    Announced,
+    /// It has candidates but nobody holds its Lease right now.
+    Electing,
+    /// Nobody may announce it; see the reason.
+    Pending,
+    /// Its input is invalid, so kvip does not serve it.
+    Refused,
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Announced => "announced",
+            State::Electing => "electing",
+            State::Pending => "pending",
+            State::Refused => "refused",
+        }
+    }
+}
+
+/// Why a Service is pending or refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reason {
+    /// `PendingReason::reason()`, or `InvalidInput` for a refused Service.
+    pub code: String,
+    /// In plain words, with the fix.
+    pub message: String,
+}
+
+/// Code of a refused Service's reason.
+pub const INVALID_INPUT: &str = "InvalidInput";
+
+/// One Service kvip serves (or refuses), as shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceRow {
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// The VIPs; for a refused Service, the text it asks for.
+    pub addresses: Vec<String>,
+    /// `Local` or `Cluster`.
+    pub policy: String,
+    /// `namespace/name` of the Lease that elects its announcer.
+    pub lease: Option<String>,
+    /// The node holding that Lease, if anyone does.
+    pub announcer: Option<String>,
+    /// Nodes that may announce it.
+    pub candidates: Vec<String>,
+    /// Where it stands.
+    pub state: State,
+    /// Why it is pending or refused.
+    pub reason: Option<Reason>,
+    /// The `kube-vip.io/vipHost` annotation, to cross-check the announcer (table only).
+    #[serde(skip)]
+    pub vip_host: Option<String>,
+    /// `status.loadBalancer.ingress` (wide table only).
+    #[serde(skip)]
+    pub ingress: Vec<String>,
+}
+
+impl ServiceRow {
+    /// `namespace/name`.
+    pub fn key(&self) -> ServiceKey {
+        ServiceKey::new(self.namespace.clone(), self.name.clone())
+    }
+}
+
+/// One kvip instance (an instance Lease), or a node that runs none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstanceRow {
+    /// The node.
+    pub node: String,
+    /// Its roles, such as `lb`; empty for a node without any kvip instance.
+    pub roles: Vec<String>,
+    /// Whether the instance renewed its Lease within its duration.
+    pub live: bool,
+    /// How long ago it last renewed (table only).
+    #[serde(skip)]
+    pub renewed_ago: Option<Duration>,
+}
+
+/// What `kvip status` shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// The Services, in namespace/name order.
+    pub services: Vec<ServiceRow>,
+    /// kvip instances by node, then nodes without one.
+    pub instances: Vec<InstanceRow>,
+}
+
+impl Report {
+    /// Keeps only the Services of `namespace` and, if given, named `name`.
+    pub fn select(mut self, namespace: Option<&str>, name: Option<&str>) -> Self {
+        self.services.retain(|s| {
+            namespace.is_none_or(|ns| s.namespace == ns) && name.is_none_or(|n| s.name == n)
+        });
+        self
+    }
+
+    /// 1 when any Service shown is pending or refused, so scripts can test it; 0 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        if self
+            .services
+            .iter()
+            .any(|s| matches!(s.state, State::Pending | State::Refused))
+        {
+            EXIT_PENDING
+        } else {
+            EXIT_OK
+        }
+    }
+
+    /// Nodes without a live kvip instance of the lb role.
+    pub fn nodes_without_lb(&self) -> Vec<String> {
+        let with: BTreeSet<&str> = self
+            .instances
+            .iter()
+            .filter(|i| i.live && i.roles.iter().any(|r| r == LB_ROLE))
+            .map(|i| i.node.as_str())
+            .collect();
+        let all: BTreeSet<&str> = self.instances.iter().map(|i| i.node.as_str()).collect();
+        all.difference(&with).map(|n| n.to_string()).collect()
+    }
+}
+
+/// The holder of a Lease, if it holds it at `now`: a non-empty holder whose
+/// `renewTime + leaseDurationSeconds` (plus [`CLOCK_TOLERANCE`]) is not past.
+/// A released Lease (empty holder) or one never renewed has no holder.
+pub fn live_holder(record: &LeaseRecord, now: WallTime) -> Option<&str> {
+    let holder = record.holder.as_deref().filter(|h| !h.is_empty())?;
+    let renewed = record.renew_time?;
+    let duration = i64::from(record.lease_duration_seconds.unwrap_or(0).max(0));
+    let tolerance = i64::try_from(CLOCK_TOLERANCE.as_micros()).unwrap_or(i64::MAX);
+    let expires = renewed
+        .0
+        .saturating_add(duration.saturating_mul(1_000_000))
+        .saturating_add(tolerance);
+    (now.0 <= expires).then_some(holder)
+}
+
+fn roles_of(labels: &BTreeMap<String, String>) -> Vec<String> {
+    labels
+        .get(INSTANCE_ROLE_LABEL)
+        .map(|r| {
+            r.split('.')
+                .filter(|x| !x.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn instances(snapshot: &Snapshot) -> Vec<InstanceRow> {
+    let mut rows = Vec::new();
+    for facts in snapshot.leases.values() {
+        if facts.labels.get(INSTANCE_LABEL).map(String::as_str) != Some("true") {
+            continue;
+        }
+        let Some(node) = facts.labels.get(INSTANCE_NODE_LABEL) else {
+            continue;
+        };
+        let renewed_ago = facts.record.renew_time.map(|t| {
+            Duration::from_micros(u64::try_from(snapshot.now.0.saturating_sub(t.0)).unwrap_or(0))
+        });
+        rows.push(InstanceRow {
+            node: node.clone(),
+            roles: roles_of(&facts.labels),
+            live: live_holder(&facts.record, snapshot.now).is_some(),
+            renewed_ago,
+        });
+    }
+    let with_instance: BTreeSet<String> = rows.iter().map(|r| r.node.clone()).collect();
+    for (name, _) in &snapshot.nodes {
+        if !with_instance.contains(name) {
+            rows.push(InstanceRow {
+                node: name.clone(),
+                roles: Vec::new(),
+                live: false,
+                renewed_ago: None,
+            });
+        }
+    }
+    rows.sort_by(|a, b| (&a.node, &a.roles).cmp(&(&b.node, &b.roles)));
+    rows
+}
+
+fn policy_text(input: &ServiceInput) -> String {
+    match input.external_traffic_policy.as_deref() {
+        None | Some("") => "Cluster".to_string(),
+        Some(p) => p.to_string(),
+    }
+}
+
+/// What a refused Service asks for, as written.
+fn requested_addresses(input: &ServiceInput) -> Vec<String> {
+    let annotated: Vec<String> = input
+        .annotations
+        .get(LOADBALANCER_IPS_ANNOTATION)
+        .map(|list| {
+            list.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    if !annotated.is_empty() {
+        return annotated;
+    }
+    input
+        .load_balancer_ip
+        .iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The Lease that elects a group, as the daemon picks it: the group's own
+/// Lease, or — for Cluster-policy groups of a daemon running with
+/// `svc_election=false` — kube-vip's global Services Lease. Status cannot
+/// see the daemon's settings, so it takes the global Lease when the group's
+/// own does not exist and the global one does.
+fn election_lease(
+    own: &LeaseKey,
+    all_cluster: bool,
+    leases: &BTreeMap<LeaseKey, LeaseFacts>,
+) -> LeaseKey {
+    let defaults = kvip_core::Config::default();
+    let global = LeaseKey {
+        namespace: defaults.cp_namespace,
+        name: defaults.svc_leasename,
+    };
+    if all_cluster && !leases.contains_key(own) && leases.contains_key(&global) {
+        global
+    } else {
+        own.clone()
+    }
+}
+
+fn lease_text(key: &LeaseKey) -> String {
+    format!("{}/{}", key.namespace, key.name)
+}
+
+/// Takes groups whose address is a Node's own address out of the election,
+/// pending with `AddressInUse`, as the daemon does before electing. (The
+/// daemon also refuses a subnet's network and broadcast addresses, but that
+/// needs the node's interfaces, which the API does not show: such a Service
+/// stays `electing` here, and its `VIPPending` Event says why.)
+fn refuse_node_addresses(assessment: &mut Assessment, node_addresses: &BTreeMap<IpAddr, String>) {
+    let mut refused: Vec<(BTreeSet<ServiceKey>, PendingReason)> = Vec::new();
+    assessment.groups.retain(|g| {
+        let reason = g.addresses.iter().find_map(|a| {
+            node_addresses
+                .get(a)
+                .map(|node| PendingReason::AddressInUse {
+                    address: *a,
+                    node: node.clone(),
+                })
+        });
+        match reason {
+            Some(r) => {
+                refused.push((g.services.clone(), r));
+                false
+            }
+            None => true,
+        }
+    });
+    for (services, reason) in refused {
+        for s in services {
+            assessment.pending.insert(s, reason.clone());
+        }
+    }
+}
+
+/// Assesses `snapshot` as the daemon would and describes every Service kvip
+/// serves or refuses, and every kvip instance.
+pub fn build(snapshot: &Snapshot, class: &LbClassRule) -> Report {
+    let instances = instances(snapshot);
+    let lb_nodes: BTreeSet<&str> = instances
+        .iter()
+        .filter(|i| i.live && i.roles.iter().any(|r| r == LB_ROLE))
+        .map(|i| i.node.as_str())
+        .collect();
+    let nodes: Vec<NodeInput> = snapshot
+        .nodes
+        .iter()
+        .map(|(name, labels)| NodeInput {
+            name: name.clone(),
+            labels: labels.clone(),
+            runs_service_instance: lb_nodes.contains(name.as_str()),
+        })
+        .collect();
+    let inputs: Vec<ServiceInput> = snapshot.services.iter().map(|s| s.input.clone()).collect();
+    let mut assessment = assess(&inputs, snapshot.slices.iter().cloned(), &nodes, class);
+    refuse_node_addresses(&mut assessment, &snapshot.node_addresses);
+
+    let mut services = Vec::new();
+    for facts in &snapshot.services {
+        let key = &facts.input.key;
+        let mut row = ServiceRow {
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            addresses: Vec::new(),
+            policy: policy_text(&facts.input),
+            lease: None,
+            announcer: None,
+            candidates: Vec::new(),
+            state: State::Electing,
+            reason: None,
+            vip_host: facts.vip_host.clone(),
+            ingress: facts.ingress.clone(),
+        };
+        if let Some(error) = assessment.refused.get(key) {
+            row.addresses = requested_addresses(&facts.input);
+            row.state = State::Refused;
+            row.reason = Some(Reason {
+                code: INVALID_INPUT.to_string(),
+                message: error.to_string(),
+            });
+            services.push(row);
+            continue;
+        }
+        let Some(view) = assessment.view(key) else {
+            continue; // not kvip's Service
+        };
+        row.addresses = view.addresses.iter().map(ToString::to_string).collect();
+        row.policy = match view.policy {
+            TrafficPolicy::Local => "Local".to_string(),
+            TrafficPolicy::Cluster => "Cluster".to_string(),
+        };
+        let own = LeaseKey {
+            namespace: key.namespace.clone(),
+            name: view.lease_name.clone(),
+        };
+        if let Some(reason) = assessment.pending.get(key) {
+            row.lease = Some(lease_text(&own));
+            row.announcer = snapshot
+                .leases
+                .get(&own)
+                .and_then(|l| live_holder(&l.record, snapshot.now))
+                .map(String::from);
+            row.state = State::Pending;
+            row.reason = Some(Reason {
+                code: reason.reason().to_string(),
+                message: reason.message(),
+            });
+        } else if let Some(group) = assessment.group_of(key) {
+            let all_cluster = group.services.iter().all(|s| {
+                assessment
+                    .view(s)
+                    .is_some_and(|v| v.policy == TrafficPolicy::Cluster)
+            });
+            let lease = election_lease(&group.lease, all_cluster, &snapshot.leases);
+            row.announcer = snapshot
+                .leases
+                .get(&lease)
+                .and_then(|l| live_holder(&l.record, snapshot.now))
+                .map(String::from);
+            row.lease = Some(lease_text(&lease));
+            row.candidates = group.candidates.iter().cloned().collect();
+            row.state = if row.announcer.is_some() {
+                State::Announced
+            } else {
+                State::Electing
+            };
+        }
+        services.push(row);
+    }
+    services.sort_by_key(ServiceRow::key);
+    Report {
+        services,
+        instances,
+    }
+}
+
+/// `kubectl`-style age: 42s, 5m, 3h, 2d.
+pub fn age(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+fn dash_join(items: &[String]) -> String {
+    if items.is_empty() {
+        "-".to_string()
+    } else {
+        items.join(",")
+    }
+}
+
+/// Left-aligned columns three spaces apart; the last column is not padded.
+fn columns(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let last = row.len().saturating_sub(1);
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            line.push_str(cell);
+            if i < last {
+                let pad = widths
+                    .get(i)
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_sub(cell.chars().count());
+                line.push_str(&" ".repeat(pad + 3));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The announcer cell: the Lease holder, with the `vipHost` annotation
+/// when it says otherwise (status not yet written, or written by an old holder).
+fn announcer_cell(row: &ServiceRow) -> String {
+    let holder = row.announcer.as_deref().unwrap_or("-");
+    match row.vip_host.as_deref() {
+        Some(host) if Some(host) != row.announcer.as_deref() => {
+            format!("{holder} (vipHost: {host})")
+        }
+        _ => holder.to_string(),
+    }
+}
+
+/// What the table says of a Service nobody holds yet: normal for a moment,
+/// worth a look when it lasts.
+const ELECTING_HINT: &str =
+    "nobody holds its Lease yet; if this lasts, its Events say why (kubectl describe service)";
+
+/// The two tables `kvip status` prints: Services, then kvip instances.
+pub fn table(report: &Report, wide: bool) -> String {
+    let mut headers = vec![
+        "NAMESPACE/NAME",
+        "VIP(S)",
+        "POLICY",
+        "ANNOUNCER",
+        "CANDIDATES",
+        "STATE",
+    ];
+    if wide {
+        headers.extend(["LEASE", "INGRESS"]);
+    }
+    headers.push("REASON");
+    let rows: Vec<Vec<String>> = report
+        .services
+        .iter()
+        .map(|s| {
+            let mut row = vec![
+                format!("{}/{}", s.namespace, s.name),
+                dash_join(&s.addresses),
+                s.policy.clone(),
+                announcer_cell(s),
+                dash_join(&s.candidates),
+                s.state.as_str().to_string(),
+            ];
+            if wide {
+                row.push(s.lease.clone().unwrap_or_else(|| "-".to_string()));
+                row.push(dash_join(&s.ingress));
+            }
+            row.push(match (&s.reason, s.state) {
+                (Some(r), _) => format!("{}: {}", r.code, r.message),
+                (None, State::Electing) => ELECTING_HINT.to_string(),
+                (None, _) => "-".to_string(),
+            });
+            row
+        })
+        .collect();
+    let mut out = if rows.is_empty() {
+        "No LoadBalancer Services served by kvip.\n".to_string()
+    } else {
+        columns(&headers, &rows)
+    };
+    out.push('\n');
+    let instance_rows: Vec<Vec<String>> = report
+        .instances
+        .iter()
+        .map(|i| {
+            vec![
+                i.node.clone(),
+                if i.roles.is_empty() {
+                    "-".to_string()
+                } else {
+                    i.roles.join(",")
+                },
+                if i.roles.is_empty() {
+                    "no instance".to_string()
+                } else if i.live {
+                    "yes".to_string()
+                } else {
+                    "no".to_string()
+                },
+                i.renewed_ago
+                    .map(|d| format!("{} ago", age(d)))
+                    .unwrap_or_else(|| "-".to_string()),
+            ]
+        })
+        .collect();
+    out.push_str(&columns(
+        &["NODE", "KVIP ROLES", "LIVE", "RENEWED"],
+        &instance_rows,
+    ));
+    let missing = report.nodes_without_lb();
+    if !missing.is_empty() {
+        out.push_str(&format!(
+            "\nNodes without a live kvip lb instance (no Service VIP can be announced from them): {}\n",
+            missing.join(", ")
+        ));
+    }
+    out
+}
+
+/// The JSON document of `kvip status -o json`.
+pub fn json(report: &Report) -> String {
+    // Plain structs of strings, bools and vectors always serialise.
+    serde_json::to_string_pretty(report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+fn service_facts(svc: &Service) -> ServiceFacts {
+    let ingress = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.clone().or_else(|| i.hostname.clone()))
+        .collect();
+    ServiceFacts {
+        input: translate::service_input(svc),
+        vip_host: svc
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(VIP_HOST_ANNOTATION).cloned()),
+        ingress,
+    }
+}
+
+/// A Node's own addresses (`status.addresses` that are IPs), with its name.
+fn node_addresses(node: &Node) -> Vec<(IpAddr, String)> {
+    let name = node.metadata.name.clone().unwrap_or_default();
+    node.status
+        .iter()
+        .flat_map(|s| s.addresses.iter().flatten())
+        .filter_map(|a| Some((a.address.parse::<IpAddr>().ok()?, name.clone())))
+        .collect()
+}
+
+fn lease_facts(lease: &Lease) -> Option<(LeaseKey, LeaseFacts)> {
+    let key = LeaseKey {
+        namespace: lease.metadata.namespace.clone()?,
+        name: lease.metadata.name.clone()?,
+    };
+    let facts = LeaseFacts {
+        labels: lease
+            .metadata
+            .labels
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        record: translate::observed(Some(lease)).record.unwrap_or_default(),
+    };
+    Some((key, facts))
+}
+
+async fn client(
+    kubeconfig: Option<&std::path::Path>,
+) -> Result<(kube::Client, String), StatusError> {
+    let mut config = match kubeconfig {
+        Some(path) => {
+            let shown = path.display().to_string();
+            let file =
+                kube::config::Kubeconfig::read_from(path).map_err(|e| StatusError::Kubeconfig {
+                    path: shown.clone(),
+                    source: Box::new(e),
+                })?;
+            kube::Config::from_custom_kubeconfig(file, &Default::default())
+                .await
+                .map_err(|e| StatusError::Kubeconfig {
+                    path: shown,
+                    source: Box::new(e),
+                })?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(StatusError::NoCredentials)?,
+    };
+    // A status command should fail fast, not hang on an unreachable server.
+    config.connect_timeout = Some(Duration::from_secs(10));
+    config.read_timeout = Some(Duration::from_secs(30));
+    let namespace = config.default_namespace.clone();
+    let client = kube::Client::try_from(config).map_err(StatusError::Client)?;
+    Ok((client, namespace))
+}
+
+/// Reads the cluster once: Services, EndpointSlices, Nodes and Leases.
+pub async fn read(client: &kube::Client) -> Result<Snapshot, StatusError> {
+    let plain = ListParams::default();
+    let services = Api::<Service>::all(client.clone())
+        .list(&plain)
+        .await
+        .map_err(|source| StatusError::List {
+            what: "Services",
+            source,
+        })?;
+    let slices = Api::<EndpointSlice>::all(client.clone())
+        .list(&plain)
+        .await
+        .map_err(|source| StatusError::List {
+            what: "EndpointSlices",
+            source,
+        })?;
+    let nodes = Api::<Node>::all(client.clone())
+        .list(&plain)
+        .await
+        .map_err(|source| StatusError::List {
+            what: "Nodes",
+            source,
+        })?;
+    let leases = Api::<Lease>::all(client.clone())
+        .list(&ListParams::default().fields("metadata.namespace!=kube-node-lease"))
+        .await
+        .map_err(|source| StatusError::List {
+            what: "Leases",
+            source,
+        })?;
+    Ok(Snapshot {
+        services: services.items.iter().map(service_facts).collect(),
+        slices: slices
+            .items
+            .iter()
+            .filter_map(translate::slice_input)
+            .collect(),
+        nodes: nodes.items.iter().map(translate::node_labels).collect(),
+        node_addresses: nodes.items.iter().flat_map(node_addresses).collect(),
+        leases: leases.items.iter().filter_map(lease_facts).collect(),
+        now: translate::wall_now(),
+    })
+}
+
+async fn status(args: &StatusArgs) -> Result<u8, StatusError> {
+    let (client, context_namespace) = client(args.kubeconfig.as_deref()).await?;
+    let snapshot = read(&client).await?;
+    let class = LbClassRule {
+        class_only: args.lb_class_only,
+        class_name: args.lb_class_name.clone(),
+    };
+    // A Service name alone means the context's namespace, as kubectl does.
+    let namespace = args
+        .namespace
+        .clone()
+        .or_else(|| args.service.as_ref().map(|_| context_namespace));
+    let report = build(&snapshot, &class).select(namespace.as_deref(), args.service.as_deref());
+    match args.output {
+        Some(Output::Json) => println!("{}", json(&report)),
+        Some(Output::Wide) => print!("{}", table(&report, true)),
+        None => print!("{}", table(&report, false)),
+    }
+    if let (Some(name), true) = (&args.service, report.services.is_empty()) {
+        eprintln!(
+            "kvip status: no LoadBalancer Service {}/{name} served by kvip",
+            namespace.unwrap_or_default()
+        );
+    }
+    Ok(report.exit_code())
+}
+
+/// Runs `kvip status`: 0 all served, 1 some Service pending or refused, 2 the cluster could not be read.
+pub fn run(args: StatusArgs) -> ExitCode {
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| rt.block_on(status(&args)).map_err(|e| format!("{e}")));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("kvip status: {e}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvip_core::endpoints::EndpointInput;
+
+    const SECOND: i64 = 1_000_000;
+    const NOW: WallTime = WallTime(1_764_000_000 * SECOND);
+
+    fn service(ns: &str, name: &str, policy: &str, ips: Option<&str>) -> ServiceFacts {
+        let mut annotations = BTreeMap::new();
+        if let Some(ips) = ips {
+            annotations.insert(LOADBALANCER_IPS_ANNOTATION.to_string(), ips.to_string());
+        }
+        ServiceFacts {
+            input: ServiceInput {
+                key: ServiceKey::new(ns, name),
+                type_: "LoadBalancer".into(),
+                annotations,
+                external_traffic_policy: Some(policy.into()),
+                ports: vec![("TCP".into(), 80)],
+                ..ServiceInput::default()
+            },
+            vip_host: None,
+            ingress: vec![],
+        }
+    }
+
+    fn slice(ns: &str, service: &str, node: &str) -> SliceInput {
+        SliceInput {
+            service: ServiceKey::new(ns, service),
+            slice_name: format!("{service}-abc"),
+            address_type: "IPv4".into(),
+            endpoints: vec![EndpointInput {
+                node_name: Some(node.into()),
+                ready: Some(true),
+                serving: None,
+                terminating: None,
+                addresses: vec!["10.244.1.5".into()],
+            }],
+        }
+    }
+
+    fn lease(holder: &str, renewed_secs_ago: i64, duration: i32) -> LeaseFacts {
+        LeaseFacts {
+            labels: BTreeMap::new(),
+            record: LeaseRecord {
+                holder: Some(holder.into()),
+                lease_duration_seconds: Some(duration),
+                acquire_time: None,
+                renew_time: Some(WallTime(NOW.0 - renewed_secs_ago * SECOND)),
+                lease_transitions: Some(0),
+            },
+        }
+    }
+
+    fn instance(node: &str, renewed_secs_ago: i64) -> (LeaseKey, LeaseFacts) {
+        let mut facts = lease(node, renewed_secs_ago, 15);
+        facts.labels = BTreeMap::from([
+            (INSTANCE_LABEL.to_string(), "true".to_string()),
+            (INSTANCE_NODE_LABEL.to_string(), node.to_string()),
+            (INSTANCE_ROLE_LABEL.to_string(), "lb".to_string()),
+        ]);
+        let key = LeaseKey {
+            namespace: "kube-system".into(),
+            name: format!("kvip-lb-{node}"),
+        };
+        (key, facts)
+    }
+
+    fn nodes(names: &[&str]) -> Vec<(String, BTreeMap<String, String>)> {
+        names
+            .iter()
+            .map(|n| (n.to_string(), BTreeMap::new()))
+            .collect()
+    }
+
+    /// The seed's broken layout: kvip only on cp1, the pod on worker1.
+    fn broken_layout() -> Snapshot {
+        Snapshot {
+            services: vec![service("shop", "web", "Local", Some("10.77.0.150"))],
+            slices: vec![slice("shop", "web", "worker1")],
+            nodes: nodes(&["cp1", "worker1", "worker2"]),
+            node_addresses: BTreeMap::from([(
+                "10.77.0.12".parse().expect("an IP"),
+                "worker2".to_string(),
+            )]),
+            leases: [instance("cp1", 1)].into_iter().collect(),
+            now: NOW,
+        }
+    }
+
+    #[test]
+    fn a_lease_is_live_until_renew_plus_duration_plus_tolerance() {
+        let l = lease("w1", 0, 5).record;
+        assert_eq!(live_holder(&l, NOW), Some("w1"));
+        let l = lease("w1", 6, 5).record;
+        assert_eq!(live_holder(&l, NOW), Some("w1"), "within the tolerance");
+        let l = lease("w1", 8, 5).record;
+        assert_eq!(live_holder(&l, NOW), None);
+        let mut released = lease("", 0, 5).record;
+        assert_eq!(live_holder(&released, NOW), None);
+        released.holder = None;
+        assert_eq!(live_holder(&released, NOW), None);
+        let mut never = lease("w1", 0, 5).record;
+        never.renew_time = None;
+        assert_eq!(live_holder(&never, NOW), None);
+    }
+
+    #[test]
+    fn the_broken_layout_is_pending_naming_the_worker_and_exits_1() {
+        let report = build(&broken_layout(), &LbClassRule::default());
+        let web = &report.services[0];
+        assert_eq!(web.state, State::Pending);
+        let reason = web.reason.as_ref().expect("a reason");
+        assert_eq!(reason.code, "EndpointsOnNodesWithoutKvip");
+        assert!(reason.message.contains("worker1"), "{}", reason.message);
+        assert!(web.candidates.is_empty());
+        assert_eq!(web.lease.as_deref(), Some("shop/kubevip-web"));
+        assert_eq!(report.exit_code(), 1);
+        assert_eq!(report.nodes_without_lb(), ["worker1", "worker2"]);
+        let live: Vec<(&str, bool)> = report
+            .instances
+            .iter()
+            .map(|i| (i.node.as_str(), i.live))
+            .collect();
+        assert_eq!(
+            live,
+            [("cp1", true), ("worker1", false), ("worker2", false)]
+        );
+    }
+
+    #[test]
+    fn with_kvip_everywhere_the_holder_announces_and_exits_0() {
+        let mut snapshot = broken_layout();
+        snapshot
+            .leases
+            .extend([instance("worker1", 2), instance("worker2", 3)]);
+        snapshot.leases.insert(
+            LeaseKey {
+                namespace: "shop".into(),
+                name: "kubevip-web".into(),
+            },
+            lease("worker1", 1, 5),
+        );
+        snapshot.services[0].vip_host = Some("worker1".into());
+        let report = build(&snapshot, &LbClassRule::default());
+        let web = &report.services[0];
+        assert_eq!(web.state, State::Announced);
+        assert_eq!(web.announcer.as_deref(), Some("worker1"));
+        assert_eq!(web.candidates, ["worker1"]);
+        assert_eq!(web.reason, None);
+        assert_eq!(report.exit_code(), 0);
+        assert!(report.nodes_without_lb().is_empty());
+    }
+
+    #[test]
+    fn an_expired_holder_is_electing_not_announced() {
+        let mut snapshot = broken_layout();
+        snapshot.leases.extend([instance("worker1", 2)]);
+        snapshot.leases.insert(
+            LeaseKey {
+                namespace: "shop".into(),
+                name: "kubevip-web".into(),
+            },
+            lease("worker2", 60, 5),
+        );
+        let report = build(&snapshot, &LbClassRule::default());
+        assert_eq!(report.services[0].state, State::Electing);
+        assert_eq!(report.services[0].announcer, None);
+        assert_eq!(report.exit_code(), 0);
+    }
+
+    #[test]
+    fn refused_input_has_invalid_input_and_the_text_as_written() {
+        let mut snapshot = broken_layout();
+        snapshot
+            .services
+            .push(service("shop", "bad", "Local", Some("10.77.0.x")));
+        let report = build(&snapshot, &LbClassRule::default());
+        let bad = report
+            .services
+            .iter()
+            .find(|s| s.name == "bad")
+            .expect("listed");
+        assert_eq!(bad.state, State::Refused);
+        assert_eq!(bad.addresses, ["10.77.0.x"]);
+        let reason = bad.reason.as_ref().expect("a reason");
+        assert_eq!(reason.code, INVALID_INPUT);
+        assert!(reason.message.contains("10.77.0.x"), "{}", reason.message);
+    }
+
+    #[test]
+    fn services_that_are_not_kvips_are_not_listed() {
+        let mut snapshot = broken_layout();
+        let mut other = service("shop", "metallb", "Cluster", Some("10.77.0.160"));
+        other.input.load_balancer_class = Some("metallb.io/metallb".into());
+        let mut plain = service("shop", "internal", "Cluster", None);
+        plain.input.type_ = "ClusterIP".into();
+        snapshot.services.extend([other, plain]);
+        let report = build(&snapshot, &LbClassRule::default());
+        let names: Vec<&str> = report.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["web"]);
+        let class_only = LbClassRule {
+            class_only: true,
+            ..LbClassRule::default()
+        };
+        assert!(build(&snapshot, &class_only).services.is_empty());
+    }
+
+    #[test]
+    fn select_filters_by_namespace_and_name_and_drives_the_exit_code() {
+        let mut snapshot = broken_layout();
+        snapshot.leases.extend([instance("worker1", 2)]);
+        snapshot
+            .services
+            .push(service("other", "web", "Cluster", None));
+        let report = build(&snapshot, &LbClassRule::default());
+        assert_eq!(report.services.len(), 2);
+        let other = report.clone().select(Some("other"), None);
+        assert_eq!(other.services.len(), 1);
+        assert_eq!(
+            other.services[0].reason.as_ref().map(|r| r.code.as_str()),
+            Some("NoAddress")
+        );
+        let shop = report.select(Some("shop"), Some("web"));
+        assert_eq!(shop.services.len(), 1);
+        assert_eq!(shop.services[0].state, State::Electing);
+        assert_eq!(shop.exit_code(), 0);
+    }
+
+    #[test]
+    fn a_conflicting_address_in_another_namespace_is_pending() {
+        let mut snapshot = broken_layout();
+        snapshot.leases.extend([instance("worker1", 2)]);
+        snapshot
+            .services
+            .push(service("zoo", "web", "Cluster", Some("10.77.0.150")));
+        let report = build(&snapshot, &LbClassRule::default());
+        let zoo = report.clone().select(Some("zoo"), None);
+        assert_eq!(
+            zoo.services[0].reason.as_ref().map(|r| r.code.as_str()),
+            Some("AddressConflict")
+        );
+    }
+
+    #[test]
+    fn global_lease_is_used_for_cluster_groups_without_their_own() {
+        let mut snapshot = broken_layout();
+        snapshot.services = vec![service("shop", "api", "Cluster", Some("10.77.0.151"))];
+        snapshot.slices = vec![slice("shop", "api", "worker2")];
+        snapshot.leases.insert(
+            LeaseKey {
+                namespace: "kube-system".into(),
+                name: "plndr-svcs-lock".into(),
+            },
+            lease("cp1", 1, 5),
+        );
+        let report = build(&snapshot, &LbClassRule::default());
+        let api = &report.services[0];
+        assert_eq!(api.lease.as_deref(), Some("kube-system/plndr-svcs-lock"));
+        assert_eq!(api.announcer.as_deref(), Some("cp1"));
+        assert_eq!(api.state, State::Announced);
+    }
+
+    #[test]
+    fn a_nodes_own_address_is_pending_as_the_daemon_says() {
+        let mut snapshot = broken_layout();
+        snapshot.leases.extend([instance("worker1", 2)]);
+        snapshot
+            .services
+            .push(service("shop", "stolen", "Cluster", Some("10.77.0.12")));
+        snapshot.slices.push(slice("shop", "stolen", "worker1"));
+        let report = build(&snapshot, &LbClassRule::default()).select(None, Some("stolen"));
+        let stolen = &report.services[0];
+        assert_eq!(stolen.state, State::Pending);
+        let reason = stolen.reason.as_ref().expect("a reason");
+        assert_eq!(reason.code, "AddressInUse");
+        assert!(reason.message.contains("worker2"), "{}", reason.message);
+        assert_eq!(report.exit_code(), 1);
+    }
+
+    #[test]
+    fn an_electing_row_points_at_the_events() {
+        let mut report = sample();
+        report.services[1].state = State::Electing;
+        report.services[1].announcer = None;
+        let text = table(&report, false);
+        assert!(text.contains(ELECTING_HINT), "{text}");
+    }
+
+    fn sample() -> Report {
+        Report {
+            services: vec![
+                ServiceRow {
+                    namespace: "shop".into(),
+                    name: "web".into(),
+                    addresses: vec!["10.77.0.150".into()],
+                    policy: "Local".into(),
+                    lease: Some("shop/kubevip-web".into()),
+                    announcer: None,
+                    candidates: vec![],
+                    state: State::Pending,
+                    reason: Some(Reason {
+                        code: "EndpointsOnNodesWithoutKvip".into(),
+                        message: "deploy kvip to worker1".into(),
+                    }),
+                    vip_host: None,
+                    ingress: vec![],
+                },
+                ServiceRow {
+                    namespace: "shop".into(),
+                    name: "api".into(),
+                    addresses: vec!["10.77.0.151".into(), "fd00::151".into()],
+                    policy: "Cluster".into(),
+                    lease: Some("shop/kubevip-api".into()),
+                    announcer: Some("worker2".into()),
+                    candidates: vec!["worker1".into(), "worker2".into()],
+                    state: State::Announced,
+                    reason: None,
+                    vip_host: Some("worker1".into()),
+                    ingress: vec!["10.77.0.151".into()],
+                },
+            ],
+            instances: vec![
+                InstanceRow {
+                    node: "cp1".into(),
+                    roles: vec!["lb".into()],
+                    live: true,
+                    renewed_ago: Some(Duration::from_secs(3)),
+                },
+                InstanceRow {
+                    node: "worker1".into(),
+                    roles: vec![],
+                    live: false,
+                    renewed_ago: None,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn the_table_has_aligned_columns_and_names_the_missing_nodes() {
+        let text = table(&sample(), false);
+        let expected = "\
+NAMESPACE/NAME   VIP(S)                  POLICY    ANNOUNCER                    CANDIDATES        STATE       REASON
+shop/web         10.77.0.150             Local     -                            -                 pending     EndpointsOnNodesWithoutKvip: deploy kvip to worker1
+shop/api         10.77.0.151,fd00::151   Cluster   worker2 (vipHost: worker1)   worker1,worker2   announced   -
+
+NODE      KVIP ROLES   LIVE          RENEWED
+cp1       lb           yes           3s ago
+worker1   -            no instance   -
+
+Nodes without a live kvip lb instance (no Service VIP can be announced from them): worker1
+";
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn the_wide_table_adds_lease_and_ingress() {
+        let text = table(&sample(), true);
+        let header = text.lines().next().unwrap_or_default();
+        assert!(
+            header.contains("STATE       LEASE              INGRESS       REASON"),
+            "{header}"
+        );
+        assert!(
+            text.contains("shop/kubevip-api   10.77.0.151   -"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_empty_cluster_says_so() {
+        let text = table(&Report::default(), false);
+        assert!(text.starts_with("No LoadBalancer Services served by kvip."));
+    }
+
+    #[test]
+    fn the_json_document_is_stable() {
+        let value: serde_json::Value = serde_json::from_str(&json(&sample())).expect("valid JSON");
+        let expected = serde_json::json!({
+            "services": [
+                {
+                    "namespace": "shop", "name": "web", "addresses": ["10.77.0.150"],
+                    "policy": "Local", "lease": "shop/kubevip-web", "announcer": null,
+                    "candidates": [], "state": "pending",
+                    "reason": { "code": "EndpointsOnNodesWithoutKvip", "message": "deploy kvip to worker1" }
+                },
+                {
+                    "namespace": "shop", "name": "api", "addresses": ["10.77.0.151", "fd00::151"],
+                    "policy": "Cluster", "lease": "shop/kubevip-api", "announcer": "worker2",
+                    "candidates": ["worker1", "worker2"], "state": "announced", "reason": null
+                }
+            ],
+            "instances": [
+                { "node": "cp1", "roles": ["lb"], "live": true },
+                { "node": "worker1", "roles": [], "live": false }
+            ]
+        });
+        assert_eq!(value, expected);
+    }
+
+    #[test]
+    fn ages_read_like_kubectl() {
+        assert_eq!(age(Duration::from_secs(42)), "42s");
+        assert_eq!(age(Duration::from_secs(300)), "5m");
+        assert_eq!(age(Duration::from_secs(3 * 3600)), "3h");
+        assert_eq!(age(Duration::from_secs(3 * 86_400)), "3d");
+    }
+
+    #[test]
+    fn the_class_default_is_kube_vips() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: StatusArgs,
+        }
+        let cli = Cli::try_parse_from(["status"]).expect("parses");
+        assert_eq!(cli.args.lb_class_name, LbClassRule::default().class_name);
+        assert!(!cli.args.lb_class_only);
+        let cli =
+            Cli::try_parse_from(["status", "--lb-class-only", "-o", "json", "-n", "x", "web"])
+                .expect("parses");
+        assert!(cli.args.lb_class_only);
+        assert_eq!(cli.args.output, Some(Output::Json));
+        assert_eq!(cli.args.service.as_deref(), Some("web"));
+        let cli = Cli::try_parse_from(["status", "--lb-class-only=F"]).expect("parses");
+        assert!(!cli.args.lb_class_only);
+    }
+}

@@ -1,0 +1,463 @@
+//! End to end: `kvip status` against the real API server. It starts from the
+//! seed's broken layout (the lb instance only on the control-plane node, the
+//! Local Service's pod on a worker), shows the fix clearing it, then produces
+//! every other pending reason the API can show, and the refused state,
+//! asserting each in `kvip status -o json` and its exit code.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+use support::*;
+
+const NS: &str = "status-e2e";
+/// Sorts after NS, so NS keeps a contested address (claims go in key order).
+const NS_OTHER: &str = "status-e2e-other";
+const TIMINGS: [&str; 6] = [
+    "--lease-duration",
+    "5",
+    "--renew-deadline",
+    "3",
+    "--retry-period",
+    "1",
+];
+const EXCLUDE: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+
+/// A LoadBalancer Service; `vip` None leaves it without an address.
+fn service(ns: &str, name: &str, policy: &str, vip: Option<&str>, selector: &str) -> String {
+    let annotations = vip
+        .map(|v| format!("  annotations: {{ kube-vip.io/loadbalancerIPs: \"{v}\" }}\n"))
+        .unwrap_or_default();
+    format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  namespace: {ns}
+{annotations}spec:
+  type: LoadBalancer
+  externalTrafficPolicy: {policy}
+  selector: {{ app: {selector} }}
+  ports: [{{ port: 80, targetPort: 8080 }}]
+"#
+    )
+}
+
+fn pod(name: &str, node: &str, app: &str) -> Result<(), String> {
+    lab_ok(&[
+        "pod",
+        name,
+        "--node",
+        node,
+        "--labels",
+        &format!("app={app}"),
+        "--port",
+        "8080",
+        "-n",
+        NS,
+    ])
+    .map(|_| ())
+}
+
+/// Runs `kvip status args` with the lab's kubeconfig: (exit code, stdout).
+/// Exit code 2 (the cluster could not be read) is an error.
+fn status(args: &[&str]) -> Result<(i32, String), String> {
+    let env = lab_env()?;
+    let out = Command::new(kvip_bin())
+        .arg("status")
+        .args(args)
+        .env(
+            "KUBECONFIG",
+            env.get("KUBECONFIG").cloned().unwrap_or_default(),
+        )
+        .output()
+        .map_err(|e| format!("kvip status: {e}"))?;
+    let code = out.status.code().unwrap_or(-1);
+    if code != 0 && code != 1 {
+        return Err(format!(
+            "kvip status {} exited {code}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok((code, String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+/// `kvip status -n ns name -o json`: (exit code, the Service's entry, the whole document).
+fn row(ns: &str, name: &str) -> Result<(i32, serde_json::Value, serde_json::Value), String> {
+    let (code, text) = status(&["-n", ns, name, "-o", "json"])?;
+    let doc: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("not JSON ({e}): {text}"))?;
+    let entry = doc["services"]
+        .as_array()
+        .and_then(|s| s.first())
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    Ok((code, entry, doc))
+}
+
+fn code_of(entry: &serde_json::Value) -> &str {
+    entry["reason"]["code"].as_str().unwrap_or_default()
+}
+
+/// Waits until `ns/name` is pending (or refused) with `code`; returns (exit code, entry).
+fn wait_reason(ns: &str, name: &str, code: &str) -> Result<(i32, serde_json::Value), String> {
+    let mut last = serde_json::Value::Null;
+    let found = wait_for(
+        &format!("{ns}/{name} to report {code}"),
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+        || {
+            let (exit, entry, _) = row(ns, name).ok()?;
+            last = entry.clone();
+            (code_of(&entry) == code).then_some((exit, entry))
+        },
+    );
+    found.map_err(|e| format!("{e}; last seen {last}"))
+}
+
+/// Waits until `ns/name` is announced by `node`; returns the exit code.
+fn wait_announced(ns: &str, name: &str, node: &str) -> Result<i32, String> {
+    let mut last = serde_json::Value::Null;
+    let found = wait_for(
+        &format!("{ns}/{name} to be announced by {node}"),
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+        || {
+            let (exit, entry, _) = row(ns, name).ok()?;
+            last = entry.clone();
+            (entry["state"] == "announced" && entry["announcer"] == node).then_some(exit)
+        },
+    );
+    found.map_err(|e| format!("{e}; last seen {last}"))
+}
+
+fn namespaces() -> Result<(), String> {
+    for ns in [NS, NS_OTHER] {
+        apply(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{ name: {ns} }}\n"
+        ))?;
+    }
+    Ok(())
+}
+
+/// The manifest `kvip manifest all --role lb` prints, with its DaemonSet
+/// pinned to control-plane nodes: the layout the seed shipped.
+fn control_plane_only_manifest() -> Result<String, String> {
+    let mut args = vec!["manifest", "all", "--role", "lb"];
+    args.extend_from_slice(&TIMINGS);
+    let text = kvip(&args)?;
+    let mut docs = Vec::new();
+    let mut pinned = 0;
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let mut value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
+            .map_err(|e| format!("manifest: {e}"))?;
+        if value.is_null() {
+            continue;
+        }
+        if value["kind"] == "DaemonSet" {
+            let spec = value
+                .get_mut("spec")
+                .and_then(|s| s.get_mut("template"))
+                .and_then(|t| t.get_mut("spec"))
+                .and_then(|s| s.as_mapping_mut())
+                .ok_or("the DaemonSet has no spec.template.spec")?;
+            let mut selector = serde_yaml::Mapping::new();
+            selector.insert(
+                "node-role.kubernetes.io/control-plane".into(),
+                String::new().into(),
+            );
+            spec.insert("nodeSelector".into(), selector.into());
+            pinned += 1;
+        }
+        docs.push(serde_yaml::to_string(&value).map_err(|e| e.to_string())?);
+    }
+    ensure!(pinned == 1, "expected one DaemonSet, pinned {pinned}");
+    Ok(docs.join("---\n"))
+}
+
+fn setup() -> Outcome {
+    let up = lab(&["up"]);
+    ensure!(
+        up.status.success(),
+        "lab up: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let path = temp_file("lb-cp-only.yaml", &control_plane_only_manifest()?)?;
+    let out = lab_ok(&["deploy", &path.display().to_string()])?;
+    ensure!(
+        out.contains("running on cp1") && !out.contains("worker"),
+        "the broken layout should run on cp1 only: {out}"
+    );
+    namespaces()?;
+    wait_for(
+        "the kvip instance Lease of cp1",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || (lease_holder("kube-system", "kvip-lb-cp1").as_deref() == Some("cp1")).then_some(()),
+    )
+}
+
+fn the_broken_layout_is_pending_naming_the_worker() -> Outcome {
+    apply(&service(NS, "web", "Local", Some("10.77.0.150"), "web"))?;
+    pod("web-1", "worker1", "web")?;
+    let (exit, entry) = wait_reason(NS, "web", "EndpointsOnNodesWithoutKvip")?;
+    ensure!(exit == 1, "exit code {exit}, want 1 for a pending Service");
+    ensure!(entry["state"] == "pending", "state {}", entry["state"]);
+    let message = entry["reason"]["message"].as_str().unwrap_or_default();
+    ensure!(
+        message.contains("worker1") && message.contains("--role lb"),
+        "the message should name worker1 and the fix: {message}"
+    );
+    ensure!(
+        entry["announcer"].is_null(),
+        "announcer {}",
+        entry["announcer"]
+    );
+    ensure!(
+        entry["addresses"] == serde_json::json!(["10.77.0.150"]),
+        "addresses {}",
+        entry["addresses"]
+    );
+    let (_, _, doc) = row(NS, "web")?;
+    let instances = doc["instances"].as_array().cloned().unwrap_or_default();
+    let live = |node: &str| {
+        instances
+            .iter()
+            .any(|i| i["node"] == node && i["live"] == true)
+    };
+    ensure!(
+        live("cp1") && !live("worker1") && !live("worker2"),
+        "instances {instances:?}"
+    );
+    let (exit, table) = status(&["-n", NS])?;
+    ensure!(exit == 1, "table exit code {exit}");
+    println!("    kvip status -n {NS} (broken layout):");
+    for line in table.lines() {
+        println!("      {line}");
+    }
+    ensure!(
+        table.contains("Nodes without a live kvip lb instance") && table.contains("worker1"),
+        "the table should list the nodes without kvip:\n{table}"
+    );
+    Ok(())
+}
+
+fn deploying_everywhere_announces_from_the_worker() -> Outcome {
+    let mut flags = vec!["--role", "lb"];
+    flags.extend_from_slice(&TIMINGS);
+    deploy_kvip("lb.yaml", &flags)?;
+    let exit = wait_announced(NS, "web", "worker1")?;
+    ensure!(exit == 0, "exit code {exit}, want 0 once announced");
+    let (answer, _) = probe_until(
+        "10.77.0.150:80",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        |_| true,
+    )?;
+    ensure!(answer == "worker1/web-1", "answered by {answer}");
+    let (exit, table) = status(&["-n", NS])?;
+    ensure!(exit == 0, "table exit code {exit}");
+    println!("    kvip status -n {NS} (lb instance on every node):");
+    for line in table.lines() {
+        println!("      {line}");
+    }
+    Ok(())
+}
+
+fn no_address() -> Outcome {
+    apply(&service(NS, "noaddr", "Cluster", None, "web"))?;
+    let (exit, entry) = wait_reason(NS, "noaddr", "NoAddress")?;
+    ensure!(exit == 1, "exit code {exit}");
+    ensure!(
+        entry["addresses"] == serde_json::json!([]),
+        "addresses {}",
+        entry["addresses"]
+    );
+    Ok(())
+}
+
+fn no_ready_endpoints() -> Outcome {
+    apply(&service(
+        NS,
+        "nopods",
+        "Cluster",
+        Some("10.77.0.151"),
+        "nothing-matches",
+    ))?;
+    let (exit, _) = wait_reason(NS, "nopods", "NoReadyEndpoints")?;
+    ensure!(exit == 1, "exit code {exit}");
+    Ok(())
+}
+
+fn all_candidates_excluded() -> Outcome {
+    apply(&service(NS, "excl", "Local", Some("10.77.0.152"), "excl"))?;
+    pod("excl-1", "worker2", "excl")?;
+    wait_announced(NS, "excl", "worker2")?;
+    kubectl(&[
+        "label",
+        "node",
+        "worker2",
+        &format!("{EXCLUDE}=true"),
+        "--overwrite",
+    ])?;
+    let result = wait_reason(NS, "excl", "AllCandidatesExcluded");
+    kubectl(&["label", "node", "worker2", &format!("{EXCLUDE}-")])?;
+    let (exit, entry) = result?;
+    ensure!(exit == 1, "exit code {exit}");
+    let message = entry["reason"]["message"].as_str().unwrap_or_default();
+    ensure!(message.contains("worker2"), "message {message}");
+    let exit = wait_announced(NS, "excl", "worker2")?;
+    ensure!(exit == 0, "exit code {exit} after removing the label");
+    Ok(())
+}
+
+fn address_conflict_across_namespaces() -> Outcome {
+    apply(&service(NS, "claim", "Cluster", Some("10.77.0.153"), "web"))?;
+    let (_, entry, _) = row(NS, "claim")?;
+    ensure!(
+        entry["state"] != "pending",
+        "the first claim is pending: {entry}"
+    );
+    apply(&service(
+        NS_OTHER,
+        "claim",
+        "Cluster",
+        Some("10.77.0.153"),
+        "web",
+    ))?;
+    let (exit, entry) = wait_reason(NS_OTHER, "claim", "AddressConflict")?;
+    ensure!(exit == 1, "exit code {exit}");
+    let message = entry["reason"]["message"].as_str().unwrap_or_default();
+    ensure!(
+        message.contains(&format!("{NS}/claim")),
+        "the message should name the Service that keeps it: {message}"
+    );
+    let (_, first, _) = row(NS, "claim")?;
+    ensure!(
+        first["reason"].is_null(),
+        "the first claim lost its address: {first}"
+    );
+    Ok(())
+}
+
+fn a_nodes_own_address() -> Outcome {
+    let node = get_json(&["node", "worker2"])?;
+    let ip = node["status"]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["type"] == "InternalIP")
+        .and_then(|a| a["address"].as_str())
+        .ok_or("worker2 has no InternalIP")?
+        .to_string();
+    apply(&service(NS, "stolen", "Cluster", Some(&ip), "web"))?;
+    let (exit, entry) = wait_reason(NS, "stolen", "AddressInUse")?;
+    ensure!(exit == 1, "exit code {exit}");
+    let message = entry["reason"]["message"].as_str().unwrap_or_default();
+    ensure!(
+        message.contains("worker2") && message.contains(&ip),
+        "message {message}"
+    );
+    Ok(())
+}
+
+fn bad_input_is_refused_and_the_rest_still_served() -> Outcome {
+    apply(&service(NS, "bad", "Local", Some("10.77.0.x"), "web"))?;
+    let (exit, entry) = wait_reason(NS, "bad", "InvalidInput")?;
+    ensure!(exit == 1, "exit code {exit}");
+    ensure!(entry["state"] == "refused", "state {}", entry["state"]);
+    let message = entry["reason"]["message"].as_str().unwrap_or_default();
+    ensure!(message.contains("10.77.0.x"), "message {message}");
+    // The daemon keeps serving what it served, and what comes after.
+    std::thread::sleep(Duration::from_secs(1));
+    ensure!(
+        quick_probe("10.77.0.150:80", 1000).as_deref() == Some("worker1/web-1"),
+        "web stopped answering after the bad Service"
+    );
+    apply(&service(NS, "after", "Cluster", Some("10.77.0.154"), "web"))?;
+    probe_until(
+        "10.77.0.154:80",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        |a| a == "worker1/web-1",
+    )?;
+    let (exit, table) = status(&["-o", "wide"])?;
+    ensure!(exit == 1, "whole-cluster exit code {exit}");
+    println!("    kvip status -o wide (every state):");
+    for line in table.lines() {
+        println!("      {line}");
+    }
+    Ok(())
+}
+
+fn teardown() -> Outcome {
+    let kubeconfig = lab_env()?.get("KUBECONFIG").cloned().unwrap_or_default();
+    lab_ok(&["down"])?;
+    // Without an API server the command must say so with exit code 2.
+    let out = Command::new(kvip_bin())
+        .args(["status", "--kubeconfig", &kubeconfig])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(2),
+        "exit code {:?} without a cluster: {stderr}",
+        out.status.code()
+    );
+    ensure!(stderr.contains("kvip status:"), "stderr {stderr}");
+    Ok(())
+}
+
+fn main() {
+    if !is_root() {
+        println!("the lab's end-to-end tests need root\n\nstatus: 0 passed, 1 failed");
+        std::process::exit(1);
+    }
+    run_all(
+        "status",
+        &[
+            Scenario {
+                name: "setup",
+                run: setup,
+            },
+            Scenario {
+                name: "the_broken_layout_is_pending_naming_the_worker",
+                run: the_broken_layout_is_pending_naming_the_worker,
+            },
+            Scenario {
+                name: "deploying_everywhere_announces_from_the_worker",
+                run: deploying_everywhere_announces_from_the_worker,
+            },
+            Scenario {
+                name: "no_address",
+                run: no_address,
+            },
+            Scenario {
+                name: "no_ready_endpoints",
+                run: no_ready_endpoints,
+            },
+            Scenario {
+                name: "all_candidates_excluded",
+                run: all_candidates_excluded,
+            },
+            Scenario {
+                name: "address_conflict_across_namespaces",
+                run: address_conflict_across_namespaces,
+            },
+            Scenario {
+                name: "a_nodes_own_address",
+                run: a_nodes_own_address,
+            },
+            Scenario {
+                name: "bad_input_is_refused_and_the_rest_still_served",
+                run: bad_input_is_refused_and_the_rest_still_served,
+            },
+            Scenario {
+                name: "teardown",
+                run: teardown,
+            },
+        ],
+    );
+}
