@@ -267,6 +267,13 @@ impl Elector {
         i32::try_from(self.lease_duration.as_secs()).unwrap_or(i32::MAX)
     }
 
+    /// The longest `leaseDurationSeconds` of another holder this elector
+    /// waits out: three of its own lease durations, and at least 15 s (kube-vip's
+    /// default), so kvip and kube-vip can share Leases during a migration.
+    pub fn longest_honoured(&self) -> Duration {
+        (self.lease_duration * 3).max(Duration::from_secs(15))
+    }
+
     /// Records what the daemon read; a changed record restarts the expiry clock.
     pub fn observe(&mut self, observed: Observed, now: Mono) {
         let changed = self.seen.as_ref().is_none_or(|s| {
@@ -348,7 +355,11 @@ impl Elector {
             self.our_record(None, now_wall, transitions.saturating_add(1))
         } else {
             let valid_for = match current.lease_duration_seconds {
-                Some(s) if s > 0 => Duration::from_secs(u64::from(s.unsigned_abs())),
+                // Honour the holder's duration, but not without bound: a Lease
+                // edited by hand to a day must not wedge the address for a day.
+                Some(s) if s > 0 => {
+                    Duration::from_secs(u64::from(s.unsigned_abs())).min(self.longest_honoured())
+                }
                 // Unknown duration: be patient rather than take over at once.
                 _ => self.lease_duration,
             };
@@ -430,6 +441,34 @@ impl Elector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hand_edited_day_long_lease_is_waited_out_for_a_bounded_time() {
+        let secs = Duration::from_secs;
+        let mut e = Elector::new("a", secs(5), secs(3), secs(1)).unwrap();
+        let garbage = LeaseRecord {
+            holder: Some("ghost".into()),
+            lease_duration_seconds: Some(86_400),
+            acquire_time: None,
+            renew_time: None,
+            lease_transitions: Some(-7),
+        };
+        e.observe(
+            Observed {
+                record: Some(garbage),
+                resource_version: Some("1".into()),
+            },
+            Mono(secs(0)),
+        );
+        assert!(matches!(
+            e.decide(Mono(secs(14)), WallTime(0), true),
+            Decision::Wait(_)
+        ));
+        assert!(matches!(
+            e.decide(Mono(secs(16)), WallTime(0), true),
+            Decision::Update { .. }
+        ));
+    }
     use proptest::prelude::*;
 
     const SEC: Duration = Duration::from_secs(1);

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Notify;
 
 /// The stores the reconciler reads.
@@ -30,13 +31,45 @@ pub struct Cache {
     pub changed: Arc<Notify>,
 }
 
+/// Reconnect quickly after the API server comes back: 100 ms doubling to
+/// 2 s (kube's default grows to 30 s, which would leave the daemon blind
+/// for half a minute after an outage).
+#[derive(Debug, Clone)]
+pub struct QuickBackoff {
+    next: Duration,
+}
+
+impl Default for QuickBackoff {
+    fn default() -> Self {
+        Self {
+            next: Duration::from_millis(100),
+        }
+    }
+}
+
+impl Iterator for QuickBackoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        let now = self.next;
+        self.next = (self.next * 2).min(Duration::from_secs(2));
+        Some(now)
+    }
+}
+
+impl kube::runtime::utils::Backoff for QuickBackoff {
+    fn reset(&mut self) {
+        *self = Self::default();
+    }
+}
+
 fn watch<K>(api: Api<K>, config: watcher::Config, changed: Arc<Notify>) -> Store<K>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+    let stream =
+        reflector::reflector(writer, watcher(api, config)).backoff(QuickBackoff::default());
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {

@@ -105,7 +105,8 @@ impl ControlPlane {
         let (store, writer) = reflector::store();
         let watch_config =
             watcher::Config::default().fields(&format!("metadata.name={}", lease.name));
-        let stream = reflector::reflector(writer, watcher(api, watch_config)).default_backoff();
+        let stream = reflector::reflector(writer, watcher(api, watch_config))
+            .backoff(crate::cache::QuickBackoff::default());
         {
             let changed = changed.clone();
             tokio::spawn(async move {

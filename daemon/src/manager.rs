@@ -38,6 +38,9 @@ pub const INSTANCE_NODE_LABEL: &str = "kvip.io/node";
 /// Label naming the roles of an instance Lease.
 pub const INSTANCE_ROLE_LABEL: &str = "kvip.io/role";
 
+/// How long a Service stays pending for one reason before it gets an Event.
+const PENDING_EVENT_DELAY: Duration = Duration::from_secs(2);
+
 /// How long an instance Lease is valid without renewal.
 const INSTANCE_LEASE_SECONDS: i32 = 15;
 
@@ -71,6 +74,10 @@ pub struct Manager {
     reported: BTreeMap<ServiceKey, String>,
     status: status::StatusWriter,
     events: events::Recorder,
+    /// Since when each Service has been pending for its current reason:
+    /// a VIPPending Event waits out the first seconds, which a new Service
+    /// spends waiting for its EndpointSlice.
+    pending_since: BTreeMap<ServiceKey, (String, Instant)>,
     started_adoption: bool,
 }
 
@@ -103,6 +110,7 @@ impl Manager {
             reported: BTreeMap::new(),
             status,
             events,
+            pending_since: BTreeMap::new(),
             started_adoption: false,
         }
     }
@@ -584,10 +592,28 @@ impl Manager {
             }
         }
         let recorder = live.iter().next().is_some_and(|first| *first == self.node);
+        let now = Instant::now();
+        self.pending_since.retain(|k, _| pending.contains_key(k));
+        for (key, reason) in pending {
+            let code = reason.reason().to_string();
+            let entry = self
+                .pending_since
+                .entry(key.clone())
+                .or_insert((code.clone(), now));
+            if entry.0 != code {
+                *entry = (code, now);
+            }
+        }
         if recorder && !shutting_down {
             for (key, reason) in pending {
-                self.events
-                    .record(key, uid(key), Reason::Pending, reason.message());
+                let settled = self
+                    .pending_since
+                    .get(key)
+                    .is_some_and(|(_, since)| now.duration_since(*since) >= PENDING_EVENT_DELAY);
+                if settled {
+                    self.events
+                        .record(key, uid(key), Reason::Pending, reason.message());
+                }
             }
             for (key, error) in refused {
                 self.events.record(
@@ -686,7 +712,7 @@ impl Manager {
                 )
                 .ok()?;
                 let info = list.iter().find(|i| i.name == name)?;
-                is_subnet_edge(*a, info).then(|| PendingReason::SubnetAddress {
+                is_subnet_edge(*a, info).then_some(PendingReason::SubnetAddress {
                     address: *a,
                     interface: name,
                 })

@@ -791,6 +791,9 @@ pub enum Fault {
     ApiserverStop(Option<String>),
     /// Start one API server again, or all.
     ApiserverStart(Option<String>),
+    /// SIGKILL the DaemonSet containers on a node and start them again at
+    /// once, as a kubelet restarts a crashed container.
+    CrashDaemons(String),
 }
 
 const FAULT_RULES: &str = "table inet kvlab_fault {\n  chain output { type filter hook output priority 0; tcp dport 6443 drop; }\n  chain input { type filter hook input priority 0; tcp dport 6443 drop; }\n}\n";
@@ -856,6 +859,21 @@ pub fn fault(fault: Fault) -> anyhow::Result<()> {
             )?;
             state.faults.entry(name.clone()).or_default().api_isolated = false;
             println!("node {name} healed");
+        }
+        Fault::CrashDaemons(name) => {
+            state.node(&name)?;
+            let mut restarted = 0;
+            for p in state.processes.iter_mut().filter(|p| {
+                p.node.as_deref() == Some(name.as_str())
+                    && matches!(p.kind, ProcessKind::DaemonSet { .. })
+            }) {
+                if let Some(pid) = p.pid.take() {
+                    process::kill(pid);
+                    p.pid = Some(process::spawn(&p.launch)?);
+                    restarted += 1;
+                }
+            }
+            println!("{restarted} DaemonSet container(s) on {name} crashed and restarted");
         }
         Fault::ApiserverStop(which) => {
             let names = apiserver_nodes(&state, which.as_deref())?;

@@ -1,33 +1,44 @@
-//! `kvip-lab demo`: the lab's embedded default run. Brings the lab up and
-//! tells the story step by step, printing what happens as it happens.
+//! `kvip-lab demo`: the lab's embedded default run. It tells kvip's story on
+//! a real control plane, printing what happens as it happens: the layout
+//! that leaves a Local Service `<pending>` (and kvip saying why), the fix,
+//! and the VIP following its pod from node to node.
 
-use crate::commands;
+use crate::commands::{self, PodArgs};
 use crate::layout::LabShape;
 use crate::state::{LabState, Paths};
 use anyhow::{Context, bail};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+const VIP: &str = "10.77.0.100";
+
 fn say(text: &str) {
     println!("\n==> {text}");
 }
 
-/// Runs the lab's kubectl and prints its output.
 fn kubectl(args: &[&str]) -> anyhow::Result<String> {
     let paths = Paths::new();
     let state = LabState::load(&paths)?.context("no lab")?;
-    let out = Command::new(state.k8s_bin.join("kubectl"))
-        .env("KUBECONFIG", paths.kubeconfig())
-        .args(args)
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "kubectl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+    kubectl_with(&state, &paths, args, None)
+}
+
+fn kubectl_with(
+    state: &LabState,
+    paths: &Paths,
+    args: &[&str],
+    input: Option<&str>,
+) -> anyhow::Result<String> {
+    let kubectl = state.k8s_bin.join("kubectl").display().to_string();
+    let mut full = vec![
+        "--kubeconfig".to_string(),
+        paths.kubeconfig().display().to_string(),
+    ];
+    full.extend(args.iter().map(|a| a.to_string()));
+    let full: Vec<&str> = full.iter().map(String::as_str).collect();
+    match input {
+        Some(text) => crate::process::run_with_input(&kubectl, &full, text),
+        None => crate::process::run(&kubectl, &full),
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn show(args: &[&str]) -> anyhow::Result<()> {
@@ -36,75 +47,157 @@ fn show(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Probes until it answers or `timeout` passes; prints the answer and how long it took.
-fn probe_until(target: &str, timeout: Duration) -> anyhow::Result<String> {
+fn apply(yaml: &str) -> anyhow::Result<()> {
+    let paths = Paths::new();
+    let state = LabState::load(&paths)?.context("no lab")?;
+    kubectl_with(&state, &paths, &["apply", "-f", "-"], Some(yaml)).map(|_| ())
+}
+
+fn kvip(args: &[&str]) -> anyhow::Result<(bool, String)> {
+    let out = Command::new(commands::kvip_binary()?)
+        .args(args)
+        .env("KUBECONFIG", Paths::new().kubeconfig())
+        .output()?;
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.success(), text))
+}
+
+fn deploy(name: &str, yaml: &str) -> anyhow::Result<()> {
+    let path = Paths::new().root.join(format!("demo-{name}.yaml"));
+    std::fs::write(&path, yaml)?;
+    commands::deploy(&path)
+}
+
+/// Probes until `accept` holds; prints the answer and how long it took.
+fn probe_until(
+    accept: impl Fn(&str) -> bool,
+    timeout: Duration,
+) -> anyhow::Result<(String, Duration)> {
     let started = Instant::now();
+    let target = format!("{VIP}:80");
     loop {
-        if let Ok(answer) = commands::probe(target, Duration::from_millis(300)) {
+        if let Ok(answer) = commands::probe(&target, Duration::from_millis(300))
+            && accept(&answer)
+        {
+            let took = started.elapsed();
             println!(
-                "$ kvip-lab probe {target}\n{answer}    (after {:.2} s)",
-                started.elapsed().as_secs_f64()
+                "$ kvip-lab probe {target}\n{answer}    (after {} ms)",
+                took.as_millis()
             );
-            return Ok(answer);
+            return Ok((answer, took));
         }
         if started.elapsed() > timeout {
-            bail!("{target} did not answer within {timeout:?}");
+            bail!("{target} did not answer as expected within {timeout:?}");
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+fn status() -> anyhow::Result<()> {
+    let (ok, text) = kvip(&["status"])?;
+    if text.contains("unrecognized subcommand") {
+        return Ok(());
+    }
+    println!(
+        "$ kvip status{}",
+        if ok {
+            ""
+        } else {
+            "    (exit code 1: something is pending)"
+        }
+    );
+    print!("{text}");
+    Ok(())
+}
+
+fn pod(name: &str, node: &str) -> anyhow::Result<()> {
+    commands::pod_create(PodArgs {
+        name: name.into(),
+        node: node.into(),
+        labels: vec![("app".into(), "web".into())],
+        port: 8080,
+        namespace: "default".into(),
+    })
 }
 
 /// The demo.
 pub fn run() -> anyhow::Result<()> {
     say(
-        "bringing the lab up: a real kube-apiserver, etcd and controller manager, nodes as network namespaces",
+        "bringing the lab up: a real kube-apiserver, etcd and controller manager; nodes are network namespaces",
     );
+    commands::down()?;
     commands::up(LabShape {
         nodes: 3,
         control_plane: 1,
         ipv6: false,
     })?;
-    show(&["version"])?;
     show(&["get", "nodes", "-o", "wide"])?;
-    say("a pod on worker1 (the lab plays its kubelet) and a Service selecting it");
-    let _ = commands::pod_delete("hello-1", "default");
-    commands::pod_create(commands::PodArgs {
-        name: "hello-1".into(),
-        node: "worker1".into(),
-        labels: vec![("app".into(), "hello".into())],
-        port: 8080,
-        namespace: "default".into(),
-    })?;
-    let _ = kubectl(&["create", "service", "clusterip", "hello", "--tcp=80:8080"]);
-    let _ = kubectl(&["set", "selector", "service", "hello", "app=hello"]);
-    let started = Instant::now();
-    while !kubectl(&[
-        "get",
-        "endpointslices",
-        "-l",
-        "kubernetes.io/service-name=hello",
-        "-o",
-        "jsonpath={.items[*].endpoints[*].addresses}",
-    ])?
-    .contains("10.78.")
-    {
-        if started.elapsed() > Duration::from_secs(20) {
-            bail!("the endpointslice controller wrote no endpoint for hello");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+
+    say(
+        "the layout that breaks kube-vip users: the load-balancer instance only on the control-plane node",
+    );
+    let (_, all) = kvip(&[
+        "manifest",
+        "all",
+        "--role",
+        "lb",
+        "--lease-duration",
+        "5",
+        "--renew-deadline",
+        "3",
+        "--retry-period",
+        "1",
+    ])?;
+    let cp_only = all.replacen("      hostNetwork: true", "      hostNetwork: true\n      nodeSelector:\n        node-role.kubernetes.io/control-plane: ''", 1);
+    deploy("cp-only", &cp_only)?;
+    say("a Service with externalTrafficPolicy: Local whose pod runs on worker1");
+    pod("web-1", "worker1")?;
+    apply(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: default\n  annotations: {{ kube-vip.io/loadbalancerIPs: \"{VIP}\" }}\nspec:\n  type: LoadBalancer\n  externalTrafficPolicy: Local\n  selector: {{ app: web }}\n  ports: [{{ port: 80, targetPort: 8080 }}]\n"
+    ))?;
+    std::thread::sleep(Duration::from_secs(2));
+    show(&["get", "service", "web"])?;
+    println!(
+        "(pending: only worker1 may announce a Local Service whose pod is there, and no kvip runs on it)"
+    );
+    status()?;
     show(&[
         "get",
-        "endpointslices",
-        "-l",
-        "kubernetes.io/service-name=hello",
+        "events",
+        "--field-selector",
+        "involvedObject.name=web",
         "-o",
-        "wide",
+        "custom-columns=REASON:.reason,FROM:.source.host,MESSAGE:.message",
     ])?;
-    say("the client namespace reaches the pod's responder on worker1's address");
-    probe_until("10.77.0.12:8080", Duration::from_secs(5))?;
+
+    say("the fix: the load-balancer instance on every node");
+    deploy("every-node", &all)?;
+    let (answer, took) = probe_until(|_| true, Duration::from_secs(15))?;
+    println!("served by {answer}, {} ms after the fix", took.as_millis());
+    show(&["get", "service", "web", "-o", "wide"])?;
+    status()?;
+
+    say("the pod moves to worker2: a new pod becomes Ready there, then the old one is deleted");
+    pod("web-2", "worker2")?;
+    let moved = Instant::now();
+    commands::pod_delete("web-1", "default")?;
+    let (_, _) = probe_until(|a| a.starts_with("worker2/"), Duration::from_secs(15))?;
+    println!(
+        "the VIP followed the pod {} ms after the old pod's deletion began",
+        moved.elapsed().as_millis()
+    );
+    show(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=web",
+        "-o",
+        "custom-columns=REASON:.reason,FROM:.source.host,MESSAGE:.message",
+    ])?;
+
     say(
-        "done; explore with: eval \"$(kvip-lab env)\"; kubectl get pods -A; tear down with: kvip-lab down",
+        "done. Explore: eval \"$(kvip-lab env)\"; kubectl get svc,lease -A; kvip-lab logs worker2. Tear down: kvip-lab down",
     );
     Ok(())
 }

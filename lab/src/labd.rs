@@ -132,7 +132,7 @@ async fn proxy_loop(paths: Paths, healthy: Healthy, changed: Arc<Notify>) -> any
             watcher::Config::default(),
         ),
     )
-    .default_backoff()
+    .backoff(QuickBackoff::default())
     .touched_objects();
     let slice_stream = reflector(
         slice_writer,
@@ -141,7 +141,7 @@ async fn proxy_loop(paths: Paths, healthy: Healthy, changed: Arc<Notify>) -> any
             watcher::Config::default(),
         ),
     )
-    .default_backoff()
+    .backoff(QuickBackoff::default())
     .touched_objects();
     {
         let changed = changed.clone();
@@ -180,6 +180,32 @@ async fn proxy_loop(paths: Paths, healthy: Healthy, changed: Arc<Notify>) -> any
         // Wake on any change; also every second, for the state file.
         let _ = tokio::time::timeout(Duration::from_secs(1), changed.notified()).await;
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Reconnect watches within 2 s once an API server is back (kube's default
+/// backoff grows to 30 s, which would leave kube-proxy's stand-in stale).
+#[derive(Debug, Clone)]
+struct QuickBackoff(Duration);
+
+impl Default for QuickBackoff {
+    fn default() -> Self {
+        Self(Duration::from_millis(100))
+    }
+}
+
+impl Iterator for QuickBackoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        let now = self.0;
+        self.0 = (self.0 * 2).min(Duration::from_secs(2));
+        Some(now)
+    }
+}
+
+impl kube::runtime::utils::Backoff for QuickBackoff {
+    fn reset(&mut self) {
+        *self = Self::default();
     }
 }
 

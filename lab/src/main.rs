@@ -115,6 +115,8 @@ enum FaultCommand {
     ApiserverStop { node: Option<String> },
     /// Start NODE's API server, or every API server.
     ApiserverStart { node: Option<String> },
+    /// Crash the DaemonSet containers on NODE (SIGKILL) and restart them at once.
+    CrashDaemons { node: String },
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -168,6 +170,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             FaultCommand::Heal { node } => Fault::Heal(node),
             FaultCommand::ApiserverStop { node } => Fault::ApiserverStop(node),
             FaultCommand::ApiserverStart { node } => Fault::ApiserverStart(node),
+            FaultCommand::CrashDaemons { node } => Fault::CrashDaemons(node),
         }),
         Command::Logs { node } => commands::logs(&node),
         Command::Down => commands::down(),
