@@ -10,6 +10,10 @@ done
 if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
   need+=(python3-prometheus-client)
 fi
+# kvip-lab bench writes the labels of its PNG plots with DejaVu Sans.
+if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
+  need+=(fonts-dejavu-core)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -3,6 +3,7 @@
 //! layer-2 network of nodes as network namespaces on one machine, with the
 //! lab playing kubelet and kube-proxy. kvip's end-to-end tests run here.
 
+pub mod bench;
 pub mod cluster;
 pub mod commands;
 pub mod control_plane;

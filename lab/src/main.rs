@@ -83,6 +83,26 @@ enum Command {
     Down,
     /// Bring the lab up and run the demo.
     Demo,
+    /// Measure kvip (and kube-vip when it can be built) on a fresh lab of its
+    /// own; writes OUT/results.md, results.json and PNG plots. Run the release
+    /// build (`cargo build --release --bins`), as root, with no other lab up.
+    Bench {
+        /// Repetitions of the create and graceful-migration scenarios.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Repetitions of the node-kill failover scenario (each takes about a Lease duration).
+        #[arg(long = "failover-runs", default_value_t = 5)]
+        failover_runs: usize,
+        /// LoadBalancer Service counts of the scale scenario, comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
+        scale: Vec<usize>,
+        /// Folder for the report, its JSON and the plots.
+        #[arg(long, default_value = "bench")]
+        out: PathBuf,
+        /// Only draw results.md and the plots again from OUT/results.json.
+        #[arg(long = "render-only")]
+        render_only: bool,
+    },
     /// (internal) the lab daemon: API forwarder and kube-proxy stand-in.
     #[command(hide = true)]
     Labd,
@@ -175,6 +195,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs { node } => commands::logs(&node),
         Command::Down => commands::down(),
         Command::Demo => kvip_lab::demo::run(),
+        Command::Bench {
+            runs,
+            failover_runs,
+            scale,
+            out,
+            render_only,
+        } => kvip_lab::bench::run(&kvip_lab::bench::BenchOptions {
+            runs,
+            failover_runs,
+            scale,
+            out,
+            render_only,
+        }),
         Command::Labd => kvip_lab::labd::run(),
         Command::Responder { listen, also, text } => {
             kvip_lab::responder::run(&listen, &also, &text)

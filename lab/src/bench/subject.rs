@@ -1,0 +1,283 @@
+//! The daemons under test and how each is deployed. Both get the same
+//! DaemonSet environment (ARP, Service role with per-Service election,
+//! 5 s / 3 s / 1 s Lease timings, VIPs on `eth0`), so the numbers compare
+//! like with like. kube-vip is built from its Go module when the module
+//! proxy serves it; otherwise the reason is kept for the report.
+
+use crate::commands;
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Lease timings both daemons run with, seconds: duration, renew deadline, retry period.
+pub const LEASE_TIMINGS: (u32, u32, u32) = (5, 3, 1);
+
+/// The kube-vip release the benchmark builds and the image its DaemonSet names.
+pub const KUBE_VIP_MODULE: &str = "github.com/kube-vip/kube-vip";
+/// Released version of [`KUBE_VIP_MODULE`].
+pub const KUBE_VIP_VERSION: &str = "v1.0.0";
+
+/// Interface both daemons put VIPs on (the lab nodes have no default route).
+pub const VIP_INTERFACE: &str = "eth0";
+
+/// A daemon under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    /// kube-vip, the daemon kvip replaces.
+    KubeVip,
+    /// kvip.
+    Kvip,
+}
+
+impl Subject {
+    /// The name in the report's columns.
+    pub fn name(self) -> &'static str {
+        match self {
+            Subject::KubeVip => "kube-vip",
+            Subject::Kvip => "kvip",
+        }
+    }
+}
+
+/// Whether a daemon's binary is there to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Availability {
+    /// The binary `kvip-lab deploy` will run.
+    Ready(PathBuf),
+    /// Why it cannot run, precisely enough to act on.
+    Unavailable(String),
+}
+
+/// The kvip binary `deploy` runs (beside kvip-lab, or `KVIP_LAB_KVIP`).
+pub fn kvip() -> Availability {
+    match commands::kvip_binary() {
+        Ok(path) if path.is_file() => Availability::Ready(path),
+        Ok(path) => Availability::Unavailable(format!("{} does not exist", path.display())),
+        Err(e) => Availability::Unavailable(format!("{e:#}")),
+    }
+}
+
+/// kube-vip: `KVIP_LAB_KUBE_VIP`, or a `kube-vip` beside kvip-lab, or a
+/// fresh `go install` of the released module into kvip-lab's folder (where
+/// `deploy` looks). Nothing of kube-vip is ever written into the repository.
+pub fn kube_vip(log: &mut dyn FnMut(&str)) -> Availability {
+    if let Some(path) = std::env::var_os("KVIP_LAB_KUBE_VIP") {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Availability::Ready(path)
+        } else {
+            Availability::Unavailable(format!(
+                "KVIP_LAB_KUBE_VIP={} is not a file",
+                path.display()
+            ))
+        };
+    }
+    let dir = match std::env::current_exe() {
+        Ok(exe) => exe.parent().map(Path::to_path_buf).unwrap_or_default(),
+        Err(e) => return Availability::Unavailable(format!("cannot locate kvip-lab: {e}")),
+    };
+    let sibling = dir.join("kube-vip");
+    if sibling.is_file() {
+        return Availability::Ready(sibling);
+    }
+    log(&format!(
+        "building kube-vip: go install {KUBE_VIP_MODULE}@{KUBE_VIP_VERSION}"
+    ));
+    let listed = go(&["list", "-m", "-versions", KUBE_VIP_MODULE], None);
+    let installed = go(
+        &["install", &format!("{KUBE_VIP_MODULE}@{KUBE_VIP_VERSION}")],
+        Some(&dir),
+    );
+    match installed {
+        Ok(_) if sibling.is_file() => Availability::Ready(sibling),
+        Ok(_) => Availability::Unavailable(format!(
+            "`go install {KUBE_VIP_MODULE}@{KUBE_VIP_VERSION}` succeeded but left no {}",
+            sibling.display()
+        )),
+        Err(install) => {
+            let mut reason = format!(
+                "it cannot be built here: `go install {KUBE_VIP_MODULE}@{KUBE_VIP_VERSION}` fails with \"{install}\""
+            );
+            if let Err(list) = listed {
+                reason.push_str(&format!(
+                    ", and `go list -m -versions {KUBE_VIP_MODULE}` with \"{list}\""
+                ));
+            }
+            Availability::Unavailable(reason)
+        }
+    }
+}
+
+/// Runs `go` with the caller's environment (its GOPROXY, GOFLAGS, checksum
+/// settings are the user's choice, never overridden here); Err holds the
+/// error output on one line.
+fn go(args: &[&str], gobin: Option<&Path>) -> Result<String, String> {
+    let mut cmd = Command::new("go");
+    cmd.args(args).current_dir(std::env::temp_dir());
+    if let Some(dir) = gobin {
+        cmd.env("GOBIN", dir);
+    }
+    match cmd.output() {
+        Ok(out) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
+        Ok(out) => Err(one_line(&String::from_utf8_lossy(&out.stderr))),
+        Err(e) => Err(format!("cannot run go: {e}")),
+    }
+}
+
+/// Joins an error's lines, dropping `go: downloading` progress lines.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("go: downloading"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The manifest `kvip-lab deploy` gets for `subject`.
+pub fn manifest(subject: Subject) -> anyhow::Result<String> {
+    match subject {
+        Subject::Kvip => kvip_manifest(),
+        Subject::KubeVip => Ok(kube_vip_manifest()),
+    }
+}
+
+/// `kvip manifest all --role lb` with the benchmark's timings and interface.
+fn kvip_manifest() -> anyhow::Result<String> {
+    let bin = commands::kvip_binary()?;
+    let (duration, deadline, retry) = LEASE_TIMINGS;
+    let out = Command::new(&bin)
+        .args([
+            "manifest",
+            "all",
+            "--role",
+            "lb",
+            "--interface",
+            VIP_INTERFACE,
+            "--lease-duration",
+            &duration.to_string(),
+            "--renew-deadline",
+            &deadline.to_string(),
+            "--retry-period",
+            &retry.to_string(),
+        ])
+        .output()
+        .with_context(|| format!("running {}", bin.display()))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "kvip manifest: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// kube-vip's Service load balancer as its docs deploy it, on every node,
+/// with the environment kvip's DaemonSet carries (ARP, `svc_enable`,
+/// `svc_election`, the same timings and interface), metrics on :2114, and
+/// RBAC covering what kube-vip reads and writes.
+pub fn kube_vip_manifest() -> String {
+    let (duration, deadline, retry) = LEASE_TIMINGS;
+    format!(
+        r#"apiVersion: v1
+kind: ServiceAccount
+metadata: {{ name: kube-vip, namespace: kube-system }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{ name: "system:kube-vip-role" }}
+rules:
+- {{ apiGroups: [""], resources: ["services/status"], verbs: ["update", "patch"] }}
+- {{ apiGroups: [""], resources: ["services", "endpoints"], verbs: ["list", "get", "watch", "update", "patch"] }}
+- {{ apiGroups: [""], resources: ["nodes"], verbs: ["list", "get", "watch", "update", "patch"] }}
+- {{ apiGroups: [""], resources: ["pods"], verbs: ["list"] }}
+- {{ apiGroups: ["", "events.k8s.io"], resources: ["events"], verbs: ["create", "patch"] }}
+- {{ apiGroups: ["coordination.k8s.io"], resources: ["leases"], verbs: ["list", "get", "watch", "update", "create", "patch", "delete"] }}
+- {{ apiGroups: ["discovery.k8s.io"], resources: ["endpointslices"], verbs: ["list", "get", "watch", "update"] }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{ name: "system:kube-vip-binding" }}
+roleRef: {{ apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:kube-vip-role" }}
+subjects:
+- {{ kind: ServiceAccount, name: kube-vip, namespace: kube-system }}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {{ name: kube-vip-ds, namespace: kube-system }}
+spec:
+  selector: {{ matchLabels: {{ app.kubernetes.io/name: kube-vip-ds }} }}
+  template:
+    metadata: {{ labels: {{ app.kubernetes.io/name: kube-vip-ds }} }}
+    spec:
+      hostNetwork: true
+      serviceAccountName: kube-vip
+      tolerations: [{{ operator: Exists }}]
+      containers:
+      - name: kube-vip
+        image: ghcr.io/kube-vip/kube-vip:{KUBE_VIP_VERSION}
+        args: ["manager"]
+        securityContext: {{ capabilities: {{ add: ["NET_ADMIN", "NET_RAW"] }} }}
+        env:
+        - {{ name: vip_arp, value: "true" }}
+        - {{ name: port, value: "6443" }}
+        - {{ name: vip_interface, value: "{VIP_INTERFACE}" }}
+        - name: vip_nodename
+          valueFrom: {{ fieldRef: {{ fieldPath: spec.nodeName }} }}
+        - {{ name: cp_enable, value: "false" }}
+        - {{ name: svc_enable, value: "true" }}
+        - {{ name: svc_election, value: "true" }}
+        - {{ name: vip_leaderelection, value: "true" }}
+        - {{ name: vip_leaseduration, value: "{duration}" }}
+        - {{ name: vip_renewdeadline, value: "{deadline}" }}
+        - {{ name: vip_retryperiod, value: "{retry}" }}
+        - {{ name: prometheus_server, value: ":2114" }}
+"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kube_vip_manifest_is_what_the_lab_deploys_as_kube_vip() {
+        let m = crate::deploy::parse(&kube_vip_manifest()).unwrap();
+        assert_eq!(m.daemonsets.len(), 1);
+        assert_eq!(m.objects.len(), 3);
+        let spec = m.daemonsets[0].spec.clone().unwrap().template.spec.unwrap();
+        let c = &spec.containers[0];
+        assert_eq!(
+            crate::deploy::binary_for_image(c.image.as_deref().unwrap()).unwrap(),
+            "kube-vip"
+        );
+        assert_eq!(c.args.clone().unwrap(), ["manager"]);
+        let env: std::collections::BTreeMap<_, _> = c
+            .env
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name, e.value))
+            .collect();
+        for (k, v) in [
+            ("vip_arp", "true"),
+            ("svc_enable", "true"),
+            ("svc_election", "true"),
+            ("vip_leaseduration", "5"),
+            ("vip_renewdeadline", "3"),
+            ("vip_retryperiod", "1"),
+            ("prometheus_server", ":2114"),
+        ] {
+            assert_eq!(env[k].as_deref(), Some(v), "{k}");
+        }
+        assert!(env.contains_key("vip_nodename"));
+    }
+
+    #[test]
+    fn go_errors_fit_on_one_line() {
+        let text = "go: downloading x v1\ngo: x@v1: verifying module: 404 Not Found\n\tserver response: gone\n";
+        assert_eq!(
+            one_line(text),
+            "go: x@v1: verifying module: 404 Not Found server response: gone"
+        );
+    }
+}
