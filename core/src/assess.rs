@@ -7,7 +7,8 @@ use crate::candidacy::{NodeInput, PendingReason, candidates};
 use crate::endpoints::{EndpointIndex, SliceInput};
 use crate::service::{LbClassRule, ServiceError, ServiceInput, ServiceKey, ServiceView};
 use crate::sharing::{AnnouncementGroup, CandidateMap, plan_groups};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 /// Everything decided about the cluster's LoadBalancer Services.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -33,6 +34,25 @@ impl Assessment {
     /// The group `key` is announced in, if any.
     pub fn group_of(&self, key: &ServiceKey) -> Option<&AnnouncementGroup> {
         self.groups.iter().find(|g| g.services.contains(key))
+    }
+
+    /// Takes every group with an address `unusable` objects to out of the
+    /// election; its Services become pending with that reason.
+    pub fn refuse(&mut self, unusable: impl Fn(IpAddr) -> Option<PendingReason>) {
+        let mut refused: Vec<(BTreeSet<ServiceKey>, PendingReason)> = Vec::new();
+        self.groups
+            .retain(|g| match g.addresses.iter().find_map(|a| unusable(*a)) {
+                Some(reason) => {
+                    refused.push((g.services.clone(), reason));
+                    false
+                }
+                None => true,
+            });
+        for (services, reason) in refused {
+            for s in services {
+                self.pending.insert(s, reason.clone());
+            }
+        }
     }
 }
 
@@ -124,6 +144,29 @@ mod tests {
             matches!(reason, PendingReason::EndpointsOnNodesWithoutKvip { nodes } if nodes == &["worker1"])
         );
         assert!(a.groups.is_empty());
+    }
+
+    #[test]
+    fn refused_addresses_take_the_group_out_with_the_reason() {
+        let nodes = [node("worker1", true)];
+        let mut a = assess(
+            &[svc("good", "Cluster", "10.1.0.2")],
+            [slice("good", "worker1")],
+            &nodes,
+            &LbClassRule::default(),
+        );
+        let stolen: IpAddr = "10.1.0.2".parse().unwrap();
+        a.refuse(|ip| {
+            (ip == stolen).then(|| PendingReason::AddressInUse {
+                address: ip,
+                node: "worker1".into(),
+            })
+        });
+        assert!(a.groups.is_empty());
+        assert!(matches!(
+            a.pending.get(&ServiceKey::new("default", "good")),
+            Some(PendingReason::AddressInUse { .. })
+        ));
     }
 
     #[test]

@@ -1047,47 +1047,18 @@ mod tests {
         ));
     }
 
-    /// Every variable from_env reads, plus a few it only warns about.
-    const VARIABLES: &[&str] = &[
-        "vip_arp",
-        "vip_interface",
-        "vip_servicesinterface",
-        "address",
-        "vip_address",
-        "port",
-        "vip_subnet",
-        "vip_cidr",
-        "vip_leaderelection",
-        "vip_leasename",
-        "vip_leaseduration",
-        "vip_renewdeadline",
-        "vip_retryperiod",
-        "vip_nodename",
-        "node_name",
-        "cp_enable",
-        "cp_namespace",
-        "svc_enable",
-        "svc_election",
-        "svc_namespace",
-        "svc_leasename",
-        "lb_class_only",
-        "lb_class_name",
-        "prometheus_server",
-        "vip_arpRate",
-        "vip_loglevel",
-        "k8s_config_file",
-        "kvip_log_format",
-        "kvip_other",
-        "bgp_enable",
-        "lb_port",
-    ];
+    /// Every variable from_env reads, plus kvip-only and unsupported ones.
+    fn variables() -> Vec<&'static str> {
+        let extra = ["kvip_log_format", "kvip_other", "bgp_enable", "lb_port"];
+        SUPPORTED_VARIABLES.iter().copied().chain(extra).collect()
+    }
 
     proptest! {
         #[test]
         fn never_panics_on_any_values(values in proptest::collection::vec(
-            proptest::option::of(".{0,24}"), VARIABLES.len()
+            proptest::option::of(".{0,24}"), variables().len()
         )) {
-            let vars: BTreeMap<String, String> = VARIABLES
+            let vars: BTreeMap<String, String> = variables()
                 .iter()
                 .zip(values)
                 .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))

@@ -663,7 +663,6 @@ impl Manager {
         })
     }
 
-    /// Chooses the interface for every address this node announces.
     /// The interface configured for Service VIPs, if any.
     fn configured_interface(&self) -> Option<&str> {
         self.config
@@ -679,57 +678,30 @@ impl Manager {
         assessment: &mut kvip_core::Assessment,
         interfaces: Option<&Interfaces>,
     ) {
-        let node_ips: BTreeMap<IpAddr, String> = self
-            .cache
-            .nodes
-            .state()
-            .iter()
-            .flat_map(|n| {
-                let name = n.metadata.name.clone().unwrap_or_default();
-                n.status
-                    .iter()
-                    .flat_map(|s| s.addresses.iter().flatten())
-                    .filter_map(move |a| Some((a.address.parse::<IpAddr>().ok()?, name.clone())))
-                    .collect::<Vec<_>>()
+        let nodes = self.cache.nodes.state();
+        let node_ips = translate::node_addresses(nodes.iter().map(|n| &**n));
+        assessment.refuse(|a| {
+            if let Some(node) = node_ips.get(&a) {
+                return Some(PendingReason::AddressInUse {
+                    address: a,
+                    node: node.clone(),
+                });
+            }
+            let (list, v4, v6) = interfaces?;
+            let name = choose_interface(
+                a,
+                self.configured_interface(),
+                list,
+                v4.as_deref(),
+                v6.as_deref(),
+            )
+            .ok()?;
+            let info = list.iter().find(|i| i.name == name)?;
+            is_subnet_edge(a, info).then_some(PendingReason::SubnetAddress {
+                address: a,
+                interface: name,
             })
-            .collect();
-        let mut refused: Vec<(BTreeSet<ServiceKey>, PendingReason)> = Vec::new();
-        assessment.groups.retain(|g| {
-            let reason = g.addresses.iter().find_map(|a| {
-                if let Some(node) = node_ips.get(a) {
-                    return Some(PendingReason::AddressInUse {
-                        address: *a,
-                        node: node.clone(),
-                    });
-                }
-                let (list, v4, v6) = interfaces?;
-                let name = choose_interface(
-                    *a,
-                    self.configured_interface(),
-                    list,
-                    v4.as_deref(),
-                    v6.as_deref(),
-                )
-                .ok()?;
-                let info = list.iter().find(|i| i.name == name)?;
-                is_subnet_edge(*a, info).then_some(PendingReason::SubnetAddress {
-                    address: *a,
-                    interface: name,
-                })
-            });
-            match reason {
-                Some(r) => {
-                    refused.push((g.services.clone(), r));
-                    false
-                }
-                None => true,
-            }
         });
-        for (services, reason) in refused {
-            for s in services {
-                assessment.pending.insert(s, reason.clone());
-            }
-        }
     }
 
     /// Chooses the interface for every address this node announces.

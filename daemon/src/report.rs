@@ -398,29 +398,13 @@ fn lease_text(key: &LeaseKey) -> String {
 /// needs the node's interfaces, which the API does not show: such a Service
 /// stays `electing` here, and its `VIPPending` Event says why.)
 fn refuse_node_addresses(assessment: &mut Assessment, node_addresses: &BTreeMap<IpAddr, String>) {
-    let mut refused: Vec<(BTreeSet<ServiceKey>, PendingReason)> = Vec::new();
-    assessment.groups.retain(|g| {
-        let reason = g.addresses.iter().find_map(|a| {
-            node_addresses
-                .get(a)
-                .map(|node| PendingReason::AddressInUse {
-                    address: *a,
-                    node: node.clone(),
-                })
-        });
-        match reason {
-            Some(r) => {
-                refused.push((g.services.clone(), r));
-                false
-            }
-            None => true,
-        }
+    assessment.refuse(|a| {
+        let node = node_addresses.get(&a)?;
+        Some(PendingReason::AddressInUse {
+            address: a,
+            node: node.clone(),
+        })
     });
-    for (services, reason) in refused {
-        for s in services {
-            assessment.pending.insert(s, reason.clone());
-        }
-    }
 }
 
 /// Assesses `snapshot` as the daemon would and describes every Service kvip
@@ -699,16 +683,6 @@ fn service_facts(svc: &Service) -> ServiceFacts {
     }
 }
 
-/// A Node's own addresses (`status.addresses` that are IPs), with its name.
-fn node_addresses(node: &Node) -> Vec<(IpAddr, String)> {
-    let name = node.metadata.name.clone().unwrap_or_default();
-    node.status
-        .iter()
-        .flat_map(|s| s.addresses.iter().flatten())
-        .filter_map(|a| Some((a.address.parse::<IpAddr>().ok()?, name.clone())))
-        .collect()
-}
-
 fn lease_facts(lease: &Lease) -> Option<(LeaseKey, LeaseFacts)> {
     let key = LeaseKey {
         namespace: lease.metadata.namespace.clone()?,
@@ -796,7 +770,7 @@ pub async fn read(client: &kube::Client) -> Result<Snapshot, StatusError> {
             .filter_map(translate::slice_input)
             .collect(),
         nodes: nodes.items.iter().map(translate::node_labels).collect(),
-        node_addresses: nodes.items.iter().flat_map(node_addresses).collect(),
+        node_addresses: crate::translate::node_addresses(&nodes.items),
         leases: leases.items.iter().filter_map(lease_facts).collect(),
         now: translate::wall_now(),
     })

@@ -93,6 +93,23 @@ pub fn node_labels(node: &Node) -> (String, BTreeMap<String, String>) {
     )
 }
 
+/// Every Node's own addresses (`status.addresses` that are IPs), with its name.
+pub fn node_addresses<'a>(
+    nodes: impl IntoIterator<Item = &'a Node>,
+) -> BTreeMap<std::net::IpAddr, String> {
+    nodes
+        .into_iter()
+        .flat_map(|node| {
+            let name = node.metadata.name.clone().unwrap_or_default();
+            node.status
+                .iter()
+                .flat_map(|s| s.addresses.iter().flatten())
+                .filter_map(move |a| Some((a.address.parse().ok()?, name.clone())))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 fn wall(t: &MicroTime) -> WallTime {
     WallTime(t.0.as_microsecond())
 }
