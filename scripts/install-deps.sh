@@ -7,7 +7,8 @@ for pair in ip:iproute2 nft:nftables arping:iputils-arping tcpdump:tcpdump ndisc
   cmd=${pair%%:*} pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
-if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
+# Debian's python3 (not a user's pyenv one) carries the parser the tests use.
+if ! /usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1; then
   need+=(python3-prometheus-client)
 fi
 # kvip-lab bench writes the labels of its PNG plots with DejaVu Sans.

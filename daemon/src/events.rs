@@ -51,6 +51,9 @@ pub struct Recorder {
     node: String,
     /// The last (reason, message) recorded per Service.
     last: BTreeMap<ServiceKey, (Reason, String)>,
+    /// How often each Event (by name) was recorded by this process, so a
+    /// repeat raises its count without reading Events (RBAC grants no get).
+    counts: std::sync::Arc<std::sync::Mutex<BTreeMap<String, i32>>>,
 }
 
 /// FNV-1a, for stable Event names.
@@ -70,7 +73,14 @@ impl Recorder {
             client,
             node,
             last: BTreeMap::new(),
+            counts: Default::default(),
         }
+    }
+
+    /// Forgets what was last recorded for `service`, so the same Event is
+    /// recorded again (this node handed the VIP over and may win it back).
+    pub fn forget(&mut self, service: &ServiceKey) {
+        self.last.remove(service);
     }
 
     /// Forgets Services that are gone.
@@ -96,6 +106,7 @@ impl Recorder {
         let client = self.client.clone();
         let node = self.node.clone();
         let service = service.clone();
+        let counts = self.counts.clone();
         tokio::spawn(async move {
             let api: Api<Event> = Api::namespaced(client, &service.namespace);
             let name = format!(
@@ -104,51 +115,72 @@ impl Recorder {
                 fnv(&format!("{}\n{message}", reason.as_str()))
             );
             let now = Timestamp::now();
-            // A repeat of the same Event: count it.
-            if let Ok(Some(existing)) = api.get_opt(&name).await {
-                let count = existing.count.unwrap_or(1) + 1;
-                let patch = json!({ "count": count, "lastTimestamp": Time(now), "source": { "component": "kvip", "host": node } });
+            let bump = |count: i32| json!({ "count": count, "lastTimestamp": Time(now), "source": { "component": "kvip", "host": node } });
+            let seen = counts.lock().ok().and_then(|c| c.get(&name).copied());
+            let count = if let Some(count) = seen {
+                // A repeat of an Event this process recorded: count it.
                 let r = api
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .patch(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(&bump(count + 1)),
+                    )
                     .await;
                 metrics::api_request("events", "patch", r.is_ok());
-                return;
-            }
-            let event = Event {
-                metadata: ObjectMeta {
-                    name: Some(name),
-                    namespace: Some(service.namespace.clone()),
+                count + 1
+            } else {
+                let event = Event {
+                    metadata: ObjectMeta {
+                        name: Some(name.clone()),
+                        namespace: Some(service.namespace.clone()),
+                        ..Default::default()
+                    },
+                    involved_object: ObjectReference {
+                        api_version: Some("v1".into()),
+                        kind: Some("Service".into()),
+                        name: Some(service.name.clone()),
+                        namespace: Some(service.namespace.clone()),
+                        uid,
+                        ..Default::default()
+                    },
+                    reason: Some(reason.as_str().into()),
+                    message: Some(message),
+                    type_: Some(reason.kind().into()),
+                    count: Some(1),
+                    first_timestamp: Some(Time(now)),
+                    last_timestamp: Some(Time(now)),
+                    event_time: Some(MicroTime(now)),
+                    source: Some(EventSource {
+                        component: Some("kvip".into()),
+                        host: Some(node.clone()),
+                    }),
+                    reporting_component: Some("kvip".into()),
+                    reporting_instance: Some(node.clone()),
+                    action: Some(reason.as_str().into()),
                     ..Default::default()
-                },
-                involved_object: ObjectReference {
-                    api_version: Some("v1".into()),
-                    kind: Some("Service".into()),
-                    name: Some(service.name.clone()),
-                    namespace: Some(service.namespace.clone()),
-                    uid,
-                    ..Default::default()
-                },
-                reason: Some(reason.as_str().into()),
-                message: Some(message),
-                type_: Some(reason.kind().into()),
-                count: Some(1),
-                first_timestamp: Some(Time(now)),
-                last_timestamp: Some(Time(now)),
-                event_time: Some(MicroTime(now)),
-                source: Some(EventSource {
-                    component: Some("kvip".into()),
-                    host: Some(node.clone()),
-                }),
-                reporting_component: Some("kvip".into()),
-                reporting_instance: Some(node),
-                action: Some(reason.as_str().into()),
-                ..Default::default()
+                };
+                let r = api.create(&PostParams::default(), &event).await;
+                metrics::api_request("events", "create", r.is_ok());
+                match r {
+                    Ok(_) => 1,
+                    // Recorded before, by an earlier run or another node: count it
+                    // (RBAC grants no get, so the exact earlier count is unknown).
+                    Err(kube::Error::Api(status)) if status.code == 409 => {
+                        let r = api
+                            .patch(&name, &PatchParams::default(), &Patch::Merge(&bump(2)))
+                            .await;
+                        metrics::api_request("events", "patch", r.is_ok());
+                        2
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "event not recorded");
+                        return;
+                    }
+                }
             };
-            let r = api.create(&PostParams::default(), &event).await;
-            if let Err(e) = &r {
-                tracing::debug!(error = %e, "event not recorded");
+            if let Ok(mut c) = counts.lock() {
+                c.insert(name, count);
             }
-            metrics::api_request("events", "create", r.is_ok());
         });
     }
 }

@@ -585,6 +585,7 @@ impl Manager {
             self.events.record(key, uid(key), reason, message);
         }
         for key in lost.iter().flatten() {
+            self.events.forget(key);
             if let Some(reason) = pending.get(key) {
                 let message = format!("node {} withdrew the VIP: {}", self.node, reason.message());
                 self.events

@@ -200,3 +200,34 @@ pub fn health(now_ms: u64, stuck_after_ms: u64) -> (bool, bool) {
     let alive = beat == 0 || now_ms.saturating_sub(beat) < stuck_after_ms;
     (alive, READY.load(Ordering::Relaxed))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_every_family_once_and_ends_with_eof() {
+        api_request("leases", "write", true);
+        get()
+            .vips_held
+            .get_or_create(&RoleLabels { role: "lb".into() })
+            .set(1);
+        get().takeover_seconds.observe(0.02);
+        get()
+            .pending
+            .get_or_create(&ReasonLabels {
+                reason: "NoAddress".into(),
+            })
+            .set(1);
+        let text = render();
+        if let Ok(path) = std::env::var("KVIP_METRICS_SAMPLE") {
+            std::fs::write(path, &text).unwrap();
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(text.contains("kvip_api_requests_total{"), "{text}");
+        assert!(
+            text.contains("kvip_takeover_seconds_bucket{le=\"0.025\"} 1"),
+            "{text}"
+        );
+    }
+}

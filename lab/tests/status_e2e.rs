@@ -266,6 +266,132 @@ fn deploying_everywhere_announces_from_the_worker() -> Outcome {
     Ok(())
 }
 
+fn events_and_metrics_say_the_same() -> Outcome {
+    let (_, message, _) = wait_for(
+        "a VIPPending Event on web",
+        Duration::from_secs(15),
+        Duration::from_millis(250),
+        || {
+            kvip_events(NS, "web")
+                .into_iter()
+                .find(|(r, _, _)| r == "VIPPending")
+        },
+    )?;
+    ensure!(
+        message.contains("worker1") && message.contains("--role lb"),
+        "the Event should name worker1 and the fix: {message}"
+    );
+    let describe = kubectl(&["describe", "service", "web", "-n", NS])?;
+    ensure!(
+        describe.contains("VIPPending"),
+        "kubectl describe shows no VIPPending Event:\n{describe}"
+    );
+    let samples = parse_metrics(&http_get("10.77.0.11:2113", "/metrics")?)?;
+    let pending = samples
+        .iter()
+        .find(|s| s.starts_with("kvip_pending_services{reason=\"EndpointsOnNodesWithoutKvip\"}"))
+        .ok_or(format!(
+            "no pending metric for EndpointsOnNodesWithoutKvip: {samples:?}"
+        ))?;
+    let value: f64 = pending
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    ensure!(value == 1.0, "pending metric {pending}");
+    println!("    Event: VIPPending: {message}\n    metric: {pending}");
+    Ok(())
+}
+
+fn the_fix_records_vip_announced() -> Outcome {
+    let (_, message, _) = wait_for(
+        "a VIPAnnounced Event on web",
+        Duration::from_secs(10),
+        Duration::from_millis(250),
+        || {
+            kvip_events(NS, "web")
+                .into_iter()
+                .find(|(r, _, _)| r == "VIPAnnounced")
+        },
+    )?;
+    ensure!(
+        message.contains("worker1") && message.contains("eth0"),
+        "VIPAnnounced should name the node and interface: {message}"
+    );
+    Ok(())
+}
+
+fn twenty_moves_make_one_vip_moved_event_each() -> Outcome {
+    let mut on = ("web-1".to_string(), "worker1");
+    for i in 0..20 {
+        let to = if on.1 == "worker1" {
+            "worker2"
+        } else {
+            "worker1"
+        };
+        let name = format!("web-m{i}");
+        pod(&name, to, "web")?;
+        lab_ok(&["pod", "delete", &on.0, "-n", NS])?;
+        probe_until(
+            "10.77.0.150:80",
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            |a| a.starts_with(to),
+        )?;
+        on = (name, to);
+    }
+    // Back to the pod the later scenarios expect (same node: no move).
+    pod("web-1", "worker1", "web")?;
+    lab_ok(&["pod", "delete", &on.0, "-n", NS])?;
+    std::thread::sleep(Duration::from_secs(2));
+    let events = kvip_events(NS, "web");
+    let moved: i64 = events
+        .iter()
+        .filter(|(r, _, _)| r == "VIPMoved")
+        .map(|(_, _, c)| c)
+        .sum();
+    println!(
+        "    20 moves: {moved} VIPMoved in {} Event objects for the Service",
+        events.len()
+    );
+    ensure!(moved <= 20, "{moved} VIPMoved Events for 20 moves");
+    ensure!(moved >= 18, "only {moved} VIPMoved Events for 20 moves");
+    ensure!(events.len() <= 8, "an Event storm: {events:?}");
+    Ok(())
+}
+
+fn metrics_parse_as_exposition_format_on_every_node() -> Outcome {
+    for ip in ["10.77.0.11", "10.77.0.12", "10.77.0.13"] {
+        let samples = parse_metrics(&http_get(&format!("{ip}:2113"), "/metrics")?)?;
+        for name in [
+            "kvip_build_info",
+            "kvip_api_requests_total",
+            "kvip_vips_held",
+            "kube_vip_is_leader",
+        ] {
+            ensure!(
+                samples.iter().any(|s| s.starts_with(name)),
+                "{ip}: no {name}"
+            );
+        }
+        ensure!(
+            http_get(&format!("{ip}:2113"), "/healthz").is_ok(),
+            "{ip}: /healthz failed"
+        );
+        ensure!(
+            http_get(&format!("{ip}:2113"), "/readyz").is_ok(),
+            "{ip}: /readyz failed"
+        );
+    }
+    let samples = parse_metrics(&http_get("10.77.0.12:2113", "/metrics")?)?;
+    let sent = samples
+        .iter()
+        .filter(|s| s.starts_with("kvip_gratuitous_packets_sent_total"))
+        .count();
+    ensure!(sent > 0, "worker1 reports no gratuitous packets");
+    Ok(())
+}
+
 fn no_address() -> Outcome {
     apply(&service(NS, "noaddr", "Cluster", None, "web"))?;
     let (exit, entry) = wait_reason(NS, "noaddr", "NoAddress")?;
@@ -427,8 +553,24 @@ fn main() {
                 run: the_broken_layout_is_pending_naming_the_worker,
             },
             Scenario {
+                name: "events_and_metrics_say_the_same",
+                run: events_and_metrics_say_the_same,
+            },
+            Scenario {
                 name: "deploying_everywhere_announces_from_the_worker",
                 run: deploying_everywhere_announces_from_the_worker,
+            },
+            Scenario {
+                name: "the_fix_records_vip_announced",
+                run: the_fix_records_vip_announced,
+            },
+            Scenario {
+                name: "twenty_moves_make_one_vip_moved_event_each",
+                run: twenty_moves_make_one_vip_moved_event_each,
+            },
+            Scenario {
+                name: "metrics_parse_as_exposition_format_on_every_node",
+                run: metrics_parse_as_exposition_format_on_every_node,
             },
             Scenario {
                 name: "no_address",

@@ -374,3 +374,75 @@ pub fn node_mac(node: &str) -> Option<String> {
     .ok()?;
     Some(out.trim().to_lowercase())
 }
+
+/// `GET path` over plain HTTP from the client namespace; the body.
+pub fn http_get(addr: &str, path: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let sock: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let mut stream = kvip_lab::netns::connect_in("kvl-client", sock, Duration::from_secs(2))
+        .map_err(|e| format!("{e:#}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut reply = String::new();
+    stream
+        .read_to_string(&mut reply)
+        .map_err(|e| e.to_string())?;
+    let (head, body) = reply.split_once("\r\n\r\n").ok_or("no HTTP header")?;
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        return Err(format!(
+            "GET {path}: {}",
+            head.lines().next().unwrap_or_default()
+        ));
+    }
+    Ok(body.to_string())
+}
+
+/// Parses Prometheus / OpenMetrics text with the Python `prometheus_client`
+/// parser; Ok(sample lines "name{labels} value") or the parser's error.
+pub fn parse_metrics(text: &str) -> Result<Vec<String>, String> {
+    use std::io::Write;
+    let script = "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families\nfor f in text_string_to_metric_families(sys.stdin.read()):\n    for s in f.samples:\n        labels=','.join(f'{k}=\"{v}\"' for k,v in sorted(s.labels.items()))\n        print(f'{s.name}{{{labels}}} {s.value}')\n";
+    let mut child = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("python3: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(text.as_bytes());
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "not valid exposition format: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect())
+}
+
+/// Events kvip recorded on a Service: (reason, message, count).
+pub fn kvip_events(namespace: &str, service: &str) -> Vec<(String, String, i64)> {
+    let selector = format!("involvedObject.name={service},source=kvip");
+    let Ok(events) = get_json(&["events", "-n", namespace, "--field-selector", &selector]) else {
+        return Vec::new();
+    };
+    events["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            Some((
+                e["reason"].as_str()?.to_string(),
+                e["message"].as_str()?.to_string(),
+                e["count"].as_i64().unwrap_or(1),
+            ))
+        })
+        .collect()
+}
