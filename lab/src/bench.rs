@@ -160,10 +160,33 @@ fn write_report(results: &Results, out: &Path) -> anyhow::Result<()> {
 }
 
 /// Takes the lab down when dropped, however the subject's run ended.
-struct LabGuard;
+/// Only the lab this run brought up is taken down: if another user replaced
+/// it meanwhile, theirs is left alone.
+struct LabGuard {
+    /// etcd's pid in the lab this run brought up: the lab's identity.
+    etcd: Option<i32>,
+}
+
+impl LabGuard {
+    fn etcd_pid() -> Option<i32> {
+        let state = crate::state::LabState::load(&crate::state::Paths::new()).ok()??;
+        state
+            .processes
+            .iter()
+            .find(|p| p.kind == crate::state::ProcessKind::Etcd)
+            .and_then(|p| p.pid)
+    }
+}
 
 impl Drop for LabGuard {
     fn drop(&mut self) {
+        let now = Self::etcd_pid();
+        if now.is_some() && now != self.etcd {
+            eprintln!(
+                "kvip-lab bench: the lab up now is not the one the benchmark started; leaving it alone"
+            );
+            return;
+        }
         if let Err(e) = commands::down() {
             eprintln!("kvip-lab bench: taking the lab down: {e:#}");
         }
@@ -192,7 +215,9 @@ fn run_subject(
         sr.notes.push(format!("the lab did not come up: {e:#}"));
         return sr;
     }
-    let guard = LabGuard;
+    let guard = LabGuard {
+        etcd: LabGuard::etcd_pid(),
+    };
     let run = scenarios_on_lab(who, bin, opts, machine, &mut sr, log);
     if let Err(e) = run {
         log(&format!("{}: stopped: {e:#}", who.name()));
@@ -247,16 +272,16 @@ fn scenarios_on_lab(
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    check_daemons(&tb, bin, "after deployment", sr);
+    check_daemons(&tb, bin, "after deployment", sr)?;
     log(&format!("{}: 1. Service create → first answer", who.name()));
     sr.create = scenarios::create_to_probe(&tb, opts.runs, log);
-    check_daemons(&tb, bin, "after scenario 1", sr);
+    check_daemons(&tb, bin, "after scenario 1", sr)?;
     log(&format!("{}: 2. graceful migration", who.name()));
     (sr.migration_from_delete, sr.migration_from_ready) = scenarios::migration(&tb, opts.runs, log);
-    check_daemons(&tb, bin, "after scenario 2", sr);
+    check_daemons(&tb, bin, "after scenario 2", sr)?;
     log(&format!("{}: 3. holder node killed", who.name()));
     sr.failover = scenarios::failover(&tb, opts.failover_runs, log);
-    check_daemons(&tb, bin, "after scenario 3", sr);
+    check_daemons(&tb, bin, "after scenario 3", sr)?;
     log(&format!("{}: 4. scale {:?}", who.name(), opts.scale));
     sr.scale = scenarios::scale(
         &tb,
@@ -268,13 +293,27 @@ fn scenarios_on_lab(
         },
         log,
     );
-    check_daemons(&tb, bin, "after scenario 4", sr);
+    check_daemons(&tb, bin, "after scenario 4", sr)?;
     let _ = std::fs::remove_file(&path);
     Ok(())
 }
 
-/// Notes when fewer daemons run than nodes (one crashed or never started).
-fn check_daemons(tb: &Testbed, bin: &Path, when: &str, sr: &mut SubjectResults) {
+/// Stops the run when the lab is gone (the lab is one per machine: another
+/// user's `kvip-lab down` removes it), and notes when fewer daemons run
+/// than nodes (one crashed or never started).
+fn check_daemons(
+    tb: &Testbed,
+    bin: &Path,
+    when: &str,
+    sr: &mut SubjectResults,
+) -> anyhow::Result<()> {
+    let namespaces = crate::network::lab_namespaces();
+    if namespaces.len() < tb.nodes.len() + 3 {
+        anyhow::bail!(
+            "the lab disappeared {when} (namespaces left: {namespaces:?}): someone else's `kvip-lab down`, \
+             an end-to-end test's teardown perhaps, removed it; run the benchmark again when the machine's lab is free"
+        );
+    }
     let running = usage::find_daemons(bin, &tb.nodes);
     if running.len() < tb.nodes.len() {
         let on: Vec<&str> = running.iter().map(|d| d.node.as_str()).collect();
@@ -285,6 +324,7 @@ fn check_daemons(tb: &Testbed, bin: &Path, when: &str, sr: &mut SubjectResults) 
             on
         ));
     }
+    Ok(())
 }
 
 /// Copies the lab's logs out before `down` removes them.
