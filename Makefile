@@ -28,3 +28,4 @@ test: build lint
 	$(CARGO) test -p kvip-lab --test status_e2e
 	$(CARGO) test -p kvip-lab --test cp_e2e
 	$(CARGO) test -p kvip-lab --test failures_e2e
+	$(CARGO) test -p kvip --test static_binary
