@@ -509,7 +509,7 @@ fn chaos() -> Outcome {
     let steps: usize = std::env::var("KVIP_CHAOS_STEPS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(24);
+        .unwrap_or(16);
     let mut rng = Rng(seed);
     println!("    seed {seed}, {steps} steps (KVIP_CHAOS_SEED / KVIP_CHAOS_STEPS to replay)");
     let sampler = Sampler::start(&[CLUSTER_VIP, LOCAL_VIP]);
