@@ -18,21 +18,7 @@ const REFRESH: Duration = Duration::from_secs(3);
 const LEASE: Duration = Duration::from_secs(5);
 
 fn service(name: &str, namespace: &str, policy: &str, annotation: &str, selector: &str) -> String {
-    format!(
-        r#"
-apiVersion: v1
-kind: Service
-metadata:
-  name: {name}
-  namespace: {namespace}
-  annotations: {{ kube-vip.io/loadbalancerIPs: "{annotation}" }}
-spec:
-  type: LoadBalancer
-  externalTrafficPolicy: {policy}
-  selector: {{ app: {selector} }}
-  ports: [{{ port: 80, targetPort: 8080 }}]
-"#
-    )
+    lb_service(namespace, name, policy, Some(annotation), selector)
 }
 
 fn namespace(name: &str) -> Result<(), String> {

@@ -19,21 +19,7 @@ const TIMINGS: [&str; 6] = [
 ];
 
 fn service(name: &str, policy: &str, vip: &str, selector: &str) -> String {
-    format!(
-        r#"
-apiVersion: v1
-kind: Service
-metadata:
-  name: {name}
-  namespace: {NS}
-  annotations: {{ kube-vip.io/loadbalancerIPs: "{vip}" }}
-spec:
-  type: LoadBalancer
-  externalTrafficPolicy: {policy}
-  selector: {{ app: {selector} }}
-  ports: [{{ port: 80, targetPort: 8080 }}]
-"#
-    )
+    lb_service(NS, name, policy, Some(vip), selector)
 }
 
 fn pod(name: &str, node: &str, app: &str) -> Result<(), String> {

@@ -25,23 +25,7 @@ const EXCLUDE: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
 
 /// A LoadBalancer Service; `vip` None leaves it without an address.
 fn service(ns: &str, name: &str, policy: &str, vip: Option<&str>, selector: &str) -> String {
-    let annotations = vip
-        .map(|v| format!("  annotations: {{ kube-vip.io/loadbalancerIPs: \"{v}\" }}\n"))
-        .unwrap_or_default();
-    format!(
-        r#"
-apiVersion: v1
-kind: Service
-metadata:
-  name: {name}
-  namespace: {ns}
-{annotations}spec:
-  type: LoadBalancer
-  externalTrafficPolicy: {policy}
-  selector: {{ app: {selector} }}
-  ports: [{{ port: 80, targetPort: 8080 }}]
-"#
-    )
+    lb_service(ns, name, policy, vip, selector)
 }
 
 fn pod(name: &str, node: &str, app: &str) -> Result<(), String> {

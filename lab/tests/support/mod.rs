@@ -446,3 +446,25 @@ pub fn kvip_events(namespace: &str, service: &str) -> Vec<(String, String, i64)>
         })
         .collect()
 }
+
+/// A LoadBalancer Service on port 80 → 8080 selecting `app: selector`;
+/// `vip` None leaves it without an address.
+pub fn lb_service(ns: &str, name: &str, policy: &str, vip: Option<&str>, selector: &str) -> String {
+    let annotations = vip
+        .map(|v| format!("  annotations: {{ kube-vip.io/loadbalancerIPs: \"{v}\" }}\n"))
+        .unwrap_or_default();
+    format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  namespace: {ns}
+{annotations}spec:
+  type: LoadBalancer
+  externalTrafficPolicy: {policy}
+  selector: {{ app: {selector} }}
+  ports: [{{ port: 80, targetPort: 8080 }}]
+"#
+    )
+}
