@@ -9,10 +9,31 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-/// `apiserver_request_total` summed per (verb, resource) — resource
-/// `services/status` for a subresource, `(non-resource)` for paths such as
-/// `/metrics`. Other labels (code, scope, version…) are summed over.
-pub type RequestCounts = BTreeMap<(String, String), f64>;
+/// What a request count is kept per.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RequestKey {
+    /// HTTP verb as the API server labels it.
+    pub verb: String,
+    /// `services/status` for a subresource, `(non-resource)` for paths such as `/metrics`.
+    pub resource: String,
+    /// HTTP status code of the answer (429: throttled, 504: timed out, 409: conflict).
+    pub code: String,
+}
+
+impl RequestKey {
+    /// A key from its three parts.
+    pub fn new(verb: &str, resource: &str, code: &str) -> Self {
+        RequestKey {
+            verb: verb.into(),
+            resource: resource.into(),
+            code: code.into(),
+        }
+    }
+}
+
+/// `apiserver_request_total` summed per verb, resource and code; other
+/// labels (scope, version, component…) are summed over.
+pub type RequestCounts = BTreeMap<RequestKey, f64>;
 
 const METRIC: &str = "apiserver_request_total";
 
@@ -43,9 +64,8 @@ pub fn parse_request_totals(text: &str) -> RequestCounts {
             (r, "") => r.to_string(),
             (r, s) => format!("{r}/{s}"),
         };
-        *counts
-            .entry((get("verb").to_string(), resource))
-            .or_default() += value;
+        let key = RequestKey::new(get("verb"), &resource, get("code"));
+        *counts.entry(key).or_default() += value;
     }
     counts
 }
@@ -89,8 +109,9 @@ pub fn rates(before: &RequestCounts, after: &RequestCounts, window_s: f64) -> Ap
         if delta > 0.0 && window_s > 0.0 {
             total += delta;
             by.push(RequestRate {
-                verb: key.0.clone(),
-                resource: key.1.clone(),
+                verb: key.verb.clone(),
+                resource: key.resource.clone(),
+                code: key.code.clone(),
                 per_second: delta / window_s,
             });
         }
@@ -141,10 +162,11 @@ apiserver_request_duration_seconds_bucket{verb="GET",le="0.1"} 7
     #[test]
     fn counter_is_summed_per_verb_and_resource() {
         let c = parse_request_totals(TEXT);
-        assert_eq!(c[&("PUT".into(), "leases".into())], 42.0);
-        assert_eq!(c[&("PATCH".into(), "services/status".into())], 5.0);
-        assert_eq!(c[&("GET".into(), "(non-resource)".into())], 3.0);
-        assert_eq!(c.len(), 3, "{c:?}");
+        assert_eq!(c[&RequestKey::new("PUT", "leases", "200")], 40.0);
+        assert_eq!(c[&RequestKey::new("PUT", "leases", "409")], 2.0);
+        assert_eq!(c[&RequestKey::new("PATCH", "services/status", "200")], 5.0);
+        assert_eq!(c[&RequestKey::new("GET", "(non-resource)", "200")], 3.0);
+        assert_eq!(c.len(), 4, "{c:?}");
     }
 
     #[test]
@@ -158,19 +180,25 @@ apiserver_request_duration_seconds_bucket{verb="GET",le="0.1"} 7
     fn rates_are_per_second_and_sorted() {
         let before = parse_request_totals(TEXT);
         let mut after = before.clone();
-        *after.entry(("PUT".into(), "leases".into())).or_default() += 60.0;
-        *after.entry(("GET".into(), "leases".into())).or_default() += 30.0;
+        *after
+            .entry(RequestKey::new("PUT", "leases", "200"))
+            .or_default() += 60.0;
+        *after
+            .entry(RequestKey::new("PUT", "leases", "429"))
+            .or_default() += 30.0;
         let r = rates(&before, &after, 30.0);
         assert_eq!(r.total_per_second, 3.0);
         assert_eq!(r.by[0].verb, "PUT");
         assert_eq!(r.by[0].per_second, 2.0);
         assert_eq!(r.by.len(), 2);
+        assert_eq!(r.resource("leases"), 3.0);
+        assert_eq!(r.failed_per_second(), 1.0);
     }
 
     #[test]
     fn a_restarted_counter_counts_from_zero() {
-        let before = RequestCounts::from([(("GET".into(), "pods".into()), 100.0)]);
-        let after = RequestCounts::from([(("GET".into(), "pods".into()), 10.0)]);
+        let before = RequestCounts::from([(RequestKey::new("GET", "pods", "200"), 100.0)]);
+        let after = RequestCounts::from([(RequestKey::new("GET", "pods", "200"), 10.0)]);
         assert_eq!(rates(&before, &after, 10.0).total_per_second, 1.0);
     }
 }

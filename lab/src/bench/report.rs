@@ -395,7 +395,10 @@ fn scale_table(
         "## Scale (Cluster policy, one backing pod per worker)\n\n| scenario | kube-vip | kvip | ratio (kube-vip ÷ kvip) |\n|---|---|---|---|"
     );
     type Cell = fn(&SubjectResults, &ScaleStep) -> Option<String>;
-    let rows: [(&str, Cell); 6] = [
+    let rows: [(&str, Cell); 8] = [
+        ("4. Services the API server accepted", |_, st| {
+            Some(format!("{} of {}", st.created, st.services))
+        }),
         (
             "4. every Service has status.loadBalancer.ingress",
             |_, st| st.all_status_s.map(|v| format!("{v:.1} s")),
@@ -414,6 +417,14 @@ fn scale_table(
                 .as_ref()
                 .map(|a| format!("{:.1} req/s", net_rate(s, a)))
         }),
+        (
+            "4. of those, refused by the API server (429) or failed (5xx)",
+            |_, st| {
+                st.api
+                    .as_ref()
+                    .map(|a| format!("{:.1} req/s", a.failed_per_second()))
+            },
+        ),
         ("4. daemon RSS, largest node", |_, st| {
             max_rss(&st.usage).map(|k| format!("{:.1} MB", mb(k)))
         }),
@@ -482,18 +493,19 @@ fn scale_details(out: &mut String, r: &Results) {
     for s in r.subjects.iter().filter(|s| s.unavailable.is_none()) {
         let _ = writeln!(
             out,
-            "## Scale details: {}\n\n| Services | creates sent in | all have status | sampled VIPs answer | req/s total | req/s baseline | req/s on Leases (by verb) | req/s on services/status | RSS MB cp1 / worker1 / worker2 | CPU % cp1 / worker1 / worker2 | VIPs per node | on two nodes | all withdrawn after delete |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "## Scale details: {}\n\n| Services (created) | creates sent in | all have status | sampled VIPs answer | req/s total | req/s baseline | req/s refused (429) or failed (5xx) | req/s on Leases (by verb) | req/s on services/status | RSS MB cp1 / worker1 / worker2 | CPU % cp1 / worker1 / worker2 | VIPs per node | on two nodes | all withdrawn after delete |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
             s.subject
         );
         let base = s.baseline.as_ref().map(|b| b.total_per_second);
         for st in &s.scale {
-            let (total, leases, status) = match &st.api {
+            let (total, failed, leases, status) = match &st.api {
                 Some(a) => (
                     format!("{:.1}", a.total_per_second),
+                    format!("{:.1}", a.failed_per_second()),
                     lease_verbs(a),
                     format!("{:.2}", a.resource("services/status")),
                 ),
-                None => ("—".into(), "—".into(), "—".into()),
+                None => ("—".into(), "—".into(), "—".into(), "—".into()),
             };
             let per_node = |f: &dyn Fn(&NodeUsage) -> String| {
                 ["cp1", "worker1", "worker2"]
@@ -504,8 +516,9 @@ fn scale_details(out: &mut String, r: &Results) {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {total} | {} | {leases} | {status} | {} | {} | {} | {} | {} |",
+                "| {} ({}) | {} | {} | {} | {total} | {} | {failed} | {leases} | {status} | {} | {} | {} | {} | {} |",
                 st.services,
+                st.created,
                 secs(st.created_s),
                 if st.all_status_s.is_some() {
                     secs(st.all_status_s)
@@ -541,7 +554,7 @@ fn scale_details(out: &mut String, r: &Results) {
             if let Some(a) = &st.api {
                 let _ = writeln!(
                     out,
-                    "<details><summary>{} — {} Service{}: every verb and resource (req/s)</summary>\n\n| verb | resource | req/s |\n|---|---|---|",
+                    "<details><summary>{} — {} Service{}: every verb and resource (req/s)</summary>\n\n| verb | resource | code | req/s |\n|---|---|---|---|",
                     s.subject,
                     st.services,
                     if st.services == 1 { "" } else { "s" }
@@ -549,8 +562,8 @@ fn scale_details(out: &mut String, r: &Results) {
                 for rate in &a.by {
                     let _ = writeln!(
                         out,
-                        "| {} | {} | {:.2} |",
-                        rate.verb, rate.resource, rate.per_second
+                        "| {} | {} | {} | {:.2} |",
+                        rate.verb, rate.resource, rate.code, rate.per_second
                     );
                 }
                 let _ = writeln!(out, "\n</details>\n");
@@ -563,7 +576,7 @@ fn lease_verbs(a: &ApiRates) -> String {
     let parts: Vec<String> =
         a.by.iter()
             .filter(|r| r.resource == "leases")
-            .map(|r| format!("{} {:.1}", r.verb, r.per_second))
+            .map(|r| format!("{} {} {:.1}", r.verb, r.code, r.per_second))
             .collect();
     if parts.is_empty() {
         "0".into()
@@ -607,11 +620,15 @@ them on `eth0`), backed by one pod per worker. \"All have status\" is read from 
 `status.loadBalancer.ingress` of every Service; \"sampled VIPs answer\" probes min(N, 50) VIPs spread \
 over the range from the client. After 10 s to settle, a {} s window: API requests are counted at the \
 API server from `apiserver_request_total` (`kubectl get --raw /metrics` before and after, every client \
-included — the baseline row is the same window with no daemon deployed), and each daemon's RSS \
+included — the baseline row is the same window with no daemon deployed — and split by verb, resource \
+and answer code: 429 means the API server's in-flight limit refused the request, 504 that it timed \
+out, 409 a lost Lease race), and each daemon's RSS \
 (`VmRSS` from `/proc/PID/status` at the end) and CPU (utime + stime delta from `/proc/PID/stat` \
 over the window, percent of one core). Daemons are found as the processes whose command line is the \
 daemon binary followed by `manager`; their node is the network namespace they run in. Then the \
-Services are deleted and the time until the last VIP leaves the interfaces is taken.\n\
+Services are deleted and the time until the last VIP leaves the interfaces is taken. Creates stop at \
+the first one the API server refuses; a step that does not converge is still measured over the window \
+and ends the scenario.\n\
 5. **Idle RSS**: `VmRSS` of each daemon {} s after deployment, no Service in the cluster. \
 MB here means 10⁶ bytes.\n",
         s.runs,

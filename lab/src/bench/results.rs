@@ -87,6 +87,9 @@ pub struct RequestRate {
     pub verb: String,
     /// Resource, with `/subresource` when there is one.
     pub resource: String,
+    /// HTTP status code of the answers (429 throttled, 504 timed out, 409 conflict).
+    #[serde(default)]
+    pub code: String,
     /// Requests per second over the window.
     pub per_second: f64,
 }
@@ -111,13 +114,25 @@ impl ApiRates {
             .map(|r| r.per_second)
             .fold(0.0, |a, b| a + b)
     }
+
+    /// Requests per second the API server refused (429) or failed (5xx).
+    pub fn failed_per_second(&self) -> f64 {
+        self.by
+            .iter()
+            .filter(|r| r.code == "429" || r.code.starts_with('5'))
+            .map(|r| r.per_second)
+            .fold(0.0, |a, b| a + b)
+    }
 }
 
 /// One step of the scale scenario.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ScaleStep {
-    /// LoadBalancer Services created at once.
+    /// LoadBalancer Services asked for, created at once.
     pub services: usize,
+    /// How many of them the API server accepted (creation stops at the first refusal).
+    #[serde(default)]
+    pub created: usize,
     /// Time to send every create request, seconds.
     pub created_s: Option<f64>,
     /// From the first create to every Service having `status.loadBalancer.ingress`, seconds.

@@ -243,8 +243,12 @@ pub struct ScalePlan<'a> {
 /// Scenario 4: N Cluster Services at once, backed by one pod per worker.
 /// Per step: time until every Service has an ingress address and every
 /// sampled VIP answers; then, after 10 s to settle, a steady-state window
-/// for API requests (at the API server) and the daemons' RSS and CPU; then
-/// the Services are deleted and the VIPs' withdrawal is timed.
+/// for API requests (at the API server, with their answer codes) and the
+/// daemons' RSS and CPU; then the Services are deleted and the VIPs'
+/// withdrawal is timed. A step that does not converge (the API server
+/// refuses creates, or not every VIP answers in time) is still measured
+/// over the window — what the API server sees then is the finding — and
+/// ends the scenario; its Services are left for the lab's teardown.
 pub fn scale(tb: &Testbed, plan: &ScalePlan<'_>, log: Log<'_>) -> Vec<ScaleStep> {
     let mut steps = Vec::new();
     let setup = (|| {
@@ -266,12 +270,16 @@ pub fn scale(tb: &Testbed, plan: &ScalePlan<'_>, log: Log<'_>) -> Vec<ScaleStep>
         };
         if let Err(e) = scale_step(tb, plan, n, &mut step, log) {
             log(&format!("  scale {n}: {e:#}"));
-            step.error = Some(format!("{e:#}"));
+            let text = format!("{e:#}");
+            step.error = Some(match step.error.take() {
+                Some(first) => format!("{first}; then {text}"),
+                None => text,
+            });
         }
         let broken = step.error.is_some();
         steps.push(step);
         if broken {
-            break;
+            return steps;
         }
     }
     let _ = tb.delete_group("scale", 16);
@@ -299,18 +307,98 @@ fn scale_step(
     let sample = sample_indices(n, plan.sample);
     step.sample_size = sample.len();
     let started = Instant::now();
-    tb.create_services(&services, 16)?;
+    let (created, refused) = tb.create_services(&services, 16);
+    step.created = created;
     step.created_s = Some(started.elapsed().as_secs_f64());
     log(&format!(
-        "  scale {n}: created in {:.1} s",
+        "  scale {n}: {created} created in {:.1} s",
         started.elapsed().as_secs_f64()
     ));
+    match refused {
+        Some(e) => {
+            let text = format!(
+                "the API server refused a create after {created} of {n} Services ({:.0} s in): {e:#}",
+                started.elapsed().as_secs_f64()
+            );
+            log(&format!("  scale {n}: {text}"));
+            step.error = Some(text);
+        }
+        None => {
+            if let Err(e) = converge(tb, n, &sample, started, step, log) {
+                log(&format!("  scale {n}: {e:#}"));
+                step.error = Some(format!("{e:#}"));
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_secs(10));
+    let counts_before = tb.request_counts()?;
+    let usage_before = tb.daemon_samples(plan.binary);
+    let window_started = Instant::now();
+    std::thread::sleep(plan.window);
+    let counts_after = tb.request_counts()?;
+    let usage_after = tb.daemon_samples(plan.binary);
+    let window = window_started.elapsed();
+    let rates = crate::bench::apiserver::rates(&counts_before, &counts_after, window.as_secs_f64());
+    step.usage = Testbed::usage_between(&usage_before, &usage_after, window);
+    log(&format!(
+        "  scale {n}: {:.1} API requests/s ({:.1} on leases, {:.1} refused or failed); RSS {}",
+        rates.total_per_second,
+        rates.resource("leases"),
+        rates.failed_per_second(),
+        step.usage
+            .iter()
+            .map(|u| format!("{} {:.1} MB", u.node, u.rss_kib as f64 * 1024.0 / 1e6))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    step.api = Some(rates);
+    let (per_node, duplicates) = scale_addresses(tb);
+    step.vips_per_node = per_node;
+    step.duplicates = duplicates;
+    if step.error.is_some() {
+        return Ok(());
+    }
+    let deleting = Instant::now();
+    tb.delete_group("scale", 16)?;
+    let deadline = deleting + Duration::from_secs(60) + Duration::from_millis(100) * n as u32;
+    loop {
+        let (per_node, _) = scale_addresses(tb);
+        let left: usize = per_node.iter().map(|(_, c)| c).sum();
+        if left == 0 {
+            step.withdrawn_s = Some(deleting.elapsed().as_secs_f64());
+            break;
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "{left} VIPs still on the interfaces {:.0} s after their Services were deleted",
+                deleting.elapsed().as_secs_f64()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    Ok(())
+}
+
+/// Waits until every Service has an ingress address and every sampled VIP
+/// answers; gives up 120 s + 0.3 s per Service after the creates were sent.
+fn converge(
+    tb: &Testbed,
+    n: usize,
+    sample: &[usize],
+    started: Instant,
+    step: &mut ScaleStep,
+    log: Log<'_>,
+) -> anyhow::Result<()> {
     let timeout = Duration::from_secs(120) + Duration::from_millis(300) * n as u32;
+    let deadline = Instant::now() + timeout;
     let mut pending: Vec<Ipv4Addr> = sample.iter().map(|i| scale_vip(*i)).collect();
     let mut last_report = Instant::now();
     loop {
         if step.all_status_s.is_none() {
-            step.with_status = tb.with_ingress("scale")?;
+            match tb.with_ingress("scale") {
+                Ok(count) => step.with_status = count,
+                Err(e) => log(&format!("  scale {n}: listing Services: {e:#}")),
+            }
             if step.with_status >= n {
                 step.all_status_s = Some(started.elapsed().as_secs_f64());
             }
@@ -326,9 +414,10 @@ fn scale_step(
         if step.all_status_s.is_some() && pending.is_empty() {
             break;
         }
-        if started.elapsed() > timeout {
+        if Instant::now() > deadline {
             anyhow::bail!(
-                "after {timeout:?}: {}/{n} Services have an ingress address, {}/{} sampled VIPs answer",
+                "{:.0} s after the first create: {}/{n} Services have an ingress address, {}/{} sampled VIPs answer",
+                started.elapsed().as_secs_f64(),
                 step.with_status,
                 step.answered,
                 step.sample_size
@@ -352,48 +441,6 @@ fn scale_step(
         step.sample_size,
         step.sample_answered_s.unwrap_or_default()
     ));
-    std::thread::sleep(Duration::from_secs(10));
-    let counts_before = tb.request_counts()?;
-    let usage_before = tb.daemon_samples(plan.binary);
-    let window_started = Instant::now();
-    std::thread::sleep(plan.window);
-    let counts_after = tb.request_counts()?;
-    let usage_after = tb.daemon_samples(plan.binary);
-    let window = window_started.elapsed();
-    let rates = crate::bench::apiserver::rates(&counts_before, &counts_after, window.as_secs_f64());
-    step.usage = Testbed::usage_between(&usage_before, &usage_after, window);
-    log(&format!(
-        "  scale {n}: {:.1} API requests/s ({:.1} on leases); RSS {}",
-        rates.total_per_second,
-        rates.resource("leases"),
-        step.usage
-            .iter()
-            .map(|u| format!("{} {:.1} MB", u.node, u.rss_kib as f64 * 1024.0 / 1e6))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-    step.api = Some(rates);
-    let (per_node, duplicates) = scale_addresses(tb);
-    step.vips_per_node = per_node;
-    step.duplicates = duplicates;
-    let deleting = Instant::now();
-    tb.delete_group("scale", 16)?;
-    let deadline = deleting + Duration::from_secs(60) + Duration::from_millis(100) * n as u32;
-    loop {
-        let (per_node, _) = scale_addresses(tb);
-        let left: usize = per_node.iter().map(|(_, c)| c).sum();
-        if left == 0 {
-            step.withdrawn_s = Some(deleting.elapsed().as_secs_f64());
-            break;
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!(
-                "{left} VIPs still on the interfaces {:.0} s after their Services were deleted",
-                deleting.elapsed().as_secs_f64()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
     Ok(())
 }
 

@@ -133,15 +133,26 @@ impl Testbed {
         Ok(())
     }
 
-    /// Creates many Services, `parallel` requests at a time.
-    pub fn create_services(&self, list: &[BenchService], parallel: usize) -> anyhow::Result<()> {
+    /// Creates many Services, `parallel` requests at a time, stopping at the
+    /// first refusal (an overloaded API server answers 429 or 504, and more
+    /// requests would only add to its load). Returns how many were created,
+    /// and the refusal if there was one.
+    pub fn create_services(
+        &self,
+        list: &[BenchService],
+        parallel: usize,
+    ) -> (usize, Option<anyhow::Error>) {
         let api = self.services();
-        let objects: Vec<(String, Service)> = list
+        let objects: Vec<(String, Service)> = match list
             .iter()
             .map(|s| Ok((s.name.clone(), s.object()?)))
-            .collect::<anyhow::Result<_>>()?;
+            .collect::<anyhow::Result<_>>()
+        {
+            Ok(objects) => objects,
+            Err(e) => return (0, Some(e)),
+        };
         self.rt.block_on(async {
-            let results: Vec<anyhow::Result<()>> = futures::stream::iter(objects)
+            let mut results = futures::stream::iter(objects)
                 .map(|(name, object)| {
                     let api = api.clone();
                     async move {
@@ -151,10 +162,15 @@ impl Testbed {
                             .with_context(|| format!("creating Service {name}"))
                     }
                 })
-                .buffer_unordered(parallel.max(1))
-                .collect()
-                .await;
-            results.into_iter().collect()
+                .buffer_unordered(parallel.max(1));
+            let mut created = 0;
+            while let Some(result) = results.next().await {
+                match result {
+                    Ok(()) => created += 1,
+                    Err(e) => return (created, Some(e)),
+                }
+            }
+            (created, None)
         })
     }
 
