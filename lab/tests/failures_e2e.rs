@@ -21,16 +21,6 @@ fn service(name: &str, namespace: &str, policy: &str, annotation: &str, selector
     lb_service(namespace, name, policy, Some(annotation), selector)
 }
 
-fn namespace(name: &str) -> Result<(), String> {
-    kubectl_input(
-        &["apply", "-f", "-"],
-        Some(&format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata: {{ name: {name} }}\n"
-        )),
-    )
-    .map(|_| ())
-}
-
 /// Probes targets every 100 ms in the background; a probe fails when no
 /// answer comes within `timeout` (TCP's own SYN retry included).
 struct Prober {

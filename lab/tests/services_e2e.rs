@@ -52,12 +52,7 @@ fn setup() -> Outcome {
     let mut flags = vec!["--role", "lb"];
     flags.extend_from_slice(&TIMINGS);
     deploy_kvip("lb.yaml", &flags)?;
-    kubectl_input(
-        &["apply", "-f", "-"],
-        Some(&format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata: {{ name: {NS} }}\n"
-        )),
-    )?;
+    namespace(NS)?;
     wait_for(
         "a kvip instance Lease on every node",
         Duration::from_secs(20),
@@ -396,12 +391,7 @@ fn ipv6_vip_answers_through_ndp() -> Outcome {
     let mut flags = vec!["--role", "lb"];
     flags.extend_from_slice(&TIMINGS);
     deploy_kvip("lb.yaml", &flags)?;
-    kubectl_input(
-        &["apply", "-f", "-"],
-        Some(&format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata: {{ name: {NS} }}\n"
-        )),
-    )?;
+    namespace(NS)?;
     let yaml = format!(
         r#"
 apiVersion: v1

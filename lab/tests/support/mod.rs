@@ -468,3 +468,9 @@ metadata:
 "#
     )
 }
+
+/// Creates (or keeps) the Kubernetes namespace `name`.
+pub fn namespace(name: &str) -> Result<(), String> {
+    let yaml = format!("apiVersion: v1\nkind: Namespace\nmetadata: {{ name: {name} }}\n");
+    kubectl_input(&["apply", "-f", "-"], Some(&yaml)).map(|_| ())
+}
