@@ -627,7 +627,7 @@ out, 409 a lost Lease race), and each daemon's RSS \
 over the window, percent of one core). Daemons are found as the processes whose command line is the \
 daemon binary followed by `manager`; their node is the network namespace they run in. Then the \
 Services are deleted and the time until the last VIP leaves the interfaces is taken. Creates stop at \
-the first one the API server refuses; a step that does not converge is still measured over the window \
+the first one the API server refuses or leaves unanswered for 30 s (the client's own retries included); a step that does not converge is still measured over the window \
 and ends the scenario.\n\
 5. **Idle RSS**: `VmRSS` of each daemon {} s after deployment, no Service in the cluster. \
 MB here means 10⁶ bytes.\n",

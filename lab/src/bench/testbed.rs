@@ -27,6 +27,10 @@ pub const SERVICE_PORT: u16 = 80;
 /// Port the lab's pod responders listen on.
 pub const POD_PORT: u16 = 8080;
 
+/// How long one Service create may take, retries included, before the
+/// scale scenario counts it as refused.
+pub const CREATE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// `externalTrafficPolicy` of a benchmark Service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {
@@ -156,10 +160,18 @@ impl Testbed {
                 .map(|(name, object)| {
                     let api = api.clone();
                     async move {
-                        api.create(&PostParams::default(), &object)
-                            .await
-                            .map(|_| ())
-                            .with_context(|| format!("creating Service {name}"))
+                        // The client retries 429 and 504 answers by itself; an
+                        // overloaded API server can keep it retrying forever.
+                        let params = PostParams::default();
+                        let create = api.create(&params, &object);
+                        match tokio::time::timeout(CREATE_TIMEOUT, create).await {
+                            Ok(done) => done
+                                .map(|_| ())
+                                .with_context(|| format!("creating Service {name}")),
+                            Err(_) => Err(anyhow::anyhow!(
+                                "creating Service {name}: no answer within {CREATE_TIMEOUT:?} (the API server kept answering 429 or 504)"
+                            )),
+                        }
                     }
                 })
                 .buffer_unordered(parallel.max(1));
