@@ -273,11 +273,21 @@ fn goals(
         "| steady-state API requests at {biggest} Services | ≤ {:.0} % of kube-vip's (issue 7) | {} | {api_verdict} |",
         API_SHARE_GOAL * 100.0,
         match (kvip, kvip_api) {
-            (Some(s), Some(a)) => format!(
-                "{:.1} req/s at the API server ({:.1} above the lab's baseline)",
-                a.total_per_second,
-                net_rate(s, a)
-            ),
+            (Some(s), Some(a)) => {
+                let mut cell = format!(
+                    "{:.1} req/s at the API server ({:.1} above the lab's baseline, {:.1} of them refused or failed)",
+                    a.total_per_second,
+                    net_rate(s, a),
+                    a.failed_per_second()
+                );
+                if let Some(st) = step(kvip, biggest).filter(|st| st.created < st.services) {
+                    cell.push_str(&format!(
+                        "; only {} of the {} Services could be created ²",
+                        st.created, st.services
+                    ));
+                }
+                cell
+            }
             _ => "not measured".into(),
         }
     );
@@ -522,11 +532,15 @@ fn scale_details(out: &mut String, r: &Results) {
                 secs(st.created_s),
                 if st.all_status_s.is_some() {
                     secs(st.all_status_s)
+                } else if st.created < st.services {
+                    "not waited for: creates stopped".into()
                 } else {
                     format!("no: {}/{}", st.with_status, st.services)
                 },
                 if st.sample_answered_s.is_some() {
                     format!("{} ({})", secs(st.sample_answered_s), st.sample_size)
+                } else if st.created < st.services {
+                    "not probed: creates stopped".into()
                 } else {
                     format!("no: {}/{}", st.answered, st.sample_size)
                 },
