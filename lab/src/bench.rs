@@ -68,8 +68,11 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     if opts.render_only {
         let text = std::fs::read_to_string(&json)
             .with_context(|| format!("reading {}", json.display()))?;
-        let results: Results =
+        let mut results: Results =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", json.display()))?;
+        for s in &mut results.subjects {
+            s.unavailable = s.unavailable.as_deref().map(subject::redact_hosts);
+        }
         return write_report(&results, &opts.out);
     }
     if opts.runs == 0 || opts.failover_runs == 0 || opts.scale.is_empty() {

@@ -126,11 +126,38 @@ fn go(args: &[&str], gobin: Option<&Path>) -> Result<String, String> {
 
 /// Joins an error's lines, dropping `go: downloading` progress lines.
 fn one_line(text: &str) -> String {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("go: downloading"))
-        .collect::<Vec<_>>()
-        .join(" ")
+    redact_hosts(
+        &text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("go: downloading"))
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+/// Replaces `https://HOST` with `https://<module proxy>`: the report is
+/// committed, and the project names no registry host in what it commits.
+pub fn redact_hosts(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("https://") {
+        out.push_str(&rest[..at]);
+        out.push_str("https://<module proxy>");
+        let after = &rest[at + "https://".len()..];
+        let host_end = after
+            .find(|c: char| c == '/' || c.is_whitespace() || c == '"')
+            .unwrap_or(after.len());
+        rest = &after[host_end..];
+    }
+    out.push_str(rest);
+    // The checksum database is named in the path too: /sumdb/HOST/lookup/…
+    if let Some(at) = out.find("/sumdb/") {
+        let start = at + "/sumdb/".len();
+        let end = out[start..].find('/').map_or(out.len(), |e| start + e);
+        out.replace_range(start..end, "<checksum database>");
+    }
+    out
 }
 
 /// The manifest `kvip-lab deploy` gets for `subject`.
@@ -278,6 +305,14 @@ mod tests {
         assert_eq!(
             one_line(text),
             "go: x@v1: verifying module: 404 Not Found server response: gone"
+        );
+        assert_eq!(
+            redact_hosts("reading https://proxy.example/a/b: 404"),
+            "reading https://<module proxy>/a/b: 404"
+        );
+        assert_eq!(
+            redact_hosts("https://p.example/sumdb/sum.example/lookup/x"),
+            "https://<module proxy>/sumdb/<checksum database>/lookup/x"
         );
     }
 }
