@@ -19,7 +19,7 @@ const MAX_SECONDS: u64 = 86_400;
 const ARP_RATE_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
 
 /// The kvip-only settings; any other `kvip_` variable is a typo.
-pub const KVIP_VARIABLES: &[&str] = &["kvip_log_format"];
+pub const KVIP_VARIABLES: &[&str] = &["kvip_log_format", "kvip_membership"];
 
 /// The kube-vip variables kvip implements, exactly as `Config::from_env` reads them.
 pub const SUPPORTED_VARIABLES: &[&str] = &[
@@ -133,6 +133,10 @@ pub struct Config {
     pub k8s_config_file: Option<String>,
     /// `kvip_log_format`: text or json.
     pub log_format: LogFormat,
+    /// `kvip_membership`: Service addresses are owned by rendezvous hashing
+    /// over nodes that renew one membership Lease each, instead of one Lease
+    /// per address ([`crate::membership`]).
+    pub membership: bool,
 }
 
 impl Default for Config {
@@ -163,6 +167,7 @@ impl Default for Config {
             log_level: 4,
             k8s_config_file: None,
             log_format: LogFormat::Text,
+            membership: false,
         }
     }
 }
@@ -678,6 +683,7 @@ impl Config {
         };
 
         let k8s_config_file = r.string("k8s_config_file");
+        let membership = r.flag("kvip_membership", defaults.membership);
 
         let log_format = match r.get("kvip_log_format") {
             None | Some("text") => LogFormat::Text,
@@ -742,6 +748,7 @@ impl Config {
             log_level,
             k8s_config_file,
             log_format,
+            membership,
         };
         Ok((config, warnings))
     }
@@ -1047,9 +1054,27 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn membership_is_off_unless_asked_for() {
+        let (config, _) = Config::from_env(&env(&[])).unwrap();
+        assert!(!config.membership);
+        let (config, _) = Config::from_env(&env(&[("kvip_membership", "true")])).unwrap();
+        assert!(config.membership);
+        assert!(matches!(
+            problems(&[("kvip_membership", "sometimes")])[..],
+            [ConfigProblem::InvalidBool { ref variable, .. }] if variable == "kvip_membership"
+        ));
+    }
+
     /// Every variable from_env reads, plus kvip-only and unsupported ones.
     fn variables() -> Vec<&'static str> {
-        let extra = ["kvip_log_format", "kvip_other", "bgp_enable", "lb_port"];
+        let extra = [
+            "kvip_log_format",
+            "kvip_membership",
+            "kvip_other",
+            "bgp_enable",
+            "lb_port",
+        ];
         SUPPORTED_VARIABLES.iter().copied().chain(extra).collect()
     }
 

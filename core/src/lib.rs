@@ -10,6 +10,7 @@
 //! - [`candidacy`]: which nodes may announce a Service, or why it is pending;
 //! - [`sharing`]: Services that share an address are elected together;
 //! - [`election`]: client-go compatible Lease election as a state machine;
+//! - [`membership`]: membership mode, one Lease per node and rendezvous owners;
 //! - [`plan`](mod@plan): which addresses to add and remove, and on which interface;
 //! - [`packet`]: gratuitous ARP and neighbour advertisement frames.
 
@@ -21,6 +22,7 @@ pub mod candidacy;
 pub mod config;
 pub mod election;
 pub mod endpoints;
+pub mod membership;
 pub mod packet;
 pub mod plan;
 pub mod service;

@@ -3,12 +3,14 @@
 mod announce;
 mod cache;
 mod campaign;
+mod claims;
 mod cp;
 mod events;
 mod http;
 mod leases;
 mod manager;
 mod manifest;
+mod membership;
 mod metrics;
 mod net;
 mod report;

@@ -6,8 +6,10 @@
 use crate::announce::Wire;
 use crate::cache::Cache;
 use crate::campaign::{self, Campaign, Step, WriteDone};
+use crate::claims::{self, ClaimDone};
 use crate::events::{self, Reason};
 use crate::leases::{self, LeaseWrite};
+use crate::membership::Membership;
 use crate::metrics;
 use crate::status;
 use crate::translate;
@@ -79,6 +81,12 @@ pub struct Manager {
     /// spends waiting for its EndpointSlice.
     pending_since: BTreeMap<ServiceKey, (String, Instant)>,
     started_adoption: bool,
+    /// Membership mode (`kvip_membership`): this node's membership and claims.
+    membership: Option<Membership>,
+    claims_tx: mpsc::UnboundedSender<ClaimDone>,
+    claims_rx: mpsc::UnboundedReceiver<ClaimDone>,
+    /// Services just claimed from another node, for their Moved Event.
+    moved_from: BTreeMap<ServiceKey, String>,
 }
 
 impl Manager {
@@ -92,7 +100,32 @@ impl Manager {
         instance_namespace: String,
     ) -> Self {
         let (writes_tx, writes_rx) = mpsc::unbounded_channel();
+        let (claims_tx, claims_rx) = mpsc::unbounded_channel();
         let status = status::StatusWriter::new(client.clone(), node.clone());
+        let membership = if config.membership {
+            match Elector::new(
+                node.clone(),
+                config.lease_duration,
+                config.renew_deadline,
+                config.retry_period,
+            ) {
+                Ok(elector) => Some(Membership::new(
+                    node.clone(),
+                    LeaseKey {
+                        namespace: instance_namespace.clone(),
+                        name: Self::instance_lease_name(&node),
+                    },
+                    Campaign::new(elector),
+                )),
+                Err(e) => {
+                    // Config::from_env checked the timings and the node name.
+                    tracing::error!(error = %e, "cannot run membership mode; using one Lease per address");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let events = events::Recorder::new(client.clone(), node.clone());
         Self {
             config,
@@ -112,6 +145,10 @@ impl Manager {
             events,
             pending_since: BTreeMap::new(),
             started_adoption: false,
+            membership,
+            claims_tx,
+            claims_rx,
+            moved_from: BTreeMap::new(),
         }
     }
 
@@ -136,6 +173,9 @@ impl Manager {
             while let Ok(done) = self.writes_rx.try_recv() {
                 self.write_finished(done);
             }
+            while let Ok(done) = self.claims_rx.try_recv() {
+                self.claim_finished(done);
+            }
             let next = self.pass(false).await;
             metrics::beat(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX));
             let sleep = next.min(Duration::from_secs(1));
@@ -145,6 +185,7 @@ impl Manager {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 Some(done) = self.writes_rx.recv() => self.write_finished(done),
+                Some(done) = self.claims_rx.recv() => self.claim_finished(done),
                 Some(conflict) = self.wire.next_conflict() => self.conflict(conflict),
                 _ = tokio::time::sleep(sleep) => {}
                 _ = shutdown.changed() => {}
@@ -154,8 +195,20 @@ impl Manager {
         Ok(())
     }
 
+    fn claim_finished(&mut self, done: ClaimDone) {
+        if let Some(m) = self.membership.as_mut() {
+            m.claim_finished(done);
+        }
+    }
+
     fn write_finished(&mut self, done: WriteDone) {
         let now = self.now();
+        if let Some(m) = self.membership.as_mut()
+            && *m.lease() == done.lease
+        {
+            m.campaign().finished(done.result, now);
+            return;
+        }
         if let Some(e) = self.elections.get_mut(&done.lease) {
             e.campaign.finished(done.result, now);
         }
@@ -174,6 +227,21 @@ impl Manager {
             .collect::<Vec<_>>()
             .join(":");
         let ip = conflict.claim.ip;
+        if let Some(m) = self.membership.as_mut() {
+            if !m.announces(ip) {
+                return;
+            }
+            if m.campaign().yield_to_claim(now) {
+                tracing::warn!(address = %ip, other_mac = %mac, "another node announces this VIP and our membership is unconfirmed: withdrawing every VIP at once");
+            } else {
+                tracing::warn!(address = %ip, other_mac = %mac, "address conflict: another MAC claims a VIP we hold the claim for; announcing again");
+                self.wire.reannounce(&InterfaceAddress {
+                    interface: conflict.interface,
+                    address: ip,
+                });
+            }
+            return;
+        }
         let Some((key, e)) = self
             .elections
             .iter_mut()
@@ -195,9 +263,15 @@ impl Manager {
 
     /// Nodes that run a live kvip Service instance, judged by their
     /// instance Leases changing within their duration (local clock).
-    fn live_instances(&mut self, now: Mono) -> BTreeSet<String> {
+    fn live_instances(&mut self, now: Mono, shutting_down: bool) -> BTreeSet<String> {
         let mut live = BTreeSet::new();
-        live.insert(self.node.clone());
+        let me_live = match &self.membership {
+            Some(m) => m.live(now) && !shutting_down,
+            None => true,
+        };
+        if me_live {
+            live.insert(self.node.clone());
+        }
         for lease in self.cache.leases.state() {
             let labels = lease.metadata.labels.clone().unwrap_or_default();
             if labels.get(INSTANCE_LABEL).map(String::as_str) != Some("true")
@@ -210,6 +284,9 @@ impl Manager {
             let Some(node) = labels.get(INSTANCE_NODE_LABEL).cloned() else {
                 continue;
             };
+            if node == self.node {
+                continue;
+            }
             let version = lease.metadata.resource_version.clone().unwrap_or_default();
             let duration = lease
                 .spec
@@ -238,6 +315,10 @@ impl Manager {
 
     /// Renews this node's instance Lease when due.
     fn renew_instance(&mut self, now: Mono) {
+        if self.membership.is_some() {
+            self.renew_membership(now);
+            return;
+        }
         if now < self.next_instance_renew {
             return;
         }
@@ -266,16 +347,54 @@ impl Manager {
             },
             None => LeaseWrite::Create(record),
         };
-        let labels = BTreeMap::from([
-            (INSTANCE_LABEL.to_string(), "true".to_string()),
-            (INSTANCE_NODE_LABEL.to_string(), self.node.clone()),
-            (INSTANCE_ROLE_LABEL.to_string(), "lb".to_string()),
-        ]);
+        let labels = self.instance_labels();
         let client = self.client.clone();
         let namespace = self.instance_namespace.clone();
         let timeout = self.config.renew_deadline;
         tokio::spawn(async move {
             let _ = leases::write(&client, &namespace, &name, write, Some(&labels), timeout).await;
+        });
+    }
+
+    fn instance_labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (INSTANCE_LABEL.to_string(), "true".to_string()),
+            (INSTANCE_NODE_LABEL.to_string(), self.node.clone()),
+            (INSTANCE_ROLE_LABEL.to_string(), "lb".to_string()),
+        ])
+    }
+
+    /// Membership mode: renews this node's membership Lease on the election
+    /// timings. At start-up a Lease still naming this node (a restart) counts
+    /// as held for one lease duration, so claimed VIPs stay up meanwhile.
+    fn renew_membership(&mut self, now: Mono) {
+        let labels = self.instance_labels();
+        let until = now.after(self.config.lease_duration);
+        let adopting = !self.started_adoption;
+        let Some(m) = self.membership.as_mut() else {
+            return;
+        };
+        let key = m.lease().clone();
+        let lease = self.cache.lease(&key.namespace, &key.name);
+        let write = m.renew(lease.as_deref(), now, translate::wall_now());
+        if adopting {
+            m.campaign().adopt(&self.node, until);
+        }
+        let Ok(write) = write else { return };
+        let client = self.client.clone();
+        let timeout = self.config.renew_deadline;
+        let done = self.writes_tx.clone();
+        tokio::spawn(async move {
+            let result = leases::write(
+                &client,
+                &key.namespace,
+                &key.name,
+                write,
+                Some(&labels),
+                timeout,
+            )
+            .await;
+            let _ = done.send(WriteDone { lease: key, result });
         });
     }
 
@@ -286,7 +405,7 @@ impl Manager {
         if !shutting_down {
             self.renew_instance(now);
         }
-        let live = self.live_instances(now);
+        let live = self.live_instances(now, shutting_down);
 
         // What the cluster asks for, as the core sees it.
         let rule = LbClassRule {
@@ -348,8 +467,24 @@ impl Manager {
         let pending = &assessment.pending;
         self.update_pending_metrics(pending);
 
-        // One election per Lease.
-        let wanted = self.elections_for(groups, shutting_down);
+        // Membership mode: owners by rendezvous hashing, claims on the Services.
+        let mut decided = self
+            .membership
+            .as_mut()
+            .map(|m| m.decide(groups, views, &services, &live, shutting_down));
+        if let Some(o) = decided.as_mut() {
+            self.moved_from.append(&mut o.moved_from);
+            for w in o.claims.drain(..) {
+                claims::spawn(&self.client, w, self.config.renew_deadline, &self.claims_tx);
+            }
+        }
+
+        // Otherwise one election per Lease.
+        let wanted = if decided.is_some() {
+            BTreeMap::new()
+        } else {
+            self.elections_for(groups, shutting_down)
+        };
         let wall = translate::wall_now();
         let mut writes = Vec::new();
         let mut releases = Vec::new();
@@ -470,6 +605,32 @@ impl Manager {
                 next = next.min(until.since(now));
             }
         }
+        if let Some(o) = decided.as_mut() {
+            desired_addresses.extend(o.addresses.iter().copied());
+            for (s, a) in std::mem::take(&mut o.services) {
+                announced_services.entry(s).or_default().extend(a);
+            }
+            for services in o.won.drain(..) {
+                metrics::get().elections_won.get_or_create(&role_lb()).inc();
+                tracing::info!(services = ?services, "owner by membership and claim: announcing");
+                won.push(services);
+            }
+            for (services, candidate) in o.lost.drain(..) {
+                metrics::get()
+                    .elections_lost
+                    .get_or_create(&role_lb())
+                    .inc();
+                let why = if candidate {
+                    "claim_lost"
+                } else {
+                    "no_longer_candidate"
+                };
+                let reason = metrics::ReasonLabels { reason: why.into() };
+                metrics::get().handovers.get_or_create(&reason).inc();
+                tracing::info!(services = ?services, why, "withdrawing");
+                lost.push(services);
+            }
+        }
         let desired = self.place(&desired_addresses, interfaces.as_ref());
         let (added, failed) = self.wire.apply(&desired).await;
         for (ia, err) in failed {
@@ -477,12 +638,15 @@ impl Manager {
         }
         for ia in &added {
             tracing::info!(address = %ia.address, interface = %ia.interface, "VIP added and announced");
-            if let Some(e) = self
-                .elections
-                .values_mut()
-                .find(|e| e.addresses.contains(&ia.address))
-                && let Some(since) = e.campaign.take_wanting_since()
-            {
+            let since = match self.membership.as_mut() {
+                Some(m) => m.take_wanting_since(ia.address),
+                None => self
+                    .elections
+                    .values_mut()
+                    .find(|e| e.addresses.contains(&ia.address))
+                    .and_then(|e| e.campaign.take_wanting_since()),
+            };
+            if let Some(since) = since {
                 metrics::get()
                     .takeover_seconds
                     .observe(since.elapsed().as_secs_f64());
@@ -515,6 +679,9 @@ impl Manager {
         // Writes: renewals and takeovers now; releases only after the withdraw above.
         for (key, write) in writes.into_iter().chain(releases) {
             self.spawn_write(key, write);
+        }
+        for w in decided.into_iter().flat_map(|o| o.releases) {
+            claims::spawn(&self.client, w, self.config.renew_deadline, &self.claims_tx);
         }
 
         // Service status follows what this node announces.
@@ -552,12 +719,13 @@ impl Manager {
         let uid = |k: &ServiceKey| by_key.get(k).and_then(|s| s.metadata.uid.clone());
         for key in won.iter().flatten() {
             let Some(svc) = by_key.get(key) else { continue };
-            let previous = svc
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(kvip_core::service::VIP_HOST_ANNOTATION))
-                .cloned();
+            let previous = self.moved_from.remove(key).or_else(|| {
+                svc.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(kvip_core::service::VIP_HOST_ANNOTATION))
+                    .cloned()
+            });
             let own = views
                 .iter()
                 .find(|v| &v.key == key)

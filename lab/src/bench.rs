@@ -115,7 +115,8 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     }
     for (who, availability) in [
         (Subject::KubeVip, kube_vip),
-        (Subject::Kvip, Availability::Ready(kvip_bin)),
+        (Subject::Kvip, Availability::Ready(kvip_bin.clone())),
+        (Subject::KvipMembership, Availability::Ready(kvip_bin)),
     ] {
         let outcome = match availability {
             Availability::Ready(bin) => {
@@ -260,7 +261,7 @@ fn scenarios_on_lab(
     let path = std::env::temp_dir().join(format!(
         "kvip-bench-{}-{}.yaml",
         std::process::id(),
-        who.name()
+        who.slug()
     ));
     std::fs::write(&path, manifest).with_context(|| format!("writing {}", path.display()))?;
     commands::deploy(&path)?;
@@ -335,7 +336,7 @@ fn keep_logs(who: Subject, log: &mut dyn FnMut(&str)) {
     let from = crate::state::Paths::new().root.join("logs");
     let to = std::env::temp_dir()
         .join("kvip-bench-logs")
-        .join(who.name());
+        .join(who.slug());
     let _ = std::fs::remove_dir_all(&to);
     let copied = std::fs::create_dir_all(&to).is_ok()
         && crate::process::run(

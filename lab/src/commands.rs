@@ -338,6 +338,17 @@ pub fn kvip_binary() -> anyhow::Result<PathBuf> {
     local_binary("KVIP_LAB_KVIP", "kvip")
 }
 
+/// The kube-vip binary `deploy` runs for kube-vip images: `KVIP_LAB_KUBE_VIP`,
+/// a `kube-vip` beside kvip-lab, or the released module built from
+/// `lab/kube-vip` (once; cached).
+pub fn kube_vip_binary(log: &mut dyn FnMut(&str)) -> anyhow::Result<PathBuf> {
+    match local_binary("KVIP_LAB_KUBE_VIP", "kube-vip") {
+        Ok(path) if path.is_file() => Ok(path),
+        Ok(path) => bail!("KVIP_LAB_KUBE_VIP={} is not a file", path.display()),
+        Err(_) => crate::toolchain::ensure_kube_vip(log),
+    }
+}
+
 fn local_binary(var: &str, name: &str) -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os(var) {
         return Ok(PathBuf::from(path));
@@ -445,7 +456,7 @@ pub fn deploy(file: &std::path::Path) -> anyhow::Result<()> {
             for container in &spec.containers {
                 let image = container.image.clone().unwrap_or_default();
                 let binary = match deploy::binary_for_image(&image)? {
-                    "kube-vip" => local_binary("KVIP_LAB_KUBE_VIP", "kube-vip")?,
+                    "kube-vip" => kube_vip_binary(&mut |line| eprintln!("{line}"))?,
                     _ => kvip_binary()?,
                 };
                 let env = deploy::container_env(container, &facts)?;

@@ -38,16 +38,16 @@ pub fn pinned_version(go_mod: &str) -> anyhow::Result<String> {
         .context("lab/k8s/go.mod does not require k8s.io/kubernetes")
 }
 
-/// A fingerprint of the Go module's inputs; a change rebuilds.
-fn fingerprint(dir: &Path) -> anyhow::Result<String> {
+/// A fingerprint of a Go module's inputs (`files`, relative to `dir`); a
+/// change rebuilds.
+fn fingerprint(dir: &Path, files: &[PathBuf]) -> anyhow::Result<String> {
     let mut text = String::new();
-    for file in ["go.mod", "go.sum"] {
-        text.push_str(&std::fs::read_to_string(dir.join(file))?);
-    }
-    for bin in BINARIES {
-        text.push_str(&std::fs::read_to_string(
-            dir.join("cmd").join(bin).join("main.go"),
-        )?);
+    for file in files {
+        let path = dir.join(file);
+        text.push_str(
+            &std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?,
+        );
     }
     // FNV-1a: stable across runs and Rust versions, enough to notice a change.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -58,27 +58,68 @@ fn fingerprint(dir: &Path) -> anyhow::Result<String> {
     Ok(format!("{hash:016x}"))
 }
 
+/// Fails with a clear sentence when `go` is not on PATH.
+fn require_go(what: &str) -> anyhow::Result<()> {
+    if Command::new("go").arg("version").output().is_err() {
+        bail!(
+            "the Go toolchain is missing: `go` is not on PATH, and {what} (install Go 1.26 or newer)"
+        );
+    }
+    Ok(())
+}
+
+/// Runs `go build` in `dir` into a staging folder, then moves it to `out`,
+/// so an interrupted build never leaves a half-filled cache entry.
+fn go_build(dir: &Path, out: &Path, goflags: &str, args: &[&str]) -> anyhow::Result<()> {
+    let staging = out.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging)?;
+    let output = Command::new("go")
+        .current_dir(dir)
+        .env("CGO_ENABLED", "0")
+        .env("GOFLAGS", goflags)
+        .args(["build", "-trimpath"])
+        .args(&args[..args.len() - 1])
+        .arg("-o")
+        .arg(&staging)
+        .arg(args[args.len() - 1])
+        .output()
+        .context("running go build")?;
+    if !output.status.success() {
+        let _ = std::fs::remove_dir_all(&staging);
+        bail!(
+            "`go build` in {} failed: {}",
+            dir.display(),
+            one_line(&String::from_utf8_lossy(&output.stderr))
+        );
+    }
+    let _ = std::fs::remove_dir_all(out);
+    std::fs::rename(&staging, out)?;
+    Ok(())
+}
+
 /// Returns the folder holding the built binaries, building them if needed.
 pub fn ensure_control_plane(log: &mut dyn FnMut(&str)) -> anyhow::Result<(PathBuf, String)> {
     let dir = go_module_dir();
     let go_mod = std::fs::read_to_string(dir.join("go.mod"))
         .with_context(|| format!("the Go helper module is missing at {}", dir.display()))?;
     let version = pinned_version(&go_mod)?;
-    let out = cache_root().join(format!("k8s-{version}-{}", fingerprint(&dir)?));
+    let mut inputs = vec![PathBuf::from("go.mod"), PathBuf::from("go.sum")];
+    inputs.extend(
+        BINARIES
+            .iter()
+            .map(|b| Path::new("cmd").join(b).join("main.go")),
+    );
+    let out = cache_root().join(format!("k8s-{version}-{}", fingerprint(&dir, &inputs)?));
     if BINARIES.iter().all(|b| out.join(b).is_file()) {
         return Ok((out, version));
     }
-    if Command::new("go").arg("version").output().is_err() {
-        bail!(
-            "the Go toolchain is missing: `go` is not on PATH, and the lab builds Kubernetes {version} from source with it (install Go 1.26 or newer)"
-        );
-    }
+    require_go(&format!(
+        "the lab builds Kubernetes {version} from source with it"
+    ))?;
     log(&format!(
         "building kube-apiserver, kube-controller-manager and kubectl {version} (first time only; several minutes on 2 cores)"
     ));
-    let staging = out.with_extension("partial");
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging)?;
     let (major, minor) = major_minor(&version);
     let mut ldflags = String::from("-s -w");
     for pkg in [
@@ -89,22 +130,43 @@ pub fn ensure_control_plane(log: &mut dyn FnMut(&str)) -> anyhow::Result<(PathBu
             " -X {pkg}.gitVersion={version} -X {pkg}.gitMajor={major} -X {pkg}.gitMinor={minor} -X {pkg}.gitTreeState=clean -X {pkg}.buildDate=1970-01-01T00:00:00Z"
         ));
     }
-    let status = Command::new("go")
-        .current_dir(&dir)
-        .env("CGO_ENABLED", "0")
-        .env("GOFLAGS", "-mod=mod")
-        .args(["build", "-trimpath", "-ldflags", &ldflags, "-o"])
-        .arg(&staging)
-        .arg("./cmd/...")
-        .status()
-        .context("running go build")?;
-    if !status.success() {
-        let _ = std::fs::remove_dir_all(&staging);
-        bail!("building the control plane with `go build` failed (see its output above)");
-    }
-    let _ = std::fs::remove_dir_all(&out);
-    std::fs::rename(&staging, &out)?;
+    go_build(&dir, &out, "-mod=mod", &["-ldflags", &ldflags, "./cmd/..."])?;
     Ok((out, version))
+}
+
+/// The Go module `kvip-lab bench` builds kube-vip from.
+pub fn kube_vip_module_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("kube-vip")
+}
+
+/// The kube-vip binary for the benchmark, built from `lab/kube-vip` (the
+/// released module at the version its go.mod requires) on first use and
+/// cached like the control plane. `-mod=readonly`: every hash comes from the
+/// committed go.sum, so nothing is looked up in the checksum database.
+pub fn ensure_kube_vip(log: &mut dyn FnMut(&str)) -> anyhow::Result<PathBuf> {
+    let dir = kube_vip_module_dir();
+    let inputs = ["go.mod", "go.sum", "main.go"].map(PathBuf::from);
+    let out = cache_root().join(format!("kube-vip-{}", fingerprint(&dir, &inputs)?));
+    let bin = out.join("kube-vip");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    require_go("the benchmark builds kube-vip from its Go module with it")?;
+    log("building kube-vip from its Go module (first time only; about 4 minutes on 2 cores)");
+    go_build(&dir, &out, "-mod=readonly", &["-ldflags", "-s -w", "."])?;
+    if !bin.is_file() {
+        bail!("`go build` in {} left no kube-vip binary", dir.display());
+    }
+    Ok(bin)
+}
+
+/// An error output on one line, without `go: downloading` progress lines.
+pub fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("go: downloading"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn major_minor(version: &str) -> (String, String) {

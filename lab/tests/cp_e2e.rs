@@ -265,10 +265,6 @@ fn teardown() -> Outcome {
 }
 
 fn main() {
-    if !is_root() {
-        println!("the lab's end-to-end tests need root\n\ncontrol-plane: 0 passed, 1 failed");
-        std::process::exit(1);
-    }
     run_all(
         "control-plane",
         &[

@@ -565,10 +565,6 @@ fn teardown() -> Outcome {
 }
 
 fn main() {
-    if !is_root() {
-        println!("the lab's end-to-end tests need root\n\nfailures: 0 passed, 1 failed");
-        std::process::exit(1);
-    }
     run_all(
         "failures",
         &[

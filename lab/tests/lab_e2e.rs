@@ -361,11 +361,6 @@ fn down_leaves_nothing_behind() -> Outcome {
 }
 
 fn main() {
-    if !is_root() {
-        println!("the lab's end-to-end tests need root");
-        println!("\nlab: 0 passed, 1 failed");
-        std::process::exit(1);
-    }
     run_all(
         "lab",
         &[

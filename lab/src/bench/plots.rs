@@ -36,13 +36,9 @@ pub enum PlotError {
 
 const SIZE: (u32, u32) = (960, 540);
 const KVIP: RGBColor = RGBColor(31, 119, 180);
+const KVIP_MEMBERSHIP: RGBColor = RGBColor(44, 160, 44);
 const KUBE_VIP: RGBColor = RGBColor(230, 120, 20);
 const GOAL: RGBColor = RGBColor(200, 30, 30);
-const NODE_SHADES: [RGBColor; 3] = [
-    RGBColor(31, 119, 180),
-    RGBColor(44, 160, 44),
-    RGBColor(148, 103, 189),
-];
 
 fn register_font() -> Result<(), PlotError> {
     static FONT: OnceLock<Result<(), String>> = OnceLock::new();
@@ -69,7 +65,11 @@ fn lighten(c: RGBColor, share: f64) -> RGBColor {
 }
 
 fn color(subject: &str) -> RGBColor {
-    if subject == "kvip" { KVIP } else { KUBE_VIP }
+    match subject {
+        "kvip" => KVIP,
+        "kvip membership" => KVIP_MEMBERSHIP,
+        _ => KUBE_VIP,
+    }
 }
 
 fn ran(r: &Results) -> impl Iterator<Item = &SubjectResults> {
@@ -358,11 +358,7 @@ fn rss(r: &Results, path: &Path) -> Result<(), String> {
         .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], GOAL.stroke_width(1)));
     for s in ran(r) {
         for (k, node) in ["cp1", "worker1", "worker2"].iter().enumerate() {
-            let c = if s.subject == "kvip" {
-                NODE_SHADES[k]
-            } else {
-                lighten(KUBE_VIP, 0.25 * k as f64)
-            };
+            let c = lighten(color(&s.subject), 0.25 * k as f64);
             let points: Vec<(f64, f64)> = s
                 .scale
                 .iter()

@@ -105,11 +105,23 @@ fn pass(ok: bool) -> &'static str {
 pub fn render(r: &Results, plots: &[Plot]) -> String {
     let mut out = String::new();
     let kv = subject(r, "kube-vip");
-    let kvip = subject(r, "kvip");
+    // kvip in each of its election modes, in the order they ran.
+    let variants: Vec<&SubjectResults> = r
+        .subjects
+        .iter()
+        .filter(|s| s.subject != "kube-vip")
+        .collect();
     header(&mut out, r, kv);
-    goals(&mut out, r, kv, kvip);
-    latency_table(&mut out, r, kv, kvip);
-    scale_table(&mut out, r, kv, kvip);
+    let _ = writeln!(
+        out,
+        "## Goals\n\n| goal | target | daemon | measured | result |\n|---|---|---|---|---|"
+    );
+    for v in &variants {
+        goals(&mut out, r, kv, v);
+    }
+    out.push('\n');
+    latency_table(&mut out, r, kv, &variants);
+    scale_table(&mut out, r, kv, &variants);
     footnotes(&mut out, r, kv);
     scale_details(&mut out, r);
     definitions(&mut out, r);
@@ -172,9 +184,11 @@ fn header(out: &mut String, r: &Results, kv: Option<&SubjectResults>) {
     }
     let _ = writeln!(
         out,
-        "- **Lease timings (both daemons):** lease duration {} s, renew deadline {} s, retry period {} s; \
-         same DaemonSet environment for both (`vip_arp=true`, `svc_enable=true`, `svc_election=true`, \
-         `vip_interface=eth0`), DaemonSet on every node.",
+        "- **Lease timings (every daemon):** lease duration {} s, renew deadline {} s, retry period {} s; \
+         the same DaemonSet environment for every daemon (`vip_arp=true`, `svc_enable=true`, `svc_election=true`, \
+         `vip_interface=eth0`), DaemonSet on every node. **kvip** is the drop-in (one Lease per Service, \
+         as kube-vip); **kvip membership** adds `kvip_membership=true` (one Lease per node, owners by \
+         rendezvous hashing, a claim on the Service: API writes grow with nodes, not Services).",
         s.lease_duration_s, s.renew_deadline_s, s.retry_period_s
     );
     for sub in &r.subjects {
@@ -190,21 +204,15 @@ fn header(out: &mut String, r: &Results, kv: Option<&SubjectResults>) {
     }
 }
 
-fn goals(
-    out: &mut String,
-    r: &Results,
-    kv: Option<&SubjectResults>,
-    kvip: Option<&SubjectResults>,
-) {
-    let _ = writeln!(
-        out,
-        "## Goals\n\n| goal | target | kvip | result |\n|---|---|---|---|"
-    );
+/// The goal rows of one kvip variant.
+fn goals(out: &mut String, r: &Results, kv: Option<&SubjectResults>, kvip: &SubjectResults) {
+    let who = kvip.subject.as_str();
+    let kvip = Some(kvip);
     let latency_goal = |out: &mut String, name: &str, pick: Pick| {
         let m = median_of(kvip, pick);
         let _ = writeln!(
             out,
-            "| {name}, median | < {LATENCY_GOAL_MS:.0} ms (issue 3) | {} | {} |",
+            "| {name}, median | < {LATENCY_GOAL_MS:.0} ms (issue 3) | {who} | {} | {} |",
             m.map_or("no sample".into(), |m| format!("{m:.0} ms")),
             m.map_or("**not measured**", |m| pass(m < LATENCY_GOAL_MS))
         );
@@ -235,7 +243,7 @@ fn goals(
         };
         let _ = writeln!(
             out,
-            "| {name} vs kube-vip | ≥ {SPEEDUP_GOAL:.0}× faster (issue 7) | {} | {verdict} |",
+            "| {name} vs kube-vip | ≥ {SPEEDUP_GOAL:.0}× faster (issue 7) | {who} | {} | {verdict} |",
             median_of(kvip, pick).map_or("—".into(), |m| format!("{m:.0} ms"))
         );
     }
@@ -243,7 +251,7 @@ fn goals(
     let failover = kvip.and_then(|s| summarize(&s.failover.samples_ms));
     let _ = writeln!(
         out,
-        "| holder node killed → first answer, every run | ≤ lease duration + 0.5 s = {:.1} s | {} | {} |",
+        "| holder node killed → first answer, every run | ≤ lease duration + 0.5 s = {:.1} s | {who} | {} | {} |",
         bound / 1000.0,
         failover.map_or("no sample".into(), |f: Summary| format!(
             "median {:.2} s, max {:.2} s (n={})",
@@ -270,7 +278,7 @@ fn goals(
     };
     let _ = writeln!(
         out,
-        "| steady-state API requests at {biggest} Services | ≤ {:.0} % of kube-vip's (issue 7) | {} | {api_verdict} |",
+        "| steady-state API requests at {biggest} Services | ≤ {:.0} % of kube-vip's (issue 7) | {who} | {} | {api_verdict} |",
         API_SHARE_GOAL * 100.0,
         match (kvip, kvip_api) {
             (Some(s), Some(a)) => {
@@ -294,7 +302,7 @@ fn goals(
     let idle = kvip.and_then(|s| max_rss(&s.idle));
     let _ = writeln!(
         out,
-        "| idle RSS of one daemon (largest of the 3) | < 15 MB | {} | {} |\n",
+        "| idle RSS of one daemon (largest of the 3) | < 15 MB | {who} | {} | {} |",
         idle.map_or("not measured".into(), |k| format!("{:.1} MB", mb(k))),
         idle.map_or("**not measured**", |k| pass(
             mb(k) * 1e6 < IDLE_RSS_GOAL_BYTES
@@ -302,16 +310,46 @@ fn goals(
     );
 }
 
+/// A table head: the scenario, kube-vip, each kvip variant, and one ratio
+/// column per variant.
+fn table_head(out: &mut String, title: &str, variants: &[&SubjectResults]) {
+    let mut head = String::from("| scenario | kube-vip |");
+    let mut rule = String::from("|---|---|");
+    for v in variants {
+        head.push_str(&format!(" {} |", v.subject));
+        rule.push_str("---|");
+    }
+    for v in variants {
+        head.push_str(&format!(" ratio (kube-vip ÷ {}) |", v.subject));
+        rule.push_str("---|");
+    }
+    let _ = writeln!(out, "## {title}\n\n{head}\n{rule}");
+}
+
+/// One table row: kube-vip's cell, each variant's, then the ratios.
+fn table_row(
+    out: &mut String,
+    name: &str,
+    kv: (String, Option<f64>),
+    cells: Vec<(String, Option<f64>)>,
+) {
+    let mut row = format!("| {name} | {} |", kv.0);
+    for (cell, _) in &cells {
+        row.push_str(&format!(" {cell} |"));
+    }
+    for (_, value) in &cells {
+        row.push_str(&format!(" {} |", ratio(kv.1, *value)));
+    }
+    let _ = writeln!(out, "{row}");
+}
+
 fn latency_table(
     out: &mut String,
     r: &Results,
     kv: Option<&SubjectResults>,
-    kvip: Option<&SubjectResults>,
+    variants: &[&SubjectResults],
 ) {
-    let _ = writeln!(
-        out,
-        "## Latency (median / p95)\n\n| scenario | kube-vip | kvip | ratio (kube-vip ÷ kvip) |\n|---|---|---|---|"
-    );
+    table_head(out, "Latency (median / p95)", variants);
     let rows: [(&str, Pick); 4] = [
         (
             "1. Service create → first answer (Local, pod Ready on worker1)",
@@ -330,12 +368,15 @@ fn latency_table(
         }),
     ];
     for (name, pick) in rows {
-        let _ = writeln!(
+        let cells = variants
+            .iter()
+            .map(|v| (latency_cell(Some(v), pick), median_of(Some(v), pick)))
+            .collect();
+        table_row(
             out,
-            "| {name} | {} | {} | {} |",
-            latency_cell(kv, pick),
-            latency_cell(kvip, pick),
-            ratio(median_of(kv, pick), median_of(kvip, pick))
+            name,
+            (latency_cell(kv, pick), median_of(kv, pick)),
+            cells,
         );
     }
     let idle = |s: Option<&SubjectResults>| -> (String, Option<f64>) {
@@ -360,14 +401,13 @@ fn latency_table(
             None => ("not measured".into(), None),
         }
     };
-    let (a, av) = idle(kv);
-    let (b, bv) = idle(kvip);
-    let _ = writeln!(
-        out,
-        "| 5. idle RSS, no Services, {} s after start (largest daemon) | {a} | {b} | {} |\n",
-        r.settings.idle_wait_s,
-        ratio(av, bv)
+    let name = format!(
+        "5. idle RSS, no Services, {} s after start (largest daemon)",
+        r.settings.idle_wait_s
     );
+    let cells = variants.iter().map(|v| idle(Some(v))).collect();
+    table_row(out, &name, idle(kv), cells);
+    out.push('\n');
 }
 
 fn scale_cell(
@@ -398,11 +438,12 @@ fn scale_table(
     out: &mut String,
     r: &Results,
     kv: Option<&SubjectResults>,
-    kvip: Option<&SubjectResults>,
+    variants: &[&SubjectResults],
 ) {
-    let _ = writeln!(
+    table_head(
         out,
-        "## Scale (Cluster policy, one backing pod per worker)\n\n| scenario | kube-vip | kvip | ratio (kube-vip ÷ kvip) |\n|---|---|---|---|"
+        "Scale (Cluster policy, one backing pod per worker)",
+        variants,
     );
     type Cell = fn(&SubjectResults, &ScaleStep) -> Option<String>;
     let rows: [(&str, Cell); 8] = [
@@ -448,14 +489,9 @@ fn scale_table(
     ];
     for &n in &r.settings.scale {
         for (name, f) in rows {
-            let (a, av) = scale_cell(kv, n, f);
-            let (b, bv) = scale_cell(kvip, n, f);
-            let _ = writeln!(
-                out,
-                "| {name} — {n} Service{} | {a} | {b} | {} |",
-                if n == 1 { "" } else { "s" },
-                ratio(av, bv)
-            );
+            let cells = variants.iter().map(|v| scale_cell(Some(v), n, f)).collect();
+            let name = format!("{name} — {n} Service{}", if n == 1 { "" } else { "s" });
+            table_row(out, &name, scale_cell(kv, n, f), cells);
         }
     }
     out.push('\n');
@@ -730,11 +766,11 @@ mod tests {
         let md = render(&results(), &[]);
         assert!(
             md.contains(
-                "| Service create → first answer, median | < 200 ms (issue 3) | 120 ms | **pass** |"
+                "| Service create → first answer, median | < 200 ms (issue 3) | kvip | 120 ms | **pass** |"
             ),
             "{md}"
         );
-        assert!(md.contains("graceful migration from new pod Ready, median | < 200 ms (issue 3) | 260 ms | **FAIL**"), "{md}");
+        assert!(md.contains("graceful migration from new pod Ready, median | < 200 ms (issue 3) | kvip | 260 ms | **FAIL**"), "{md}");
         assert!(md.contains("max 5.80 s (n=2) | **FAIL**"), "{md}");
         assert!(md.contains("9.2 MB | **pass**"), "{md}");
         assert!(md.contains("kube-vip did not run: the module proxy said no."));

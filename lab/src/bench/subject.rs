@@ -6,7 +6,7 @@
 
 use crate::commands;
 use anyhow::Context;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 /// Lease timings both daemons run with, seconds: duration, renew deadline, retry period.
@@ -25,8 +25,10 @@ pub const VIP_INTERFACE: &str = "eth0";
 pub enum Subject {
     /// kube-vip, the daemon kvip replaces.
     KubeVip,
-    /// kvip.
+    /// kvip as a drop-in: one Lease per Service, like kube-vip.
     Kvip,
+    /// kvip in membership mode (`kvip_membership=true`): one Lease per node.
+    KvipMembership,
 }
 
 impl Subject {
@@ -35,6 +37,16 @@ impl Subject {
         match self {
             Subject::KubeVip => "kube-vip",
             Subject::Kvip => "kvip",
+            Subject::KvipMembership => "kvip membership",
+        }
+    }
+
+    /// The name as a file name.
+    pub fn slug(self) -> &'static str {
+        match self {
+            Subject::KubeVip => "kube-vip",
+            Subject::Kvip => "kvip",
+            Subject::KvipMembership => "kvip-membership",
         }
     }
 }
@@ -57,97 +69,39 @@ pub fn kvip() -> Availability {
     }
 }
 
-/// kube-vip: `KVIP_LAB_KUBE_VIP`, or a `kube-vip` beside kvip-lab, or a
-/// fresh `go install` of the released module into kvip-lab's folder (where
-/// `deploy` looks). Nothing of kube-vip is ever written into the repository.
+/// kube-vip: `KVIP_LAB_KUBE_VIP`, or a `kube-vip` beside kvip-lab, or the
+/// released module built from `lab/kube-vip` (see
+/// [`crate::toolchain::ensure_kube_vip`]). Nothing of kube-vip's code is in
+/// the repository: only the module requirement and its hashes.
 pub fn kube_vip(log: &mut dyn FnMut(&str)) -> Availability {
-    if let Some(path) = std::env::var_os("KVIP_LAB_KUBE_VIP") {
-        let path = PathBuf::from(path);
-        return if path.is_file() {
-            Availability::Ready(path)
-        } else {
-            Availability::Unavailable(format!(
-                "KVIP_LAB_KUBE_VIP={} is not a file",
-                path.display()
-            ))
-        };
-    }
-    let dir = match std::env::current_exe() {
-        Ok(exe) => exe.parent().map(Path::to_path_buf).unwrap_or_default(),
-        Err(e) => return Availability::Unavailable(format!("cannot locate kvip-lab: {e}")),
-    };
-    let sibling = dir.join("kube-vip");
-    if sibling.is_file() {
-        return Availability::Ready(sibling);
-    }
-    log(&format!(
-        "building kube-vip: go install {KUBE_VIP_MODULE}@{KUBE_VIP_VERSION}"
-    ));
-    let listed = go(&["list", "-m", "-versions", KUBE_VIP_MODULE], None);
-    let installed = go(
-        &["install", &format!("{KUBE_VIP_MODULE}@{KUBE_VIP_VERSION}")],
-        Some(&dir),
-    );
-    match installed {
-        Ok(_) if sibling.is_file() => Availability::Ready(sibling),
-        Ok(_) => Availability::Unavailable(format!(
-            "`go install {KUBE_VIP_MODULE}@{KUBE_VIP_VERSION}` succeeded but left no {}",
-            sibling.display()
+    match commands::kube_vip_binary(log) {
+        Ok(path) => Availability::Ready(path),
+        Err(e) => Availability::Unavailable(format!(
+            "it cannot be built here: {}",
+            redact_hosts(&format!("{e:#}"))
         )),
-        Err(install) => {
-            let mut reason = format!(
-                "it cannot be built here: `go install {KUBE_VIP_MODULE}@{KUBE_VIP_VERSION}` fails with \"{install}\""
-            );
-            if let Err(list) = listed {
-                reason.push_str(&format!(
-                    ", and `go list -m -versions {KUBE_VIP_MODULE}` with \"{list}\""
-                ));
-            }
-            Availability::Unavailable(reason)
-        }
     }
-}
-
-/// Runs `go` with the caller's environment (its GOPROXY, GOFLAGS, checksum
-/// settings are the user's choice, never overridden here); Err holds the
-/// error output on one line.
-fn go(args: &[&str], gobin: Option<&Path>) -> Result<String, String> {
-    let mut cmd = Command::new("go");
-    cmd.args(args).current_dir(std::env::temp_dir());
-    if let Some(dir) = gobin {
-        cmd.env("GOBIN", dir);
-    }
-    match cmd.output() {
-        Ok(out) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
-        Ok(out) => Err(one_line(&String::from_utf8_lossy(&out.stderr))),
-        Err(e) => Err(format!("cannot run go: {e}")),
-    }
-}
-
-/// Joins an error's lines, dropping `go: downloading` progress lines.
-fn one_line(text: &str) -> String {
-    redact_hosts(
-        &text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with("go: downloading"))
-            .collect::<Vec<_>>()
-            .join(" "),
-    )
 }
 
 /// Replaces `https://HOST` with `https://<module proxy>`: the report is
 /// committed, and the project names no registry host in what it commits.
+/// Already redacted text stays as it is.
 pub fn redact_hosts(text: &str) -> String {
+    const PROXY: &str = "<module proxy>";
     let mut out = String::new();
     let mut rest = text;
     while let Some(at) = rest.find("https://") {
         out.push_str(&rest[..at]);
-        out.push_str("https://<module proxy>");
+        out.push_str("https://");
+        out.push_str(PROXY);
         let after = &rest[at + "https://".len()..];
-        let host_end = after
-            .find(|c: char| c == '/' || c.is_whitespace() || c == '"')
-            .unwrap_or(after.len());
+        let host_end = if after.starts_with(PROXY) {
+            PROXY.len()
+        } else {
+            after
+                .find(|c: char| c == '/' || c.is_whitespace() || c == '"')
+                .unwrap_or(after.len())
+        };
         rest = &after[host_end..];
     }
     out.push_str(rest);
@@ -163,13 +117,15 @@ pub fn redact_hosts(text: &str) -> String {
 /// The manifest `kvip-lab deploy` gets for `subject`.
 pub fn manifest(subject: Subject) -> anyhow::Result<String> {
     match subject {
-        Subject::Kvip => kvip_manifest(),
+        Subject::Kvip => kvip_manifest(&[]),
+        Subject::KvipMembership => kvip_manifest(&["--env", "kvip_membership=true"]),
         Subject::KubeVip => Ok(kube_vip_manifest()),
     }
 }
 
-/// `kvip manifest all --role lb` with the benchmark's timings and interface.
-fn kvip_manifest() -> anyhow::Result<String> {
+/// `kvip manifest all --role lb` with the benchmark's timings and interface,
+/// plus `extra` flags.
+fn kvip_manifest(extra: &[&str]) -> anyhow::Result<String> {
     let bin = commands::kvip_binary()?;
     let (duration, deadline, retry) = LEASE_TIMINGS;
     let out = Command::new(&bin)
@@ -187,6 +143,7 @@ fn kvip_manifest() -> anyhow::Result<String> {
             "--retry-period",
             &retry.to_string(),
         ])
+        .args(extra)
         .output()
         .with_context(|| format!("running {}", bin.display()))?;
     if !out.status.success() {
@@ -303,13 +260,15 @@ mod tests {
     fn go_errors_fit_on_one_line() {
         let text = "go: downloading x v1\ngo: x@v1: verifying module: 404 Not Found\n\tserver response: gone\n";
         assert_eq!(
-            one_line(text),
+            crate::toolchain::one_line(text),
             "go: x@v1: verifying module: 404 Not Found server response: gone"
         );
         assert_eq!(
             redact_hosts("reading https://proxy.example/a/b: 404"),
             "reading https://<module proxy>/a/b: 404"
         );
+        let once = redact_hosts("reading https://proxy.example/a/b: 404");
+        assert_eq!(redact_hosts(&once), once, "redacting twice changes nothing");
         assert_eq!(
             redact_hosts("https://p.example/sumdb/sum.example/lookup/x"),
             "https://<module proxy>/sumdb/<checksum database>/lookup/x"

@@ -174,6 +174,10 @@ pub struct Scenario {
 /// Runs scenarios in order, prints one line each and the closing
 /// `N passed, N failed` line; exits non-zero on any failure.
 pub fn run_all(suite: &str, scenarios: &[Scenario]) {
+    if !is_root() {
+        println!("the lab's end-to-end tests need root\n\n{suite}: 0 passed, 1 failed");
+        std::process::exit(1);
+    }
     let filter: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
@@ -473,4 +477,13 @@ metadata:
 pub fn namespace(name: &str) -> Result<(), String> {
     let yaml = format!("apiVersion: v1\nkind: Namespace\nmetadata: {{ name: {name} }}\n");
     kubectl_input(&["apply", "-f", "-"], Some(&yaml)).map(|_| ())
+}
+
+/// Creates a Ready lab pod labelled `app=app` with its responder on 8080.
+pub fn lab_pod(namespace: &str, name: &str, node: &str, app: &str) -> Result<(), String> {
+    let labels = format!("app={app}");
+    lab_ok(&[
+        "pod", name, "--node", node, "--labels", &labels, "--port", "8080", "-n", namespace,
+    ])
+    .map(|_| ())
 }
