@@ -204,9 +204,11 @@ fn init_logging(config: &Config) {
         5 => "debug",
         _ => "trace",
     };
+    // netlink-packet-route warns on every dump that a newer kernel sends
+    // attributes it does not know; that says nothing about kvip's work.
     let filter = tracing_subscriber::EnvFilter::try_from_env("KVIP_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!(
-            "{level},kube=warn,hyper=warn,tower=warn,rustls=warn"
+            "{level},kube=warn,hyper=warn,tower=warn,rustls=warn,netlink_packet_route=error"
         ))
     });
     let builder = tracing_subscriber::fmt()
