@@ -147,6 +147,8 @@ impl Membership {
             .iter()
             .map(|s| (crate::translate::service_key(s), s))
             .collect();
+        let view_of: BTreeMap<&ServiceKey, &ServiceView> =
+            views.iter().map(|v| (&v.key, v)).collect();
         let mut wanted: BTreeMap<&LeaseKey, &AnnouncementGroup> = BTreeMap::new();
         for g in groups {
             wanted.insert(&g.lease, g);
@@ -251,7 +253,7 @@ impl Membership {
             if announce {
                 out.addresses.extend(c.addresses.iter().copied());
                 for s in &c.services {
-                    if let Some(v) = views.iter().find(|v| &v.key == s) {
+                    if let Some(v) = view_of.get(s) {
                         out.services
                             .entry(s.clone())
                             .or_default()

@@ -177,6 +177,9 @@ pub struct Reason {
     pub message: String,
 }
 
+/// The LEASE column of a Service announced in membership mode.
+pub const MEMBERSHIP: &str = "(membership)";
+
 /// Code of a refused Service's reason.
 pub const INVALID_INPUT: &str = "InvalidInput";
 
@@ -486,12 +489,28 @@ pub fn build(snapshot: &Snapshot, class: &LbClassRule) -> Report {
                     .is_some_and(|v| v.policy == TrafficPolicy::Cluster)
             });
             let lease = election_lease(&group.lease, all_cluster, &snapshot.leases);
-            row.announcer = snapshot
-                .leases
-                .get(&lease)
-                .and_then(|l| live_holder(&l.record, snapshot.now))
-                .map(String::from);
-            row.lease = Some(lease_text(&lease));
+            match snapshot.leases.get(&lease) {
+                Some(l) => {
+                    row.announcer = live_holder(&l.record, snapshot.now).map(String::from);
+                    row.lease = Some(lease_text(&lease));
+                }
+                None => {
+                    // Membership mode writes no Lease per address: the claim
+                    // (vipHost of the group's first Service) names the
+                    // announcer while that node's membership is live.
+                    let claim = group
+                        .services
+                        .iter()
+                        .find_map(|k| snapshot.services.iter().find(|f| &f.input.key == k))
+                        .and_then(|f| f.vip_host.as_deref())
+                        .filter(|h| group.candidates.contains(*h));
+                    row.announcer = claim.map(String::from);
+                    row.lease = Some(match claim {
+                        Some(_) => MEMBERSHIP.to_string(),
+                        None => lease_text(&lease),
+                    });
+                }
+            }
             row.candidates = group.candidates.iter().cloned().collect();
             row.state = if row.announcer.is_some() {
                 State::Announced
@@ -972,6 +991,27 @@ mod tests {
         assert_eq!(web.reason, None);
         assert_eq!(report.exit_code(), 0);
         assert!(report.nodes_without_lb().is_empty());
+    }
+
+    #[test]
+    fn in_membership_mode_the_claim_of_a_live_member_names_the_announcer() {
+        let mut snapshot = broken_layout();
+        snapshot
+            .leases
+            .extend([instance("worker1", 2), instance("worker2", 3)]);
+        snapshot.services[0].vip_host = Some("worker1".into());
+        let report = build(&snapshot, &LbClassRule::default());
+        let web = &report.services[0];
+        assert_eq!(web.state, State::Announced);
+        assert_eq!(web.announcer.as_deref(), Some("worker1"));
+        assert_eq!(web.lease.as_deref(), Some(MEMBERSHIP));
+        // The claimant's membership ran out: nobody announces it yet.
+        let mut snapshot = broken_layout();
+        snapshot.leases.extend([instance("worker1", 60)]);
+        snapshot.services[0].vip_host = Some("worker1".into());
+        let report = build(&snapshot, &LbClassRule::default());
+        assert_eq!(report.services[0].announcer, None);
+        assert_ne!(report.services[0].state, State::Announced);
     }
 
     #[test]

@@ -25,8 +25,9 @@ pub struct StatusWriter {
 /// What a Service's status should become.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Want {
-    /// Announced here: these addresses, this host.
-    Announced(Vec<IpAddr>),
+    /// Announced here: these addresses, this host (and whether the
+    /// annotation names this node already, as a membership claim does).
+    Announced(Vec<IpAddr>, bool),
     /// Nobody serves it: clear what we wrote.
     Cleared,
 }
@@ -75,7 +76,7 @@ impl StatusWriter {
                 if ips == addresses && host.as_deref() == Some(self.node.as_str()) {
                     continue;
                 }
-                Want::Announced(addresses)
+                Want::Announced(addresses, host.as_deref() == Some(self.node.as_str()))
             } else if host.as_deref() == Some(self.node.as_str())
                 && (!ours.contains(&key) || pending.contains_key(&key))
             {
@@ -102,7 +103,7 @@ impl StatusWriter {
         tokio::spawn(async move {
             let api: Api<Service> = Api::namespaced(client, &key.namespace);
             let (ingress, host) = match &want {
-                Want::Announced(ips) => (
+                Want::Announced(ips, _) => (
                     json!(
                         ips.iter()
                             .map(|ip| json!({ "ip": ip.to_string(), "ipMode": "VIP" }))
@@ -119,11 +120,16 @@ impl StatusWriter {
                 .patch_status(&key.name, &params, &Patch::Merge(&status))
                 .await;
             metrics::api_request("services/status", "patch", a.is_ok());
-            let b = api.patch(&key.name, &params, &Patch::Merge(&meta)).await;
-            metrics::api_request("services", "patch", b.is_ok());
+            let b = if matches!(want, Want::Announced(_, true)) {
+                Ok(())
+            } else {
+                let b = api.patch(&key.name, &params, &Patch::Merge(&meta)).await;
+                metrics::api_request("services", "patch", b.is_ok());
+                b.map(|_| ())
+            };
             match (a, b) {
                 (Ok(_), Ok(_)) => match want {
-                    Want::Announced(ips) => {
+                    Want::Announced(ips, _) => {
                         tracing::info!(service = %key, addresses = ?ips, "status: ingress written")
                     }
                     Want::Cleared => {

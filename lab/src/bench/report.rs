@@ -363,9 +363,10 @@ fn latency_table(
             "2b. graceful migration (Local), from the new pod Ready",
             |s| &s.migration_from_ready,
         ),
-        ("3. holder node killed → first answer (Cluster)", |s| {
-            &s.failover
-        }),
+        (
+            "3. holder node killed → first answer (Local, a pod on each worker)",
+            |s| &s.failover,
+        ),
     ];
     for (name, pick) in rows {
         let cells = variants
@@ -659,8 +660,9 @@ later, then it is removed). The clock stops at the first answer from the new pod
 **2a** starts the clock when the old pod's deletion starts; **2b** when `kvip-lab pod` returned \
 after writing the new pod's Ready condition (a few ms earlier than 2a's start). The client keeps its \
 neighbour entry (it points at the old node until the new holder's gratuitous ARP).\n\
-3. **Holder node killed** ({} runs): `externalTrafficPolicy: Cluster`, a pod on each worker, cp1 \
-labelled `{}` so the holder is a worker (cp1 runs the lab's only API server). The clock starts just \
+3. **Holder node killed** ({} runs): `externalTrafficPolicy: Local`, a pod on each worker, so with \
+either daemon the holder is a worker (cp1 runs the lab's only API server; it is also labelled `{}`, \
+which kvip honours and kube-vip does not). The clock starts just \
 before `kvip-lab fault kill-node` (every process of the node SIGKILLed, its link down); it stops at the \
 first answer through the other worker. The node is revived and the VIP left to settle between runs. \
 The goal allows lease duration + 0.5 s = {:.1} s.\n\

@@ -155,9 +155,9 @@ pub fn migration(tb: &Testbed, runs: usize, log: Log<'_>) -> (Series, Series) {
     (from_delete, from_ready)
 }
 
-/// Scenario 3: a Cluster Service with a pod on each worker; cp1 carries the
-/// exclusion label so the holder is a worker (cp1 runs the only API
-/// server). The holder node is killed (`kvip-lab fault kill-node`: every
+/// Scenario 3: a Local Service with a pod on each worker, so with either
+/// daemon the holder is a worker (cp1 runs the only API server; kube-vip
+/// does not honour the exclusion label cp1 also carries). The holder node is killed (`kvip-lab fault kill-node`: every
 /// process SIGKILLed, link down); time to the first answer through the
 /// survivor. The node is revived and the VIP left to settle between runs.
 pub fn failover(tb: &Testbed, runs: usize, log: Log<'_>) -> Series {
@@ -166,7 +166,7 @@ pub fn failover(tb: &Testbed, runs: usize, log: Log<'_>) -> Series {
         tb.label_node("cp1", EXCLUDE_LABEL, Some("true"))?;
         let svc = BenchService {
             name: "failover".into(),
-            policy: Policy::Cluster,
+            policy: Policy::Local,
             vip,
             app: "bench-failover".into(),
             group: "failover".into(),
@@ -177,6 +177,11 @@ pub fn failover(tb: &Testbed, runs: usize, log: Log<'_>) -> Series {
         probe::first_answer(target(vip), ANSWER_TIMEOUT, |_| true)?;
         for i in 1..=runs {
             let holder = tb.wait_single_holder(vip, Duration::from_secs(20))?;
+            if holder == "cp1" {
+                anyhow::bail!(
+                    "the VIP is on cp1, which has no pod of the Service and runs the lab's only API server: not killing it"
+                );
+            }
             let started = Instant::now();
             commands::fault(Fault::KillNode(holder.clone()))?;
             let answer = probe::first_answer(target(vip), ANSWER_TIMEOUT, |_| true);
