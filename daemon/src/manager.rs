@@ -87,6 +87,8 @@ pub struct Manager {
     claims_rx: mpsc::UnboundedReceiver<ClaimDone>,
     /// Services just claimed from another node, for their Moved Event.
     moved_from: BTreeMap<ServiceKey, String>,
+    /// When the first live instance Lease runs out unless renewed.
+    next_expiry: Option<Mono>,
 }
 
 impl Manager {
@@ -149,6 +151,7 @@ impl Manager {
             claims_tx,
             claims_rx,
             moved_from: BTreeMap::new(),
+            next_expiry: None,
         }
     }
 
@@ -264,6 +267,7 @@ impl Manager {
     /// Nodes that run a live kvip Service instance, judged by their
     /// instance Leases changing within their duration (local clock).
     fn live_instances(&mut self, now: Mono, shutting_down: bool) -> BTreeSet<String> {
+        self.next_expiry = None;
         let mut live = BTreeSet::new();
         let me_live = match &self.membership {
             Some(m) => m.live(now) && !shutting_down,
@@ -307,6 +311,10 @@ impl Manager {
             }
             let valid = Duration::from_secs(u64::try_from(duration.max(1)).unwrap_or(15));
             if !released && now.since(entry.1) < valid {
+                // Wake when it would run out, not up to a pass later:
+                // a dead node's addresses move as soon as they may.
+                let ends = entry.1.after(valid);
+                self.next_expiry = Some(self.next_expiry.map_or(ends, |e| e.min(ends)));
                 live.insert(node);
             }
         }
@@ -406,6 +414,9 @@ impl Manager {
             self.renew_instance(now);
         }
         let live = self.live_instances(now, shutting_down);
+        if let Some(at) = self.next_expiry {
+            next = next.min(at.since(now) + Duration::from_millis(1));
+        }
 
         // What the cluster asks for, as the core sees it.
         let rule = LbClassRule {

@@ -364,10 +364,17 @@ fn version(who: Subject, bin: &Path) -> String {
         .ok()
         .filter(|o| o.status.success())
         .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            // kube-vip prints a title, then `Version:  vX.Y.Z`.
+            let version = text
                 .lines()
-                .find(|l| !l.trim().is_empty())
-                .map(|l| l.trim().to_string())
+                .find_map(|l| l.trim().strip_prefix("Version:"))
+                .map(|v| format!("{} {}", who.name(), v.trim()));
+            version.or_else(|| {
+                text.lines()
+                    .find(|l| !l.trim().is_empty())
+                    .map(|l| l.trim().to_string())
+            })
         })
         .unwrap_or_else(|| who.name().to_string());
     format!("{line} ({})", bin.display())

@@ -164,13 +164,30 @@ async fn proxy_loop(paths: Paths, healthy: Healthy, changed: Arc<Notify>) -> any
             slices: slices.state().iter().map(|s| (**s).clone()).collect(),
             apiservers: healthy.read().map(|h| h.clone()).unwrap_or_default(),
         };
-        for ns in proxy::namespaces(&state) {
-            let node = state.nodes.iter().find(|n| n.netns == ns);
-            let rules = proxy::render(&input, node, state.shape.ipv6);
-            if applied.get(&ns) == Some(&rules) {
-                continue;
-            }
-            match proxy::apply(&ns, &rules) {
+        let changes: Vec<(String, String)> = proxy::namespaces(&state)
+            .into_iter()
+            .filter_map(|ns| {
+                let node = state.nodes.iter().find(|n| n.netns == ns);
+                let rules = proxy::render(&input, node, state.shape.ipv6);
+                (applied.get(&ns) != Some(&rules)).then_some((ns, rules))
+            })
+            .collect();
+        // Every node's kube-proxy acts on its own: program them in parallel.
+        let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
+            let handles: Vec<_> = changes
+                .iter()
+                .map(|(ns, rules)| s.spawn(move || proxy::apply(ns, rules)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("the nft thread panicked")))
+                })
+                .collect()
+        });
+        for ((ns, rules), result) in changes.into_iter().zip(results) {
+            match result {
                 Ok(()) => {
                     applied.insert(ns, rules);
                 }
