@@ -8,14 +8,6 @@ use std::time::{Duration, Instant};
 use support::*;
 
 const VIP: &str = "10.77.0.199";
-const TIMINGS: [&str; 6] = [
-    "--lease-duration",
-    "5",
-    "--renew-deadline",
-    "3",
-    "--retry-period",
-    "1",
-];
 
 fn manifest(role: &str) -> Result<String, String> {
     let mut args = vec!["manifest", "all", "--role", role];

@@ -128,12 +128,7 @@ fn holder_of(vip: &str) -> Result<String, String> {
 
 fn setup() -> Outcome {
     lab_ok(&["down"])?;
-    let up = lab(&["up"]);
-    ensure!(
-        up.status.success(),
-        "lab up: {}",
-        String::from_utf8_lossy(&up.stderr)
-    );
+    lab_up()?;
     // The lab's only API server runs on cp1; keep VIPs on the workers.
     kubectl(&[
         "label",
@@ -141,19 +136,7 @@ fn setup() -> Outcome {
         "cp1",
         "node.kubernetes.io/exclude-from-external-load-balancers=true",
     ])?;
-    deploy_kvip(
-        "lb.yaml",
-        &[
-            "--role",
-            "lb",
-            "--lease-duration",
-            "5",
-            "--renew-deadline",
-            "3",
-            "--retry-period",
-            "1",
-        ],
-    )?;
+    deploy_lb("lb.yaml", &[])?;
     namespace(NS)?;
     apply(&service("cluster", NS, "Cluster", CLUSTER_VIP, "api"))?;
     apply(&service("local", NS, "Local", LOCAL_VIP, "loc"))?;
@@ -274,19 +257,7 @@ fn crashed_kvip_readopts_without_a_gap() -> Outcome {
 fn rolling_restart_drops_no_probe() -> Outcome {
     let prober = Prober::start(&[&format!("{CLUSTER_VIP}:80")], Duration::from_secs(3));
     let started = Instant::now();
-    deploy_kvip(
-        "lb.yaml",
-        &[
-            "--role",
-            "lb",
-            "--lease-duration",
-            "5",
-            "--renew-deadline",
-            "3",
-            "--retry-period",
-            "1",
-        ],
-    )?;
+    deploy_lb("lb.yaml", &[])?;
     std::thread::sleep(Duration::from_secs(3));
     let (sent, failed) = prober.finish();
     println!(

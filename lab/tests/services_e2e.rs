@@ -9,14 +9,6 @@ use std::time::{Duration, Instant};
 use support::*;
 
 const NS: &str = "svc-e2e";
-const TIMINGS: [&str; 6] = [
-    "--lease-duration",
-    "5",
-    "--renew-deadline",
-    "3",
-    "--retry-period",
-    "1",
-];
 
 fn service(name: &str, policy: &str, vip: &str, selector: &str) -> String {
     lb_service(NS, name, policy, Some(vip), selector)
@@ -31,15 +23,8 @@ fn delete_pod(name: &str) -> Result<(), String> {
 }
 
 fn setup() -> Outcome {
-    let up = lab(&["up"]);
-    ensure!(
-        up.status.success(),
-        "lab up: {}",
-        String::from_utf8_lossy(&up.stderr)
-    );
-    let mut flags = vec!["--role", "lb"];
-    flags.extend_from_slice(&TIMINGS);
-    deploy_kvip("lb.yaml", &flags)?;
+    lab_up()?;
+    deploy_lb("lb.yaml", &[])?;
     namespace(NS)?;
     wait_for(
         "a kvip instance Lease on every node",
@@ -74,14 +59,7 @@ fn local_service_is_announced_from_the_pods_node() -> Outcome {
         took < Duration::from_secs(2),
         "took {took:?}, the contract is 2 s"
     );
-    let (ips, host) = wait_for(
-        "status and vipHost",
-        Duration::from_secs(5),
-        Duration::from_millis(100),
-        || service_status(NS, "web").filter(|(ips, host)| !ips.is_empty() && host.is_some()),
-    )?;
-    ensure!(ips == ["10.77.0.100"], "ingress {ips:?}");
-    ensure!(host.as_deref() == Some("worker1"), "vipHost {host:?}");
+    expect_status(NS, "web", "10.77.0.100", "worker1")?;
     ensure!(
         nodes_with_address("10.77.0.100") == ["worker1"],
         "VIP on {:?}",
@@ -198,20 +176,11 @@ fn takeover_when_the_holders_pod_goes_does_not_wait_for_expiry() -> Outcome {
         quick_probe("10.77.0.100:80", 500).as_deref() == Some("worker2/web-2"),
         "worker2 should still hold the VIP"
     );
-    let started = Instant::now();
-    delete_pod("web-2")?;
-    let (answer, _) = probe_until(
-        "10.77.0.100:80",
-        Duration::from_secs(10),
-        Duration::from_millis(20),
-        |a| a == "worker1/web-3",
-    )?;
-    let took = started.elapsed();
+    let took = time_until_answer("10.77.0.100", "worker1/web-3", || delete_pod("web-2"))?;
     println!(
         "    holder's pod deleted -> other node answers: {} ms (lease duration 5 s)",
         took.as_millis()
     );
-    ensure!(answer == "worker1/web-3", "answered by {answer}");
     ensure!(
         took < Duration::from_secs(3),
         "took {took:?}: that is waiting for the Lease to expire"
@@ -330,9 +299,7 @@ fn deleted_service_withdraws_and_releases() -> Outcome {
 }
 
 fn global_leader_mode_still_serves_local_services() -> Outcome {
-    let mut flags = vec!["--role", "lb", "--svc-election", "false"];
-    flags.extend_from_slice(&TIMINGS);
-    deploy_kvip("lb-global.yaml", &flags)?;
+    deploy_lb("lb-global.yaml", &["--svc-election", "false"])?;
     apply(&service("glob", "Cluster", "10.77.0.103", "api"))?;
     probe_until(
         "10.77.0.103:80",
@@ -361,9 +328,7 @@ fn global_leader_mode_still_serves_local_services() -> Outcome {
     println!("    global leader {leader}; Local Service served from {answer}");
     ensure!(answer == format!("{other}/loc-1"), "answered by {answer}");
     // Back to per-Service elections for what follows.
-    let mut flags = vec!["--role", "lb"];
-    flags.extend_from_slice(&TIMINGS);
-    deploy_kvip("lb.yaml", &flags)?;
+    deploy_lb("lb.yaml", &[])?;
     kubectl(&["delete", "namespace", NS, "--wait=false"])?;
     Ok(())
 }
@@ -376,9 +341,7 @@ fn ipv6_vip_answers_through_ndp() -> Outcome {
         "lab up --ipv6: {}",
         String::from_utf8_lossy(&up.stderr)
     );
-    let mut flags = vec!["--role", "lb"];
-    flags.extend_from_slice(&TIMINGS);
-    deploy_kvip("lb.yaml", &flags)?;
+    deploy_lb("lb.yaml", &[])?;
     namespace(NS)?;
     let yaml = format!(
         r#"

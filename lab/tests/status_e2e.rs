@@ -13,14 +13,6 @@ use support::*;
 const NS: &str = "status-e2e";
 /// Sorts after NS, so NS keeps a contested address (claims go in key order).
 const NS_OTHER: &str = "status-e2e-other";
-const TIMINGS: [&str; 6] = [
-    "--lease-duration",
-    "5",
-    "--renew-deadline",
-    "3",
-    "--retry-period",
-    "1",
-];
 const EXCLUDE: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
 
 /// A LoadBalancer Service; `vip` None leaves it without an address.
@@ -150,12 +142,7 @@ fn control_plane_only_manifest() -> Result<String, String> {
 }
 
 fn setup() -> Outcome {
-    let up = lab(&["up"]);
-    ensure!(
-        up.status.success(),
-        "lab up: {}",
-        String::from_utf8_lossy(&up.stderr)
-    );
+    lab_up()?;
     let path = temp_file("lb-cp-only.yaml", &control_plane_only_manifest()?)?;
     let out = lab_ok(&["deploy", &path.display().to_string()])?;
     ensure!(
@@ -217,9 +204,7 @@ fn the_broken_layout_is_pending_naming_the_worker() -> Outcome {
 }
 
 fn deploying_everywhere_announces_from_the_worker() -> Outcome {
-    let mut flags = vec!["--role", "lb"];
-    flags.extend_from_slice(&TIMINGS);
-    deploy_kvip("lb.yaml", &flags)?;
+    deploy_lb("lb.yaml", &[])?;
     let exit = wait_announced(NS, "web", "worker1")?;
     ensure!(exit == 0, "exit code {exit}, want 0 once announced");
     let (answer, _) = probe_until(

@@ -285,6 +285,67 @@ pub fn deploy_kvip(name: &str, flags: &[&str]) -> Result<std::path::PathBuf, Str
     Ok(path)
 }
 
+/// The Lease timings every suite deploys kvip with: 5 s / 3 s / 1 s.
+pub const TIMINGS: [&str; 6] = [
+    "--lease-duration",
+    "5",
+    "--renew-deadline",
+    "3",
+    "--retry-period",
+    "1",
+];
+
+/// `kvip-lab up`; an error carries its output.
+pub fn lab_up() -> Outcome {
+    let up = lab(&["up"]);
+    ensure!(
+        up.status.success(),
+        "lab up: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    Ok(())
+}
+
+/// Deploys the load-balancer role on every node with [`TIMINGS`] and `extra` flags.
+pub fn deploy_lb(name: &str, extra: &[&str]) -> Result<std::path::PathBuf, String> {
+    let mut flags = vec!["--role", "lb"];
+    flags.extend_from_slice(&TIMINGS);
+    flags.extend_from_slice(extra);
+    deploy_kvip(name, &flags)
+}
+
+/// Waits until Service `ns/name` has `vip` as its only ingress address and
+/// `kube-vip.io/vipHost` names `node`.
+pub fn expect_status(ns: &str, name: &str, vip: &str, node: &str) -> Outcome {
+    let (ips, host) = wait_for(
+        "status and vipHost",
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        || service_status(ns, name).filter(|(ips, host)| !ips.is_empty() && host.is_some()),
+    )?;
+    ensure!(ips == [vip], "ingress {ips:?}");
+    ensure!(host.as_deref() == Some(node), "vipHost {host:?}");
+    Ok(())
+}
+
+/// Runs `action`, then probes `vip`:80 every 20 ms until `expected`
+/// (`NODE/POD`) answers; the time from the start of `action`.
+pub fn time_until_answer(
+    vip: &str,
+    expected: &str,
+    action: impl FnOnce() -> Outcome,
+) -> Result<Duration, String> {
+    let started = Instant::now();
+    action()?;
+    probe_until(
+        &format!("{vip}:80"),
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        |a| a == expected,
+    )?;
+    Ok(started.elapsed())
+}
+
 /// Which lab nodes have `ip` on their eth0.
 pub fn nodes_with_address(ip: &str) -> Vec<String> {
     let env = lab_env().unwrap_or_default();
