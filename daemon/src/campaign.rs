@@ -8,6 +8,7 @@ use crate::translate;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Client;
 use kvip_core::{Decision, Elector, LeaseKey, Mono, WallTime, WriteResult};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -204,19 +205,28 @@ impl Campaign {
     }
 }
 
-/// Writes `write` in the background and reports to `done`.
+/// Writes `write` (with `labels`, for Leases that carry them) in the
+/// background and reports to `done`.
 pub fn spawn_write(
     client: &Client,
     lease: LeaseKey,
     write: LeaseWrite,
+    labels: Option<BTreeMap<String, String>>,
     timeout: Duration,
     done: &mpsc::UnboundedSender<WriteDone>,
 ) {
     let client = client.clone();
     let done = done.clone();
     tokio::spawn(async move {
-        let result =
-            leases::write(&client, &lease.namespace, &lease.name, write, None, timeout).await;
+        let result = leases::write(
+            &client,
+            &lease.namespace,
+            &lease.name,
+            write,
+            labels.as_ref(),
+            timeout,
+        )
+        .await;
         let _ = done.send(WriteDone { lease, result });
     });
 }

@@ -233,6 +233,7 @@ impl ControlPlane {
                 &self.client,
                 self.lease.clone(),
                 w,
+                None,
                 self.config.renew_deadline,
                 &self.writes_tx,
             ),
@@ -242,20 +243,16 @@ impl ControlPlane {
         let role = metrics::RoleLabels { role: "cp".into() };
         match self.campaign.transition(announce) {
             Some(true) => {
-                metrics::get().elections_won.get_or_create(&role).inc();
+                metrics::won("cp");
                 tracing::info!(address = %self.address, "won the control-plane election: announcing");
             }
             Some(false) => {
-                metrics::get().elections_lost.get_or_create(&role).inc();
                 let why = if candidate {
                     "lease_lost"
                 } else {
                     "apiserver_unhealthy"
                 };
-                metrics::get()
-                    .handovers
-                    .get_or_create(&metrics::ReasonLabels { reason: why.into() })
-                    .inc();
+                metrics::lost("cp", why);
                 tracing::info!(address = %self.address, why, "withdrawing the control-plane VIP");
             }
             None => {}
@@ -296,6 +293,7 @@ impl ControlPlane {
                 &self.client,
                 self.lease.clone(),
                 w,
+                None,
                 self.config.renew_deadline,
                 &self.writes_tx,
             );

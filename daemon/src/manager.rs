@@ -389,21 +389,14 @@ impl Manager {
             m.campaign().adopt(&self.node, until);
         }
         let Ok(write) = write else { return };
-        let client = self.client.clone();
-        let timeout = self.config.renew_deadline;
-        let done = self.writes_tx.clone();
-        tokio::spawn(async move {
-            let result = leases::write(
-                &client,
-                &key.namespace,
-                &key.name,
-                write,
-                Some(&labels),
-                timeout,
-            )
-            .await;
-            let _ = done.send(WriteDone { lease: key, result });
-        });
+        campaign::spawn_write(
+            &self.client,
+            key,
+            write,
+            Some(labels),
+            self.config.renew_deadline,
+            &self.writes_tx,
+        );
     }
 
     /// One reconcile pass; returns how long until the next is due.
@@ -592,22 +585,17 @@ impl Manager {
             match e.campaign.transition(may) {
                 Some(true) => {
                     won.push(e.services.clone());
-                    metrics::get().elections_won.get_or_create(&role_lb()).inc();
+                    metrics::won("lb");
                     tracing::info!(lease = %lease, addresses = ?e.addresses, services = ?e.services, "won the election: announcing");
                 }
                 Some(false) => {
                     lost.push(e.services.clone());
-                    metrics::get()
-                        .elections_lost
-                        .get_or_create(&role_lb())
-                        .inc();
                     let why = if e.candidate {
                         "lease_lost"
                     } else {
                         "no_longer_candidate"
                     };
-                    let reason = metrics::ReasonLabels { reason: why.into() };
-                    metrics::get().handovers.get_or_create(&reason).inc();
+                    metrics::lost("lb", why);
                     tracing::info!(lease = %lease, addresses = ?e.addresses, why, "withdrawing");
                 }
                 None => {}
@@ -622,22 +610,17 @@ impl Manager {
                 announced_services.entry(s).or_default().extend(a);
             }
             for services in o.won.drain(..) {
-                metrics::get().elections_won.get_or_create(&role_lb()).inc();
+                metrics::won("lb");
                 tracing::info!(services = ?services, "owner by membership and claim: announcing");
                 won.push(services);
             }
             for (services, candidate) in o.lost.drain(..) {
-                metrics::get()
-                    .elections_lost
-                    .get_or_create(&role_lb())
-                    .inc();
                 let why = if candidate {
                     "claim_lost"
                 } else {
                     "no_longer_candidate"
                 };
-                let reason = metrics::ReasonLabels { reason: why.into() };
-                metrics::get().handovers.get_or_create(&reason).inc();
+                metrics::lost("lb", why);
                 tracing::info!(services = ?services, why, "withdrawing");
                 lost.push(services);
             }
@@ -763,6 +746,8 @@ impl Manager {
             };
             self.events.record(key, uid(key), reason, message);
         }
+        // Only this pass's takeovers name where they came from.
+        self.moved_from.clear();
         for key in lost.iter().flatten() {
             self.events.forget(key);
             if let Some(reason) = pending.get(key) {
@@ -925,7 +910,7 @@ impl Manager {
 
     fn spawn_write(&self, key: LeaseKey, write: LeaseWrite) {
         let timeout = self.config.renew_deadline;
-        campaign::spawn_write(&self.client, key, write, timeout, &self.writes_tx);
+        campaign::spawn_write(&self.client, key, write, None, timeout, &self.writes_tx);
     }
 
     fn update_pending_metrics(&self, pending: &BTreeMap<ServiceKey, PendingReason>) {

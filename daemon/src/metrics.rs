@@ -163,6 +163,26 @@ pub fn get() -> &'static Metrics {
     })
 }
 
+/// This node started announcing an election's addresses (`role`: lb or cp).
+pub fn won(role: &str) {
+    get()
+        .elections_won
+        .get_or_create(&RoleLabels { role: role.into() })
+        .inc();
+}
+
+/// This node stopped announcing, for `why` (a `kvip_handovers_total` reason).
+pub fn lost(role: &str, why: &str) {
+    get()
+        .elections_lost
+        .get_or_create(&RoleLabels { role: role.into() })
+        .inc();
+    get()
+        .handovers
+        .get_or_create(&ReasonLabels { reason: why.into() })
+        .inc();
+}
+
 /// Counts one API request.
 pub fn api_request(resource: &str, verb: &str, ok: bool) {
     get()

@@ -70,7 +70,13 @@ fn require_go(what: &str) -> anyhow::Result<()> {
 
 /// Runs `go build` in `dir` into a staging folder, then moves it to `out`,
 /// so an interrupted build never leaves a half-filled cache entry.
-fn go_build(dir: &Path, out: &Path, goflags: &str, args: &[&str]) -> anyhow::Result<()> {
+fn go_build(
+    dir: &Path,
+    out: &Path,
+    goflags: &str,
+    flags: &[&str],
+    package: &str,
+) -> anyhow::Result<()> {
     let staging = out.with_extension("partial");
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging)?;
@@ -79,10 +85,10 @@ fn go_build(dir: &Path, out: &Path, goflags: &str, args: &[&str]) -> anyhow::Res
         .env("CGO_ENABLED", "0")
         .env("GOFLAGS", goflags)
         .args(["build", "-trimpath"])
-        .args(&args[..args.len() - 1])
+        .args(flags)
         .arg("-o")
         .arg(&staging)
-        .arg(args[args.len() - 1])
+        .arg(package)
         .output()
         .context("running go build")?;
     if !output.status.success() {
@@ -130,7 +136,7 @@ pub fn ensure_control_plane(log: &mut dyn FnMut(&str)) -> anyhow::Result<(PathBu
             " -X {pkg}.gitVersion={version} -X {pkg}.gitMajor={major} -X {pkg}.gitMinor={minor} -X {pkg}.gitTreeState=clean -X {pkg}.buildDate=1970-01-01T00:00:00Z"
         ));
     }
-    go_build(&dir, &out, "-mod=mod", &["-ldflags", &ldflags, "./cmd/..."])?;
+    go_build(&dir, &out, "-mod=mod", &["-ldflags", &ldflags], "./cmd/...")?;
     Ok((out, version))
 }
 
@@ -153,7 +159,7 @@ pub fn ensure_kube_vip(log: &mut dyn FnMut(&str)) -> anyhow::Result<PathBuf> {
     }
     require_go("the benchmark builds kube-vip from its Go module with it")?;
     log("building kube-vip from its Go module (first time only; about 4 minutes on 2 cores)");
-    go_build(&dir, &out, "-mod=readonly", &["-ldflags", "-s -w", "."])?;
+    go_build(&dir, &out, "-mod=readonly", &["-ldflags", "-s -w"], ".")?;
     if !bin.is_file() {
         bail!("`go build` in {} left no kube-vip binary", dir.display());
     }

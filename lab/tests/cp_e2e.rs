@@ -252,10 +252,6 @@ fn bad_values_are_refused_by_manifest_and_manager_alike() -> Outcome {
     Ok(())
 }
 
-fn teardown() -> Outcome {
-    lab_ok(&["down"]).map(|_| ())
-}
-
 fn main() {
     run_all(
         "control-plane",
@@ -290,7 +286,7 @@ fn main() {
             },
             Scenario {
                 name: "teardown",
-                run: teardown,
+                run: lab_down,
             },
         ],
     );

@@ -531,10 +531,6 @@ fn chaos() -> Outcome {
     Ok(())
 }
 
-fn teardown() -> Outcome {
-    lab_ok(&["down"]).map(|_| ())
-}
-
 fn main() {
     run_all(
         "failures",
@@ -573,7 +569,7 @@ fn main() {
             },
             Scenario {
                 name: "teardown",
-                run: teardown,
+                run: lab_down,
             },
         ],
     );

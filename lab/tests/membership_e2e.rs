@@ -275,10 +275,6 @@ fn a_dead_nodes_vips_move_within_the_lease_duration() -> Outcome {
     Ok(())
 }
 
-fn teardown() -> Outcome {
-    lab_ok(&["down"]).map(|_| ())
-}
-
 fn main() {
     run_all(
         "membership_e2e",
@@ -305,7 +301,7 @@ fn main() {
             },
             Scenario {
                 name: "teardown",
-                run: teardown,
+                run: lab_down,
             },
         ],
     );

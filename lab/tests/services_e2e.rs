@@ -386,10 +386,6 @@ spec:
     Ok(())
 }
 
-fn teardown() -> Outcome {
-    lab_ok(&["down"]).map(|_| ())
-}
-
 fn main() {
     run_all(
         "services",
@@ -432,7 +428,7 @@ fn main() {
             },
             Scenario {
                 name: "teardown",
-                run: teardown,
+                run: lab_down,
             },
         ],
     );

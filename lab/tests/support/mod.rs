@@ -306,6 +306,11 @@ pub fn lab_up() -> Outcome {
     Ok(())
 }
 
+/// `kvip-lab down`: every suite's last scenario.
+pub fn lab_down() -> Outcome {
+    lab_ok(&["down"]).map(|_| ())
+}
+
 /// Deploys the load-balancer role on every node with [`TIMINGS`] and `extra` flags.
 pub fn deploy_lb(name: &str, extra: &[&str]) -> Result<std::path::PathBuf, String> {
     let mut flags = vec!["--role", "lb"];
