@@ -64,6 +64,10 @@ struct Sampler {
     stop: Arc<AtomicBool>,
     handle: std::thread::JoinHandle<BTreeMap<String, Duration>>,
     holders: Arc<Mutex<BTreeMap<String, Vec<String>>>>,
+    /// Every stretch with two carriers: VIP, nodes, start and length in seconds
+    /// since the sampler started, so a failure names when and where.
+    stretches: Arc<Mutex<Vec<String>>>,
+    started: Instant,
 }
 
 impl Sampler {
@@ -71,19 +75,33 @@ impl Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let holders = Arc::new(Mutex::new(BTreeMap::new()));
         let vips: Vec<String> = vips.iter().map(|v| v.to_string()).collect();
-        let (flag, seen) = (stop.clone(), holders.clone());
+        let stretches = Arc::new(Mutex::new(Vec::new()));
+        let started = Instant::now();
+        let (flag, seen, log) = (stop.clone(), holders.clone(), stretches.clone());
         let handle = std::thread::spawn(move || {
             let mut longest: BTreeMap<String, Duration> = BTreeMap::new();
-            let mut since: BTreeMap<String, Instant> = BTreeMap::new();
+            let mut since: BTreeMap<String, (Instant, Vec<String>)> = BTreeMap::new();
+            let record = |vip: &str, start: Instant, nodes: &[String]| {
+                if let Ok(mut l) = log.lock() {
+                    l.push(format!(
+                        "{vip} on {} from {:.1} s for {:.1} s",
+                        nodes.join("+"),
+                        start.duration_since(started).as_secs_f64(),
+                        start.elapsed().as_secs_f64()
+                    ));
+                }
+            };
             while !flag.load(Ordering::Relaxed) {
                 for vip in &vips {
                     let nodes = nodes_with_address(vip);
                     if nodes.len() >= 2 {
-                        let start = *since.entry(vip.clone()).or_insert_with(Instant::now);
+                        let (start, _) = since
+                            .entry(vip.clone())
+                            .or_insert_with(|| (Instant::now(), nodes.clone()));
                         let entry = longest.entry(vip.clone()).or_default();
                         *entry = (*entry).max(start.elapsed());
-                    } else {
-                        since.remove(vip);
+                    } else if let Some((start, who)) = since.remove(vip) {
+                        record(vip, start, &who);
                     }
                     if let Ok(mut h) = seen.lock() {
                         h.insert(vip.clone(), nodes);
@@ -91,13 +109,23 @@ impl Sampler {
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
+            for (vip, (start, who)) in since {
+                record(&vip, start, &who);
+            }
             longest
         });
         Self {
             stop,
             handle,
             holders,
+            stretches,
+            started,
         }
+    }
+
+    /// Seconds since the sampler started, to line events up with stretches.
+    fn now(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
     }
 
     fn holders(&self, vip: &str) -> Vec<String> {
@@ -108,9 +136,12 @@ impl Sampler {
             .unwrap_or_default()
     }
 
-    fn finish(self) -> BTreeMap<String, Duration> {
+    /// The longest two-carrier stretch per VIP, and every such stretch.
+    fn finish(self) -> (BTreeMap<String, Duration>, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().unwrap_or_default()
+        let longest = self.handle.join().unwrap_or_default();
+        let log = self.stretches.lock().map(|l| l.clone()).unwrap_or_default();
+        (longest, log)
     }
 }
 
@@ -215,6 +246,7 @@ fn cut_off_holder_hands_over_with_one_answerer() -> Outcome {
     let after_heal = holder_of(CLUSTER_VIP)?;
     let overlap = sampler
         .finish()
+        .0
         .get(CLUSTER_VIP)
         .copied()
         .unwrap_or_default();
@@ -464,6 +496,7 @@ fn chaos() -> Outcome {
     let mut local_pod = ("loc-1".to_string(), "worker2".to_string());
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     let mut worst_recovery = Duration::ZERO;
+    let mut steps_log = Vec::new();
     for step in 0..steps {
         let action = *rng.pick(&[
             "move-pod",
@@ -474,6 +507,10 @@ fn chaos() -> Outcome {
         ]);
         *counts.entry(action).or_default() += 1;
         let node = rng.pick(&workers).to_string();
+        steps_log.push(format!(
+            "{:.1} s: step {step} {action} {node}",
+            sampler.now()
+        ));
         match action {
             "move-pod" => {
                 let to = if local_pod.1 == "worker1" {
@@ -520,13 +557,18 @@ fn chaos() -> Outcome {
         }
         worst_recovery = worst_recovery.max(fault_end.elapsed());
     }
-    let overlaps = sampler.finish();
+    let (overlaps, stretches) = sampler.finish();
     println!(
         "    actions: {counts:?}; slowest recovery {} ms; longest two-announcer stretch: {overlaps:?}",
         worst_recovery.as_millis()
     );
     for (vip, d) in &overlaps {
-        ensure!(*d < REFRESH, "{vip} was carried by two nodes for {d:?}");
+        ensure!(
+            *d < REFRESH,
+            "{vip} was carried by two nodes for {d:?}\n    steps: {}\n    two-carrier stretches: {}",
+            steps_log.join("; "),
+            stretches.join("; ")
+        );
     }
     Ok(())
 }

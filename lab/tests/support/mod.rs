@@ -351,7 +351,9 @@ pub fn time_until_answer(
     Ok(started.elapsed())
 }
 
-/// Which lab nodes have `ip` on their eth0.
+/// Which lab nodes carry `ip`: have it on their eth0 while the link is up.
+/// A killed node keeps its addresses on a link that is down; it answers
+/// nothing until it is revived, and from then on it counts again.
 pub fn nodes_with_address(ip: &str) -> Vec<String> {
     let env = lab_env().unwrap_or_default();
     env.get("KVIP_LAB_NODES")
@@ -362,7 +364,7 @@ pub fn nodes_with_address(ip: &str) -> Vec<String> {
             in_netns(
                 &format!("kvl-{node}"),
                 "ip",
-                &["-o", "addr", "show", "dev", "eth0"],
+                &["-o", "addr", "show", "dev", "eth0", "up"],
             )
             .is_ok_and(|out| {
                 out.split_whitespace()
