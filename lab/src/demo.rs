@@ -137,18 +137,9 @@ pub fn run() -> anyhow::Result<()> {
     say(
         "the layout that breaks kube-vip users: the load-balancer instance only on the control-plane node",
     );
-    let (_, all) = kvip(&[
-        "manifest",
-        "all",
-        "--role",
-        "lb",
-        "--lease-duration",
-        "5",
-        "--renew-deadline",
-        "3",
-        "--retry-period",
-        "1",
-    ])?;
+    let mut args = vec!["manifest", "all", "--role", "lb"];
+    args.extend_from_slice(&crate::layout::LEASE_TIMING_FLAGS);
+    let (_, all) = kvip(&args)?;
     let cp_only = all.replacen("      hostNetwork: true", "      hostNetwork: true\n      nodeSelector:\n        node-role.kubernetes.io/control-plane: ''", 1);
     deploy("cp-only", &cp_only)?;
     say("a Service with externalTrafficPolicy: Local whose pod runs on worker1");

@@ -5,6 +5,19 @@
 use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+/// Lease timings the lab deploys every daemon with, seconds: duration,
+/// renew deadline, retry period (the demo, the benchmark, the test suites).
+pub const LEASE_TIMINGS: (u32, u32, u32) = (5, 3, 1);
+/// [`LEASE_TIMINGS`] as `kvip manifest` flags.
+pub const LEASE_TIMING_FLAGS: [&str; 6] = [
+    "--lease-duration",
+    "5",
+    "--renew-deadline",
+    "3",
+    "--retry-period",
+    "1",
+];
+
 /// Prefix of every network namespace the lab creates.
 pub const NETNS_PREFIX: &str = "kvl-";
 /// Namespace holding the bridge that joins every other namespace.
@@ -164,6 +177,20 @@ pub const CLIENT_IPV6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 5);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timing_flags_say_the_timings() {
+        let (duration, deadline, retry) = LEASE_TIMINGS;
+        let expected = [
+            "--lease-duration".to_string(),
+            duration.to_string(),
+            "--renew-deadline".to_string(),
+            deadline.to_string(),
+            "--retry-period".to_string(),
+            retry.to_string(),
+        ];
+        assert_eq!(LEASE_TIMING_FLAGS.map(String::from), expected);
+    }
 
     #[test]
     fn default_shape_names_and_addresses() {

@@ -9,8 +9,7 @@ use anyhow::Context;
 use std::path::PathBuf;
 use std::process::Command;
 
-/// Lease timings both daemons run with, seconds: duration, renew deadline, retry period.
-pub const LEASE_TIMINGS: (u32, u32, u32) = (5, 3, 1);
+pub use crate::layout::LEASE_TIMINGS;
 
 /// The kube-vip release the benchmark builds and the image its DaemonSet names.
 pub const KUBE_VIP_MODULE: &str = "github.com/kube-vip/kube-vip";
@@ -127,7 +126,6 @@ pub fn manifest(subject: Subject) -> anyhow::Result<String> {
 /// plus `extra` flags.
 fn kvip_manifest(extra: &[&str]) -> anyhow::Result<String> {
     let bin = commands::kvip_binary()?;
-    let (duration, deadline, retry) = LEASE_TIMINGS;
     let out = Command::new(&bin)
         .args([
             "manifest",
@@ -136,13 +134,8 @@ fn kvip_manifest(extra: &[&str]) -> anyhow::Result<String> {
             "lb",
             "--interface",
             VIP_INTERFACE,
-            "--lease-duration",
-            &duration.to_string(),
-            "--renew-deadline",
-            &deadline.to_string(),
-            "--retry-period",
-            &retry.to_string(),
         ])
+        .args(crate::layout::LEASE_TIMING_FLAGS)
         .args(extra)
         .output()
         .with_context(|| format!("running {}", bin.display()))?;

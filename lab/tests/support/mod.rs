@@ -285,15 +285,8 @@ pub fn deploy_kvip(name: &str, flags: &[&str]) -> Result<std::path::PathBuf, Str
     Ok(path)
 }
 
-/// The Lease timings every suite deploys kvip with: 5 s / 3 s / 1 s.
-pub const TIMINGS: [&str; 6] = [
-    "--lease-duration",
-    "5",
-    "--renew-deadline",
-    "3",
-    "--retry-period",
-    "1",
-];
+/// The Lease timings every suite deploys kvip with: the lab's 5 s / 3 s / 1 s.
+pub const TIMINGS: [&str; 6] = kvip_lab::layout::LEASE_TIMING_FLAGS;
 
 /// `kvip-lab up`; an error carries its output.
 pub fn lab_up() -> Outcome {
