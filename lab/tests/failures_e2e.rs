@@ -58,15 +58,21 @@ impl Prober {
     }
 }
 
-/// Samples which nodes carry each VIP every 50 ms; reports the longest
-/// stretch with two or more nodes carrying the same VIP.
+/// A stretch of time with two or more nodes carrying one VIP.
+struct Stretch {
+    vip: String,
+    nodes: Vec<String>,
+    /// Since the sampler started.
+    from: Duration,
+    length: Duration,
+}
+
+/// Samples which nodes carry each VIP every 50 ms and records every stretch
+/// with two or more nodes carrying the same VIP.
 struct Sampler {
     stop: Arc<AtomicBool>,
-    handle: std::thread::JoinHandle<BTreeMap<String, Duration>>,
+    handle: std::thread::JoinHandle<Vec<Stretch>>,
     holders: Arc<Mutex<BTreeMap<String, Vec<String>>>>,
-    /// Every stretch with two carriers: VIP, nodes, start and length in seconds
-    /// since the sampler started, so a failure names when and where.
-    stretches: Arc<Mutex<Vec<String>>>,
     started: Instant,
 }
 
@@ -75,33 +81,25 @@ impl Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let holders = Arc::new(Mutex::new(BTreeMap::new()));
         let vips: Vec<String> = vips.iter().map(|v| v.to_string()).collect();
-        let stretches = Arc::new(Mutex::new(Vec::new()));
         let started = Instant::now();
-        let (flag, seen, log) = (stop.clone(), holders.clone(), stretches.clone());
+        let (flag, seen) = (stop.clone(), holders.clone());
         let handle = std::thread::spawn(move || {
-            let mut longest: BTreeMap<String, Duration> = BTreeMap::new();
-            let mut since: BTreeMap<String, (Instant, Vec<String>)> = BTreeMap::new();
-            let record = |vip: &str, start: Instant, nodes: &[String]| {
-                if let Ok(mut l) = log.lock() {
-                    l.push(format!(
-                        "{vip} on {} from {:.1} s for {:.1} s",
-                        nodes.join("+"),
-                        start.duration_since(started).as_secs_f64(),
-                        start.elapsed().as_secs_f64()
-                    ));
-                }
+            let mut stretches = Vec::new();
+            let mut open: BTreeMap<String, (Instant, Vec<String>)> = BTreeMap::new();
+            let close = |vip: String, (start, nodes): (Instant, Vec<String>)| Stretch {
+                vip,
+                nodes,
+                from: start.duration_since(started),
+                length: start.elapsed(),
             };
             while !flag.load(Ordering::Relaxed) {
                 for vip in &vips {
                     let nodes = nodes_with_address(vip);
                     if nodes.len() >= 2 {
-                        let (start, _) = since
-                            .entry(vip.clone())
+                        open.entry(vip.clone())
                             .or_insert_with(|| (Instant::now(), nodes.clone()));
-                        let entry = longest.entry(vip.clone()).or_default();
-                        *entry = (*entry).max(start.elapsed());
-                    } else if let Some((start, who)) = since.remove(vip) {
-                        record(vip, start, &who);
+                    } else if let Some(o) = open.remove(vip) {
+                        stretches.push(close(vip.clone(), o));
                     }
                     if let Ok(mut h) = seen.lock() {
                         h.insert(vip.clone(), nodes);
@@ -109,16 +107,13 @@ impl Sampler {
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            for (vip, (start, who)) in since {
-                record(&vip, start, &who);
-            }
-            longest
+            stretches.extend(open.into_iter().map(|(vip, o)| close(vip, o)));
+            stretches
         });
         Self {
             stop,
             handle,
             holders,
-            stretches,
             started,
         }
     }
@@ -136,13 +131,21 @@ impl Sampler {
             .unwrap_or_default()
     }
 
-    /// The longest two-carrier stretch per VIP, and every such stretch.
-    fn finish(self) -> (BTreeMap<String, Duration>, Vec<String>) {
+    /// Every two-carrier stretch, in the order they ended.
+    fn finish(self) -> Vec<Stretch> {
         self.stop.store(true, Ordering::Relaxed);
-        let longest = self.handle.join().unwrap_or_default();
-        let log = self.stretches.lock().map(|l| l.clone()).unwrap_or_default();
-        (longest, log)
+        self.handle.join().unwrap_or_default()
     }
+}
+
+/// The longest two-carrier stretch per VIP.
+fn longest(stretches: &[Stretch]) -> BTreeMap<String, Duration> {
+    let mut out: BTreeMap<String, Duration> = BTreeMap::new();
+    for s in stretches {
+        let d = out.entry(s.vip.clone()).or_default();
+        *d = (*d).max(s.length);
+    }
+    out
 }
 
 fn holder_of(vip: &str) -> Result<String, String> {
@@ -244,9 +247,7 @@ fn cut_off_holder_hands_over_with_one_answerer() -> Outcome {
     lab_ok(&["fault", "heal", &old])?;
     std::thread::sleep(LEASE + Duration::from_secs(2));
     let after_heal = holder_of(CLUSTER_VIP)?;
-    let overlap = sampler
-        .finish()
-        .0
+    let overlap = longest(&sampler.finish())
         .get(CLUSTER_VIP)
         .copied()
         .unwrap_or_default();
@@ -557,7 +558,8 @@ fn chaos() -> Outcome {
         }
         worst_recovery = worst_recovery.max(fault_end.elapsed());
     }
-    let (overlaps, stretches) = sampler.finish();
+    let stretches = sampler.finish();
+    let overlaps = longest(&stretches);
     println!(
         "    actions: {counts:?}; slowest recovery {} ms; longest two-announcer stretch: {overlaps:?}",
         worst_recovery.as_millis()
@@ -567,7 +569,17 @@ fn chaos() -> Outcome {
             *d < REFRESH,
             "{vip} was carried by two nodes for {d:?}\n    steps: {}\n    two-carrier stretches: {}",
             steps_log.join("; "),
-            stretches.join("; ")
+            stretches
+                .iter()
+                .map(|s| format!(
+                    "{} on {} from {:.1} s for {:.1} s",
+                    s.vip,
+                    s.nodes.join("+"),
+                    s.from.as_secs_f64(),
+                    s.length.as_secs_f64()
+                ))
+                .collect::<Vec<_>>()
+                .join("; ")
         );
     }
     Ok(())
