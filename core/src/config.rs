@@ -19,7 +19,16 @@ const MAX_SECONDS: u64 = 86_400;
 const ARP_RATE_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
 
 /// The kvip-only settings; any other `kvip_` variable is a typo.
-pub const KVIP_VARIABLES: &[&str] = &["kvip_log_format", "kvip_membership"];
+pub const KVIP_VARIABLES: &[&str] = &[
+    "kvip_api_burst",
+    "kvip_api_qps",
+    "kvip_log_format",
+    "kvip_membership",
+];
+
+/// Bounds of `kvip_api_qps` and `kvip_api_burst`: writes per second, and the
+/// most sent at once after a quiet spell.
+pub const API_BUDGET: std::ops::RangeInclusive<u32> = 1..=10_000;
 
 /// The kube-vip variables kvip implements, exactly as `Config::from_env` reads them.
 pub const SUPPORTED_VARIABLES: &[&str] = &[
@@ -137,6 +146,11 @@ pub struct Config {
     /// over nodes that renew one membership Lease each, instead of one Lease
     /// per address ([`crate::membership`]).
     pub membership: bool,
+    /// `kvip_api_qps`: the API writes this instance sends per second at most
+    /// (Lease renewals and takeovers, claims, status, Events).
+    pub api_qps: u32,
+    /// `kvip_api_burst`: how many writes may go at once after a quiet spell.
+    pub api_burst: u32,
 }
 
 impl Default for Config {
@@ -168,6 +182,8 @@ impl Default for Config {
             k8s_config_file: None,
             log_format: LogFormat::Text,
             membership: false,
+            api_qps: 50,
+            api_burst: 100,
         }
     }
 }
@@ -249,6 +265,14 @@ pub enum ConfigProblem {
     /// `vip_loglevel` is not 0..=6.
     #[error("vip_loglevel={value:?} must be a logrus level from 0 (panic) to 6 (trace); 4 is info")]
     InvalidLogLevel {
+        /// Its value.
+        value: String,
+    },
+    /// `kvip_api_qps` or `kvip_api_burst` is not a whole number within bounds.
+    #[error("{variable}={value:?} must be a whole number from 1 to 10000")]
+    InvalidApiBudget {
+        /// The variable.
+        variable: &'static str,
         /// Its value.
         value: String,
     },
@@ -684,6 +708,21 @@ impl Config {
 
         let k8s_config_file = r.string("k8s_config_file");
         let membership = r.flag("kvip_membership", defaults.membership);
+        let mut budget = |variable: &'static str, default: u32| match r.get(variable) {
+            None => default,
+            Some(value) => match value.parse::<u32>() {
+                Ok(n) if API_BUDGET.contains(&n) => n,
+                _ => {
+                    r.problems.push(ConfigProblem::InvalidApiBudget {
+                        variable,
+                        value: value.to_string(),
+                    });
+                    default
+                }
+            },
+        };
+        let api_qps = budget("kvip_api_qps", defaults.api_qps);
+        let api_burst = budget("kvip_api_burst", defaults.api_burst);
 
         let log_format = match r.get("kvip_log_format") {
             None | Some("text") => LogFormat::Text,
@@ -749,6 +788,8 @@ impl Config {
             k8s_config_file,
             log_format,
             membership,
+            api_qps,
+            api_burst,
         };
         Ok((config, warnings))
     }
@@ -1066,9 +1107,37 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn api_budget_defaults_and_bounds() {
+        let (config, _) = Config::from_env(&env(&[])).unwrap();
+        assert_eq!((config.api_qps, config.api_burst), (50, 100));
+        let (config, _) =
+            Config::from_env(&env(&[("kvip_api_qps", "5"), ("kvip_api_burst", "10")])).unwrap();
+        assert_eq!((config.api_qps, config.api_burst), (5, 10));
+        for bad in ["0", "-1", "1.5", "10001", "lots"] {
+            assert!(
+                matches!(
+                    problems(&[("kvip_api_qps", bad)])[..],
+                    [ConfigProblem::InvalidApiBudget {
+                        variable: "kvip_api_qps",
+                        ..
+                    }]
+                ),
+                "{bad}"
+            );
+        }
+        let text = problems(&[("kvip_api_burst", "0")])[0].to_string();
+        assert!(
+            text.contains("kvip_api_burst") && text.contains("1 to 10000"),
+            "{text}"
+        );
+    }
+
     /// Every variable from_env reads, plus kvip-only and unsupported ones.
     fn variables() -> Vec<&'static str> {
         let extra = [
+            "kvip_api_burst",
+            "kvip_api_qps",
             "kvip_log_format",
             "kvip_membership",
             "kvip_other",

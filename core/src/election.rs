@@ -74,6 +74,18 @@ impl LeaseRecord {
     }
 }
 
+/// Whether `after` only renews the term of `before`: the same holder (not
+/// released), duration and transitions. Such a change restarts that Lease's
+/// expiry clock and changes nothing else, so it needs no reassessment: at a
+/// hundred Services another node's renewals arrive many times a second.
+pub fn is_renewal(before: &LeaseRecord, after: &LeaseRecord) -> bool {
+    before.holder().is_some()
+        && before.holder() == after.holder()
+        && before.lease_duration_seconds == after.lease_duration_seconds
+        && before.lease_transitions == after.lease_transitions
+        && before.acquire_time == after.acquire_time
+}
+
 /// What the daemon last read of the Lease (watch event, list or get).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Observed {
@@ -293,6 +305,23 @@ impl Elector {
         }
     }
 
+    /// Starts another holder's term again at `at`: while this node could not
+    /// watch the Lease (an API outage) the holder may have renewed unseen, so
+    /// its term is judged from the moment the watch could see again, never
+    /// from before the gap. Our own term is not touched: it rests on our
+    /// writes, not on what we saw.
+    pub fn restart_term(&mut self, at: Mono) {
+        if self.names_us() {
+            return;
+        }
+        if let Some(seen) = self.seen.as_mut()
+            && seen.record.as_ref().and_then(LeaseRecord::holder).is_some()
+            && seen.changed_at < at
+        {
+            seen.changed_at = at;
+        }
+    }
+
     /// What to write now, if anything. `candidate`: this node may hold the Lease.
     pub fn decide(&mut self, now: Mono, now_wall: WallTime, candidate: bool) -> Decision {
         self.candidate = candidate;
@@ -441,6 +470,99 @@ impl Elector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn renewed_by(holder: &str, renewed: i64) -> LeaseRecord {
+        LeaseRecord {
+            holder: Some(holder.into()),
+            lease_duration_seconds: Some(5),
+            acquire_time: Some(WallTime(1)),
+            renew_time: Some(WallTime(renewed)),
+            lease_transitions: Some(2),
+        }
+    }
+
+    #[test]
+    fn only_a_renewal_of_a_held_term_is_a_renewal() {
+        let before = renewed_by("a", 10);
+        assert!(is_renewal(&before, &renewed_by("a", 20)));
+        assert!(!is_renewal(&before, &renewed_by("b", 20)), "a takeover");
+        let released = LeaseRecord {
+            holder: Some(String::new()),
+            ..renewed_by("a", 20)
+        };
+        assert!(!is_renewal(&before, &released), "a release");
+        assert!(
+            !is_renewal(&released, &renewed_by("a", 30)),
+            "taken after a release"
+        );
+        let longer = LeaseRecord {
+            lease_duration_seconds: Some(15),
+            ..renewed_by("a", 20)
+        };
+        assert!(!is_renewal(&before, &longer), "a new duration");
+    }
+
+    #[test]
+    fn a_term_restarted_after_a_watch_gap_is_waited_out_from_the_restart() {
+        let secs = Duration::from_secs;
+        let mut e = Elector::new("me", secs(5), secs(3), secs(1)).unwrap();
+        e.observe(
+            Observed {
+                record: Some(renewed_by("other", 10)),
+                resource_version: Some("7".into()),
+            },
+            Mono(secs(0)),
+        );
+        // Blind from 1 s to 9 s: the holder may have renewed unseen.
+        e.restart_term(Mono(secs(9)));
+        assert!(matches!(
+            e.decide(Mono(secs(13)), WallTime(0), true),
+            Decision::Wait(d) if d == secs(1)
+        ));
+        assert!(matches!(
+            e.decide(Mono(secs(14)), WallTime(0), true),
+            Decision::Update { .. }
+        ));
+    }
+
+    #[test]
+    fn a_restart_never_touches_our_own_term_nor_shortens_one() {
+        let secs = Duration::from_secs;
+        let mut e = Elector::new("me", secs(5), secs(3), secs(1)).unwrap();
+        e.observe(
+            Observed {
+                record: Some(renewed_by("other", 10)),
+                resource_version: Some("7".into()),
+            },
+            Mono(secs(8)),
+        );
+        e.restart_term(Mono(secs(2)));
+        assert!(matches!(
+            e.decide(Mono(secs(12)), WallTime(0), true),
+            Decision::Wait(d) if d == secs(1)
+        ));
+        let mut mine = Elector::new("me", secs(5), secs(3), secs(1)).unwrap();
+        mine.observe(
+            Observed {
+                record: None,
+                resource_version: None,
+            },
+            Mono(secs(0)),
+        );
+        let Decision::Create(record) = mine.decide(Mono(secs(0)), WallTime(5), true) else {
+            panic!("no create");
+        };
+        mine.write_result(
+            WriteResult::Ok {
+                record,
+                resource_version: "1".into(),
+            },
+            Mono(secs(0)),
+        );
+        mine.restart_term(Mono(secs(4)));
+        assert!(mine.may_announce(Mono(secs(4))));
+        assert_eq!(mine.announce_deadline(), Some(Mono(secs(5))));
+    }
 
     #[test]
     fn a_hand_edited_day_long_lease_is_waited_out_for_a_bounded_time() {

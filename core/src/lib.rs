@@ -6,10 +6,13 @@
 //!
 //! - [`assess`](mod@assess): the whole picture in one call, for the daemon and `kvip status`;
 //! - [`config`]: kube-vip's environment variables into a checked [`Config`];
+//! - [`budget`]: how many API writes may go, and backoff after refusals;
 //! - [`service`], [`endpoints`]: Services and EndpointSlices as plain values;
 //! - [`candidacy`]: which nodes may announce a Service, or why it is pending;
 //! - [`sharing`]: Services that share an address are elected together;
 //! - [`election`]: client-go compatible Lease election as a state machine;
+//! - [`campaign`]: the election with outage hold, yield, adoption and stale-write rules;
+//! - [`instances`]: which nodes run a live kvip instance;
 //! - [`membership`]: membership mode, one Lease per node and rendezvous owners;
 //! - [`plan`](mod@plan): which addresses to add and remove, and on which interface;
 //! - [`packet`]: gratuitous ARP and neighbour advertisement frames.
@@ -18,10 +21,13 @@
 #![forbid(unsafe_code)]
 
 pub mod assess;
+pub mod budget;
+pub mod campaign;
 pub mod candidacy;
 pub mod config;
 pub mod election;
 pub mod endpoints;
+pub mod instances;
 pub mod membership;
 pub mod packet;
 pub mod plan;
@@ -29,6 +35,7 @@ pub mod service;
 pub mod sharing;
 
 pub use assess::{Assessment, assess};
+pub use campaign::{Campaign, Notice};
 pub use candidacy::{NodeInput, PendingReason, candidates};
 pub use config::{Config, ConfigError, ConfigWarning};
 pub use election::{Decision, Elector, LeaseRecord, Mono, Observed, WallTime, WriteResult};

@@ -1,6 +1,8 @@
 //! One watch per resource type (Services, EndpointSlices, Nodes, Leases)
-//! into in-memory stores, waking the reconciler on every change. Never one
-//! watch per Service: the API cost stays flat as Services grow.
+//! into in-memory stores, waking the reconciler on every change that can
+//! change a decision. Never one watch per Service: the API cost stays flat as
+//! Services grow. A Lease renewal of a term still running wakes nobody: the
+//! watch only records when it arrived, which is all an election needs.
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -9,11 +11,14 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
+use kvip_core::election::is_renewal;
+use kvip_core::{LeaseRecord, Mono};
 use serde::de::DeserializeOwned;
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::hash::Hash;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// The stores the reconciler reads.
@@ -27,8 +32,63 @@ pub struct Cache {
     pub nodes: Store<Node>,
     /// Leases everywhere but `kube-node-lease`.
     pub leases: Store<Lease>,
-    /// Woken on every change.
+    /// Woken on every change that can change a decision.
     pub changed: Arc<Notify>,
+    /// When each Lease's current version arrived, and the Lease watch's gaps.
+    terms: Arc<Mutex<Terms>>,
+}
+
+/// What the Lease watch saw, beside the store.
+#[derive(Default)]
+struct Terms {
+    /// By (namespace, name): the version seen, its record, and when it arrived.
+    arrived: HashMap<(String, String), Arrival>,
+    /// Whether the watch is failing now (it cannot see renewals).
+    blind: bool,
+    /// The last instant the watch was known not to see: while it fails, and
+    /// the moment it sees again.
+    blind_until: Option<Instant>,
+}
+
+struct Arrival {
+    resource_version: String,
+    record: LeaseRecord,
+    at: Instant,
+}
+
+impl Terms {
+    /// Records one Lease version; true when it needs a decision (anything
+    /// but the renewal of a term that had not run out).
+    fn arrive(&mut self, lease: &Lease, at: Instant) -> bool {
+        let (Some(name), Some(namespace)) = (&lease.metadata.name, &lease.metadata.namespace)
+        else {
+            return true;
+        };
+        let seen = crate::translate::observed(Some(lease));
+        let (Some(record), Some(resource_version)) = (seen.record, seen.resource_version) else {
+            return true;
+        };
+        let key = (namespace.clone(), name.clone());
+        let decide = match self.arrived.get(&key) {
+            Some(before) if before.resource_version == resource_version => false,
+            Some(before) => {
+                let seconds = before.record.lease_duration_seconds.unwrap_or(0).max(0);
+                let running =
+                    at < before.at + Duration::from_secs(u64::from(seconds.unsigned_abs()));
+                !(running && is_renewal(&before.record, &record))
+            }
+            None => true,
+        };
+        self.arrived.insert(
+            key,
+            Arrival {
+                resource_version,
+                record,
+                at,
+            },
+        );
+        decide
+    }
 }
 
 /// Reconnect quickly after the API server comes back: 100 ms doubling to
@@ -82,6 +142,58 @@ where
     reader
 }
 
+/// The Lease watch: the store, plus when each version arrived and when the
+/// watch could not see. Wakes the reconciler only for changes that matter.
+fn watch_leases(
+    api: Api<Lease>,
+    config: watcher::Config,
+    changed: Arc<Notify>,
+) -> (Store<Lease>, Arc<Mutex<Terms>>) {
+    let (reader, writer) = reflector::store();
+    let terms = Arc::new(Mutex::new(Terms::default()));
+    let stream =
+        reflector::reflector(writer, watcher(api, config)).backoff(QuickBackoff::default());
+    let record = terms.clone();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            let now = Instant::now();
+            let Ok(mut t) = record.lock() else { return };
+            // A watch that failed could not see renewals: every other
+            // holder's term restarts when it sees again.
+            if event.is_ok() && t.blind {
+                t.blind = false;
+                t.blind_until = Some(now);
+                changed.notify_one();
+            }
+            let wake = match &event {
+                Ok(watcher::Event::Apply(l) | watcher::Event::InitApply(l)) => t.arrive(l, now),
+                Ok(watcher::Event::Delete(l)) => {
+                    if let (Some(n), Some(ns)) = (&l.metadata.name, &l.metadata.namespace) {
+                        t.arrived.remove(&(ns.clone(), n.clone()));
+                    }
+                    true
+                }
+                Ok(watcher::Event::Init) => false,
+                Ok(watcher::Event::InitDone) => true,
+                Err(e) => {
+                    if !t.blind {
+                        tracing::warn!(error = %e, "Lease watch failed; retrying with backoff");
+                    }
+                    t.blind = true;
+                    t.blind_until = Some(now);
+                    false
+                }
+            };
+            drop(t);
+            if wake {
+                changed.notify_one();
+            }
+        }
+    });
+    (reader, terms)
+}
+
 impl Cache {
     /// Starts the four watches.
     pub fn start(client: &Client, service_namespace: Option<&str>) -> Self {
@@ -94,16 +206,18 @@ impl Cache {
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
         let plain = watcher::Config::default;
+        let (leases, terms) = watch_leases(
+            Api::all(client.clone()),
+            plain().fields("metadata.namespace!=kube-node-lease"),
+            changed.clone(),
+        );
         Self {
             services: watch(services, plain(), changed.clone()),
             slices: watch(slices, plain(), changed.clone()),
             nodes: watch(Api::all(client.clone()), plain(), changed.clone()),
-            leases: watch(
-                Api::all(client.clone()),
-                plain().fields("metadata.namespace!=kube-node-lease"),
-                changed.clone(),
-            ),
+            leases,
             changed,
+            terms,
         }
     }
 
@@ -119,5 +233,42 @@ impl Cache {
     pub fn lease(&self, namespace: &str, name: &str) -> Option<Arc<Lease>> {
         self.leases
             .get(&reflector::ObjectRef::new(name).within(namespace))
+    }
+}
+
+impl Cache {
+    /// When this node saw `lease` (the version in the store) begin its
+    /// current term, on the core's clock: when that version arrived, never
+    /// earlier than the end of a gap in the Lease watch (a holder may have
+    /// renewed unseen), and `now` when the watch has not said yet.
+    pub fn term_seen_at(&self, lease: &Lease, now: Mono) -> Mono {
+        let (Some(name), Some(namespace)) = (&lease.metadata.name, &lease.metadata.namespace)
+        else {
+            return now;
+        };
+        let Ok(t) = self.terms.lock() else {
+            return now;
+        };
+        let arrived = t
+            .arrived
+            .get(&(namespace.clone(), name.clone()))
+            .filter(|a| lease.metadata.resource_version.as_ref() == Some(&a.resource_version))
+            .map_or(now, |a| crate::clock::mono(a.at));
+        let blind = if t.blind {
+            Some(now)
+        } else {
+            t.blind_until.map(crate::clock::mono)
+        };
+        blind.map_or(arrived, |b| arrived.max(b)).min(now)
+    }
+
+    /// The last instant the Lease watch could not see (now, while it fails).
+    pub fn leases_blind_until(&self, now: Mono) -> Option<Mono> {
+        let t = self.terms.lock().ok()?;
+        if t.blind {
+            Some(now)
+        } else {
+            t.blind_until.map(crate::clock::mono)
+        }
     }
 }

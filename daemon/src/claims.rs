@@ -80,15 +80,24 @@ async fn write(client: &Client, claim: &ClaimWrite, timeout: Duration) -> ClaimR
     });
     let params = PatchParams::default();
     let patch = Patch::Merge(&patch);
+    let target = format!("services/{}", claim.service);
+    if crate::budget::admit(&target, "services", timeout / 2)
+        .await
+        .is_err()
+    {
+        return ClaimResult::Error;
+    }
     let call = api.patch(&claim.service.name, &params, &patch);
     let result = match tokio::time::timeout(timeout, call).await {
         Ok(r) => r,
         Err(_) => {
             metrics::api_request("services", "claim", false);
+            crate::budget::answered(&target, "services", "claim", None);
             tracing::warn!(service = %claim.service, "claim write timed out");
             return ClaimResult::Error;
         }
     };
+    crate::budget::answered(&target, "services", "claim", crate::budget::code(&result));
     match result {
         Ok(stored) => {
             metrics::api_request("services", "claim", true);

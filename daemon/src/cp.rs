@@ -9,7 +9,7 @@
 //! node whose API server is down cannot hold the VIP.
 
 use crate::announce::Wire;
-use crate::campaign::{self, Campaign, Step, WriteDone};
+use crate::campaign::{self, Campaign, CampaignExt, Step, WriteDone};
 use crate::metrics;
 use crate::translate;
 use futures::StreamExt;
@@ -173,13 +173,13 @@ impl ControlPlane {
                 break;
             }
             while let Ok(done) = self.writes_rx.try_recv() {
-                self.campaign.finished(done.result, self.now());
+                self.campaign.finish(done.result, self.now());
             }
             let next = self.pass(false).await;
             metrics::beat(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX));
             tokio::select! {
                 _ = self.changed.notified() => {}
-                Some(done) = self.writes_rx.recv() => self.campaign.finished(done.result, self.now()),
+                Some(done) = self.writes_rx.recv() => self.campaign.finish(done.result, self.now()),
                 Some(conflict) = self.wire.next_conflict() => {
                     metrics::get().conflicts.inc();
                     let now = self.now();
@@ -199,7 +199,7 @@ impl ControlPlane {
         let _ = self.pass(true).await;
         while self.campaign.names(&self.node) && Instant::now() < deadline {
             tokio::select! {
-                Some(done) = self.writes_rx.recv() => self.campaign.finished(done.result, self.now()),
+                Some(done) = self.writes_rx.recv() => self.campaign.finish(done.result, self.now()),
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             }
             let _ = self.pass(true).await;
@@ -214,7 +214,7 @@ impl ControlPlane {
         let lease = self
             .store
             .get(&reflector::ObjectRef::new(&self.lease.name).within(&self.lease.namespace));
-        self.campaign.observe(lease.as_deref(), now);
+        self.campaign.see(lease.as_deref(), now);
         if !self.adopted {
             self.adopted = true;
             let vips = BTreeSet::from([self.address]);
@@ -227,7 +227,7 @@ impl ControlPlane {
             }
         }
         let mut release = None;
-        match self.campaign.decide(now, translate::wall_now(), candidate) {
+        match self.campaign.step(now, translate::wall_now(), candidate) {
             Step::Wait(d) => next = next.min(d),
             Step::Write(w) => campaign::spawn_write(
                 &self.client,
@@ -276,11 +276,9 @@ impl ControlPlane {
             tracing::error!(address = %ia.address, interface = %ia.interface, error = %e, "cannot change the address");
         }
         if !added.is_empty()
-            && let Some(since) = self.campaign.take_wanting_since()
+            && let Some(took) = self.campaign.take_wanting_since(self.now())
         {
-            metrics::get()
-                .takeover_seconds
-                .observe(since.elapsed().as_secs_f64());
+            metrics::get().takeover_seconds.observe(took.as_secs_f64());
         }
         metrics::get()
             .vips_held

@@ -25,6 +25,8 @@ pub enum Reason {
     Pending,
     /// The VIP was withdrawn and nobody announces it now.
     Withdrawn,
+    /// The write budget cannot renew every Lease in time.
+    Throttled,
 }
 
 impl Reason {
@@ -34,12 +36,13 @@ impl Reason {
             Reason::Moved => "VIPMoved",
             Reason::Pending => "VIPPending",
             Reason::Withdrawn => "VIPWithdrawn",
+            Reason::Throttled => "LeaseRenewalThrottled",
         }
     }
 
     fn kind(self) -> &'static str {
         match self {
-            Reason::Pending => "Warning",
+            Reason::Pending | Reason::Throttled => "Warning",
             _ => "Normal",
         }
     }
@@ -108,6 +111,14 @@ impl Recorder {
         let service = service.clone();
         let counts = self.counts.clone();
         tokio::spawn(async move {
+            // Events are told, not owed: one held back by the budget is dropped.
+            let target = format!("events/{service}");
+            if crate::budget::admit(&target, "events", std::time::Duration::from_secs(1))
+                .await
+                .is_err()
+            {
+                return;
+            }
             let api: Api<Event> = Api::namespaced(client, &service.namespace);
             let name = format!(
                 "{}.kvip.{:016x}",
@@ -127,6 +138,7 @@ impl Recorder {
                     )
                     .await;
                 metrics::api_request("events", "patch", r.is_ok());
+                crate::budget::answered(&target, "events", "patch", crate::budget::code(&r));
                 count + 1
             } else {
                 let event = Event {
@@ -161,6 +173,7 @@ impl Recorder {
                 };
                 let r = api.create(&PostParams::default(), &event).await;
                 metrics::api_request("events", "create", r.is_ok());
+                crate::budget::answered(&target, "events", "create", crate::budget::code(&r));
                 match r {
                     Ok(_) => 1,
                     // Recorded before, by an earlier run or another node: count it

@@ -55,6 +55,13 @@ pub async fn write(
         field_manager: Some("kvip".into()),
         ..Default::default()
     };
+    let target = format!("lease/{namespace}/{name}");
+    if crate::budget::admit(&target, "lease", timeout / 2)
+        .await
+        .is_err()
+    {
+        return WriteResult::Error;
+    }
     let call = async {
         match resource_version {
             None => api.create(&pp, &lease).await,
@@ -65,10 +72,12 @@ pub async fn write(
         Ok(r) => r,
         Err(_) => {
             crate::metrics::api_request("lease", "write", false);
+            crate::budget::answered(&target, "lease", "write", None);
             tracing::warn!(lease = %format!("{namespace}/{name}"), "lease write timed out");
             return WriteResult::Error;
         }
     };
+    crate::budget::answered(&target, "lease", "write", crate::budget::code(&result));
     match result {
         Ok(stored) => {
             crate::metrics::api_request("lease", "write", true);
@@ -95,6 +104,14 @@ pub async fn write(
 
 /// Deletes a Lease (our own instance Lease on shutdown); absent is fine.
 pub async fn delete(client: &Client, namespace: &str, name: &str) {
+    let target = format!("lease/{namespace}/{name}");
+    if crate::budget::admit(&target, "lease", Duration::from_millis(200))
+        .await
+        .is_err()
+    {
+        return;
+    }
     let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
-    let _ = api.delete(name, &Default::default()).await;
+    let r = api.delete(name, &Default::default()).await;
+    crate::budget::answered(&target, "lease", "delete", crate::budget::code(&r));
 }

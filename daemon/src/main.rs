@@ -1,9 +1,11 @@
 //! `kvip`: the virtual-IP daemon and its command line.
 
 mod announce;
+mod budget;
 mod cache;
 mod campaign;
 mod claims;
+mod clock;
 mod cp;
 mod events;
 mod http;
@@ -250,6 +252,8 @@ async fn manager(settings: Vec<String>) -> anyhow::Result<()> {
         .context("vip_nodename is not set: the DaemonSet sets it from spec.nodeName")?;
     tracing::info!(version = env!("CARGO_PKG_VERSION"), node = %node, svc = config.svc_enable, cp = config.cp_enable, "kvip starting");
     let started = Instant::now();
+    clock::start();
+    budget::init(config.api_qps, config.api_burst);
     if !config.prometheus_server.is_empty() {
         let addr = http::listen_address(&config.prometheus_server).map_err(anyhow::Error::msg)?;
         let stuck_after = (config.lease_duration * 2).max(Duration::from_secs(10));

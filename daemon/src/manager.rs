@@ -2,11 +2,18 @@
 //! watched stores, asks the core who may announce what, runs one Lease
 //! election per announcement group, and carries out the result — withdraw,
 //! then release; add, then announce — and keeps Service status in step.
+//!
+//! Work follows what changed. The whole picture (Services, EndpointSlices,
+//! Nodes, live instances, interfaces) is assessed again only when one of
+//! them changed; a timer or a finished write only steps the elections over
+//! the last assessment. Another node's renewal wakes nothing at all.
 
 use crate::announce::Wire;
+use crate::budget;
 use crate::cache::Cache;
-use crate::campaign::{self, Campaign, Step, WriteDone};
+use crate::campaign::{self, Campaign, CampaignExt, Step, WriteDone};
 use crate::claims::{self, ClaimDone};
+use crate::clock;
 use crate::events::{self, Reason};
 use crate::leases::{self, LeaseWrite};
 use crate::membership::Membership;
@@ -16,6 +23,7 @@ use crate::translate;
 use k8s_openapi::api::core::v1::Service;
 use kube::Client;
 use kvip_core::candidacy::NodeInput;
+use kvip_core::instances::{self, InstanceTerm, Liveness};
 use kvip_core::{
     AnnouncementGroup, Config, Elector, InterfaceAddress, LbClassRule, LeaseKey, Mono,
     PendingReason, ServiceKey, assess, choose_interface, plan::is_subnet_edge,
@@ -33,18 +41,40 @@ type Interfaces = (
     Option<String>,
 );
 
-/// Label on the per-node Lease that says a kvip instance runs there.
-pub const INSTANCE_LABEL: &str = "kvip.io/instance";
-/// Label naming the node of an instance Lease.
-pub const INSTANCE_NODE_LABEL: &str = "kvip.io/node";
-/// Label naming the roles of an instance Lease.
-pub const INSTANCE_ROLE_LABEL: &str = "kvip.io/role";
-
 /// How long a Service stays pending for one reason before it gets an Event.
 const PENDING_EVENT_DELAY: Duration = Duration::from_secs(2);
 
-/// How long an instance Lease is valid without renewal.
-const INSTANCE_LEASE_SECONDS: i32 = 15;
+/// The longest the whole picture goes without being assessed again, so a
+/// change no watch reports (an interface's addresses) is seen within it.
+const RESYNC: Duration = Duration::from_secs(10);
+
+/// What the last assessment of the whole picture found; the elections step
+/// over it until something it was built from changes.
+#[derive(Default)]
+struct Assessed {
+    /// The Services in the cache.
+    services: Vec<Arc<Service>>,
+    /// The same, by key.
+    by_key: BTreeMap<ServiceKey, Arc<Service>>,
+    /// Services this role serves, each with its addresses.
+    views: Vec<kvip_core::ServiceView>,
+    /// Announcement groups with their candidates.
+    groups: Vec<AnnouncementGroup>,
+    /// Pending Services and why.
+    pending: BTreeMap<ServiceKey, PendingReason>,
+    /// Services refused for bad input.
+    refused: BTreeMap<ServiceKey, kvip_core::service::ServiceError>,
+    /// Services of ours: served, pending or refused.
+    ours: BTreeSet<ServiceKey>,
+    /// Nodes with a live instance when it was made.
+    live: BTreeSet<String>,
+    /// This node's interfaces, if they could be listed.
+    interfaces: Option<Interfaces>,
+    /// Elections wanted: by Lease, the addresses, Services and our candidacy.
+    wanted: BTreeMap<LeaseKey, (BTreeSet<IpAddr>, BTreeSet<ServiceKey>, bool)>,
+    /// When it was made.
+    at: Option<Mono>,
+}
 
 /// One election: its Lease campaign and what it covers.
 struct Election {
@@ -67,11 +97,14 @@ pub struct Manager {
     elections: BTreeMap<LeaseKey, Election>,
     writes_tx: mpsc::UnboundedSender<WriteDone>,
     writes_rx: mpsc::UnboundedReceiver<WriteDone>,
-    epoch: Instant,
     instance_namespace: String,
-    /// When each instance Lease (by node) last changed, and its resourceVersion.
-    instances_seen: BTreeMap<String, (String, Mono)>,
     next_instance_renew: Mono,
+    /// The last assessment of the whole picture.
+    assessed: Assessed,
+    /// Something the assessment was built from changed.
+    dirty: bool,
+    /// The announcement made by the last step, to write status only on change.
+    announced_last: BTreeMap<ServiceKey, BTreeSet<IpAddr>>,
     /// Problems already logged, so a Service's bad input is said once.
     reported: BTreeMap<ServiceKey, String>,
     status: status::StatusWriter,
@@ -115,7 +148,7 @@ impl Manager {
                     node.clone(),
                     LeaseKey {
                         namespace: instance_namespace.clone(),
-                        name: Self::instance_lease_name(&node),
+                        name: instances::instance_lease_name(&node),
                     },
                     Campaign::new(elector),
                 )),
@@ -138,10 +171,11 @@ impl Manager {
             elections: BTreeMap::new(),
             writes_tx,
             writes_rx,
-            epoch: Instant::now(),
             instance_namespace,
-            instances_seen: BTreeMap::new(),
             next_instance_renew: Mono::default(),
+            assessed: Assessed::default(),
+            dirty: true,
+            announced_last: BTreeMap::new(),
             reported: BTreeMap::new(),
             status,
             events,
@@ -156,12 +190,7 @@ impl Manager {
     }
 
     fn now(&self) -> Mono {
-        Mono(self.epoch.elapsed())
-    }
-
-    /// Name of this node's instance Lease.
-    pub fn instance_lease_name(node: &str) -> String {
-        format!("kvip-lb-{node}")
+        clock::now()
     }
 
     /// Runs until `shutdown` fires, then withdraws and releases everything.
@@ -180,12 +209,13 @@ impl Manager {
                 self.claim_finished(done);
             }
             let next = self.pass(false).await;
-            metrics::beat(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX));
+            metrics::beat(u64::try_from(self.now().0.as_millis()).unwrap_or(u64::MAX));
             let sleep = next.min(Duration::from_secs(1));
             tokio::select! {
                 _ = self.cache.changed.notified() => {
-                    // Let a burst of watch events settle into one pass.
+                    // Let a burst of watch events settle into one assessment.
                     tokio::time::sleep(Duration::from_millis(5)).await;
+                    self.dirty = true;
                 }
                 Some(done) = self.writes_rx.recv() => self.write_finished(done),
                 Some(done) = self.claims_rx.recv() => self.claim_finished(done),
@@ -209,11 +239,31 @@ impl Manager {
         if let Some(m) = self.membership.as_mut()
             && *m.lease() == done.lease
         {
-            m.campaign().finished(done.result, now);
+            m.campaign().finish(done.result, now);
             return;
         }
+        let failed = done.result == kvip_core::WriteResult::Error;
         if let Some(e) = self.elections.get_mut(&done.lease) {
-            e.campaign.finished(done.result, now);
+            e.campaign.finish(done.result, now);
+            if failed && budget::take_lease_throttled_news() {
+                // Said once per process, on one Service the budget left unrenewed.
+                if let Some(key) = e.services.iter().next().cloned() {
+                    let uid = self
+                        .assessed
+                        .by_key
+                        .get(&key)
+                        .and_then(|s| s.metadata.uid.clone());
+                    self.events.record(
+                        &key,
+                        uid,
+                        Reason::Throttled,
+                        format!(
+                            "kvip_api_qps={} cannot renew every Lease of node {} in time; VIPs held stay up under the API-outage rules. With hundreds of Services use membership mode (kvip_membership=true): one Lease per node",
+                            self.config.api_qps, self.node
+                        ),
+                    );
+                }
+            }
         }
     }
 
@@ -265,78 +315,49 @@ impl Manager {
     }
 
     /// Nodes that run a live kvip Service instance, judged by their
-    /// instance Leases changing within their duration (local clock).
-    fn live_instances(&mut self, now: Mono, shutting_down: bool) -> BTreeSet<String> {
-        self.next_expiry = None;
-        let mut live = BTreeSet::new();
+    /// instance Leases changing within their duration (local clock). Only
+    /// Leases in the instance namespace count, held by the node they name.
+    fn live_instances(&self, now: Mono, shutting_down: bool) -> Liveness {
         let me_live = match &self.membership {
             Some(m) => m.live(now) && !shutting_down,
             None => true,
         };
-        if me_live {
-            live.insert(self.node.clone());
-        }
-        for lease in self.cache.leases.state() {
-            let labels = lease.metadata.labels.clone().unwrap_or_default();
-            if labels.get(INSTANCE_LABEL).map(String::as_str) != Some("true")
-                || !labels
-                    .get(INSTANCE_ROLE_LABEL)
-                    .is_some_and(|r| r.split('.').any(|x| x == "lb"))
-            {
-                continue;
-            }
-            let Some(node) = labels.get(INSTANCE_NODE_LABEL).cloned() else {
-                continue;
-            };
-            if node == self.node {
-                continue;
-            }
-            let version = lease.metadata.resource_version.clone().unwrap_or_default();
-            let duration = lease
-                .spec
-                .as_ref()
-                .and_then(|s| s.lease_duration_seconds)
-                .unwrap_or(INSTANCE_LEASE_SECONDS);
-            let released = lease
-                .spec
-                .as_ref()
-                .and_then(|s| s.holder_identity.as_deref())
-                .is_none_or(str::is_empty);
-            let entry = self
-                .instances_seen
-                .entry(node.clone())
-                .or_insert((version.clone(), now));
-            if entry.0 != version {
-                *entry = (version, now);
-            }
-            let valid = Duration::from_secs(u64::try_from(duration.max(1)).unwrap_or(15));
-            if !released && now.since(entry.1) < valid {
-                // Wake when it would run out, not up to a pass later:
-                // a dead node's addresses move as soon as they may.
-                let ends = entry.1.after(valid);
-                self.next_expiry = Some(self.next_expiry.map_or(ends, |e| e.min(ends)));
-                live.insert(node);
-            }
-        }
-        live
+        let terms: Vec<InstanceTerm> = self
+            .cache
+            .leases
+            .state()
+            .iter()
+            .filter(|l| l.metadata.namespace.as_deref() == Some(self.instance_namespace.as_str()))
+            .filter_map(|lease| {
+                let instance = instances::instance_of(lease.metadata.labels.as_ref()?)?;
+                let spec = lease.spec.as_ref();
+                Some(InstanceTerm {
+                    instance,
+                    holder: spec.and_then(|s| s.holder_identity.clone()),
+                    duration_seconds: spec.and_then(|s| s.lease_duration_seconds),
+                    seen_at: self.cache.term_seen_at(lease, now),
+                })
+            })
+            .collect();
+        instances::live(&terms, instances::LB_ROLE, &self.node, me_live, now)
     }
 
-    /// Renews this node's instance Lease when due.
-    fn renew_instance(&mut self, now: Mono) {
+    /// Renews this node's instance Lease when due; returns when it is due next.
+    fn renew_instance(&mut self, now: Mono) -> Duration {
         if self.membership.is_some() {
-            self.renew_membership(now);
-            return;
+            return self.renew_membership(now);
         }
         if now < self.next_instance_renew {
-            return;
+            return self.next_instance_renew.since(now);
         }
-        self.next_instance_renew = now.after(Duration::from_secs(5));
-        let name = Self::instance_lease_name(&self.node);
+        let every = Duration::from_secs(5);
+        self.next_instance_renew = now.after(every);
+        let name = instances::instance_lease_name(&self.node);
         let current = self.cache.lease(&self.instance_namespace, &name);
         let wall = translate::wall_now();
         let record = kvip_core::LeaseRecord {
             holder: Some(self.node.clone()),
-            lease_duration_seconds: Some(INSTANCE_LEASE_SECONDS),
+            lease_duration_seconds: Some(instances::INSTANCE_LEASE_SECONDS),
             acquire_time: current
                 .as_ref()
                 .and_then(|l| translate::observed(Some(l)).record)
@@ -362,25 +383,25 @@ impl Manager {
         tokio::spawn(async move {
             let _ = leases::write(&client, &namespace, &name, write, Some(&labels), timeout).await;
         });
+        every
     }
 
     fn instance_labels(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([
-            (INSTANCE_LABEL.to_string(), "true".to_string()),
-            (INSTANCE_NODE_LABEL.to_string(), self.node.clone()),
-            (INSTANCE_ROLE_LABEL.to_string(), "lb".to_string()),
-        ])
+        instances::instance_labels(&self.node, &[instances::LB_ROLE])
     }
 
     /// Membership mode: renews this node's membership Lease on the election
-    /// timings. At start-up a Lease still naming this node (a restart) counts
-    /// as held for one lease duration, so claimed VIPs stay up meanwhile.
-    fn renew_membership(&mut self, now: Mono) {
+    /// timings, and returns when it is due next: the renewal keeps its own
+    /// time whatever else wakes the loop. At start-up a Lease still naming
+    /// this node (a restart) counts as held for one lease duration, so
+    /// claimed VIPs stay up meanwhile.
+    fn renew_membership(&mut self, now: Mono) -> Duration {
         let labels = self.instance_labels();
         let until = now.after(self.config.lease_duration);
         let adopting = !self.started_adoption;
+        let retry = self.config.retry_period;
         let Some(m) = self.membership.as_mut() else {
-            return;
+            return retry;
         };
         let key = m.lease().clone();
         let lease = self.cache.lease(&key.namespace, &key.name);
@@ -388,7 +409,10 @@ impl Manager {
         if adopting {
             m.campaign().adopt(&self.node, until);
         }
-        let Ok(write) = write else { return };
+        let write = match write {
+            Ok(w) => w,
+            Err(due) => return due,
+        };
         campaign::spawn_write(
             &self.client,
             key,
@@ -397,21 +421,50 @@ impl Manager {
             self.config.renew_deadline,
             &self.writes_tx,
         );
+        // The write's result wakes the loop.
+        retry
     }
 
-    /// One reconcile pass; returns how long until the next is due.
+    /// One reconcile pass: assess the whole picture again if anything it
+    /// was built from changed, then step every election over it and carry
+    /// out the result. Returns how long until the next pass is due.
     async fn pass(&mut self, shutting_down: bool) -> Duration {
         let now = self.now();
         let mut next = Duration::from_secs(1);
         if !shutting_down {
-            self.renew_instance(now);
+            next = next.min(self.renew_instance(now));
         }
-        let live = self.live_instances(now, shutting_down);
+        let me_live = self
+            .membership
+            .as_ref()
+            .is_none_or(|m| m.live(now) && !shutting_down);
+        let stale = self.dirty
+            || shutting_down
+            || self.assessed.at.is_none_or(|at| now.since(at) >= RESYNC)
+            || self.next_expiry.is_some_and(|e| now >= e)
+            || self.assessed.live.contains(&self.node) != me_live;
+        if stale {
+            self.dirty = false;
+            self.assess(now, shutting_down).await;
+        }
         if let Some(at) = self.next_expiry {
             next = next.min(at.since(now) + Duration::from_millis(1));
         }
+        let a = std::mem::take(&mut self.assessed);
+        next = next.min(self.step(&a, now, shutting_down).await);
+        if let Some(at) = a.at {
+            next = next.min(at.after(RESYNC).since(now));
+        }
+        self.assessed = a;
+        next
+    }
 
-        // What the cluster asks for, as the core sees it.
+    /// Assesses the whole picture: what the cluster asks for, who runs
+    /// kvip, which addresses this node's interfaces allow.
+    async fn assess(&mut self, now: Mono, shutting_down: bool) {
+        let liveness = self.live_instances(now, shutting_down);
+        self.next_expiry = liveness.next_expiry;
+        let live = liveness.live;
         let rule = LbClassRule {
             class_only: self.config.lb_class_only,
             class_name: self.config.lb_class_name.clone(),
@@ -466,16 +519,49 @@ impl Manager {
             }
         };
         self.refuse_unusable(&mut assessment, interfaces.as_ref());
-        let views = &assessment.views;
-        let groups = &assessment.groups;
-        let pending = &assessment.pending;
-        self.update_pending_metrics(pending);
+        self.update_pending_metrics(&assessment.pending);
+        let local: BTreeSet<&ServiceKey> = assessment
+            .views
+            .iter()
+            .filter(|v| v.policy == kvip_core::service::TrafficPolicy::Local)
+            .map(|v| &v.key)
+            .collect();
+        let wanted = if self.membership.is_some() {
+            BTreeMap::new()
+        } else {
+            self.elections_for(&assessment.groups, &local, shutting_down)
+        };
+        let by_key = services
+            .iter()
+            .map(|s| (translate::service_key(s), s.clone()))
+            .collect();
+        self.assessed = Assessed {
+            services,
+            by_key,
+            views: assessment.views,
+            groups: assessment.groups,
+            pending: assessment.pending,
+            refused: assessment.refused,
+            ours,
+            live,
+            interfaces,
+            wanted,
+            at: Some(now),
+        };
+    }
+
+    /// Steps every election (or membership's claims) over the assessment
+    /// `a` and carries out the result. Returns when to step again.
+    async fn step(&mut self, a: &Assessed, now: Mono, shutting_down: bool) -> Duration {
+        let mut next = Duration::from_secs(1);
+        let view_of: BTreeMap<&ServiceKey, &kvip_core::ServiceView> =
+            a.views.iter().map(|v| (&v.key, v)).collect();
 
         // Membership mode: owners by rendezvous hashing, claims on the Services.
         let mut decided = self
             .membership
             .as_mut()
-            .map(|m| m.decide(groups, views, &services, &live, shutting_down));
+            .map(|m| m.decide(&a.groups, &a.views, &a.services, &a.live, shutting_down));
         if let Some(o) = decided.as_mut() {
             self.moved_from.append(&mut o.moved_from);
             for w in o.claims.drain(..) {
@@ -484,18 +570,14 @@ impl Manager {
         }
 
         // Otherwise one election per Lease.
-        let wanted = if decided.is_some() {
-            BTreeMap::new()
-        } else {
-            self.elections_for(groups, shutting_down)
-        };
         let wall = translate::wall_now();
+        let blind = self.cache.leases_blind_until(now);
         let mut writes = Vec::new();
         let mut releases = Vec::new();
         self.elections.retain(|key, e| {
-            wanted.contains_key(key) || e.campaign.holds(now) || e.campaign.announcing()
+            a.wanted.contains_key(key) || e.campaign.holds(now) || e.campaign.announcing()
         });
-        for (key, (addresses, services, candidate)) in &wanted {
+        for (key, (addresses, services, candidate)) in &a.wanted {
             if !self.elections.contains_key(key) {
                 let elector = Elector::new(
                     self.node.clone(),
@@ -520,18 +602,24 @@ impl Manager {
                 }
             }
             if let Some(e) = self.elections.get_mut(key) {
-                e.addresses = addresses.clone();
-                e.services = services.clone();
+                e.addresses.clone_from(addresses);
+                e.services.clone_from(services);
                 e.candidate = *candidate;
             }
         }
         for (key, e) in self.elections.iter_mut() {
-            if !wanted.contains_key(key) {
+            if !a.wanted.contains_key(key) {
                 e.candidate = false;
             }
             let lease = self.cache.lease(&key.namespace, &key.name);
-            e.campaign.observe(lease.as_deref(), now);
-            match e.campaign.decide(now, wall, e.candidate) {
+            let seen_at = lease
+                .as_deref()
+                .map_or(now, |l| self.cache.term_seen_at(l, now));
+            e.campaign.see(lease.as_deref(), seen_at);
+            if let Some(b) = blind {
+                e.campaign.restart_term(b);
+            }
+            match e.campaign.step(now, wall, e.candidate) {
                 Step::Wait(d) => next = next.min(d),
                 Step::Write(w) => writes.push((key.clone(), w)),
                 Step::Release(w) => releases.push((key.clone(), w)),
@@ -541,7 +629,8 @@ impl Manager {
         // Start-up: addresses an earlier run left are kept while we still hold their Lease.
         if !self.started_adoption {
             self.started_adoption = true;
-            let vips: BTreeSet<IpAddr> = views
+            let vips: BTreeSet<IpAddr> = a
+                .views
                 .iter()
                 .flat_map(|v| v.addresses.iter().copied())
                 .collect();
@@ -573,9 +662,8 @@ impl Manager {
             if may {
                 desired_addresses.extend(e.addresses.iter().copied());
                 for s in &e.services {
-                    let own = views
-                        .iter()
-                        .find(|v| &v.key == s)
+                    let own = view_of
+                        .get(s)
                         .map(|v| v.addresses.clone())
                         .unwrap_or_default();
                     announced_services.entry(s.clone()).or_default().extend(own);
@@ -606,8 +694,8 @@ impl Manager {
         }
         if let Some(o) = decided.as_mut() {
             desired_addresses.extend(o.addresses.iter().copied());
-            for (s, a) in std::mem::take(&mut o.services) {
-                announced_services.entry(s).or_default().extend(a);
+            for (s, addresses) in std::mem::take(&mut o.services) {
+                announced_services.entry(s).or_default().extend(addresses);
             }
             for services in o.won.drain(..) {
                 metrics::won("lb");
@@ -625,25 +713,23 @@ impl Manager {
                 lost.push(services);
             }
         }
-        let desired = self.place(&desired_addresses, interfaces.as_ref());
+        let desired = self.place(&desired_addresses, a.interfaces.as_ref());
         let (added, failed) = self.wire.apply(&desired).await;
         for (ia, err) in failed {
             tracing::error!(address = %ia.address, interface = %ia.interface, error = %err, "cannot change the address");
         }
         for ia in &added {
             tracing::info!(address = %ia.address, interface = %ia.interface, "VIP added and announced");
-            let since = match self.membership.as_mut() {
-                Some(m) => m.take_wanting_since(ia.address),
+            let took = match self.membership.as_mut() {
+                Some(m) => m.take_wanting_since(ia.address, now),
                 None => self
                     .elections
                     .values_mut()
                     .find(|e| e.addresses.contains(&ia.address))
-                    .and_then(|e| e.campaign.take_wanting_since()),
+                    .and_then(|e| e.campaign.take_wanting_since(now)),
             };
-            if let Some(since) = since {
-                metrics::get()
-                    .takeover_seconds
-                    .observe(since.elapsed().as_secs_f64());
+            if let Some(took) = took {
+                metrics::get().takeover_seconds.observe(took.as_secs_f64());
             }
         }
         let held = self.wire.owned().len();
@@ -658,17 +744,7 @@ impl Manager {
             .kube_vip_is_leader
             .set(i64::from(!announced_services.is_empty()));
 
-        self.record_events(
-            &services,
-            views,
-            &desired,
-            &won,
-            &lost,
-            pending,
-            &assessment.refused,
-            &live,
-            shutting_down,
-        );
+        self.record_events(a, &desired, &won, &lost, shutting_down);
 
         // Writes: renewals and takeovers now; releases only after the withdraw above.
         for (key, write) in writes.into_iter().chain(releases) {
@@ -678,12 +754,15 @@ impl Manager {
             claims::spawn(&self.client, w, self.config.renew_deadline, &self.claims_tx);
         }
 
-        // Service status follows what this node announces.
-        if !shutting_down {
+        // Service status follows what this node announces: compared with
+        // the cache after every assessment, and whenever the announcement changed.
+        let assessed_now = a.at == Some(now);
+        if !shutting_down && (assessed_now || announced_services != self.announced_last) {
             self.status
-                .sync(&services, &announced_services, &ours, pending)
+                .sync(&a.services, &announced_services, &a.ours, &a.pending)
                 .await;
         }
+        self.announced_last = announced_services;
         if let Some(at) = self.wire.send_due().await {
             next = next.min(at.saturating_duration_since(Instant::now()));
         }
@@ -693,23 +772,16 @@ impl Manager {
     /// Events for what this pass decided: takeovers by the new holder,
     /// withdrawals that leave a Service unserved by the node that withdrew,
     /// pending reasons by one recorder node (the first live instance by name).
-    #[allow(clippy::too_many_arguments)]
     fn record_events(
         &mut self,
-        services: &[Arc<Service>],
-        views: &[kvip_core::ServiceView],
+        a: &Assessed,
         placed: &BTreeSet<InterfaceAddress>,
         won: &[BTreeSet<ServiceKey>],
         lost: &[BTreeSet<ServiceKey>],
-        pending: &BTreeMap<ServiceKey, PendingReason>,
-        refused: &BTreeMap<ServiceKey, kvip_core::service::ServiceError>,
-        live: &BTreeSet<String>,
         shutting_down: bool,
     ) {
-        let by_key: BTreeMap<ServiceKey, &Arc<Service>> = services
-            .iter()
-            .map(|s| (translate::service_key(s), s))
-            .collect();
+        let by_key = &a.by_key;
+        let pending = &a.pending;
         let uid = |k: &ServiceKey| by_key.get(k).and_then(|s| s.metadata.uid.clone());
         for key in won.iter().flatten() {
             let Some(svc) = by_key.get(key) else { continue };
@@ -720,7 +792,8 @@ impl Manager {
                     .and_then(|a| a.get(kvip_core::service::VIP_HOST_ANNOTATION))
                     .cloned()
             });
-            let own = views
+            let own = a
+                .views
                 .iter()
                 .find(|v| &v.key == key)
                 .map(|v| v.addresses.clone())
@@ -756,7 +829,11 @@ impl Manager {
                     .record(key, uid(key), Reason::Withdrawn, message);
             }
         }
-        let recorder = live.iter().next().is_some_and(|first| *first == self.node);
+        let recorder = a
+            .live
+            .iter()
+            .next()
+            .is_some_and(|first| *first == self.node);
         let now = Instant::now();
         self.pending_since.retain(|k, _| pending.contains_key(k));
         for (key, reason) in pending {
@@ -780,7 +857,7 @@ impl Manager {
                         .record(key, uid(key), Reason::Pending, reason.message());
                 }
             }
-            for (key, error) in refused {
+            for (key, error) in &a.refused {
                 self.events.record(
                     key,
                     uid(key),
@@ -793,16 +870,19 @@ impl Manager {
     }
 
     /// Maps announcement groups to elections: a Lease per group, or with
-    /// `svc_election=false` the global services Lease for Cluster-policy groups.
+    /// `svc_election=false` the global services Lease for Cluster-policy
+    /// groups (`local` holds the Local-policy Services).
     fn elections_for(
         &self,
         groups: &[AnnouncementGroup],
+        local: &BTreeSet<&ServiceKey>,
         shutting_down: bool,
     ) -> BTreeMap<LeaseKey, (BTreeSet<IpAddr>, BTreeSet<ServiceKey>, bool)> {
         let mut out: BTreeMap<LeaseKey, (BTreeSet<IpAddr>, BTreeSet<ServiceKey>, bool)> =
             BTreeMap::new();
         for g in groups {
-            let key = if self.config.svc_election || self.group_is_local(g) {
+            let is_local = g.services.iter().any(|s| local.contains(s));
+            let key = if self.config.svc_election || is_local {
                 g.lease.clone()
             } else {
                 LeaseKey {
@@ -816,16 +896,6 @@ impl Manager {
             entry.2 |= g.candidates.contains(&self.node) && !shutting_down;
         }
         out
-    }
-
-    fn group_is_local(&self, group: &AnnouncementGroup) -> bool {
-        self.cache.services.state().iter().any(|s| {
-            group.services.contains(&translate::service_key(s))
-                && s.spec
-                    .as_ref()
-                    .and_then(|sp| sp.external_traffic_policy.as_deref())
-                    == Some("Local")
-        })
     }
 
     /// The interface configured for Service VIPs, if any.
@@ -949,7 +1019,7 @@ impl Manager {
         leases::delete(
             &self.client,
             &self.instance_namespace,
-            &Self::instance_lease_name(&self.node),
+            &instances::instance_lease_name(&self.node),
         )
         .await;
     }

@@ -444,6 +444,7 @@ fn variable_of(problem: &ConfigProblem) -> &str {
         ConfigProblem::InvalidArpRate { .. } => "vip_arpRate",
         ConfigProblem::InvalidLogLevel { .. } => "vip_loglevel",
         ConfigProblem::InvalidLogFormat { .. } => "kvip_log_format",
+        ConfigProblem::InvalidApiBudget { variable, .. } => variable,
         ConfigProblem::InvalidPrometheusServer { .. } => "prometheus_server",
         ConfigProblem::ControlPlaneWithoutAddress => "address",
     }

@@ -4,7 +4,7 @@
 //! (`kvip_core::membership`); this keeps what only the daemon knows — claim
 //! writes in flight, claims the watch has not shown yet, what is announced.
 
-use crate::campaign::{Campaign, Step as LeaseStep};
+use crate::campaign::{Campaign, CampaignExt, Step as LeaseStep};
 use crate::claims::{ClaimDone, ClaimResult, ClaimWrite};
 use crate::leases::LeaseWrite;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -15,7 +15,7 @@ use kvip_core::{AnnouncementGroup, LeaseKey, Mono, ServiceKey, ServiceView, Wall
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One group's claim as this node tracks it.
 #[derive(Debug, Default)]
@@ -27,7 +27,7 @@ struct Claim {
     /// Our last stored claim write: the resourceVersion it produced and whom
     /// it named. Until the watch shows that version, it is the truth.
     written: Option<(u64, Option<String>)>,
-    wanting_since: Option<Instant>,
+    wanting_since: Option<Mono>,
     /// The last other node seen named in the claim (for Moved events).
     seen: Option<String>,
 }
@@ -93,8 +93,8 @@ impl Membership {
         now: Mono,
         wall: WallTime,
     ) -> Result<LeaseWrite, Duration> {
-        self.campaign.observe(lease, now);
-        match self.campaign.decide(now, wall, true) {
+        self.campaign.see(lease, now);
+        match self.campaign.step(now, wall, true) {
             LeaseStep::Write(w) => Ok(w),
             LeaseStep::Wait(d) => Err(d),
             // Never a candidate-less decision here: shutdown deletes the Lease instead.
@@ -125,11 +125,12 @@ impl Membership {
     }
 
     /// Takeover latency of the group announcing `ip`, once.
-    pub fn take_wanting_since(&mut self, ip: IpAddr) -> Option<Instant> {
+    pub fn take_wanting_since(&mut self, ip: IpAddr, now: Mono) -> Option<Duration> {
         self.claims
             .values_mut()
             .find(|c| c.addresses.contains(&ip))
             .and_then(|c| c.wanting_since.take())
+            .map(|since| now.since(since))
     }
 
     /// Decides every group: who owns it, who holds its claim, what to write.
@@ -206,7 +207,7 @@ impl Membership {
             });
             let candidate = group.is_some_and(|g| g.candidates.contains(me)) && me_live;
             if candidate && c.wanting_since.is_none() && !c.announcing {
-                c.wanting_since = Some(Instant::now());
+                c.wanting_since = Some(crate::clock::now());
             }
             if !candidate {
                 c.wanting_since = None;

@@ -75,6 +75,17 @@ pub struct Metrics {
     pub kube_vip_is_leader: Gauge,
     /// kube-vip compatible: Services this node announces.
     pub kube_vip_active_services: Gauge,
+    /// API writes held back by the write budget or a backoff, by resource.
+    pub api_throttled: Family<ResourceLabels, Counter>,
+    /// Objects whose writes back off after a 429, 5xx or 403.
+    pub api_backing_off: Gauge,
+}
+
+/// Labels naming an API resource.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabels {
+    /// The resource, such as `lease`.
+    pub resource: String,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -100,7 +111,19 @@ pub fn get() -> &'static Metrics {
             conflicts: Counter::default(),
             kube_vip_is_leader: Gauge::default(),
             kube_vip_active_services: Gauge::default(),
+            api_throttled: Family::default(),
+            api_backing_off: Gauge::default(),
         };
+        registry.register(
+            "kvip_api_throttled",
+            "API writes not sent because of the write budget (kvip_api_qps) or a backoff after 429, 5xx or 403",
+            m.api_throttled.clone(),
+        );
+        registry.register(
+            "kvip_api_backing_off",
+            "Objects whose writes back off after the API server answered 429, 5xx or 403",
+            m.api_backing_off.clone(),
+        );
         registry.register(
             "kvip_api_requests",
             "Kubernetes API requests by resource, verb and result",
@@ -193,6 +216,23 @@ pub fn api_request(resource: &str, verb: &str, ok: bool) {
             result: if ok { "ok" } else { "error" }.into(),
         })
         .inc();
+}
+
+/// Counts a write the budget held back.
+pub fn throttled(resource: &str) {
+    get()
+        .api_throttled
+        .get_or_create(&ResourceLabels {
+            resource: resource.into(),
+        })
+        .inc();
+}
+
+/// Sets how many objects back off now.
+pub fn backing_off(n: usize) {
+    get()
+        .api_backing_off
+        .set(i64::try_from(n).unwrap_or(i64::MAX));
 }
 
 /// The exposition text.

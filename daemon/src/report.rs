@@ -3,7 +3,6 @@
 //! table or JSON a person or a script can act on. The I/O is a thin shell
 //! around [`build`], [`table`] and [`json`], which work on plain values.
 
-use crate::manager::{INSTANCE_LABEL, INSTANCE_NODE_LABEL, INSTANCE_ROLE_LABEL};
 use crate::translate;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -11,6 +10,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams};
 use kvip_core::candidacy::NodeInput;
 use kvip_core::config::parse_go_bool;
+use kvip_core::instances::{self, instance_of};
 use kvip_core::service::{LOADBALANCER_IPS_ANNOTATION, TrafficPolicy, VIP_HOST_ANNOTATION};
 use kvip_core::{Assessment, PendingReason, WallTime, assess};
 use kvip_core::{LbClassRule, LeaseKey, LeaseRecord, ServiceInput, ServiceKey, SliceInput};
@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 /// The role that announces Service VIPs.
-pub const LB_ROLE: &str = "lb";
+pub const LB_ROLE: &str = instances::LB_ROLE;
 
 /// How much the clock of the machine running `kvip status` may disagree with
 /// the clocks of the nodes that renew Leases.
@@ -292,33 +292,18 @@ pub fn live_holder(record: &LeaseRecord, now: WallTime) -> Option<&str> {
     (now.0 <= expires).then_some(holder)
 }
 
-fn roles_of(labels: &BTreeMap<String, String>) -> Vec<String> {
-    labels
-        .get(INSTANCE_ROLE_LABEL)
-        .map(|r| {
-            r.split('.')
-                .filter(|x| !x.is_empty())
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn instances(snapshot: &Snapshot) -> Vec<InstanceRow> {
     let mut rows = Vec::new();
     for facts in snapshot.leases.values() {
-        if facts.labels.get(INSTANCE_LABEL).map(String::as_str) != Some("true") {
-            continue;
-        }
-        let Some(node) = facts.labels.get(INSTANCE_NODE_LABEL) else {
+        let Some(instance) = instance_of(&facts.labels) else {
             continue;
         };
         let renewed_ago = facts.record.renew_time.map(|t| {
             Duration::from_micros(u64::try_from(snapshot.now.0.saturating_sub(t.0)).unwrap_or(0))
         });
         rows.push(InstanceRow {
-            node: node.clone(),
-            roles: roles_of(&facts.labels),
+            node: instance.node,
+            roles: instance.roles,
             live: live_holder(&facts.record, snapshot.now).is_some(),
             renewed_ago,
         });
@@ -895,11 +880,7 @@ mod tests {
 
     fn instance(node: &str, renewed_secs_ago: i64) -> (LeaseKey, LeaseFacts) {
         let mut facts = lease(node, renewed_secs_ago, 15);
-        facts.labels = BTreeMap::from([
-            (INSTANCE_LABEL.to_string(), "true".to_string()),
-            (INSTANCE_NODE_LABEL.to_string(), node.to_string()),
-            (INSTANCE_ROLE_LABEL.to_string(), "lb".to_string()),
-        ]);
+        facts.labels = instances::instance_labels(node, &[LB_ROLE]);
         let key = LeaseKey {
             namespace: "kube-system".into(),
             name: format!("kvip-lb-{node}"),

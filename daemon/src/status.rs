@@ -3,8 +3,8 @@
 //! annotation; the node named there clears both when nobody can announce the
 //! Service any more or it stopped being kvip's. One writer per Service.
 
-use crate::metrics;
 use crate::translate;
+use crate::{budget, metrics};
 use k8s_openapi::api::core::v1::Service;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
@@ -14,6 +14,7 @@ use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Writes Service status without blocking the reconcile loop.
 pub struct StatusWriter {
@@ -116,15 +117,37 @@ impl StatusWriter {
             let params = PatchParams::default();
             let status = json!({ "status": { "loadBalancer": { "ingress": ingress } } });
             let meta = json!({ "metadata": { "annotations": { VIP_HOST_ANNOTATION: host } } });
+            let done = || {
+                if let Ok(mut set) = in_flight.lock() {
+                    set.remove(&key);
+                }
+            };
+            // Held back by the budget or a backoff: the next sync tries again.
+            let status_target = format!("services/status/{key}");
+            if budget::admit(&status_target, "services/status", Duration::from_secs(1))
+                .await
+                .is_err()
+            {
+                return done();
+            }
             let a = api
                 .patch_status(&key.name, &params, &Patch::Merge(&status))
                 .await;
             metrics::api_request("services/status", "patch", a.is_ok());
+            budget::answered(&status_target, "services/status", "patch", budget::code(&a));
             let b = if matches!(want, Want::Announced(_, true)) {
                 Ok(())
             } else {
+                let target = format!("services/{key}");
+                if budget::admit(&target, "services", Duration::from_secs(1))
+                    .await
+                    .is_err()
+                {
+                    return done();
+                }
                 let b = api.patch(&key.name, &params, &Patch::Merge(&meta)).await;
                 metrics::api_request("services", "patch", b.is_ok());
+                budget::answered(&target, "services", "patch", budget::code(&b));
                 b.map(|_| ())
             };
             match (a, b) {
@@ -137,12 +160,10 @@ impl StatusWriter {
                     }
                 },
                 (Err(e), _) | (_, Err(e)) => {
-                    tracing::warn!(service = %key, error = %e, "status write failed")
+                    tracing::debug!(service = %key, error = %e, "status write failed; retried at the next sync")
                 }
             }
-            if let Ok(mut set) = in_flight.lock() {
-                set.remove(&key);
-            }
+            done();
         });
     }
 }

@@ -44,6 +44,8 @@ pub struct BenchOptions {
     pub out: PathBuf,
     /// Only draw the report and plots again from `out/results.json`.
     pub render_only: bool,
+    /// Only the daemons with these slugs (empty: all three).
+    pub only: Vec<String>,
 }
 
 /// Why the benchmark did not start.
@@ -75,6 +77,19 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         }
         return write_report(&results, &opts.out);
     }
+    let all = [Subject::KubeVip, Subject::Kvip, Subject::KvipMembership];
+    if let Some(unknown) = opts
+        .only
+        .iter()
+        .find(|o| !all.iter().any(|s| s.slug() == o.as_str()))
+    {
+        return Err(BenchError::BadOptions(format!(
+            "--only {unknown:?}: the daemons are {}",
+            all.map(Subject::slug).join(", ")
+        ))
+        .into());
+    }
+    let wanted = |who: Subject| opts.only.is_empty() || opts.only.iter().any(|o| o == who.slug());
     if opts.runs == 0 || opts.failover_runs == 0 || opts.scale.is_empty() {
         return Err(BenchError::BadOptions(
             "--runs and --failover-runs must be at least 1 and --scale must name a count".into(),
@@ -109,7 +124,11 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         },
         subjects: Vec::new(),
     };
-    let kube_vip = subject::kube_vip(&mut log);
+    let kube_vip = if wanted(Subject::KubeVip) {
+        subject::kube_vip(&mut log)
+    } else {
+        Availability::Unavailable("not asked for (--only)".into())
+    };
     if let Availability::Unavailable(reason) = &kube_vip {
         log(&format!("kube-vip will not run: {reason}"));
     }
@@ -118,6 +137,9 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         (Subject::Kvip, Availability::Ready(kvip_bin.clone())),
         (Subject::KvipMembership, Availability::Ready(kvip_bin)),
     ] {
+        if !wanted(who) {
+            continue;
+        }
         let outcome = match availability {
             Availability::Ready(bin) => {
                 run_subject(who, &bin, opts, &mut results.machine, &mut log)

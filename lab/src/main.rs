@@ -102,6 +102,10 @@ enum Command {
         /// Only draw results.md and the plots again from OUT/results.json.
         #[arg(long = "render-only")]
         render_only: bool,
+        /// Only these daemons, comma separated: kube-vip, kvip, kvip-membership
+        /// (a quick look; the published report measures all three in one run).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// (internal) the lab daemon: API forwarder and kube-proxy stand-in.
     #[command(hide = true)]
@@ -201,12 +205,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             scale,
             out,
             render_only,
+            only,
         } => kvip_lab::bench::run(&kvip_lab::bench::BenchOptions {
             runs,
             failover_runs,
             scale,
             out,
             render_only,
+            only,
         }),
         Command::Labd => kvip_lab::labd::run(),
         Command::Responder { listen, also, text } => {

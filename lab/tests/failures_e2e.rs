@@ -205,11 +205,13 @@ fn setup() -> Outcome {
 
 fn api_outage_drops_no_probe() -> Outcome {
     let targets = [format!("{CLUSTER_VIP}:80"), format!("{LOCAL_VIP}:80")];
+    let before = holder_of(CLUSTER_VIP)?;
     let prober = Prober::start(&[&targets[0], &targets[1]], Duration::from_secs(1));
     std::thread::sleep(Duration::from_secs(1));
     lab_ok(&["fault", "apiserver-stop"])?;
     std::thread::sleep(Duration::from_secs(30));
     lab_ok(&["fault", "apiserver-start"])?;
+    let restarted = std::time::Instant::now();
     // Converged: a Service created after the outage gets its VIP.
     apply(&service("after", NS, "Cluster", "10.77.0.122", "api"))?;
     let (_, took) = probe_until(
@@ -225,6 +227,17 @@ fn api_outage_drops_no_probe() -> Outcome {
         took.as_millis()
     );
     ensure!(failed.is_empty(), "failed probes: {failed:?}");
+    // Nobody could see the holder renew while the API was down, so nobody
+    // may judge its Lease expired from before the outage: the Cluster VIP
+    // stays where it was, a lease duration and more after the restart.
+    let settle = Duration::from_secs(8);
+    std::thread::sleep(settle.saturating_sub(restarted.elapsed()));
+    let after = holder_of(CLUSTER_VIP)?;
+    println!("    holder of {CLUSTER_VIP}: {before} before the outage, {after} after");
+    ensure!(
+        after == before,
+        "the VIP moved from {before} to {after} after the API outage"
+    );
     Ok(())
 }
 

@@ -1,0 +1,329 @@
+//! One Lease election as a node runs it: the [`Elector`] plus the rules that
+//! keep a VIP up and single through what the elector alone cannot see —
+//! cache entries older than our own last write, addresses adopted from an
+//! earlier run, an API outage, and another node seen claiming the address.
+//! Both roles (Services and control plane) and membership mode run their
+//! Leases through it, and `kvip status` reasons with the same elector.
+//!
+//! The rules (design §7):
+//!
+//! * **Stale writes.** A cached Lease whose resourceVersion is older than the
+//!   one our last write produced is a state the watch has not caught up past;
+//!   it is not observed (it would make our own renewal look like a change).
+//! * **Adoption.** At start-up, addresses found on the interface whose Lease
+//!   still names this node (a restart, not a takeover) are announced until the
+//!   first write settles, at most one lease duration.
+//! * **Outage hold.** A holder whose renewals fail with no answer keeps
+//!   announcing: nobody else can have written the Lease either.
+//! * **Yield.** Another MAC claiming the address while our hold rests only on
+//!   an outage or adoption may have the Lease now: stop announcing until a
+//!   write succeeds again. With a fresh Lease the claimant is wrong: defend.
+
+use crate::election::{Decision, Elector, Mono, Observed, WallTime, WriteResult};
+use std::time::Duration;
+
+/// Something the daemon should tell the operator about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// Renewals fail with no answer: the VIP is kept through the API outage.
+    HoldingThroughOutage,
+}
+
+/// One election with the campaign rules around it.
+#[derive(Debug, Clone)]
+pub struct Campaign {
+    elector: Elector,
+    /// Highest resourceVersion we wrote; older cache entries are stale.
+    written_version: Option<u64>,
+    /// Held from an earlier run at start-up: announce until the first write settles.
+    adopting_until: Option<Mono>,
+    /// When this node started wanting the Lease (takeover latency).
+    wanting_since: Option<Mono>,
+    /// Whether this node announced at the last step.
+    announcing: bool,
+    /// Renewals fail with no answer while we announce: keep announcing.
+    outage_hold: bool,
+    /// Another node claimed the address while our hold was unconfirmed:
+    /// announce nothing until a write succeeds again.
+    yielded: bool,
+}
+
+impl Campaign {
+    /// A campaign for `elector`.
+    pub fn new(elector: Elector) -> Self {
+        Self {
+            elector,
+            written_version: None,
+            adopting_until: None,
+            wanting_since: None,
+            announcing: false,
+            outage_hold: false,
+            yielded: false,
+        }
+    }
+
+    /// Whether `node` is named holder in the last record seen.
+    pub fn names(&self, node: &str) -> bool {
+        self.elector.holder() == Some(node)
+    }
+
+    /// The elector inside.
+    pub fn elector(&self) -> &Elector {
+        &self.elector
+    }
+
+    /// Feeds what the cache holds, first seen at `seen_at`, skipping entries
+    /// older than our own last write.
+    pub fn observe(&mut self, observed: Observed, seen_at: Mono) {
+        let cached = observed
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse::<u64>().ok());
+        // resourceVersions are etcd revisions: a smaller one is an older
+        // state of the same object, which the watch has not caught up past.
+        let stale = matches!((cached, self.written_version), (Some(c), Some(w)) if c < w);
+        if !stale {
+            self.elector.observe(observed, seen_at);
+        }
+        if self.elector.holder() != Some(self.elector.identity()) {
+            self.outage_hold = false;
+        }
+    }
+
+    /// Restarts another holder's term at `at`, the end of a gap in the
+    /// Lease watch (see [`Elector::restart_term`]).
+    pub fn restart_term(&mut self, at: Mono) {
+        self.elector.restart_term(at);
+    }
+
+    /// Decides the next write for `candidate` at `now`.
+    pub fn decide(&mut self, now: Mono, wall: WallTime, candidate: bool) -> Decision {
+        if candidate && !self.elector.holds(now) && self.wanting_since.is_none() {
+            self.wanting_since = Some(now);
+        }
+        if !candidate {
+            self.wanting_since = None;
+        }
+        self.elector.decide(now, wall, candidate)
+    }
+
+    /// Records how a write ended at `now`.
+    pub fn finished(&mut self, result: WriteResult, now: Mono) -> Option<Notice> {
+        let mut notice = None;
+        if let WriteResult::Ok {
+            resource_version, ..
+        } = &result
+            && let Ok(v) = resource_version.parse::<u64>()
+        {
+            self.written_version = Some(self.written_version.map_or(v, |w| w.max(v)));
+        }
+        match &result {
+            WriteResult::Ok { .. } => {
+                self.outage_hold = false;
+                self.yielded = false;
+            }
+            WriteResult::Conflict => self.outage_hold = false,
+            WriteResult::Error => {
+                if self.announcing && !self.outage_hold {
+                    notice = Some(Notice::HoldingThroughOutage);
+                }
+                self.outage_hold = self.announcing;
+            }
+        }
+        if !matches!(result, WriteResult::Ok { .. }) {
+            self.adopting_until = None;
+        }
+        self.elector.write_result(result, now);
+        notice
+    }
+
+    /// Keeps announcing addresses found on the interface until `until`,
+    /// when the Lease still names `node` (a restart, not a takeover).
+    pub fn adopt(&mut self, node: &str, until: Mono) {
+        if self.names(node) {
+            self.adopting_until = Some(until);
+        }
+    }
+
+    /// When the adoption window ends, if one is open.
+    pub fn adoption_ends(&self) -> Option<Mono> {
+        self.adopting_until
+    }
+
+    /// Whether this node announces at `now`.
+    pub fn may_announce(&self, now: Mono, candidate: bool) -> bool {
+        let adopting = self.adopting_until.is_some_and(|u| now < u);
+        candidate
+            && !self.yielded
+            && (self.elector.may_announce(now) || adopting || self.outage_hold)
+    }
+
+    /// Another MAC claims our address. If our hold rests only on an API
+    /// outage or adoption, the claimant may have the Lease now: yield at once
+    /// (true). With a freshly renewed Lease the claimant is wrong: keep it (false).
+    pub fn yield_to_claim(&mut self, now: Mono) -> bool {
+        if self.elector.holds_fresh(now) {
+            return false;
+        }
+        self.outage_hold = false;
+        self.adopting_until = None;
+        self.yielded = true;
+        true
+    }
+
+    /// Records whether this node announces; Some(true) when it just started,
+    /// Some(false) when it just stopped.
+    pub fn transition(&mut self, announcing: bool) -> Option<bool> {
+        if announcing == self.announcing {
+            return None;
+        }
+        self.announcing = announcing;
+        Some(announcing)
+    }
+
+    /// Whether this node announced at the last step.
+    pub fn announcing(&self) -> bool {
+        self.announcing
+    }
+
+    /// Whether the elector holds the Lease.
+    pub fn holds(&self, now: Mono) -> bool {
+        self.elector.holds(now)
+    }
+
+    /// How long this node wanted the Lease before announcing, once (takeover latency).
+    pub fn take_wanting_since(&mut self, now: Mono) -> Option<Duration> {
+        self.wanting_since.take().map(|since| now.since(since))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::election::LeaseRecord;
+
+    fn secs(s: u64) -> Mono {
+        Mono(Duration::from_secs(s))
+    }
+
+    fn campaign() -> Campaign {
+        let d = Duration::from_secs;
+        Campaign::new(Elector::new("me", d(5), d(3), d(1)).unwrap())
+    }
+
+    fn lease(holder: &str, rv: &str) -> Observed {
+        Observed {
+            record: Some(LeaseRecord {
+                holder: Some(holder.into()),
+                lease_duration_seconds: Some(5),
+                acquire_time: Some(WallTime(1)),
+                renew_time: Some(WallTime(1)),
+                lease_transitions: Some(0),
+            }),
+            resource_version: Some(rv.into()),
+        }
+    }
+
+    /// Takes an absent Lease at `at`; the write is stored as version `rv`.
+    fn take(c: &mut Campaign, at: Mono, rv: &str) {
+        c.observe(
+            Observed {
+                record: None,
+                resource_version: None,
+            },
+            at,
+        );
+        let Decision::Create(record) = c.decide(at, WallTime(10), true) else {
+            panic!("no create");
+        };
+        c.finished(
+            WriteResult::Ok {
+                record,
+                resource_version: rv.into(),
+            },
+            at,
+        );
+        assert_eq!(c.transition(c.may_announce(at, true)), Some(true));
+    }
+
+    #[test]
+    fn a_cache_entry_older_than_our_write_is_not_seen() {
+        let mut c = campaign();
+        take(&mut c, secs(0), "20");
+        // The watch still shows another holder at version 10.
+        c.observe(lease("other", "10"), secs(1));
+        assert!(c.names("me"));
+        assert!(c.may_announce(secs(1), true));
+        c.observe(lease("other", "30"), secs(2));
+        assert!(c.names("other"));
+        assert!(!c.may_announce(secs(2), true));
+    }
+
+    #[test]
+    fn holds_through_an_outage_then_yields_to_a_claimant() {
+        let mut c = campaign();
+        take(&mut c, secs(0), "5");
+        let _ = c.decide(secs(1), WallTime(11), true);
+        assert_eq!(
+            c.finished(WriteResult::Error, secs(1)),
+            Some(Notice::HoldingThroughOutage)
+        );
+        // Said once: the next failure adds nothing.
+        let _ = c.decide(secs(2), WallTime(12), true);
+        assert_eq!(c.finished(WriteResult::Error, secs(2)), None);
+        // Long after the Lease could have run out, still held: nobody could write.
+        assert!(c.may_announce(secs(30), true));
+        assert!(c.yield_to_claim(secs(30)), "an unconfirmed hold yields");
+        assert!(!c.may_announce(secs(30), true));
+    }
+
+    #[test]
+    fn a_fresh_holder_defends_and_a_new_write_ends_a_yield() {
+        let mut c = campaign();
+        take(&mut c, secs(0), "5");
+        assert!(!c.yield_to_claim(secs(1)), "a fresh Lease is defended");
+        assert!(c.may_announce(secs(1), true));
+        assert!(
+            c.yield_to_claim(secs(4)),
+            "past the renew deadline it yields"
+        );
+        assert!(!c.may_announce(secs(4), true));
+        c.observe(lease("me", "9"), secs(4));
+        let Decision::Update { record, .. } = c.decide(secs(4), WallTime(20), true) else {
+            panic!("no renewal");
+        };
+        c.finished(
+            WriteResult::Ok {
+                record,
+                resource_version: "10".into(),
+            },
+            secs(4),
+        );
+        assert!(c.may_announce(secs(4), true));
+    }
+
+    #[test]
+    fn adoption_lasts_until_the_first_write_settles() {
+        let mut c = campaign();
+        c.observe(lease("me", "3"), secs(0));
+        c.adopt("me", secs(5));
+        assert!(c.may_announce(secs(1), true));
+        let _ = c.decide(secs(1), WallTime(20), true);
+        c.finished(WriteResult::Conflict, secs(1));
+        assert!(!c.may_announce(secs(1), true));
+        let mut other = campaign();
+        other.observe(lease("someone", "3"), secs(0));
+        other.adopt("me", secs(5));
+        assert_eq!(other.adoption_ends(), None, "a takeover is no restart");
+    }
+
+    #[test]
+    fn takeover_latency_is_measured_once_from_the_first_wish() {
+        let mut c = campaign();
+        c.observe(lease("other", "1"), secs(0));
+        let _ = c.decide(secs(1), WallTime(1), true);
+        let _ = c.decide(secs(3), WallTime(1), true);
+        assert_eq!(c.take_wanting_since(secs(6)), Some(Duration::from_secs(5)));
+        assert_eq!(c.take_wanting_since(secs(7)), None);
+    }
+}

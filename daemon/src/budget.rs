@@ -1,0 +1,141 @@
+//! Every API write passes through here: one token bucket per instance
+//! (`kvip_api_qps`, `kvip_api_burst`) and a backoff per target after a 429,
+//! a 5xx or a 403 (the rules are `kvip_core::budget`'s). A write that may not
+//! go now is not sent; its caller counts it as failed and tries again later,
+//! so an overloaded API server sees fewer requests from kvip, not more.
+
+use crate::{clock, metrics};
+use kvip_core::budget::{Answer, Backoffs, TokenBucket};
+use std::collections::BTreeSet;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// A write that was not sent: the budget or the target's backoff held it back.
+#[derive(Debug, Clone, Copy)]
+pub struct Throttled;
+
+struct State {
+    bucket: TokenBucket,
+    backoffs: Backoffs,
+    /// Resources whose refusal by RBAC was logged already.
+    forbidden_said: BTreeSet<String>,
+}
+
+static BUDGET: OnceLock<Mutex<State>> = OnceLock::new();
+
+fn state() -> &'static Mutex<State> {
+    BUDGET.get_or_init(|| {
+        let d = kvip_core::Config::default();
+        Mutex::new(State {
+            bucket: TokenBucket::new(d.api_qps, d.api_burst, clock::now()),
+            backoffs: Backoffs::default(),
+            forbidden_said: BTreeSet::new(),
+        })
+    })
+}
+
+/// Sets the budget from the configuration, before any write.
+pub fn init(qps: u32, burst: u32) {
+    if let Ok(mut s) = state().lock() {
+        s.bucket = TokenBucket::new(qps, burst, clock::now());
+    }
+}
+
+/// Waits, at most `wait`, until a write to `target` may go.
+pub async fn admit(target: &str, resource: &str, wait: Duration) -> Result<(), Throttled> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let now = clock::now();
+        let ready = match state().lock() {
+            Ok(mut s) => s
+                .backoffs
+                .ready(target, now)
+                .and_then(|()| s.bucket.take(now)),
+            Err(_) => Ok(()),
+        };
+        let Err(hold) = ready else { return Ok(()) };
+        if Instant::now() + hold > deadline {
+            metrics::throttled(resource);
+            if resource == "lease" {
+                lease_throttled();
+            }
+            return Err(Throttled);
+        }
+        tokio::time::sleep(hold).await;
+    }
+}
+
+static LEASE_THROTTLED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Says once, when the budget first holds back a Lease write, that the
+/// Leases cannot all be renewed in time.
+fn lease_throttled() {
+    use std::sync::atomic::Ordering;
+    if LEASE_THROTTLED
+        .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+        .is_ok()
+    {
+        tracing::warn!(
+            "the API write budget (kvip_api_qps) cannot renew every Lease in time: VIPs already held stay up under the API-outage rules, and kvip sends no more than the budget; with hundreds of Services run membership mode (kvip_membership=true), one Lease per node"
+        );
+    }
+}
+
+/// True once, after the budget first held back a Lease write: the caller
+/// records the Warning Event.
+pub fn take_lease_throttled_news() -> bool {
+    use std::sync::atomic::Ordering;
+    LEASE_THROTTLED
+        .compare_exchange(1, 2, Ordering::SeqCst, Ordering::SeqCst)
+        .is_ok()
+}
+
+/// Records how a write to `target` ended: `code` is the HTTP status (`None`
+/// when nothing answered).
+pub fn answered(target: &str, resource: &str, verb: &str, code: Option<u16>) {
+    let answer = Answer::of(code);
+    let now = clock::now();
+    let Ok(mut s) = state().lock() else { return };
+    let wait = s.backoffs.record(target, answer, now, jitter(target));
+    s.backoffs.prune(now);
+    metrics::backing_off(s.backoffs.waiting(now));
+    match (answer, wait) {
+        (Answer::Forbidden, Some(wait))
+            if s.forbidden_said.insert(format!("{resource}/{verb}")) =>
+        {
+            tracing::error!(
+                resource,
+                verb,
+                retry_in_s = wait.as_secs(),
+                "the API server forbids this write (RBAC): kvip retries each object only every few minutes; grant {verb} on {resource} as `kvip manifest rbac` does"
+            );
+        }
+        (Answer::Overloaded, Some(wait)) => {
+            tracing::debug!(
+                target,
+                code,
+                wait_ms = wait.as_millis() as u64,
+                "API server overloaded: backing off"
+            );
+        }
+        _ => {}
+    }
+}
+
+/// The HTTP status of a kube call's result, `None` when nothing answered.
+pub fn code<T>(result: &Result<T, kube::Error>) -> Option<u16> {
+    match result {
+        Ok(_) => Some(200),
+        Err(kube::Error::Api(status)) => Some(status.code),
+        Err(_) => None,
+    }
+}
+
+/// A number in [0, 1) that differs between targets and over time.
+fn jitter(target: &str) -> f64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write(target.as_bytes());
+    h.write_u128(clock::now().0.as_nanos());
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
