@@ -96,6 +96,11 @@ impl Campaign {
         self.elector.restart_term(at);
     }
 
+    /// Stretches this node's own timings (see [`Elector::set_stretch`]).
+    pub fn set_stretch(&mut self, factor: u32) {
+        self.elector.set_stretch(factor);
+    }
+
     /// Decides the next write for `candidate` at `now`.
     pub fn decide(&mut self, now: Mono, wall: WallTime, candidate: bool) -> Decision {
         if candidate && !self.elector.holds(now) && self.wanting_since.is_none() {
@@ -325,5 +330,35 @@ mod tests {
         let _ = c.decide(secs(3), WallTime(1), true);
         assert_eq!(c.take_wanting_since(secs(6)), Some(Duration::from_secs(5)));
         assert_eq!(c.take_wanting_since(secs(7)), None);
+    }
+}
+
+/// The stretch a node holding `held` Leases needs so their renewals fit in
+/// `share` of a write budget of `qps` writes a second at the configured
+/// `retry` period: 1 while they fit, more as they outgrow it. The elector
+/// clamps it to what every observer honours.
+pub fn stretch_for(held: usize, retry: Duration, qps: u32, share: f64) -> u32 {
+    let per_second = f64::from(qps.max(1)) * share.clamp(0.01, 1.0);
+    let needed = held as f64 * retry.as_secs_f64() / per_second;
+    if needed <= 1.0 {
+        1
+    } else {
+        u32::try_from(needed.ceil() as u64).unwrap_or(u32::MAX)
+    }
+}
+
+#[cfg(test)]
+mod stretch_tests {
+    use super::*;
+
+    #[test]
+    fn leases_that_fit_the_budget_keep_the_configured_pace() {
+        let retry = Duration::from_secs(1);
+        assert_eq!(stretch_for(0, retry, 50, 0.8), 1);
+        assert_eq!(stretch_for(34, retry, 50, 0.8), 1);
+        assert_eq!(stretch_for(40, retry, 50, 0.8), 1);
+        assert_eq!(stretch_for(41, retry, 50, 0.8), 2);
+        assert_eq!(stretch_for(334, retry, 50, 0.8), 9);
+        assert_eq!(stretch_for(334, Duration::from_secs(2), 50, 0.8), 17);
     }
 }

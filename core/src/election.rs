@@ -184,6 +184,14 @@ pub struct Elector {
     retry_after: Option<Mono>,
     /// The candidacy given to the last `decide`.
     candidate: bool,
+    /// How many times the configured timings this node's next write uses
+    /// (see [`Elector::set_stretch`]).
+    stretch: u32,
+    /// The stretch of the write in flight.
+    in_flight_stretch: u32,
+    /// The stretch of our last successful write: its duration is what
+    /// observers honour.
+    held_stretch: u32,
 }
 
 impl Elector {
@@ -219,6 +227,9 @@ impl Elector {
             in_flight: None,
             retry_after: None,
             candidate: false,
+            stretch: 1,
+            in_flight_stretch: 1,
+            held_stretch: 1,
         })
     }
 
@@ -239,7 +250,7 @@ impl Elector {
 
     /// We hold the Lease and renewed it within the renew deadline: the API is reachable.
     pub fn holds_fresh(&self, now: Mono) -> bool {
-        self.within(now, self.renew_deadline)
+        self.within(now, self.renew_deadline * self.held_stretch)
     }
 
     /// Same as [`Elector::holds_fresh`]: client-go's "still leading".
@@ -270,13 +281,36 @@ impl Elector {
         self.holder() == Some(self.identity.as_str())
     }
 
-    /// The `leaseDurationSeconds` we write, as a duration.
+    /// The `leaseDurationSeconds` of our last successful write, as a duration.
     fn written_duration(&self) -> Duration {
-        Duration::from_secs(u64::from(self.written_seconds().unsigned_abs()))
+        self.lease_duration * self.held_stretch
     }
 
+    /// The `leaseDurationSeconds` our next write carries.
     fn written_seconds(&self) -> i32 {
-        i32::try_from(self.lease_duration.as_secs()).unwrap_or(i32::MAX)
+        i32::try_from((self.lease_duration * self.stretch).as_secs()).unwrap_or(i32::MAX)
+    }
+
+    /// The longest stretch: a written duration every observer honours in
+    /// full (no more than 15 s, the least [`Elector::longest_honoured`] of
+    /// any kvip), and never below the configured timings.
+    pub fn max_stretch(&self) -> u32 {
+        let cap = Duration::from_secs(15).as_millis();
+        u32::try_from(cap / self.lease_duration.as_millis().max(1))
+            .unwrap_or(1)
+            .max(1)
+    }
+
+    /// Stretches this node's own timings by `factor` (clamped to
+    /// 1..=[`Elector::max_stretch`]): writes carry `factor` times the lease
+    /// duration, renewals come `factor` times the retry period apart, and the
+    /// renew deadline grows alike. A node holding more Leases than its API
+    /// write budget can renew at the configured pace keeps them all valid
+    /// this way, at the price of a longer failover for those Leases. The
+    /// change takes effect with the next write; what is held keeps the
+    /// duration it was written with.
+    pub fn set_stretch(&mut self, factor: u32) {
+        self.stretch = factor.clamp(1, self.max_stretch());
     }
 
     /// The longest `leaseDurationSeconds` of another holder this elector
@@ -347,6 +381,7 @@ impl Elector {
             }
             let record = self.our_record(None, now_wall, 0);
             self.in_flight = Some(now);
+            self.in_flight_stretch = self.stretch;
             return Decision::Create(record);
         };
         let Some(resource_version) = seen.resource_version.clone() else {
@@ -368,13 +403,14 @@ impl Elector {
                 lease_transitions: Some(transitions),
             };
             self.in_flight = Some(now);
+            self.in_flight_stretch = self.stretch;
             return Decision::Release {
                 record,
                 resource_version,
             };
         } else if ours {
             if let Some(renewed) = self.last_renew {
-                let due = renewed.after(self.retry_period);
+                let due = renewed.after(self.retry_period * self.stretch);
                 if now < due {
                     return Decision::Wait(due.since(now));
                 }
@@ -399,6 +435,7 @@ impl Elector {
             self.our_record(None, now_wall, transitions.saturating_add(1))
         };
         self.in_flight = Some(now);
+        self.in_flight_stretch = self.stretch;
         Decision::Update {
             record,
             resource_version,
@@ -450,6 +487,7 @@ impl Elector {
                     changed_at: now,
                 });
                 self.retry_after = None;
+                self.held_stretch = self.in_flight_stretch;
                 self.last_renew = if self.names_us() && self.candidate {
                     sent
                 } else {
@@ -562,6 +600,40 @@ mod tests {
         mine.restart_term(Mono(secs(4)));
         assert!(mine.may_announce(Mono(secs(4))));
         assert_eq!(mine.announce_deadline(), Some(Mono(secs(5))));
+    }
+
+    #[test]
+    fn a_stretched_holder_writes_longer_terms_and_renews_less_often() {
+        let secs = Duration::from_secs;
+        let mut e = Elector::new("me", secs(5), secs(3), secs(1)).unwrap();
+        assert_eq!(e.max_stretch(), 3);
+        e.set_stretch(10);
+        e.observe(Observed::default(), Mono(secs(0)));
+        let Decision::Create(record) = e.decide(Mono(secs(0)), WallTime(1), true) else {
+            panic!("no create");
+        };
+        assert_eq!(record.lease_duration_seconds, Some(15), "clamped to 3x");
+        e.write_result(
+            WriteResult::Ok {
+                record,
+                resource_version: "1".into(),
+            },
+            Mono(secs(0)),
+        );
+        assert!(
+            matches!(e.decide(Mono(secs(2)), WallTime(2), true), Decision::Wait(d) if d == secs(1))
+        );
+        assert!(e.holds_fresh(Mono(secs(8))) && e.may_announce(Mono(secs(14))));
+        assert!(!e.may_announce(Mono(secs(15))));
+        // Back to the configured pace: what is held keeps its written term.
+        e.set_stretch(1);
+        assert!(e.may_announce(Mono(secs(14))));
+        let Decision::Update { record, .. } = e.decide(Mono(secs(3)), WallTime(3), true) else {
+            panic!("no renewal");
+        };
+        assert_eq!(record.lease_duration_seconds, Some(5));
+        let long = Elector::new("x", secs(15), secs(10), secs(2)).unwrap();
+        assert_eq!(long.max_stretch(), 1);
     }
 
     #[test]
@@ -879,6 +951,8 @@ mod tests {
         TogglePartition(usize),
         /// Sleep until the earliest moment a node asked to decide again.
         Sleep,
+        /// Stretch a node's own timings (it holds more Leases than its budget renews).
+        Stretch(usize, u32),
     }
 
     fn step(nodes: usize) -> impl Strategy<Value = Step> {
@@ -894,6 +968,7 @@ mod tests {
             1 => (0..nodes, -3_000_000i32..3_000_000).prop_map(|(n, s)| Step::WallJump(n, s)),
             1 => (0..nodes).prop_map(Step::TogglePartition),
             3 => Just(Step::Sleep),
+            1 => (0..nodes, 1u32..8).prop_map(|(n, f)| Step::Stretch(n, f)),
         ]
     }
 
@@ -1068,6 +1143,7 @@ mod tests {
                 Step::Tick(ms) => self.now += Duration::from_millis(u64::from(ms)),
                 Step::WallJump(n, micros) => self.nodes[n].wall_offset += i64::from(micros),
                 Step::TogglePartition(n) => self.nodes[n].partitioned ^= true,
+                Step::Stretch(n, factor) => self.nodes[n].elector.set_stretch(factor),
                 Step::Sleep => {
                     let wake = self.nodes.iter().filter_map(|n| n.wake).min();
                     if let Some(wake) = wake.filter(|w| *w > self.now) {
@@ -1107,6 +1183,7 @@ mod tests {
                 let step = match step.clone() {
                     Step::Decide(n) | Step::ToggleCandidate(n) | Step::Answer(n) | Step::Watch(n) | Step::Relist(n) if n >= count => continue,
                     Step::Deliver(n, _) | Step::WallJump(n, _) if n >= count => continue,
+                    Step::Stretch(n, _) if n >= count => continue,
                     Step::TogglePartition(n) if n >= count => continue,
                     s => s,
                 };

@@ -44,6 +44,14 @@ type Interfaces = (
 /// How long a Service stays pending for one reason before it gets an Event.
 const PENDING_EVENT_DELAY: Duration = Duration::from_secs(2);
 
+/// The part of the write budget (`kvip_api_qps`) Lease renewals may take at
+/// the configured pace; beyond it their terms are stretched.
+const RENEWAL_SHARE: f64 = 0.8;
+
+/// Stretches beyond this are clamped by every elector (15 s at the shortest
+/// sensible lease duration of 1 s).
+const MAX_LOGGED_STRETCH: u32 = 15;
+
 /// The longest the whole picture goes without being assessed again, so a
 /// change no watch reports (an interface's addresses) is seen within it.
 const RESYNC: Duration = Duration::from_secs(10);
@@ -103,6 +111,8 @@ pub struct Manager {
     assessed: Assessed,
     /// Something the assessment was built from changed.
     dirty: bool,
+    /// The stretch of this node's Lease timings (1: as configured).
+    stretch: u32,
     /// The announcement made by the last step, to write status only on change.
     announced_last: BTreeMap<ServiceKey, BTreeSet<IpAddr>>,
     /// Problems already logged, so a Service's bad input is said once.
@@ -175,6 +185,7 @@ impl Manager {
             next_instance_renew: Mono::default(),
             assessed: Assessed::default(),
             dirty: true,
+            stretch: 1,
             announced_last: BTreeMap::new(),
             reported: BTreeMap::new(),
             status,
@@ -607,10 +618,45 @@ impl Manager {
                 e.candidate = *candidate;
             }
         }
+        // A node holding more Leases than its write budget renews at the
+        // configured pace writes longer terms instead of retrying harder.
+        let held = self
+            .elections
+            .values()
+            .filter(|e| e.campaign.names(&self.node))
+            .count();
+        let stretch = kvip_core::campaign::stretch_for(
+            held,
+            self.config.retry_period,
+            self.config.api_qps,
+            RENEWAL_SHARE,
+        );
+        if stretch != self.stretch {
+            let term = self.config.lease_duration * stretch.min(MAX_LOGGED_STRETCH);
+            if stretch > 1 {
+                tracing::warn!(
+                    held,
+                    stretch,
+                    "this node holds more Leases than kvip_api_qps={} renews at the configured pace: their terms are stretched (up to {} s, failover for them takes as long); membership mode (kvip_membership=true) needs one Lease per node",
+                    self.config.api_qps,
+                    term.as_secs()
+                );
+            } else {
+                tracing::info!(
+                    held,
+                    "Lease renewals fit the write budget again: configured timings"
+                );
+            }
+            self.stretch = stretch;
+            metrics::get()
+                .lease_stretch
+                .set(i64::from(stretch.min(MAX_LOGGED_STRETCH)));
+        }
         for (key, e) in self.elections.iter_mut() {
             if !a.wanted.contains_key(key) {
                 e.candidate = false;
             }
+            e.campaign.set_stretch(stretch);
             let lease = self.cache.lease(&key.namespace, &key.name);
             let seen_at = lease
                 .as_deref()

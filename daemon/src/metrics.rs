@@ -79,6 +79,8 @@ pub struct Metrics {
     pub api_throttled: Family<ResourceLabels, Counter>,
     /// Objects whose writes back off after a 429, 5xx or 403.
     pub api_backing_off: Gauge,
+    /// How many times the configured Lease timings this node writes (1: as configured).
+    pub lease_stretch: Gauge,
 }
 
 /// Labels naming an API resource.
@@ -113,7 +115,14 @@ pub fn get() -> &'static Metrics {
             kube_vip_active_services: Gauge::default(),
             api_throttled: Family::default(),
             api_backing_off: Gauge::default(),
+            lease_stretch: Gauge::default(),
         };
+        m.lease_stretch.set(1);
+        registry.register(
+            "kvip_lease_stretch",
+            "How many times the configured Lease timings this node writes, because its Leases outgrow the write budget (1: as configured)",
+            m.lease_stretch.clone(),
+        );
         registry.register(
             "kvip_api_throttled",
             "API writes not sent because of the write budget (kvip_api_qps) or a backoff after 429, 5xx or 403",
