@@ -347,6 +347,267 @@ pub fn stretch_for(held: usize, retry: Duration, qps: u32, share: f64) -> u32 {
     }
 }
 
+/// The campaign rules in a simulated world: one Lease on an API server that
+/// can go down, lagging watches that go blind in an outage, nodes that come
+/// and go as candidates, and claims on the wire, genuine or forged.
+#[cfg(test)]
+mod world {
+    use super::*;
+    use crate::election::LeaseRecord;
+    use proptest::prelude::*;
+    use std::collections::VecDeque;
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Decide(usize),
+        /// Deliver the node's write: true = answered, false = lost on the way.
+        Deliver(usize, bool),
+        Watch(usize),
+        Tick(u16),
+        ToggleCandidate(usize),
+        /// The API server goes down for everyone, or comes back.
+        ToggleOutage,
+        /// Every announcer hears every other one's gratuitous packets.
+        Wire,
+        /// A forged claim for the address reaches a node.
+        Forged(usize),
+        Stretch(usize, u32),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            6 => (0..3usize).prop_map(Step::Decide),
+            5 => (0..3usize, prop_oneof![5 => Just(true), 1 => Just(false)]).prop_map(|(n, ok)| Step::Deliver(n, ok)),
+            5 => (0..3usize).prop_map(Step::Watch),
+            5 => (0u16..1500).prop_map(Step::Tick),
+            1 => (0..3usize).prop_map(Step::ToggleCandidate),
+            1 => Just(Step::ToggleOutage),
+            2 => Just(Step::Wire),
+            1 => (0..3usize).prop_map(Step::Forged),
+            1 => (0..3usize, 1u32..4).prop_map(|(n, f)| Step::Stretch(n, f)),
+        ]
+    }
+
+    struct Node {
+        campaign: Campaign,
+        candidate: bool,
+        request: Option<Decision>,
+        /// When the request was decided (sent).
+        sent: Mono,
+        watch: VecDeque<Observed>,
+    }
+
+    struct World {
+        now: Duration,
+        api_down: bool,
+        lease: Option<(LeaseRecord, u64)>,
+        nodes: Vec<Node>,
+    }
+
+    impl World {
+        fn new() -> World {
+            let nodes = (0..3)
+                .map(|i| Node {
+                    campaign: Campaign::new(
+                        Elector::new(format!("node-{i}"), 5 * SEC, 3 * SEC, SEC).unwrap(),
+                    ),
+                    candidate: true,
+                    request: None,
+                    sent: Mono::default(),
+                    watch: VecDeque::from([Observed::default()]),
+                })
+                .collect();
+            World {
+                now: Duration::ZERO,
+                api_down: false,
+                lease: None,
+                nodes,
+            }
+        }
+
+        fn mono(&self) -> Mono {
+            Mono(self.now)
+        }
+
+        fn snapshot(&self) -> Observed {
+            match &self.lease {
+                None => Observed::default(),
+                Some((record, rv)) => Observed {
+                    record: Some(record.clone()),
+                    resource_version: Some(rv.to_string()),
+                },
+            }
+        }
+
+        fn store(&mut self, decision: &Decision) -> WriteResult {
+            let (record, expected) = match decision {
+                Decision::Create(record) => (record, None),
+                Decision::Update {
+                    record,
+                    resource_version,
+                }
+                | Decision::Release {
+                    record,
+                    resource_version,
+                } => (record, Some(resource_version.clone())),
+                Decision::Wait(_) => return WriteResult::Error,
+            };
+            if self.lease.as_ref().map(|(_, rv)| rv.to_string()) != expected {
+                return WriteResult::Conflict;
+            }
+            let rv = self.lease.as_ref().map_or(1, |(_, rv)| rv + 1);
+            self.lease = Some((record.clone(), rv));
+            let snapshot = self.snapshot();
+            for node in &mut self.nodes {
+                node.watch.push_back(snapshot.clone());
+            }
+            WriteResult::Ok {
+                record: record.clone(),
+                resource_version: rv.to_string(),
+            }
+        }
+
+        fn announcing(&self, n: usize) -> bool {
+            let node = &self.nodes[n];
+            node.campaign.may_announce(self.mono(), node.candidate)
+        }
+
+        fn announcers(&self) -> Vec<usize> {
+            (0..self.nodes.len())
+                .filter(|&n| self.announcing(n))
+                .collect()
+        }
+
+        /// Runs one step; returns true when it was a renewal by a node that
+        /// announced and named itself holder.
+        fn run(&mut self, step: &Step) -> Result<bool, TestCaseError> {
+            let now = self.mono();
+            match *step {
+                Step::Decide(n) => {
+                    let node = &mut self.nodes[n];
+                    if node.request.is_none() {
+                        let d = node.campaign.decide(
+                            now,
+                            WallTime(now.0.as_micros() as i64),
+                            node.candidate,
+                        );
+                        if matches!(d, Decision::Release { .. }) {
+                            prop_assert!(
+                                !node.campaign.may_announce(now, node.candidate),
+                                "a release decided while still announcing"
+                            );
+                        }
+                        if !matches!(d, Decision::Wait(_)) {
+                            node.request = Some(d);
+                            node.sent = now;
+                        }
+                    }
+                }
+                Step::Deliver(n, answered) => {
+                    if let Some(request) = self.nodes[n].request.take() {
+                        // A renewal that keeps the term's length (a shorter
+                        // term may end the hold: that is a change of pace),
+                        // answered within the renew deadline (an answer later
+                        // than that may come after the term could have run out).
+                        let held = self.nodes[n]
+                            .campaign
+                            .elector()
+                            .record()
+                            .and_then(|r| r.lease_duration_seconds);
+                        let renewal = self.announcing(n)
+                            && self.nodes[n].campaign.names(&format!("node-{n}"))
+                            && matches!(&request, Decision::Update { record, .. }
+                                if record.lease_duration_seconds == held)
+                            && now.since(self.nodes[n].sent) < 3 * SEC;
+                        let result = if self.api_down || !answered {
+                            WriteResult::Error
+                        } else {
+                            self.store(&request)
+                        };
+                        let ok = matches!(result, WriteResult::Ok { .. });
+                        self.nodes[n].campaign.finished(result, now);
+                        return Ok(renewal && ok);
+                    }
+                }
+                Step::Watch(n) => {
+                    if !self.api_down
+                        && let Some(event) = self.nodes[n].watch.pop_front()
+                    {
+                        self.nodes[n].campaign.observe(event, now);
+                    }
+                }
+                Step::Tick(ms) => self.now += Duration::from_millis(u64::from(ms)),
+                Step::ToggleCandidate(n) => self.nodes[n].candidate ^= true,
+                Step::ToggleOutage => {
+                    self.api_down ^= true;
+                    if !self.api_down {
+                        // The watches see again: terms restart now (the cache's
+                        // blind gap), and a relist delivers the current state.
+                        let snapshot = self.snapshot();
+                        for node in &mut self.nodes {
+                            node.watch.clear();
+                            node.campaign.observe(snapshot.clone(), now);
+                            node.campaign.restart_term(now);
+                        }
+                    }
+                }
+                Step::Wire => {
+                    let announcers = self.announcers();
+                    if announcers.len() > 1 {
+                        for &n in &announcers {
+                            self.nodes[n].campaign.yield_to_claim(now);
+                        }
+                    }
+                }
+                Step::Forged(n) => {
+                    let fresh = self.nodes[n].campaign.holds(now) && self.announcing(n);
+                    self.nodes[n].campaign.yield_to_claim(now);
+                    prop_assert!(
+                        !fresh || self.announcing(n),
+                        "a forged claim took the VIP from a freshly renewed holder"
+                    );
+                }
+                Step::Stretch(n, f) => self.nodes[n].campaign.set_stretch(f),
+            }
+            Ok(false)
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        #[test]
+        fn the_campaign_rules_keep_one_announcer(steps in proptest::collection::vec(step(), 1..500)) {
+            let mut world = World::new();
+            for step in &steps {
+                let before = world.announcers();
+                let renewal = world.run(step)?;
+                let after = world.announcers();
+                if renewal {
+                    prop_assert_eq!(&before, &after, "a renewal changed who announces");
+                }
+                // Two announcers only while one holds on unconfirmed (an
+                // outage hold or a yield not yet forced): never two fresh holders.
+                let fresh: Vec<usize> = after
+                    .iter()
+                    .copied()
+                    .filter(|&n| world.nodes[n].campaign.holds(world.mono()))
+                    .collect();
+                prop_assert!(fresh.len() <= 1, "two fresh holders {:?} after {:?}", fresh, step);
+                if matches!(step, Step::Wire) {
+                    prop_assert!(after.len() <= 1, "two announcers {:?} after they heard each other", after);
+                }
+                for n in 0..3 {
+                    let announcing = world.announcing(n);
+                    world.nodes[n].campaign.transition(announcing);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod stretch_tests {
     use super::*;
