@@ -36,14 +36,36 @@ impl TokenBucket {
 
     /// Takes a token at `now`, or says how long until one is there.
     pub fn take(&mut self, now: Mono) -> Result<(), Duration> {
-        self.refill(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            return Ok(());
+        match self.reserve(now, Duration::ZERO) {
+            Ok(_) => Ok(()),
+            Err(wait) => Err(wait),
         }
-        Err(Duration::from_secs_f64(
-            (1.0 - self.tokens) / self.per_second,
-        ))
+    }
+
+    /// Reserves the next token if it comes within `max_wait`: returns how
+    /// long to wait before sending (zero when one is there now). Reservations
+    /// queue in the order they are made, so a write that waited is not
+    /// overtaken by later ones. Otherwise reserves nothing and says how long
+    /// until a token would be there.
+    pub fn reserve(&mut self, now: Mono, max_wait: Duration) -> Result<Duration, Duration> {
+        self.refill(now);
+        let wait = if self.tokens >= 1.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64((1.0 - self.tokens) / self.per_second)
+        };
+        if wait > max_wait {
+            return Err(wait);
+        }
+        self.tokens -= 1.0;
+        Ok(wait)
+    }
+
+    /// Takes a token whatever the balance (a release that must not wait:
+    /// the address is already withdrawn); later writes wait for it.
+    pub fn force(&mut self, now: Mono) {
+        self.refill(now);
+        self.tokens -= 1.0;
     }
 }
 
@@ -204,6 +226,25 @@ mod tests {
         assert_eq!(b.waiting(at(0)), 1);
         b.prune(at(120_000));
         assert_eq!(b.waiting(at(0)), 0);
+    }
+
+    #[test]
+    fn reservations_queue_in_order_and_forced_writes_are_paid_back() {
+        let mut b = TokenBucket::new(10, 1, at(0));
+        assert_eq!(b.reserve(at(0), Duration::ZERO), Ok(Duration::ZERO));
+        let second = b.reserve(at(0), Duration::from_secs(1)).unwrap();
+        let third = b.reserve(at(0), Duration::from_secs(1)).unwrap();
+        assert!(second < third, "{second:?} then {third:?}");
+        assert_eq!(
+            b.reserve(at(0), Duration::from_millis(50)),
+            Err(Duration::from_millis(300))
+        );
+        b.force(at(0));
+        assert!(
+            b.take(at(300)).is_err(),
+            "the forced write is paid back first"
+        );
+        assert!(b.take(at(400)).is_ok());
     }
 
     proptest! {

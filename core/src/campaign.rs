@@ -134,8 +134,12 @@ impl Campaign {
                 }
                 self.outage_hold = self.announcing;
             }
+            // Held back by our own budget: the API may be fine and another
+            // node may take the Lease when its term runs out, so no hold;
+            // what is held stays announced for the term already written.
+            WriteResult::NotSent => {}
         }
-        if !matches!(result, WriteResult::Ok { .. }) {
+        if matches!(result, WriteResult::Conflict | WriteResult::Error) {
             self.adopting_until = None;
         }
         self.elector.write_result(result, now);
@@ -150,9 +154,9 @@ impl Campaign {
         }
     }
 
-    /// When the adoption window ends, if one is open.
-    pub fn adoption_ends(&self) -> Option<Mono> {
-        self.adopting_until
+    /// When the adoption window ends, if it is still open at `now`.
+    pub fn adoption_ends(&self, now: Mono) -> Option<Mono> {
+        self.adopting_until.filter(|until| now < *until)
     }
 
     /// Whether this node announces at `now`.
@@ -283,6 +287,19 @@ mod tests {
     }
 
     #[test]
+    fn a_write_the_budget_held_back_is_no_outage() {
+        let mut c = campaign();
+        take(&mut c, secs(0), "5");
+        let _ = c.decide(secs(1), WallTime(11), true);
+        assert_eq!(c.finished(WriteResult::NotSent, secs(1)), None);
+        assert!(c.may_announce(secs(4), true), "the written term still runs");
+        assert!(
+            !c.may_announce(secs(5), true),
+            "no outage hold past the term: another node may have taken it"
+        );
+    }
+
+    #[test]
     fn a_fresh_holder_defends_and_a_new_write_ends_a_yield() {
         let mut c = campaign();
         take(&mut c, secs(0), "5");
@@ -319,7 +336,18 @@ mod tests {
         let mut other = campaign();
         other.observe(lease("someone", "3"), secs(0));
         other.adopt("me", secs(5));
-        assert_eq!(other.adoption_ends(), None, "a takeover is no restart");
+        assert_eq!(
+            other.adoption_ends(secs(0)),
+            None,
+            "a takeover is no restart"
+        );
+        c.adopt("me", secs(9));
+        assert_eq!(c.adoption_ends(secs(8)), Some(secs(9)));
+        assert_eq!(
+            c.adoption_ends(secs(9)),
+            None,
+            "a closed window wakes nobody"
+        );
     }
 
     #[test]

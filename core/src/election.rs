@@ -132,6 +132,9 @@ pub enum WriteResult {
     Conflict,
     /// Anything else, including a timeout: the write may or may not have been stored.
     Error,
+    /// Never sent: the daemon's write budget held it back. Nothing is known
+    /// about the API server, so this is no sign of an outage.
+    NotSent,
 }
 
 /// Election settings the state machine cannot work with.
@@ -498,7 +501,7 @@ impl Elector {
                 self.last_renew = None;
                 self.retry_after = Some(now.after(self.retry_period));
             }
-            WriteResult::Error => {
+            WriteResult::Error | WriteResult::NotSent => {
                 self.retry_after = Some(now.after(self.retry_period));
             }
         }

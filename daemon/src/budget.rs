@@ -9,7 +9,7 @@ use kvip_core::budget::{Answer, Backoffs, TokenBucket};
 use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A write that was not sent: the budget or the target's backoff held it back.
 #[derive(Debug, Clone, Copy)]
@@ -20,6 +20,8 @@ struct State {
     backoffs: Backoffs,
     /// Resources whose refusal by RBAC was logged already.
     forbidden_said: BTreeSet<String>,
+    /// The last moment a write got no answer.
+    unanswered: Option<kvip_core::Mono>,
 }
 
 static BUDGET: OnceLock<Mutex<State>> = OnceLock::new();
@@ -31,39 +33,69 @@ fn state() -> &'static Mutex<State> {
             bucket: TokenBucket::new(d.api_qps, d.api_burst, clock::now()),
             backoffs: Backoffs::default(),
             forbidden_said: BTreeSet::new(),
+            unanswered: None,
         })
     })
 }
 
 /// Sets the budget from the configuration, before any write.
 pub fn init(qps: u32, burst: u32) {
-    if let Ok(mut s) = state().lock() {
-        s.bucket = TokenBucket::new(qps, burst, clock::now());
-    }
+    lock().bucket = TokenBucket::new(qps, burst, clock::now());
 }
 
-/// Waits, at most `wait`, until a write to `target` may go.
-pub async fn admit(target: &str, resource: &str, wait: Duration) -> Result<(), Throttled> {
-    let deadline = Instant::now() + wait;
-    loop {
-        let now = clock::now();
-        let ready = match state().lock() {
-            Ok(mut s) => s
+/// How long a write may wait for the budget.
+#[derive(Debug, Clone, Copy)]
+pub enum Urgency {
+    /// It goes now, and later writes wait for it: a release after a
+    /// withdraw (the address is gone already; a late release would leave it
+    /// unserved until the Lease expires) or an instance Lease's delete.
+    Now,
+    /// It waits at most this long for a token, in the order writes asked.
+    Within(Duration),
+}
+
+/// Waits until a write to `target` may go, as `urgency` allows.
+pub async fn admit(target: &str, resource: &str, urgency: Urgency) -> Result<(), Throttled> {
+    let now = clock::now();
+    let reserved = {
+        let mut s = lock();
+        match urgency {
+            Urgency::Now => {
+                s.bucket.force(now);
+                Ok(Duration::ZERO)
+            }
+            Urgency::Within(max_wait) => s
                 .backoffs
                 .ready(target, now)
-                .and_then(|()| s.bucket.take(now)),
-            Err(_) => Ok(()),
-        };
-        let Err(hold) = ready else { return Ok(()) };
-        if Instant::now() + hold > deadline {
+                .and_then(|()| s.bucket.reserve(now, max_wait)),
+        }
+    };
+    match reserved {
+        Ok(wait) => {
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            Ok(())
+        }
+        Err(_) => {
             metrics::throttled(resource);
             if resource == "lease" {
                 lease_throttled();
             }
-            return Err(Throttled);
+            Err(Throttled)
         }
-        tokio::time::sleep(hold).await;
     }
+}
+
+fn lock() -> std::sync::MutexGuard<'static, State> {
+    // Nothing in the state can be left half-changed by a panic elsewhere.
+    state().lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The last moment a write got no answer at all (connection refused, time
+/// out): the watches most likely saw nothing then either.
+pub fn last_unanswered() -> Option<kvip_core::Mono> {
+    lock().unanswered
 }
 
 static LEASE_THROTTLED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
@@ -92,11 +124,19 @@ pub fn take_lease_throttled_news() -> bool {
 }
 
 /// Records how a write to `target` ended: `code` is the HTTP status (`None`
-/// when nothing answered).
+/// when nothing answered). Lease writes never back off per object after an
+/// overloaded answer: the election paces them (one attempt per retry period)
+/// and a longer wait would let a healthy holder's term run out.
 pub fn answered(target: &str, resource: &str, verb: &str, code: Option<u16>) {
-    let answer = Answer::of(code);
+    let mut answer = Answer::of(code);
     let now = clock::now();
-    let Ok(mut s) = state().lock() else { return };
+    let mut s = lock();
+    if answer == Answer::NoAnswer {
+        s.unanswered = Some(now);
+    }
+    if resource == "lease" && answer == Answer::Overloaded {
+        answer = Answer::NoAnswer;
+    }
     let wait = s.backoffs.record(target, answer, now, jitter(target));
     s.backoffs.prune(now);
     metrics::backing_off(s.backoffs.waiting(now));

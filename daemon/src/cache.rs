@@ -48,6 +48,8 @@ struct Terms {
     /// The last instant the watch was known not to see: while it fails, and
     /// the moment it sees again.
     blind_until: Option<Instant>,
+    /// Leases listed since the current relist began.
+    relisted: std::collections::HashSet<(String, String)>,
 }
 
 struct Arrival {
@@ -158,24 +160,47 @@ fn watch_leases(
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             let now = Instant::now();
-            let Ok(mut t) = record.lock() else { return };
+            let mut t = record.lock().unwrap_or_else(|e| e.into_inner());
             // A watch that failed could not see renewals: every other
-            // holder's term restarts when it sees again.
-            if event.is_ok() && t.blind {
+            // holder's term restarts when it sees again — at the first object
+            // or the end of a relist, not at the start of one (the list
+            // request may still hang).
+            let sees = matches!(
+                event,
+                Ok(watcher::Event::Apply(_)
+                    | watcher::Event::InitApply(_)
+                    | watcher::Event::Delete(_)
+                    | watcher::Event::InitDone)
+            );
+            if sees && t.blind {
                 t.blind = false;
                 t.blind_until = Some(now);
                 changed.notify_one();
             }
             let wake = match &event {
-                Ok(watcher::Event::Apply(l) | watcher::Event::InitApply(l)) => t.arrive(l, now),
+                Ok(watcher::Event::Apply(l)) => t.arrive(l, now),
+                Ok(watcher::Event::InitApply(l)) => {
+                    if let (Some(n), Some(ns)) = (&l.metadata.name, &l.metadata.namespace) {
+                        t.relisted.insert((ns.clone(), n.clone()));
+                    }
+                    t.arrive(l, now)
+                }
                 Ok(watcher::Event::Delete(l)) => {
                     if let (Some(n), Some(ns)) = (&l.metadata.name, &l.metadata.namespace) {
                         t.arrived.remove(&(ns.clone(), n.clone()));
                     }
                     true
                 }
-                Ok(watcher::Event::Init) => false,
-                Ok(watcher::Event::InitDone) => true,
+                Ok(watcher::Event::Init) => {
+                    t.relisted.clear();
+                    false
+                }
+                Ok(watcher::Event::InitDone) => {
+                    // Leases deleted while the watch was away send no Delete.
+                    let listed = std::mem::take(&mut t.relisted);
+                    t.arrived.retain(|k, _| listed.contains(k));
+                    true
+                }
                 Err(e) => {
                     if !t.blind {
                         tracing::warn!(error = %e, "Lease watch failed; retrying with backoff");
@@ -246,9 +271,7 @@ impl Cache {
         else {
             return now;
         };
-        let Ok(t) = self.terms.lock() else {
-            return now;
-        };
+        let t = self.terms.lock().unwrap_or_else(|e| e.into_inner());
         let arrived = t
             .arrived
             .get(&(namespace.clone(), name.clone()))
@@ -264,7 +287,7 @@ impl Cache {
 
     /// The last instant the Lease watch could not see (now, while it fails).
     pub fn leases_blind_until(&self, now: Mono) -> Option<Mono> {
-        let t = self.terms.lock().ok()?;
+        let t = self.terms.lock().unwrap_or_else(|e| e.into_inner());
         if t.blind {
             Some(now)
         } else {

@@ -4,6 +4,7 @@
 //! resourceVersion it was decided on, so of two nodes claiming at once one
 //! gets 409 and has lost.
 
+use crate::budget::Urgency;
 use crate::metrics;
 use k8s_openapi::api::core::v1::Service;
 use kube::Client;
@@ -81,7 +82,7 @@ async fn write(client: &Client, claim: &ClaimWrite, timeout: Duration) -> ClaimR
     let params = PatchParams::default();
     let patch = Patch::Merge(&patch);
     let target = format!("services/{}", claim.service);
-    if crate::budget::admit(&target, "services", timeout / 2)
+    if crate::budget::admit(&target, "services", Urgency::Within(timeout / 2))
         .await
         .is_err()
     {

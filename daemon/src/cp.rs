@@ -299,7 +299,7 @@ impl ControlPlane {
         if let Some(at) = self.wire.send_due().await {
             next = next.min(at.saturating_duration_since(Instant::now()));
         }
-        if let Some(until) = self.campaign.adoption_ends() {
+        if let Some(until) = self.campaign.adoption_ends(now) {
             next = next.min(until.since(now));
         }
         next

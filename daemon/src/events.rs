@@ -57,6 +57,9 @@ pub struct Recorder {
     /// How often each Event (by name) was recorded by this process, so a
     /// repeat raises its count without reading Events (RBAC grants no get).
     counts: std::sync::Arc<std::sync::Mutex<BTreeMap<String, i32>>>,
+    /// Services whose last Event the write budget held back: recorded again
+    /// at the next chance instead of being taken as said.
+    unsent: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<ServiceKey>>>,
 }
 
 /// FNV-1a, for stable Event names.
@@ -77,6 +80,7 @@ impl Recorder {
             node,
             last: BTreeMap::new(),
             counts: Default::default(),
+            unsent: Default::default(),
         }
     }
 
@@ -89,6 +93,9 @@ impl Recorder {
     /// Forgets Services that are gone.
     pub fn retain(&mut self, keep: impl Fn(&ServiceKey) -> bool) {
         self.last.retain(|k, _| keep(k));
+        if let Ok(mut u) = self.unsent.lock() {
+            u.retain(|k| keep(k));
+        }
     }
 
     /// Records `reason` with `message` on `service` unless it is what was
@@ -101,7 +108,12 @@ impl Recorder {
         message: String,
     ) {
         let entry = (reason, message.clone());
-        if self.last.get(service) == Some(&entry) {
+        let unsent = self
+            .unsent
+            .lock()
+            .map(|mut u| u.remove(service))
+            .unwrap_or(false);
+        if self.last.get(service) == Some(&entry) && !unsent {
             return;
         }
         self.last.insert(service.clone(), entry);
@@ -110,13 +122,21 @@ impl Recorder {
         let node = self.node.clone();
         let service = service.clone();
         let counts = self.counts.clone();
+        let unsent = self.unsent.clone();
         tokio::spawn(async move {
             // Events are told, not owed: one held back by the budget is dropped.
             let target = format!("events/{service}");
-            if crate::budget::admit(&target, "events", std::time::Duration::from_secs(1))
-                .await
-                .is_err()
+            if crate::budget::admit(
+                &target,
+                "events",
+                crate::budget::Urgency::Within(std::time::Duration::from_secs(1)),
+            )
+            .await
+            .is_err()
             {
+                if let Ok(mut u) = unsent.lock() {
+                    u.insert(service);
+                }
                 return;
             }
             let api: Api<Event> = Api::namespaced(client, &service.namespace);

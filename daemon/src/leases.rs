@@ -1,6 +1,7 @@
 //! Lease writes for the election: create, or replace guarded by
 //! resourceVersion, translated into the core's `WriteResult` (409 = lost).
 
+use crate::budget::Urgency;
 use crate::translate;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -56,11 +57,18 @@ pub async fn write(
         ..Default::default()
     };
     let target = format!("lease/{namespace}/{name}");
-    if crate::budget::admit(&target, "lease", timeout / 2)
+    // A release follows a withdraw: it goes at once, so the address is not
+    // left unserved until the Lease expires.
+    let urgency = if record.holder().is_none() {
+        Urgency::Now
+    } else {
+        Urgency::Within(timeout / 2)
+    };
+    if crate::budget::admit(&target, "lease", urgency)
         .await
         .is_err()
     {
-        return WriteResult::Error;
+        return WriteResult::NotSent;
     }
     let call = async {
         match resource_version {
@@ -105,7 +113,7 @@ pub async fn write(
 /// Deletes a Lease (our own instance Lease on shutdown); absent is fine.
 pub async fn delete(client: &Client, namespace: &str, name: &str) {
     let target = format!("lease/{namespace}/{name}");
-    if crate::budget::admit(&target, "lease", Duration::from_millis(200))
+    if crate::budget::admit(&target, "lease", Urgency::Now)
         .await
         .is_err()
     {

@@ -44,6 +44,9 @@ type Interfaces = (
 /// How long a Service stays pending for one reason before it gets an Event.
 const PENDING_EVENT_DELAY: Duration = Duration::from_secs(2);
 
+/// How often the interfaces are listed between assessments.
+const INTERFACE_CHECK: Duration = Duration::from_secs(1);
+
 /// The part of the write budget (`kvip_api_qps`) Lease renewals may take at
 /// the configured pace; beyond it their terms are stretched.
 const RENEWAL_SHARE: f64 = 0.8;
@@ -113,6 +116,8 @@ pub struct Manager {
     dirty: bool,
     /// The stretch of this node's Lease timings (1: as configured).
     stretch: u32,
+    /// When the interfaces were last listed.
+    interfaces_listed: Option<Mono>,
     /// The announcement made by the last step, to write status only on change.
     announced_last: BTreeMap<ServiceKey, BTreeSet<IpAddr>>,
     /// Problems already logged, so a Service's bad input is said once.
@@ -186,6 +191,7 @@ impl Manager {
             assessed: Assessed::default(),
             dirty: true,
             stretch: 1,
+            interfaces_listed: None,
             announced_last: BTreeMap::new(),
             reported: BTreeMap::new(),
             status,
@@ -253,7 +259,7 @@ impl Manager {
             m.campaign().finish(done.result, now);
             return;
         }
-        let failed = done.result == kvip_core::WriteResult::Error;
+        let failed = done.result == kvip_core::WriteResult::NotSent;
         if let Some(e) = self.elections.get_mut(&done.lease) {
             e.campaign.finish(done.result, now);
             if failed && budget::take_lease_throttled_news() {
@@ -329,6 +335,7 @@ impl Manager {
     /// instance Leases changing within their duration (local clock). Only
     /// Leases in the instance namespace count, held by the node they name.
     fn live_instances(&self, now: Mono, shutting_down: bool) -> Liveness {
+        let blind = self.blind_until(now);
         let me_live = match &self.membership {
             Some(m) => m.live(now) && !shutting_down,
             None => true,
@@ -346,11 +353,34 @@ impl Manager {
                     instance,
                     holder: spec.and_then(|s| s.holder_identity.clone()),
                     duration_seconds: spec.and_then(|s| s.lease_duration_seconds),
-                    seen_at: self.cache.term_seen_at(lease, now),
+                    seen_at: {
+                        let seen = self.cache.term_seen_at(lease, now);
+                        blind.map_or(seen, |b| seen.max(b)).min(now)
+                    },
                 })
             })
             .collect();
         instances::live(&terms, instances::LB_ROLE, &self.node, me_live, now)
+    }
+
+    /// This node's interfaces and default-route interfaces, listed now.
+    async fn list_interfaces(&mut self, now: Mono) -> Option<Interfaces> {
+        self.interfaces_listed = Some(now);
+        match self.wire.interfaces().await {
+            Ok(x) => Some(x),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list interfaces");
+                None
+            }
+        }
+    }
+
+    /// The last moment this node could not see other holders renew: its
+    /// Lease watch failed, or one of its writes got no answer at all.
+    fn blind_until(&self, now: Mono) -> Option<Mono> {
+        let watch = self.cache.leases_blind_until(now);
+        let writes = budget::last_unanswered();
+        watch.max(writes).map(|b| b.min(now))
     }
 
     /// Renews this node's instance Lease when due; returns when it is due next.
@@ -449,6 +479,15 @@ impl Manager {
             .membership
             .as_ref()
             .is_none_or(|m| m.live(now) && !shutting_down);
+        // Interfaces have no watch yet: list them once a second, and assess
+        // again when they changed (an address, a link gone, a carrier lost).
+        if self
+            .interfaces_listed
+            .is_none_or(|at| now.since(at) >= INTERFACE_CHECK)
+            && self.list_interfaces(now).await != self.assessed.interfaces
+        {
+            self.dirty = true;
+        }
         let stale = self.dirty
             || shutting_down
             || self.assessed.at.is_none_or(|at| now.since(at) >= RESYNC)
@@ -522,13 +561,7 @@ impl Manager {
             .chain(assessment.refused.keys().cloned())
             .collect();
         // Addresses no host may use, judged on this node's interfaces.
-        let interfaces = match self.wire.interfaces().await {
-            Ok(x) => Some(x),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot list interfaces");
-                None
-            }
-        };
+        let interfaces = self.list_interfaces(now).await;
         self.refuse_unusable(&mut assessment, interfaces.as_ref());
         self.update_pending_metrics(&assessment.pending);
         let local: BTreeSet<&ServiceKey> = assessment
@@ -582,7 +615,7 @@ impl Manager {
 
         // Otherwise one election per Lease.
         let wall = translate::wall_now();
-        let blind = self.cache.leases_blind_until(now);
+        let blind = self.blind_until(now);
         let mut writes = Vec::new();
         let mut releases = Vec::new();
         self.elections.retain(|key, e| {
@@ -658,9 +691,10 @@ impl Manager {
             }
             e.campaign.set_stretch(stretch);
             let lease = self.cache.lease(&key.namespace, &key.name);
-            let seen_at = lease
-                .as_deref()
-                .map_or(now, |l| self.cache.term_seen_at(l, now));
+            let seen_at = lease.as_deref().map_or(now, |l| {
+                let seen = self.cache.term_seen_at(l, now);
+                blind.map_or(seen, |b| seen.max(b)).min(now)
+            });
             e.campaign.see(lease.as_deref(), seen_at);
             if let Some(b) = blind {
                 e.campaign.restart_term(b);
@@ -734,7 +768,7 @@ impl Manager {
                 }
                 None => {}
             }
-            if let Some(until) = e.campaign.adoption_ends() {
+            if let Some(until) = e.campaign.adoption_ends(now) {
                 next = next.min(until.since(now));
             }
         }
@@ -829,6 +863,11 @@ impl Manager {
         let by_key = &a.by_key;
         let pending = &a.pending;
         let uid = |k: &ServiceKey| by_key.get(k).and_then(|s| s.metadata.uid.clone());
+        let view_of: BTreeMap<&ServiceKey, &kvip_core::ServiceView> = if won.is_empty() {
+            BTreeMap::new()
+        } else {
+            a.views.iter().map(|v| (&v.key, v)).collect()
+        };
         for key in won.iter().flatten() {
             let Some(svc) = by_key.get(key) else { continue };
             let previous = self.moved_from.remove(key).or_else(|| {
@@ -838,10 +877,8 @@ impl Manager {
                     .and_then(|a| a.get(kvip_core::service::VIP_HOST_ANNOTATION))
                     .cloned()
             });
-            let own = a
-                .views
-                .iter()
-                .find(|v| &v.key == key)
+            let own = view_of
+                .get(key)
                 .map(|v| v.addresses.clone())
                 .unwrap_or_default();
             let where_: Vec<String> = placed

@@ -3,8 +3,9 @@
 //! annotation; the node named there clears both when nobody can announce the
 //! Service any more or it stopped being kvip's. One writer per Service.
 
+use crate::budget::{self, Urgency};
+use crate::metrics;
 use crate::translate;
-use crate::{budget, metrics};
 use k8s_openapi::api::core::v1::Service;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
@@ -124,9 +125,13 @@ impl StatusWriter {
             };
             // Held back by the budget or a backoff: the next sync tries again.
             let status_target = format!("services/status/{key}");
-            if budget::admit(&status_target, "services/status", Duration::from_secs(1))
-                .await
-                .is_err()
+            if budget::admit(
+                &status_target,
+                "services/status",
+                Urgency::Within(Duration::from_secs(1)),
+            )
+            .await
+            .is_err()
             {
                 return done();
             }
@@ -139,7 +144,7 @@ impl StatusWriter {
                 Ok(())
             } else {
                 let target = format!("services/{key}");
-                if budget::admit(&target, "services", Duration::from_secs(1))
+                if budget::admit(&target, "services", Urgency::Within(Duration::from_secs(1)))
                     .await
                     .is_err()
                 {
