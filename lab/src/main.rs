@@ -94,7 +94,7 @@ enum Command {
         #[arg(long = "failover-runs", default_value_t = 5)]
         failover_runs: usize,
         /// LoadBalancer Service counts of the scale scenario, comma separated.
-        #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
+        #[arg(long, value_delimiter = ',', default_value = "1,100,1000,3000")]
         scale: Vec<usize>,
         /// Folder for the report, its JSON and the plots.
         #[arg(long, default_value = "bench")]

@@ -299,6 +299,7 @@ fn goals(out: &mut String, r: &Results, kv: Option<&SubjectResults>, kvip: &Subj
             _ => "not measured".into(),
         }
     );
+    scale_goals(out, kv, kvip, who);
     let idle = kvip.and_then(|s| max_rss(&s.idle));
     let _ = writeln!(
         out,
@@ -308,6 +309,109 @@ fn goals(out: &mut String, r: &Results, kv: Option<&SubjectResults>, kvip: &Subj
             mb(k) * 1e6 < IDLE_RSS_GOAL_BYTES
         ))
     );
+}
+
+/// The busiest daemon's CPU over a step's window, percent of one core.
+fn busiest_cpu(st: &ScaleStep) -> Option<f64> {
+    st.usage
+        .iter()
+        .filter_map(|u| u.cpu_percent)
+        .max_by(f64::total_cmp)
+}
+
+/// Seconds from the last create to every Service having its status.
+fn served_after_last_create(st: &ScaleStep) -> Option<f64> {
+    Some((st.all_status_s? - st.created_s?).max(0.0))
+}
+
+/// The scale goals of issue 11: kvip no worse than kube-vip at 100 Services,
+/// every one of 1000 served within the budget, membership mode served within
+/// 5 s of the last create.
+fn scale_goals(
+    out: &mut String,
+    kv: Option<&SubjectResults>,
+    kvip: Option<&SubjectResults>,
+    who: &str,
+) {
+    let kv_ran = kv.is_some_and(|k| k.unavailable.is_none());
+    let versus = |ours: Option<f64>, theirs: Option<f64>, unit: &str| match (ours, theirs) {
+        (Some(a), Some(b)) => (
+            format!("{a:.1} {unit} (kube-vip {b:.1} {unit})"),
+            pass(a <= b).to_string(),
+        ),
+        (Some(a), None) if !kv_ran => (
+            format!("{a:.1} {unit}"),
+            "not judged: kube-vip did not run ¹".into(),
+        ),
+        (Some(a), None) => (
+            format!("{a:.1} {unit}"),
+            "not judged: kube-vip has no number".into(),
+        ),
+        (None, _) => ("not measured".into(), "**not measured**".into()),
+    };
+    let (cell, verdict) = versus(
+        step(kvip, 100).and_then(busiest_cpu),
+        step(kv, 100).and_then(busiest_cpu),
+        "% of a core",
+    );
+    let _ = writeln!(
+        out,
+        "| daemon CPU, busiest node, 100 Services | ≤ kube-vip's (issue 11) | {who} | {cell} | {verdict} |"
+    );
+    let (cell, verdict) = versus(
+        step(kvip, 100).and_then(|st| st.all_status_s),
+        step(kv, 100).and_then(|st| st.all_status_s),
+        "s",
+    );
+    let _ = writeln!(
+        out,
+        "| every Service has its status, 100 Services | no later than kube-vip (issue 11) | {who} | {cell} | {verdict} |"
+    );
+    let big = step(kvip, 1000);
+    let (cell, verdict) = match big {
+        None => ("not measured".to_string(), "**not measured**".to_string()),
+        Some(st) => {
+            let refused = st.api.as_ref().map_or(0.0, |a| a.failed_per_second());
+            let ours = st.api.as_ref().map(|a| a.total_per_second);
+            let theirs = step(kv, 1000)
+                .and_then(|k| k.api.as_ref())
+                .map(|a| a.total_per_second);
+            let served = st.created == st.services && st.with_status == st.services;
+            let within = match (ours, theirs) {
+                (Some(a), Some(b)) => a <= b,
+                _ => false,
+            };
+            (
+                format!(
+                    "{} of {} created, {} with status; {} req/s ({:.1} refused or failed); kube-vip {}",
+                    st.created,
+                    st.services,
+                    st.with_status,
+                    ours.map_or("—".into(), |a| format!("{a:.1}")),
+                    refused,
+                    theirs.map_or("—".into(), |b| format!("{b:.1} req/s"))
+                ),
+                if theirs.is_none() {
+                    "not judged: kube-vip has no number".into()
+                } else {
+                    pass(served && refused == 0.0 && within).to_string()
+                },
+            )
+        }
+    };
+    let _ = writeln!(
+        out,
+        "| 1000 Services: all created and served, none refused, requests/s ≤ kube-vip's | (issue 11) | {who} | {cell} | {verdict} |"
+    );
+    if who.contains("membership") {
+        let after = step(kvip, 1000).and_then(served_after_last_create);
+        let _ = writeln!(
+            out,
+            "| 1000 Services served after the last create | ≤ 5 s (issue 11) | {who} | {} | {} |",
+            after.map_or("not measured".into(), |a| format!("{a:.1} s")),
+            after.map_or("**not measured**", |a| pass(a <= 5.0))
+        );
+    }
 }
 
 /// A table head: the scenario, kube-vip, each kvip variant, and one ratio
@@ -702,6 +806,67 @@ MB here means 10⁶ bytes.\n",
 mod tests {
     use super::*;
     use crate::bench::results::{Machine, Settings};
+
+    fn scale_step(n: usize, cpu: f64, status_s: f64, req: f64, refused: f64) -> ScaleStep {
+        ScaleStep {
+            services: n,
+            created: n,
+            created_s: Some(10.0),
+            all_status_s: Some(status_s),
+            with_status: n,
+            api: Some(ApiRates {
+                window_s: 30.0,
+                total_per_second: req,
+                by: vec![crate::bench::results::RequestRate {
+                    verb: "PUT".into(),
+                    resource: "leases".into(),
+                    code: if refused > 0.0 { "429" } else { "200" }.into(),
+                    per_second: if refused > 0.0 { refused } else { req },
+                }],
+            }),
+            usage: vec![NodeUsage {
+                node: "worker1".into(),
+                pid: 1,
+                rss_kib: 1,
+                cpu_percent: Some(cpu),
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn scale_goals_compare_with_kube_vip_at_100_and_1000_services() {
+        let mut r = results();
+        r.settings.scale = vec![100, 1000];
+        r.subjects[0] = SubjectResults {
+            subject: "kube-vip".into(),
+            scale: vec![
+                scale_step(100, 8.7, 8.2, 225.0, 0.0),
+                scale_step(1000, 9.0, 400.0, 200.0, 0.0),
+            ],
+            ..Default::default()
+        };
+        r.subjects[1].scale = vec![
+            scale_step(100, 3.1, 7.0, 100.0, 0.0),
+            scale_step(1000, 20.0, 60.0, 471.0, 379.0),
+        ];
+        let mut membership = r.subjects[1].clone();
+        membership.subject = "kvip membership".into();
+        membership.scale = vec![
+            scale_step(100, 1.0, 5.0, 3.0, 0.0),
+            scale_step(1000, 5.0, 13.0, 4.0, 0.0),
+        ];
+        r.subjects.push(membership);
+        let md = render(&r, &[]);
+        assert!(md.contains("| daemon CPU, busiest node, 100 Services | ≤ kube-vip's (issue 11) | kvip | 3.1 % of a core (kube-vip 8.7 % of a core) | **pass** |"), "{md}");
+        assert!(md.contains("| every Service has its status, 100 Services | no later than kube-vip (issue 11) | kvip | 7.0 s (kube-vip 8.2 s) | **pass** |"), "{md}");
+        assert!(
+            md.contains("471.0 req/s (379.0 refused or failed); kube-vip 200.0 req/s | **FAIL** |"),
+            "{md}"
+        );
+        assert!(md.contains("| kvip membership | 1000 of 1000 created, 1000 with status; 4.0 req/s (0.0 refused or failed); kube-vip 200.0 req/s | **pass** |"), "{md}");
+        assert!(md.contains("| 1000 Services served after the last create | ≤ 5 s (issue 11) | kvip membership | 3.0 s | **pass** |"), "{md}");
+    }
 
     fn results() -> Results {
         Results {
