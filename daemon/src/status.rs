@@ -52,6 +52,11 @@ fn current(svc: &Service) -> (Vec<IpAddr>, Option<String>) {
     (ips, host)
 }
 
+/// How long a status write may queue for the write budget: long enough to
+/// get its turn behind a node's Lease renewals (the budget serves writes in
+/// the order they asked), short of the next assessment's retry.
+const STATUS_WAIT: Duration = Duration::from_secs(5);
+
 impl StatusWriter {
     /// A writer for `node`.
     pub fn new(client: Client, node: String) -> Self {
@@ -128,7 +133,7 @@ impl StatusWriter {
             if budget::admit(
                 &status_target,
                 "services/status",
-                Urgency::Within(Duration::from_secs(1)),
+                Urgency::Within(STATUS_WAIT),
             )
             .await
             .is_err()
@@ -144,7 +149,7 @@ impl StatusWriter {
                 Ok(())
             } else {
                 let target = format!("services/{key}");
-                if budget::admit(&target, "services", Urgency::Within(Duration::from_secs(1)))
+                if budget::admit(&target, "services", Urgency::Within(STATUS_WAIT))
                     .await
                     .is_err()
                 {
