@@ -381,7 +381,6 @@ pub fn stretch_for(held: usize, retry: Duration, qps: u32, share: f64) -> u32 {
 #[cfg(test)]
 mod world {
     use super::*;
-    use crate::election::LeaseRecord;
     use proptest::prelude::*;
     use std::collections::VecDeque;
 
@@ -430,7 +429,7 @@ mod world {
     struct World {
         now: Duration,
         api_down: bool,
-        lease: Option<(LeaseRecord, u64)>,
+        lease: crate::testing::SimLease,
         nodes: Vec<Node>,
     }
 
@@ -450,7 +449,7 @@ mod world {
             World {
                 now: Duration::ZERO,
                 api_down: false,
-                lease: None,
+                lease: Default::default(),
                 nodes,
             }
         }
@@ -460,41 +459,18 @@ mod world {
         }
 
         fn snapshot(&self) -> Observed {
-            match &self.lease {
-                None => Observed::default(),
-                Some((record, rv)) => Observed {
-                    record: Some(record.clone()),
-                    resource_version: Some(rv.to_string()),
-                },
-            }
+            self.lease.snapshot()
         }
 
         fn store(&mut self, decision: &Decision) -> WriteResult {
-            let (record, expected) = match decision {
-                Decision::Create(record) => (record, None),
-                Decision::Update {
-                    record,
-                    resource_version,
+            let stored = self.lease.store(decision).unwrap_or(WriteResult::Error);
+            if matches!(stored, WriteResult::Ok { .. }) {
+                let snapshot = self.snapshot();
+                for node in &mut self.nodes {
+                    node.watch.push_back(snapshot.clone());
                 }
-                | Decision::Release {
-                    record,
-                    resource_version,
-                } => (record, Some(resource_version.clone())),
-                Decision::Wait(_) => return WriteResult::Error,
-            };
-            if self.lease.as_ref().map(|(_, rv)| rv.to_string()) != expected {
-                return WriteResult::Conflict;
             }
-            let rv = self.lease.as_ref().map_or(1, |(_, rv)| rv + 1);
-            self.lease = Some((record.clone(), rv));
-            let snapshot = self.snapshot();
-            for node in &mut self.nodes {
-                node.watch.push_back(snapshot.clone());
-            }
-            WriteResult::Ok {
-                record: record.clone(),
-                resource_version: rv.to_string(),
-            }
+            stored
         }
 
         fn announcing(&self, n: usize) -> bool {

@@ -543,8 +543,8 @@ mod tests {
         assert!(!is_renewal(&before, &longer), "a new duration");
     }
 
-    #[test]
-    fn a_term_restarted_after_a_watch_gap_is_waited_out_from_the_restart() {
+    /// An elector for "me" that saw "other" renew at `at`.
+    fn held_by_other_seen_at(at: Duration) -> Elector {
         let secs = Duration::from_secs;
         let mut e = Elector::new("me", secs(5), secs(3), secs(1)).unwrap();
         e.observe(
@@ -552,8 +552,15 @@ mod tests {
                 record: Some(renewed_by("other", 10)),
                 resource_version: Some("7".into()),
             },
-            Mono(secs(0)),
+            Mono(at),
         );
+        e
+    }
+
+    #[test]
+    fn a_term_restarted_after_a_watch_gap_is_waited_out_from_the_restart() {
+        let secs = Duration::from_secs;
+        let mut e = held_by_other_seen_at(secs(0));
         // Blind from 1 s to 9 s: the holder may have renewed unseen.
         e.restart_term(Mono(secs(9)));
         assert!(matches!(
@@ -569,14 +576,7 @@ mod tests {
     #[test]
     fn a_restart_never_touches_our_own_term_nor_shortens_one() {
         let secs = Duration::from_secs;
-        let mut e = Elector::new("me", secs(5), secs(3), secs(1)).unwrap();
-        e.observe(
-            Observed {
-                record: Some(renewed_by("other", 10)),
-                resource_version: Some("7".into()),
-            },
-            Mono(secs(8)),
-        );
+        let mut e = held_by_other_seen_at(secs(8));
         e.restart_term(Mono(secs(2)));
         assert!(matches!(
             e.decide(Mono(secs(12)), WallTime(0), true),
@@ -989,7 +989,7 @@ mod tests {
 
     struct World {
         now: Duration,
-        lease: Option<(LeaseRecord, u64)>,
+        lease: crate::testing::SimLease,
         nodes: Vec<Node>,
     }
 
@@ -1026,7 +1026,7 @@ mod tests {
                 .collect();
             World {
                 now: Duration::ZERO,
-                lease: None,
+                lease: Default::default(),
                 nodes,
             }
         }
@@ -1040,43 +1040,20 @@ mod tests {
         }
 
         fn snapshot(&self) -> Observed {
-            match &self.lease {
-                None => Observed::default(),
-                Some((record, rv)) => Observed {
-                    record: Some(record.clone()),
-                    resource_version: Some(rv.to_string()),
-                },
-            }
+            self.lease.snapshot()
         }
 
         /// The API server's guarded write; `None` on conflict.
         fn store(&mut self, decision: &Decision) -> Option<WriteResult> {
-            let (record, expected) = match decision {
-                Decision::Create(record) => (record, None),
-                Decision::Update {
-                    record,
-                    resource_version,
-                }
-                | Decision::Release {
-                    record,
-                    resource_version,
-                } => (record, Some(resource_version.clone())),
-                Decision::Wait(_) => return None,
-            };
-            let current = self.lease.as_ref().map(|(_, rv)| rv.to_string());
-            if current != expected {
+            let stored = self.lease.store(decision)?;
+            if stored == WriteResult::Conflict {
                 return None;
             }
-            let rv = self.lease.as_ref().map_or(1, |(_, rv)| rv + 1);
-            self.lease = Some((record.clone(), rv));
             let snapshot = self.snapshot();
             for node in &mut self.nodes {
                 node.watch.push_back(snapshot.clone());
             }
-            Some(WriteResult::Ok {
-                record: record.clone(),
-                resource_version: rv.to_string(),
-            })
+            Some(stored)
         }
 
         fn run(&mut self, step: &Step) {
@@ -1177,7 +1154,7 @@ mod tests {
             let count = world.nodes.len();
             if let Some(holder) = initial {
                 // A Lease left behind by some earlier holder, maybe one of these nodes.
-                world.lease = Some((held_by(&format!("node-{holder}"), 0), 1));
+                world.lease.stored = Some((held_by(&format!("node-{holder}"), 0), 1));
             }
             for n in 0..count {
                 world.run(&Step::Relist(n));

@@ -33,6 +33,8 @@ pub mod packet;
 pub mod plan;
 pub mod service;
 pub mod sharing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use assess::{Assessment, assess};
 pub use campaign::{Campaign, Notice};

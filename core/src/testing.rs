@@ -1,0 +1,53 @@
+//! Fixtures for tests of the core and of the crates that use it: a
+//! simulated API server holding one Lease, with guarded writes as the real
+//! one does them. Built for this crate's tests and behind the `testing`
+//! feature for others.
+
+use crate::election::{Decision, LeaseRecord, Observed, WriteResult};
+
+/// One Lease on a simulated API server: its record and resourceVersion.
+#[derive(Debug, Clone, Default)]
+pub struct SimLease {
+    /// The stored record and version; `None` while the Lease does not exist.
+    pub stored: Option<(LeaseRecord, u64)>,
+}
+
+impl SimLease {
+    /// What a watch or a list would show now.
+    pub fn snapshot(&self) -> Observed {
+        match &self.stored {
+            None => Observed::default(),
+            Some((record, rv)) => Observed {
+                record: Some(record.clone()),
+                resource_version: Some(rv.to_string()),
+            },
+        }
+    }
+
+    /// Applies a write decided by an elector, guarded by resourceVersion as
+    /// the API server does: the stored answer, [`WriteResult::Conflict`]
+    /// when the version moved on, `None` for a decision that writes nothing.
+    pub fn store(&mut self, decision: &Decision) -> Option<WriteResult> {
+        let (record, expected) = match decision {
+            Decision::Create(record) => (record, None),
+            Decision::Update {
+                record,
+                resource_version,
+            }
+            | Decision::Release {
+                record,
+                resource_version,
+            } => (record, Some(resource_version.clone())),
+            Decision::Wait(_) => return None,
+        };
+        if self.stored.as_ref().map(|(_, rv)| rv.to_string()) != expected {
+            return Some(WriteResult::Conflict);
+        }
+        let rv = self.stored.as_ref().map_or(1, |(_, rv)| rv + 1);
+        self.stored = Some((record.clone(), rv));
+        Some(WriteResult::Ok {
+            record: record.clone(),
+            resource_version: rv.to_string(),
+        })
+    }
+}
