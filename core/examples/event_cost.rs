@@ -1,0 +1,130 @@
+//! What one event costs the Service role's decisions, at 10 to 3000
+//! Services: `cargo run --release -p kvip-core --example event_cost`.
+//! Prints a Markdown table (the numbers in `bench/event-cost.md`).
+//!
+//! - another node's renewal: the Lease watch classifies it (`is_renewal`)
+//!   and nothing else runs;
+//! - one Lease's election step: what a timer or a finished write costs per
+//!   election this node runs;
+//! - a whole assessment: what a Service, EndpointSlice or Node change costs
+//!   (everything is assessed again).
+
+use kvip_core::election::is_renewal;
+use kvip_core::endpoints::EndpointInput;
+use kvip_core::{
+    Campaign, Elector, LbClassRule, LeaseRecord, Mono, NodeInput, Observed, ServiceInput,
+    ServiceKey, SliceInput, WallTime, assess,
+};
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+fn service(i: usize) -> ServiceInput {
+    ServiceInput {
+        key: ServiceKey {
+            namespace: "bench".into(),
+            name: format!("svc-{i:05}"),
+        },
+        type_: "LoadBalancer".into(),
+        load_balancer_class: None,
+        load_balancer_ip: None,
+        annotations: BTreeMap::from([(
+            "kube-vip.io/loadbalancerIPs".to_string(),
+            format!("10.200.{}.{}", i / 250, i % 250 + 1),
+        )]),
+        external_traffic_policy: Some(if i % 2 == 0 { "Cluster" } else { "Local" }.into()),
+        ip_families: vec!["IPv4".into()],
+        ports: vec![("TCP".into(), 80)],
+    }
+}
+
+fn slice(i: usize) -> SliceInput {
+    SliceInput {
+        service: service(i).key,
+        slice_name: format!("svc-{i:05}-abc"),
+        address_type: "IPv4".into(),
+        endpoints: (1..=2)
+            .map(|w| EndpointInput {
+                node_name: Some(format!("worker{w}")),
+                ready: Some(true),
+                serving: Some(true),
+                terminating: Some(false),
+                addresses: vec![format!("10.78.{w}.{}", i % 250 + 1)],
+            })
+            .collect(),
+    }
+}
+
+fn nodes() -> Vec<NodeInput> {
+    ["cp1", "worker1", "worker2"]
+        .iter()
+        .map(|n| NodeInput {
+            name: n.to_string(),
+            labels: BTreeMap::new(),
+            runs_service_instance: true,
+        })
+        .collect()
+}
+
+/// Mean time of `f` over enough runs to fill about 200 ms.
+fn time(mut f: impl FnMut()) -> Duration {
+    let started = Instant::now();
+    let mut runs = 0u32;
+    while started.elapsed() < Duration::from_millis(200) || runs < 3 {
+        f();
+        runs += 1;
+    }
+    started.elapsed() / runs
+}
+
+fn record(holder: &str, renewed: i64) -> LeaseRecord {
+    LeaseRecord {
+        holder: Some(holder.into()),
+        lease_duration_seconds: Some(5),
+        acquire_time: Some(WallTime(1)),
+        renew_time: Some(WallTime(renewed)),
+        lease_transitions: Some(0),
+    }
+}
+
+fn main() {
+    println!("| Services | another node's renewal | one election step | whole assessment |");
+    println!("|---|---|---|---|");
+    for n in [10usize, 100, 1000, 3000] {
+        let services: Vec<ServiceInput> = (0..n).map(service).collect();
+        let slices: Vec<SliceInput> = (0..n).map(slice).collect();
+        let nodes = nodes();
+        let rule = LbClassRule::default();
+        let before = record("worker2", 10);
+        let mut renewed = 10;
+        let renewal = time(|| {
+            renewed += 1;
+            black_box(is_renewal(&before, &record("worker2", renewed)));
+        });
+        let secs = Duration::from_secs;
+        let mut campaign =
+            Campaign::new(Elector::new("worker1", secs(5), secs(3), secs(1)).unwrap());
+        let mut version = 0u64;
+        let step = time(|| {
+            version += 1;
+            let now = Mono(Duration::from_millis(version));
+            campaign.observe(
+                Observed {
+                    record: Some(record("worker2", i64::try_from(version).unwrap_or(0))),
+                    resource_version: Some(version.to_string()),
+                },
+                now,
+            );
+            black_box(campaign.decide(now, WallTime(0), true));
+        });
+        let whole = time(|| {
+            black_box(assess(&services, slices.iter().cloned(), &nodes, &rule));
+        });
+        println!(
+            "| {n} | {:.2} µs | {:.2} µs | {:.2} ms |",
+            renewal.as_secs_f64() * 1e6,
+            step.as_secs_f64() * 1e6,
+            whole.as_secs_f64() * 1e3
+        );
+    }
+}
