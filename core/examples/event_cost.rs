@@ -32,7 +32,14 @@ fn service(i: usize) -> ServiceInput {
             "kube-vip.io/loadbalancerIPs".to_string(),
             format!("10.200.{}.{}", i / 250, i % 250 + 1),
         )]),
-        external_traffic_policy: Some(if i % 2 == 0 { "Cluster" } else { "Local" }.into()),
+        external_traffic_policy: Some(
+            if i.is_multiple_of(2) {
+                "Cluster"
+            } else {
+                "Local"
+            }
+            .into(),
+        ),
         ip_families: vec!["IPv4".into()],
         ports: vec![("TCP".into(), 80)],
     }
@@ -102,8 +109,10 @@ fn main() {
             black_box(is_renewal(&before, &record("worker2", renewed)));
         });
         let secs = Duration::from_secs;
-        let mut campaign =
-            Campaign::new(Elector::new("worker1", secs(5), secs(3), secs(1)).unwrap());
+        let Ok(elector) = Elector::new("worker1", secs(5), secs(3), secs(1)) else {
+            return;
+        };
+        let mut campaign = Campaign::new(elector);
         let mut version = 0u64;
         let step = time(|| {
             version += 1;

@@ -44,6 +44,9 @@ type Interfaces = (
 /// How long a Service stays pending for one reason before it gets an Event.
 const PENDING_EVENT_DELAY: Duration = Duration::from_secs(2);
 
+/// The longest a change waits for the next assessment to settle.
+const MAX_SETTLE: Duration = Duration::from_millis(250);
+
 /// How often the interfaces are listed between assessments.
 const INTERFACE_CHECK: Duration = Duration::from_secs(1);
 
@@ -118,6 +121,8 @@ pub struct Manager {
     stretch: u32,
     /// When the interfaces were last listed.
     interfaces_listed: Option<Mono>,
+    /// How long the last assessment took (the settle time after a change).
+    assess_cost: Duration,
     /// The announcement made by the last step, to write status only on change.
     announced_last: BTreeMap<ServiceKey, BTreeSet<IpAddr>>,
     /// Problems already logged, so a Service's bad input is said once.
@@ -192,6 +197,7 @@ impl Manager {
             dirty: true,
             stretch: 1,
             interfaces_listed: None,
+            assess_cost: Duration::ZERO,
             announced_last: BTreeMap::new(),
             reported: BTreeMap::new(),
             status,
@@ -230,8 +236,11 @@ impl Manager {
             let sleep = next.min(Duration::from_secs(1));
             tokio::select! {
                 _ = self.cache.changed.notified() => {
-                    // Let a burst of watch events settle into one assessment.
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    // Let a burst of watch events settle into one assessment;
+                    // at thousands of Services an assessment takes tens of
+                    // milliseconds, and waiting as long as the last one took
+                    // keeps a storm of changes to half a core at most.
+                    tokio::time::sleep(self.assess_cost.max(Duration::from_millis(5))).await;
                     self.dirty = true;
                 }
                 Some(done) = self.writes_rx.recv() => self.write_finished(done),
@@ -495,7 +504,9 @@ impl Manager {
             || self.assessed.live.contains(&self.node) != me_live;
         if stale {
             self.dirty = false;
+            let started = Instant::now();
             self.assess(now, shutting_down).await;
+            self.assess_cost = started.elapsed().min(MAX_SETTLE);
         }
         if let Some(at) = self.next_expiry {
             next = next.min(at.since(now) + Duration::from_millis(1));
