@@ -97,9 +97,11 @@ impl Answer {
 /// First and longest wait after an overloaded answer.
 pub const OVERLOAD_BACKOFF: (Duration, Duration) =
     (Duration::from_secs(1), Duration::from_secs(30));
-/// First and longest wait after a forbidden answer.
+/// First and longest wait after a forbidden answer: short at first (an API
+/// server that just started refuses until its authorizer has synced), up to
+/// minutes when RBAC really forbids it.
 pub const FORBIDDEN_BACKOFF: (Duration, Duration) =
-    (Duration::from_secs(30), Duration::from_secs(300));
+    (Duration::from_secs(5), Duration::from_secs(300));
 
 #[derive(Debug, Clone)]
 struct Wait {
@@ -218,7 +220,7 @@ mod tests {
     fn forbidden_waits_long_and_no_answer_does_not_back_off() {
         let mut b = Backoffs::default();
         let w = b.record("s", Answer::of(Some(403)), at(0), 0.5).unwrap();
-        assert_eq!(w, Duration::from_secs(30));
+        assert_eq!(w, Duration::from_secs(5));
         assert_eq!(b.record("t", Answer::of(None), at(0), 0.5), None);
         assert_eq!(b.ready("t", at(0)), Ok(()));
         assert_eq!(Answer::of(Some(409)), Answer::Settled);

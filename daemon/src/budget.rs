@@ -124,38 +124,38 @@ pub fn take_lease_throttled_news() -> bool {
 }
 
 /// Records how a write to `target` ended: `code` is the HTTP status (`None`
-/// when nothing answered). Lease writes never back off per object after an
-/// overloaded answer: the election paces them (one attempt per retry period)
-/// and a longer wait would let a healthy holder's term run out.
+/// when nothing answered). Lease writes never back off per object: the
+/// election paces them (one attempt per retry period), and a longer wait
+/// would let a healthy holder's term run out — right after an API server
+/// starts, it answers 403 for a moment until its authorizer has synced.
 pub fn answered(target: &str, resource: &str, verb: &str, code: Option<u16>) {
-    let mut answer = Answer::of(code);
+    let answer = Answer::of(code);
     let now = clock::now();
     let mut s = lock();
     if answer == Answer::NoAnswer {
         s.unanswered = Some(now);
     }
-    if resource == "lease" && answer == Answer::Overloaded {
-        answer = Answer::NoAnswer;
-    }
-    let wait = s.backoffs.record(target, answer, now, jitter(target));
+    let wait = if resource == "lease" {
+        None
+    } else {
+        s.backoffs.record(target, answer, now, jitter(target))
+    };
     s.backoffs.prune(now);
     metrics::backing_off(s.backoffs.waiting(now));
-    match (answer, wait) {
-        (Answer::Forbidden, Some(wait))
-            if s.forbidden_said.insert(format!("{resource}/{verb}")) =>
-        {
+    match answer {
+        Answer::Forbidden if s.forbidden_said.insert(format!("{resource}/{verb}")) => {
             tracing::error!(
                 resource,
                 verb,
-                retry_in_s = wait.as_secs(),
-                "the API server forbids this write (RBAC): kvip retries each object only every few minutes; grant {verb} on {resource} as `kvip manifest rbac` does"
+                retry_in_s = wait.map(|w| w.as_secs()),
+                "the API server forbids this write (RBAC); if it goes on, grant {verb} on {resource} as `kvip manifest rbac` does (an API server that just started refuses for a moment too)"
             );
         }
-        (Answer::Overloaded, Some(wait)) => {
+        Answer::Overloaded => {
             tracing::debug!(
                 target,
                 code,
-                wait_ms = wait.as_millis() as u64,
+                wait_ms = wait.map(|w| w.as_millis() as u64),
                 "API server overloaded: backing off"
             );
         }
