@@ -384,12 +384,18 @@ impl Manager {
         }
     }
 
-    /// The last moment this node could not see other holders renew: its
-    /// Lease watch failed, or one of its writes got no answer at all.
+    /// When other holders' terms restart: the last moment this node could
+    /// not see them renew (its Lease watch failed, or one of its writes got
+    /// no answer at all), plus the renew deadline. A holder coming out of an
+    /// API outage may need that long for its first renewal to go through (a
+    /// write hung on the dead server runs into its timeout, and a server that
+    /// has just started refuses for a moment), and must not lose its VIP for it.
     fn blind_until(&self, now: Mono) -> Option<Mono> {
         let watch = self.cache.leases_blind_until(now);
         let writes = budget::last_unanswered();
-        watch.max(writes).map(|b| b.min(now))
+        watch
+            .max(writes)
+            .map(|b| b.after(self.config.renew_deadline))
     }
 
     /// Renews this node's instance Lease when due; returns when it is due next.
