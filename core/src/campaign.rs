@@ -363,16 +363,17 @@ mod tests {
 
 /// The stretch a node holding `held` Leases needs so their renewals fit in
 /// `share` of a write budget of `qps` writes a second at the configured
-/// `retry` period: 1 while they fit, more as they outgrow it. The elector
-/// clamps it to what every observer honours.
-pub fn stretch_for(held: usize, retry: Duration, qps: u32, share: f64) -> u32 {
+/// `retry` period: 1 while they fit, more as they outgrow it, and never more
+/// than every observer honours for `lease` ([`crate::election::max_stretch`]).
+pub fn stretch_for(held: usize, retry: Duration, lease: Duration, qps: u32, share: f64) -> u32 {
     let per_second = f64::from(qps.max(1)) * share.clamp(0.01, 1.0);
     let needed = held as f64 * retry.as_secs_f64() / per_second;
-    if needed <= 1.0 {
+    let needed = if needed <= 1.0 {
         1
     } else {
         u32::try_from(needed.ceil() as u64).unwrap_or(u32::MAX)
-    }
+    };
+    needed.min(crate::election::max_stretch(lease))
 }
 
 /// The campaign rules in a simulated world: one Lease on an API server that
@@ -619,11 +620,13 @@ mod stretch_tests {
     #[test]
     fn leases_that_fit_the_budget_keep_the_configured_pace() {
         let retry = Duration::from_secs(1);
-        assert_eq!(stretch_for(0, retry, 50, 0.8), 1);
-        assert_eq!(stretch_for(34, retry, 50, 0.8), 1);
-        assert_eq!(stretch_for(40, retry, 50, 0.8), 1);
-        assert_eq!(stretch_for(41, retry, 50, 0.8), 2);
-        assert_eq!(stretch_for(334, retry, 50, 0.8), 9);
-        assert_eq!(stretch_for(334, Duration::from_secs(2), 50, 0.8), 17);
+        let lease = Duration::from_secs(5);
+        assert_eq!(stretch_for(0, retry, lease, 50, 0.8), 1);
+        assert_eq!(stretch_for(34, retry, lease, 50, 0.8), 1);
+        assert_eq!(stretch_for(40, retry, lease, 50, 0.8), 1);
+        assert_eq!(stretch_for(41, retry, lease, 50, 0.8), 2);
+        assert_eq!(stretch_for(334, retry, lease, 50, 0.8), 3, "15 s at most");
+        assert_eq!(stretch_for(334, retry, Duration::from_secs(1), 50, 0.8), 9);
+        assert_eq!(stretch_for(334, retry, Duration::from_secs(15), 50, 0.8), 1);
     }
 }

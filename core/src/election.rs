@@ -86,6 +86,16 @@ pub fn is_renewal(before: &LeaseRecord, after: &LeaseRecord) -> bool {
         && before.acquire_time == after.acquire_time
 }
 
+/// The longest stretch of a `lease_duration`: the stretched duration stays
+/// within 15 s, which every observer honours in full (see
+/// [`Elector::set_stretch`]); never below 1.
+pub fn max_stretch(lease_duration: Duration) -> u32 {
+    let cap = Duration::from_secs(15).as_millis();
+    u32::try_from(cap / lease_duration.as_millis().max(1))
+        .unwrap_or(1)
+        .max(1)
+}
+
 /// What the daemon last read of the Lease (watch event, list or get).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Observed {
@@ -298,10 +308,7 @@ impl Elector {
     /// full (no more than 15 s, the least [`Elector::longest_honoured`] of
     /// any kvip), and never below the configured timings.
     pub fn max_stretch(&self) -> u32 {
-        let cap = Duration::from_secs(15).as_millis();
-        u32::try_from(cap / self.lease_duration.as_millis().max(1))
-            .unwrap_or(1)
-            .max(1)
+        max_stretch(self.lease_duration)
     }
 
     /// Stretches this node's own timings by `factor` (clamped to

@@ -54,10 +54,6 @@ const INTERFACE_CHECK: Duration = Duration::from_secs(1);
 /// the configured pace; beyond it their terms are stretched.
 const RENEWAL_SHARE: f64 = 0.8;
 
-/// Stretches beyond this are clamped by every elector (15 s at the shortest
-/// sensible lease duration of 1 s).
-const MAX_LOGGED_STRETCH: u32 = 15;
-
 /// The longest the whole picture goes without being assessed again, so a
 /// change no watch reports (an interface's addresses) is seen within it.
 const RESYNC: Duration = Duration::from_secs(10);
@@ -678,11 +674,12 @@ impl Manager {
         let stretch = kvip_core::campaign::stretch_for(
             held,
             self.config.retry_period,
+            self.config.lease_duration,
             self.config.api_qps,
             RENEWAL_SHARE,
         );
         if stretch != self.stretch {
-            let term = self.config.lease_duration * stretch.min(MAX_LOGGED_STRETCH);
+            let term = self.config.lease_duration * stretch;
             if stretch > 1 {
                 tracing::warn!(
                     held,
@@ -698,9 +695,7 @@ impl Manager {
                 );
             }
             self.stretch = stretch;
-            metrics::get()
-                .lease_stretch
-                .set(i64::from(stretch.min(MAX_LOGGED_STRETCH)));
+            metrics::get().lease_stretch.set(i64::from(stretch));
         }
         for (key, e) in self.elections.iter_mut() {
             if !a.wanted.contains_key(key) {
