@@ -263,7 +263,11 @@ async fn manager(settings: Vec<String>) -> anyhow::Result<()> {
             }
         });
     }
-    let base = kube_config(&config).await?;
+    let mut base = kube_config(&config).await?;
+    // The client's own retry layer resends a write up to 15 times on 429,
+    // 503 or 504, behind the write budget's back: an overloaded API server
+    // would get a retry storm. kvip's budget and backoff decide instead.
+    base.default_retry = false;
     let client = kube::Client::try_from(base.clone())?;
     let netlink = net::Netlink::new().context("netlink")?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
