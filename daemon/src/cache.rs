@@ -52,6 +52,14 @@ struct Terms {
     relisted: std::collections::HashSet<(String, String)>,
 }
 
+/// A Lease's (namespace, name), the key of the arrival map.
+fn key_of(lease: &Lease) -> Option<(String, String)> {
+    Some((
+        lease.metadata.namespace.clone()?,
+        lease.metadata.name.clone()?,
+    ))
+}
+
 struct Arrival {
     resource_version: String,
     record: LeaseRecord,
@@ -62,15 +70,13 @@ impl Terms {
     /// Records one Lease version; true when it needs a decision (anything
     /// but the renewal of a term that had not run out).
     fn arrive(&mut self, lease: &Lease, at: Instant) -> bool {
-        let (Some(name), Some(namespace)) = (&lease.metadata.name, &lease.metadata.namespace)
-        else {
+        let Some(key) = key_of(lease) else {
             return true;
         };
         let seen = crate::translate::observed(Some(lease));
         let (Some(record), Some(resource_version)) = (seen.record, seen.resource_version) else {
             return true;
         };
-        let key = (namespace.clone(), name.clone());
         let decide = match self.arrived.get(&key) {
             Some(before) if before.resource_version == resource_version => false,
             Some(before) => {
@@ -180,14 +186,14 @@ fn watch_leases(
             let wake = match &event {
                 Ok(watcher::Event::Apply(l)) => t.arrive(l, now),
                 Ok(watcher::Event::InitApply(l)) => {
-                    if let (Some(n), Some(ns)) = (&l.metadata.name, &l.metadata.namespace) {
-                        t.relisted.insert((ns.clone(), n.clone()));
+                    if let Some(key) = key_of(l) {
+                        t.relisted.insert(key);
                     }
                     t.arrive(l, now)
                 }
                 Ok(watcher::Event::Delete(l)) => {
-                    if let (Some(n), Some(ns)) = (&l.metadata.name, &l.metadata.namespace) {
-                        t.arrived.remove(&(ns.clone(), n.clone()));
+                    if let Some(key) = key_of(l) {
+                        t.arrived.remove(&key);
                     }
                     true
                 }
@@ -262,27 +268,19 @@ impl Cache {
 }
 
 impl Cache {
-    /// When this node saw `lease` (the version in the store) begin its
-    /// current term, on the core's clock: when that version arrived, never
-    /// earlier than the end of a gap in the Lease watch (a holder may have
-    /// renewed unseen), and `now` when the watch has not said yet.
-    pub fn term_seen_at(&self, lease: &Lease, now: Mono) -> Mono {
-        let (Some(name), Some(namespace)) = (&lease.metadata.name, &lease.metadata.namespace)
-        else {
+    /// When `lease` (the version in the store) arrived, on the core's clock;
+    /// `now` when the watch has not said yet. Gaps in the watch are the
+    /// caller's to add ([`Cache::leases_blind_until`]).
+    pub fn arrived_at(&self, lease: &Lease, now: Mono) -> Mono {
+        let Some(key) = key_of(lease) else {
             return now;
         };
         let t = self.terms.lock().unwrap_or_else(|e| e.into_inner());
-        let arrived = t
-            .arrived
-            .get(&(namespace.clone(), name.clone()))
+        t.arrived
+            .get(&key)
             .filter(|a| lease.metadata.resource_version.as_ref() == Some(&a.resource_version))
-            .map_or(now, |a| crate::clock::mono(a.at));
-        let blind = if t.blind {
-            Some(now)
-        } else {
-            t.blind_until.map(crate::clock::mono)
-        };
-        blind.map_or(arrived, |b| arrived.max(b)).min(now)
+            .map_or(now, |a| crate::clock::mono(a.at))
+            .min(now)
     }
 
     /// The last instant the Lease watch could not see (now, while it fails).

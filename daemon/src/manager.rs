@@ -358,10 +358,7 @@ impl Manager {
                     instance,
                     holder: spec.and_then(|s| s.holder_identity.clone()),
                     duration_seconds: spec.and_then(|s| s.lease_duration_seconds),
-                    seen_at: {
-                        let seen = self.cache.term_seen_at(lease, now);
-                        blind.map_or(seen, |b| seen.max(b)).min(now)
-                    },
+                    seen_at: term_seen_at(&self.cache, lease, blind, now),
                 })
             })
             .collect();
@@ -703,10 +700,9 @@ impl Manager {
             }
             e.campaign.set_stretch(stretch);
             let lease = self.cache.lease(&key.namespace, &key.name);
-            let seen_at = lease.as_deref().map_or(now, |l| {
-                let seen = self.cache.term_seen_at(l, now);
-                blind.map_or(seen, |b| seen.max(b)).min(now)
-            });
+            let seen_at = lease
+                .as_deref()
+                .map_or(now, |l| term_seen_at(&self.cache, l, blind, now));
             e.campaign.see(lease.as_deref(), seen_at);
             if let Some(b) = blind {
                 e.campaign.restart_term(b);
@@ -1118,6 +1114,18 @@ impl Manager {
         )
         .await;
     }
+}
+
+/// When this node saw `lease` begin its current term: when that version
+/// arrived, never earlier than `blind` (see [`Manager::blind_until`]).
+fn term_seen_at(
+    cache: &Cache,
+    lease: &k8s_openapi::api::coordination::v1::Lease,
+    blind: Option<Mono>,
+    now: Mono,
+) -> Mono {
+    let arrived = cache.arrived_at(lease, now);
+    blind.map_or(arrived, |b| arrived.max(b)).min(now)
 }
 
 fn role_lb() -> metrics::RoleLabels {
