@@ -96,9 +96,16 @@ impl Campaign {
         self.elector.restart_term(at);
     }
 
-    /// Stretches this node's own timings (see [`Elector::set_stretch`]).
-    pub fn set_stretch(&mut self, factor: u32) {
-        self.elector.set_stretch(factor);
+    /// Paces this node's renewals (see [`Elector::set_stretch`] and
+    /// [`Elector::set_renew_every`]).
+    pub fn set_pace(&mut self, pace: Pace) {
+        self.elector.set_stretch(pace.stretch);
+        self.elector.set_renew_every(pace.renew_every);
+    }
+
+    /// The write awaited went out at `at` (see [`Elector::sent`]).
+    pub fn sent(&mut self, at: Mono) {
+        self.elector.sent(at);
     }
 
     /// Decides the next write for `candidate` at `now`.
@@ -361,19 +368,34 @@ mod tests {
     }
 }
 
-/// The stretch a node holding `held` Leases needs so their renewals fit in
-/// `share` of a write budget of `qps` writes a second at the configured
-/// `retry` period: 1 while they fit, more as they outgrow it, and never more
-/// than every observer honours for `lease` ([`crate::election::max_stretch`]).
-pub fn stretch_for(held: usize, retry: Duration, lease: Duration, qps: u32, share: f64) -> u32 {
+/// How a node paces the renewals of the Leases it holds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pace {
+    /// How many times the configured timings its writes use.
+    pub stretch: u32,
+    /// How far apart it renews each Lease (the elector keeps it between the
+    /// stretched retry period and the stretched renew deadline).
+    pub renew_every: Duration,
+}
+
+/// The pace of a node holding `held` Leases, so their renewals fit in
+/// `share` of a write budget of `qps` writes a second: the configured `retry`
+/// period while they fit; beyond, renewals spread out and the terms stretch,
+/// never further than every observer honours for `lease`
+/// ([`crate::election::max_stretch`]).
+pub fn pace_for(held: usize, retry: Duration, lease: Duration, qps: u32, share: f64) -> Pace {
     let per_second = f64::from(qps.max(1)) * share.clamp(0.01, 1.0);
-    let needed = held as f64 * retry.as_secs_f64() / per_second;
-    let needed = if needed <= 1.0 {
+    let every = held as f64 / per_second;
+    let needed = every / retry.as_secs_f64().max(f64::EPSILON);
+    let stretch = if needed <= 1.0 {
         1
     } else {
         u32::try_from(needed.ceil() as u64).unwrap_or(u32::MAX)
     };
-    needed.min(crate::election::max_stretch(lease))
+    Pace {
+        stretch: stretch.min(crate::election::max_stretch(lease)),
+        renew_every: Duration::try_from_secs_f64(every).unwrap_or(Duration::MAX),
+    }
 }
 
 /// The campaign rules in a simulated world: one Lease on an API server that
@@ -402,6 +424,8 @@ mod world {
         /// A forged claim for the address reaches a node.
         Forged(usize),
         Stretch(usize, u32),
+        /// The node's write leaves now, after waiting for the write budget.
+        Send(usize),
     }
 
     fn step() -> impl Strategy<Value = Step> {
@@ -415,6 +439,7 @@ mod world {
             2 => Just(Step::Wire),
             1 => (0..3usize).prop_map(Step::Forged),
             1 => (0..3usize, 1u32..4).prop_map(|(n, f)| Step::Stretch(n, f)),
+            2 => (0..3usize).prop_map(Step::Send),
         ]
     }
 
@@ -422,7 +447,7 @@ mod world {
         campaign: Campaign,
         candidate: bool,
         request: Option<Decision>,
-        /// When the request was decided (sent).
+        /// When the request was decided, or left after waiting for the budget.
         sent: Mono,
         watch: VecDeque<Observed>,
     }
@@ -574,7 +599,17 @@ mod world {
                         "a forged claim took the VIP from a freshly renewed holder"
                     );
                 }
-                Step::Stretch(n, f) => self.nodes[n].campaign.set_stretch(f),
+                Step::Send(n) => {
+                    let node = &mut self.nodes[n];
+                    if node.request.is_some() {
+                        node.campaign.sent(now);
+                        node.sent = now;
+                    }
+                }
+                Step::Stretch(n, f) => self.nodes[n].campaign.set_pace(Pace {
+                    stretch: f,
+                    renew_every: SEC * f * 3,
+                }),
             }
             Ok(false)
         }
@@ -614,19 +649,30 @@ mod world {
 }
 
 #[cfg(test)]
-mod stretch_tests {
+mod pace_tests {
     use super::*;
 
     #[test]
     fn leases_that_fit_the_budget_keep_the_configured_pace() {
         let retry = Duration::from_secs(1);
         let lease = Duration::from_secs(5);
-        assert_eq!(stretch_for(0, retry, lease, 50, 0.8), 1);
-        assert_eq!(stretch_for(34, retry, lease, 50, 0.8), 1);
-        assert_eq!(stretch_for(40, retry, lease, 50, 0.8), 1);
-        assert_eq!(stretch_for(41, retry, lease, 50, 0.8), 2);
-        assert_eq!(stretch_for(334, retry, lease, 50, 0.8), 3, "15 s at most");
-        assert_eq!(stretch_for(334, retry, Duration::from_secs(1), 50, 0.8), 9);
-        assert_eq!(stretch_for(334, retry, Duration::from_secs(15), 50, 0.8), 1);
+        let stretch = |held, lease| pace_for(held, retry, lease, 50, 0.8).stretch;
+        assert_eq!(stretch(0, lease), 1);
+        assert_eq!(stretch(34, lease), 1);
+        assert_eq!(stretch(40, lease), 1);
+        assert_eq!(stretch(41, lease), 2);
+        assert_eq!(stretch(334, lease), 3, "15 s at most");
+        assert_eq!(stretch(334, Duration::from_secs(1)), 9);
+        assert_eq!(stretch(334, Duration::from_secs(15)), 1);
+    }
+
+    #[test]
+    fn renewals_spread_to_fit_the_budget() {
+        let pace = pace_for(334, Duration::from_secs(1), Duration::from_secs(5), 50, 0.8);
+        assert_eq!(pace.renew_every.as_millis(), 8350);
+        assert_eq!(
+            pace_for(0, Duration::from_secs(1), Duration::from_secs(5), 50, 0.8).renew_every,
+            Duration::ZERO
+        );
     }
 }

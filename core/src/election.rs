@@ -205,6 +205,8 @@ pub struct Elector {
     /// The stretch of our last successful write: its duration is what
     /// observers honour.
     held_stretch: u32,
+    /// The pace of renewals asked by [`Elector::set_renew_every`].
+    renew_every: Duration,
 }
 
 impl Elector {
@@ -243,6 +245,7 @@ impl Elector {
             stretch: 1,
             in_flight_stretch: 1,
             held_stretch: 1,
+            renew_every: Duration::ZERO,
         })
     }
 
@@ -321,6 +324,34 @@ impl Elector {
     /// duration it was written with.
     pub fn set_stretch(&mut self, factor: u32) {
         self.stretch = factor.clamp(1, self.max_stretch());
+    }
+
+    /// Renews what is held no more often than every `every`: a node holding
+    /// more Leases than its write budget renews at the stretched pace spreads
+    /// them over the renew deadline instead. The interval stays at least the
+    /// (stretched) retry period and leaves one retry period before the renew
+    /// deadline.
+    pub fn set_renew_every(&mut self, every: Duration) {
+        self.renew_every = every;
+    }
+
+    /// The time between two renewals of a held Lease.
+    pub fn renew_interval(&self) -> Duration {
+        // A term written at a shorter stretch is renewed at its own pace.
+        let stretch = self.stretch.min(self.held_stretch);
+        let least = self.retry_period * stretch;
+        let latest = (self.renew_deadline * stretch).saturating_sub(self.retry_period);
+        self.renew_every.min(latest).max(least)
+    }
+
+    /// The write awaited went out at `at` (it may have waited for the write
+    /// budget since it was decided): the term it renews starts then.
+    pub fn sent(&mut self, at: Mono) {
+        if let Some(decided) = self.in_flight
+            && decided < at
+        {
+            self.in_flight = Some(at);
+        }
     }
 
     /// The longest `leaseDurationSeconds` of another holder this elector
@@ -420,7 +451,7 @@ impl Elector {
             };
         } else if ours {
             if let Some(renewed) = self.last_renew {
-                let due = renewed.after(self.retry_period * self.stretch);
+                let due = renewed.after(self.renew_interval());
                 if now < due {
                     return Decision::Wait(due.since(now));
                 }
@@ -644,6 +675,51 @@ mod tests {
         assert_eq!(record.lease_duration_seconds, Some(5));
         let long = Elector::new("x", secs(15), secs(10), secs(2)).unwrap();
         assert_eq!(long.max_stretch(), 1);
+    }
+
+    #[test]
+    fn a_paced_holder_spreads_renewals_from_when_each_write_left() {
+        let secs = Duration::from_secs;
+        let ms = Duration::from_millis;
+        let mut e = Elector::new("me", secs(5), secs(3), secs(1)).unwrap();
+        e.set_stretch(3);
+        e.set_renew_every(ms(8350));
+        assert_eq!(
+            e.renew_interval(),
+            secs(2),
+            "nothing held at 3x yet: one retry period before the configured renew deadline"
+        );
+        e.observe(Observed::default(), Mono(secs(0)));
+        let Decision::Create(record) = e.decide(Mono(secs(0)), WallTime(1), true) else {
+            panic!("no create");
+        };
+        // The write waited 2 s for the budget before it left.
+        e.sent(Mono(secs(2)));
+        e.sent(Mono(secs(1)));
+        e.write_result(
+            WriteResult::Ok {
+                record,
+                resource_version: "1".into(),
+            },
+            Mono(ms(2500)),
+        );
+        assert_eq!(
+            e.renew_interval(),
+            secs(8),
+            "one retry period before the 9 s renew deadline"
+        );
+        assert!(
+            matches!(e.decide(Mono(ms(9900)), WallTime(2), true), Decision::Wait(d) if d == ms(100))
+        );
+        assert!(
+            e.holds_fresh(Mono(ms(10_999))),
+            "the term runs from when the write left"
+        );
+        assert!(!e.holds_fresh(Mono(secs(11))));
+        assert!(matches!(
+            e.decide(Mono(secs(10)), WallTime(3), true),
+            Decision::Update { .. }
+        ));
     }
 
     #[test]

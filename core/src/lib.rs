@@ -12,6 +12,7 @@
 //! - [`sharing`]: Services that share an address are elected together;
 //! - [`election`]: client-go compatible Lease election as a state machine;
 //! - [`campaign`]: the election with outage hold, yield, adoption and stale-write rules;
+//! - [`elections`]: every Lease of a role stepped as one, for both roles;
 //! - [`instances`]: which nodes run a live kvip instance;
 //! - [`membership`]: membership mode, one Lease per node and rendezvous owners;
 //! - [`plan`](mod@plan): which addresses to add and remove, and on which interface;
@@ -26,6 +27,7 @@ pub mod campaign;
 pub mod candidacy;
 pub mod config;
 pub mod election;
+pub mod elections;
 pub mod endpoints;
 pub mod instances;
 pub mod membership;

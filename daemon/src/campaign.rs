@@ -1,14 +1,19 @@
-//! Lease elections as the daemon runs them: the core's [`Campaign`] decides
-//! (`kvip_core::campaign` holds every rule); this turns its decisions into
-//! Lease writes, sends them in the background and reports how they ended.
-//! Both roles (Services and control plane) run their Leases through it.
+//! Lease elections as the daemon runs them: the core decides
+//! (`kvip_core::elections` and `kvip_core::campaign` hold every rule); this
+//! feeds it the cached Leases, turns its decisions into Lease writes, sends
+//! them in the background, reports how they ended and says what changed.
+//! Both roles (Services and control plane) run their Leases through one
+//! [`Voter`]; membership mode runs its single Lease through [`CampaignExt`].
 
+use crate::announce::{Conflict, Wire};
 use crate::leases::{self, LeaseWrite};
-use crate::translate;
+use crate::{metrics, translate};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Client;
-use kvip_core::{Decision, LeaseKey, Mono, Notice, WallTime, WriteResult};
-use std::collections::BTreeMap;
+use kvip_core::elections::{ClaimAnswer, Elections, Round};
+use kvip_core::{Decision, InterfaceAddress, LeaseKey, Mono, Notice, WallTime, WriteResult};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -56,7 +61,7 @@ pub trait CampaignExt {
     /// Decides the next step.
     fn step(&mut self, now: Mono, wall: WallTime, candidate: bool) -> Step;
     /// Records how a write ended, saying what the operator should know.
-    fn finish(&mut self, result: WriteResult, now: Mono);
+    fn finish(&mut self, done: WriteDone, now: Mono);
 }
 
 impl CampaignExt for Campaign {
@@ -68,14 +73,219 @@ impl CampaignExt for Campaign {
         self.decide(now, wall, candidate).into()
     }
 
-    fn finish(&mut self, result: WriteResult, now: Mono) {
-        if let Some(Notice::HoldingThroughOutage) = self.finished(result, now) {
-            tracing::warn!(
-                holder = self.elector().identity(),
-                "cannot renew the Lease: the API is unreachable, so nobody else can take it either; keeping the VIP"
+    fn finish(&mut self, done: WriteDone, now: Mono) {
+        self.sent(done.sent);
+        let notice = self.finished(done.result, now);
+        say(notice, &done.lease);
+    }
+}
+
+fn say(notice: Option<Notice>, lease: &LeaseKey) {
+    if let Some(Notice::HoldingThroughOutage) = notice {
+        tracing::warn!(
+            lease = %format!("{}/{}", lease.namespace, lease.name),
+            "cannot renew the Lease (the API server is unreachable or refuses the write): keeping the VIP until another node is seen holding the Lease"
+        );
+    }
+}
+
+/// A role's Lease elections with the daemon's input and output: cached
+/// Leases in, writes sent in the background, changes logged and counted.
+pub struct Voter {
+    elections: Elections,
+    /// `cp` or `lb`: the metrics' role label.
+    role: &'static str,
+    client: Client,
+    /// How long a Lease write may take.
+    timeout: Duration,
+    writes_tx: mpsc::UnboundedSender<WriteDone>,
+    writes_rx: mpsc::UnboundedReceiver<WriteDone>,
+}
+
+impl Voter {
+    /// A voter for `elections`, writing with `client` within `timeout`.
+    pub fn new(
+        elections: Elections,
+        role: &'static str,
+        client: Client,
+        timeout: Duration,
+    ) -> Self {
+        let (writes_tx, writes_rx) = mpsc::unbounded_channel();
+        Self {
+            elections,
+            role,
+            client,
+            timeout,
+            writes_tx,
+            writes_rx,
+        }
+    }
+
+    /// The elections inside.
+    pub fn elections(&self) -> &Elections {
+        &self.elections
+    }
+
+    /// The elections inside, to say what each Lease elects.
+    pub fn elections_mut(&mut self) -> &mut Elections {
+        &mut self.elections
+    }
+
+    /// Steps every election over the cached Leases (`lease_of`: the cached
+    /// Lease and when that version was first seen), sends the writes due
+    /// now and says what changed. The caller withdraws what the round no
+    /// longer announces, then calls [`Voter::release`].
+    pub fn step(
+        &mut self,
+        now: Mono,
+        blind: Option<Mono>,
+        lease_of: impl Fn(&LeaseKey) -> (Option<Arc<Lease>>, Mono),
+    ) -> Round {
+        let mut round = self
+            .elections
+            .step(now, translate::wall_now(), blind, |key| {
+                let (lease, seen_at) = lease_of(key);
+                (translate::observed(lease.as_deref()), seen_at)
+            });
+        if let Some((held, pace)) = round.paced {
+            if pace.stretch > 1 {
+                tracing::warn!(
+                    held,
+                    stretch = pace.stretch,
+                    renew_every_ms = pace.renew_every.as_millis() as u64,
+                    "this node holds more Leases than the write budget (kvip_api_qps) renews at the configured pace: renewals spread out and their terms stretch (failover for them takes as long); membership mode (kvip_membership=true) needs one Lease per node"
+                );
+            } else {
+                tracing::info!(
+                    held,
+                    "Lease renewals fit the write budget again: configured timings"
+                );
+            }
+            metrics::get().lease_stretch.set(i64::from(pace.stretch));
+        }
+        for t in &round.transitions {
+            let lease = format!("{}/{}", t.lease.namespace, t.lease.name);
+            let addresses = &t.ballot.addresses;
+            if t.announcing {
+                metrics::won(self.role);
+                tracing::info!(role = self.role, lease = %lease, addresses = ?addresses, services = ?t.ballot.services, "won the election: announcing");
+            } else {
+                metrics::lost(self.role, t.why);
+                tracing::info!(role = self.role, lease = %lease, addresses = ?addresses, why = t.why, "withdrawing");
+            }
+        }
+        for (key, decision) in std::mem::take(&mut round.writes) {
+            self.send(key, decision);
+        }
+        round
+    }
+
+    /// Sends the releases of `round`: only once its withdraw has succeeded.
+    pub fn release(&mut self, round: &mut Round) {
+        for (key, decision) in std::mem::take(&mut round.releases) {
+            self.send(key, decision);
+        }
+    }
+
+    fn send(&self, key: LeaseKey, decision: Decision) {
+        if let Step::Write(write) | Step::Release(write) = Step::from(decision) {
+            spawn_write(
+                &self.client,
+                key,
+                write,
+                None,
+                self.timeout,
+                &self.writes_tx,
             );
         }
     }
+
+    /// The next finished write (for the caller's `select!`).
+    pub async fn next_done(&mut self) -> Option<WriteDone> {
+        self.writes_rx.recv().await
+    }
+
+    /// A finished write, if one is waiting.
+    pub fn try_done(&mut self) -> Option<WriteDone> {
+        self.writes_rx.try_recv().ok()
+    }
+
+    /// The writes this role's loop did not own (the membership Lease, the
+    /// instance Lease) report here too.
+    pub fn writes(&self) -> &mpsc::UnboundedSender<WriteDone> {
+        &self.writes_tx
+    }
+
+    /// Records how a write ended; true when it was one of ours.
+    pub fn finish(&mut self, done: &WriteDone, now: Mono) -> bool {
+        if self.elections.campaign(&done.lease).is_none() {
+            return false;
+        }
+        let notice = self
+            .elections
+            .finished(&done.lease, done.result.clone(), done.sent, now);
+        say(notice, &done.lease);
+        true
+    }
+
+    /// Another MAC claims one of our addresses (design §7): yield when our
+    /// hold is unconfirmed, otherwise defend it with a new burst. False when
+    /// no Lease of ours elects the address.
+    pub fn claim(&mut self, conflict: &Conflict, wire: &mut Wire, now: Mono) -> bool {
+        let ip = conflict.claim.ip;
+        let mac = mac(&conflict.claim.mac);
+        match self.elections.claim(ip, now) {
+            ClaimAnswer::NotOurs => return false,
+            ClaimAnswer::Yielded(key) => {
+                tracing::warn!(address = %ip, other_mac = %mac, lease = %format!("{}/{}", key.namespace, key.name), "another node announces this VIP and our Lease is unconfirmed: withdrawing at once");
+            }
+            ClaimAnswer::Defend(_) => {
+                tracing::warn!(address = %ip, other_mac = %mac, "address conflict: another MAC claims a VIP whose Lease we hold; announcing again");
+                wire.reannounce(&InterfaceAddress {
+                    interface: conflict.interface.clone(),
+                    address: ip,
+                });
+            }
+        }
+        metrics::get().conflicts.inc();
+        true
+    }
+
+    /// Puts exactly `desired` on the interfaces, logs what failed and what
+    /// was added, and counts takeovers and held addresses. Returns what was added.
+    pub async fn apply(
+        &mut self,
+        wire: &mut Wire,
+        desired: &BTreeSet<InterfaceAddress>,
+        now: Mono,
+    ) -> Vec<InterfaceAddress> {
+        let (added, failed) = wire.apply(desired).await;
+        for (ia, err) in failed {
+            tracing::error!(address = %ia.address, interface = %ia.interface, error = %err, "cannot change the address");
+        }
+        for ia in &added {
+            tracing::info!(address = %ia.address, interface = %ia.interface, "VIP added and announced");
+            if let Some(took) = self.elections.take_wanting_since(ia.address, now) {
+                metrics::get().takeover_seconds.observe(took.as_secs_f64());
+            }
+        }
+        metrics::get()
+            .vips_held
+            .get_or_create(&metrics::RoleLabels {
+                role: self.role.into(),
+            })
+            .set(i64::try_from(wire.owned().len()).unwrap_or(0));
+        added
+    }
+}
+
+/// A MAC address as `aa:bb:…`.
+pub fn mac(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// A finished Lease write, sent back to the loop that asked for it.
@@ -84,6 +294,8 @@ pub struct WriteDone {
     pub lease: LeaseKey,
     /// How it ended.
     pub result: WriteResult,
+    /// When it left, after waiting for the write budget.
+    pub sent: Mono,
 }
 
 /// Writes `write` (with `labels`, for Leases that carry them) in the
@@ -99,7 +311,7 @@ pub fn spawn_write(
     let client = client.clone();
     let done = done.clone();
     tokio::spawn(async move {
-        let result = leases::write(
+        let (result, sent) = leases::write(
             &client,
             &lease.namespace,
             &lease.name,
@@ -108,6 +320,10 @@ pub fn spawn_write(
             timeout,
         )
         .await;
-        let _ = done.send(WriteDone { lease, result });
+        let _ = done.send(WriteDone {
+            lease,
+            result,
+            sent,
+        });
     });
 }

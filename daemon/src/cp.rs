@@ -9,21 +9,21 @@
 //! node whose API server is down cannot hold the VIP.
 
 use crate::announce::Wire;
-use crate::campaign::{self, Campaign, CampaignExt, Step, WriteDone};
+use crate::campaign::Voter;
 use crate::metrics;
-use crate::translate;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
-use kvip_core::{Config, Elector, InterfaceAddress, LeaseKey, Mono, choose_interface};
-use std::collections::BTreeSet;
+use kvip_core::elections::{Ballot, Elections};
+use kvip_core::{Config, InterfaceAddress, LeaseKey, Mono, choose_interface};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 /// Consecutive failed health checks before the node gives the VIP up.
 const FAILURES_BEFORE_HANDOVER: u32 = 3;
@@ -75,17 +75,13 @@ async fn check_health(
 /// The control-plane role.
 pub struct ControlPlane {
     config: Config,
-    node: String,
     address: IpAddr,
-    client: Client,
     lease: LeaseKey,
     store: Store<Lease>,
     changed: Arc<Notify>,
     healthy: Arc<AtomicBool>,
-    campaign: Campaign,
+    voter: Voter,
     wire: Wire,
-    writes_tx: mpsc::UnboundedSender<WriteDone>,
-    writes_rx: mpsc::UnboundedReceiver<WriteDone>,
     epoch: Instant,
     adopted: bool,
 }
@@ -126,26 +122,24 @@ impl ControlPlane {
             healthy.clone(),
             changed.clone(),
         ));
-        let elector = Elector::new(
-            node.clone(),
+        let elections = Elections::new(
+            node,
             config.lease_duration,
             config.renew_deadline,
             config.retry_period,
+            config.api_qps,
+            "apiserver_unhealthy",
         )?;
-        let (writes_tx, writes_rx) = mpsc::unbounded_channel();
+        let voter = Voter::new(elections, "cp", client, config.renew_deadline);
         Ok(Self {
             config,
-            node,
             address,
-            client,
             lease,
             store,
             changed,
             healthy,
-            campaign: Campaign::new(elector),
+            voter,
             wire,
-            writes_tx,
-            writes_rx,
             epoch: Instant::now(),
             adopted: false,
         })
@@ -172,23 +166,19 @@ impl ControlPlane {
             if *shutdown.borrow() {
                 break;
             }
-            while let Ok(done) = self.writes_rx.try_recv() {
-                self.campaign.finish(done.result, self.now());
+            while let Some(done) = self.voter.try_done() {
+                self.voter.finish(&done, self.now());
             }
             let next = self.pass(false).await;
             metrics::beat(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX));
             tokio::select! {
                 _ = self.changed.notified() => {}
-                Some(done) = self.writes_rx.recv() => self.campaign.finish(done.result, self.now()),
+                Some(done) = self.voter.next_done() => {
+                    self.voter.finish(&done, self.now());
+                }
                 Some(conflict) = self.wire.next_conflict() => {
-                    metrics::get().conflicts.inc();
                     let now = self.now();
-                    if self.campaign.yield_to_claim(now) {
-                        tracing::warn!(address = %self.address, "another node announces the control-plane VIP and our Lease is unconfirmed: withdrawing at once");
-                    } else {
-                        tracing::warn!(address = %self.address, "address conflict on the control-plane VIP; announcing again");
-                        self.wire.reannounce(&InterfaceAddress { interface: conflict.interface, address: self.address });
-                    }
+                    self.voter.claim(&conflict, &mut self.wire, now);
                 }
                 _ = tokio::time::sleep(next.min(Duration::from_secs(1))) => {}
                 _ = shutdown.changed() => {}
@@ -197,9 +187,11 @@ impl ControlPlane {
         tracing::info!("control plane: withdrawing the VIP, then releasing the Lease");
         let deadline = Instant::now() + Duration::from_millis(900);
         let _ = self.pass(true).await;
-        while self.campaign.names(&self.node) && Instant::now() < deadline {
+        while self.voter.elections().any_named() && Instant::now() < deadline {
             tokio::select! {
-                Some(done) = self.writes_rx.recv() => self.campaign.finish(done.result, self.now()),
+                Some(done) = self.voter.next_done() => {
+                    self.voter.finish(&done, self.now());
+                }
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             }
             let _ = self.pass(true).await;
@@ -209,54 +201,31 @@ impl ControlPlane {
 
     async fn pass(&mut self, shutting_down: bool) -> Duration {
         let now = self.now();
-        let mut next = self.config.retry_period;
-        let candidate = !shutting_down && self.healthy.load(Ordering::Relaxed);
-        let lease = self
-            .store
-            .get(&reflector::ObjectRef::new(&self.lease.name).within(&self.lease.namespace));
-        self.campaign.see(lease.as_deref(), now);
+        let ballot = Ballot {
+            addresses: BTreeSet::from([self.address]),
+            services: BTreeSet::new(),
+            candidate: !shutting_down && self.healthy.load(Ordering::Relaxed),
+        };
+        self.voter
+            .elections_mut()
+            .want(&BTreeMap::from([(self.lease.clone(), ballot)]));
         if !self.adopted {
             self.adopted = true;
             let vips = BTreeSet::from([self.address]);
             if let Ok(found) = self.wire.adopt(&vips).await
                 && !found.is_empty()
             {
-                self.campaign
-                    .adopt(&self.node, now.after(self.config.lease_duration));
+                let until = now.after(self.config.lease_duration);
+                self.voter.elections_mut().adopt(vips, until);
                 tracing::info!(address = %self.address, "control-plane VIP found on the interface from an earlier run");
             }
         }
-        let mut release = None;
-        match self.campaign.step(now, translate::wall_now(), candidate) {
-            Step::Wait(d) => next = next.min(d),
-            Step::Write(w) => campaign::spawn_write(
-                &self.client,
-                self.lease.clone(),
-                w,
-                None,
-                self.config.renew_deadline,
-                &self.writes_tx,
-            ),
-            Step::Release(w) => release = Some(w),
-        }
-        let announce = self.campaign.may_announce(now, candidate);
-        let role = metrics::RoleLabels { role: "cp".into() };
-        match self.campaign.transition(announce) {
-            Some(true) => {
-                metrics::won("cp");
-                tracing::info!(address = %self.address, "won the control-plane election: announcing");
-            }
-            Some(false) => {
-                let why = if candidate {
-                    "lease_lost"
-                } else {
-                    "apiserver_unhealthy"
-                };
-                metrics::lost("cp", why);
-                tracing::info!(address = %self.address, why, "withdrawing the control-plane VIP");
-            }
-            None => {}
-        }
+        let store = &self.store;
+        let mut round = self.voter.step(now, None, |key| {
+            let lease = store.get(&reflector::ObjectRef::new(&key.name).within(&key.namespace));
+            (lease, now)
+        });
+        let announce = !round.addresses.is_empty();
         let mut desired = BTreeSet::new();
         if announce {
             match self.interface().await {
@@ -271,36 +240,13 @@ impl ControlPlane {
                 }
             }
         }
-        let (added, failed) = self.wire.apply(&desired).await;
-        for (ia, e) in failed {
-            tracing::error!(address = %ia.address, interface = %ia.interface, error = %e, "cannot change the address");
-        }
-        if !added.is_empty()
-            && let Some(took) = self.campaign.take_wanting_since(self.now())
-        {
-            metrics::get().takeover_seconds.observe(took.as_secs_f64());
-        }
-        metrics::get()
-            .vips_held
-            .get_or_create(&role)
-            .set(i64::try_from(self.wire.owned().len()).unwrap_or(0));
+        self.voter.apply(&mut self.wire, &desired, now).await;
         metrics::get().kube_vip_is_leader.set(i64::from(announce));
         // Release only after the address is gone.
-        if let Some(w) = release {
-            campaign::spawn_write(
-                &self.client,
-                self.lease.clone(),
-                w,
-                None,
-                self.config.renew_deadline,
-                &self.writes_tx,
-            );
-        }
+        self.voter.release(&mut round);
+        let mut next = round.next;
         if let Some(at) = self.wire.send_due().await {
             next = next.min(at.saturating_duration_since(Instant::now()));
-        }
-        if let Some(until) = self.campaign.adoption_ends(now) {
-            next = next.min(until.since(now));
         }
         next
     }

@@ -7,7 +7,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 use kube::{Client, Error};
-use kvip_core::{LeaseRecord, WriteResult};
+use kvip_core::{LeaseRecord, Mono, WriteResult};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -25,7 +25,8 @@ pub enum LeaseWrite {
     },
 }
 
-/// Writes `write` to Lease `namespace/name` within `timeout`.
+/// Writes `write` to Lease `namespace/name` within `timeout`; says how it
+/// ended and when it left (after waiting for the write budget).
 pub async fn write(
     client: &Client,
     namespace: &str,
@@ -33,7 +34,7 @@ pub async fn write(
     write: LeaseWrite,
     labels: Option<&BTreeMap<String, String>>,
     timeout: Duration,
-) -> WriteResult {
+) -> (WriteResult, Mono) {
     let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
     let (record, resource_version) = match &write {
         LeaseWrite::Create(r) => (r, None),
@@ -68,8 +69,9 @@ pub async fn write(
         .await
         .is_err()
     {
-        return WriteResult::NotSent;
+        return (WriteResult::NotSent, crate::clock::now());
     }
+    let sent = crate::clock::now();
     let call = async {
         match resource_version {
             None => api.create(&pp, &lease).await,
@@ -82,11 +84,11 @@ pub async fn write(
             crate::metrics::api_request("lease", "write", false);
             crate::budget::answered(&target, "lease", "write", None);
             tracing::warn!(lease = %format!("{namespace}/{name}"), "lease write timed out");
-            return WriteResult::Error;
+            return (WriteResult::Error, sent);
         }
     };
     crate::budget::answered(&target, "lease", "write", crate::budget::code(&result));
-    match result {
+    let result = match result {
         Ok(stored) => {
             crate::metrics::api_request("lease", "write", true);
             let seen = translate::observed(Some(&stored));
@@ -107,7 +109,8 @@ pub async fn write(
             tracing::warn!(lease = %format!("{namespace}/{name}"), error = %e, "lease write failed");
             WriteResult::Error
         }
-    }
+    };
+    (result, sent)
 }
 
 /// Deletes a Lease (our own instance Lease on shutdown); absent is fine.

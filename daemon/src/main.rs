@@ -311,7 +311,7 @@ async fn manager(settings: Vec<String>) -> anyhow::Result<()> {
             cache,
             wire,
             instance_namespace,
-        );
+        )?;
         roles.spawn(role.run(shutdown_rx.clone()));
     }
     metrics::set_ready(true);

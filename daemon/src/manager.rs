@@ -11,7 +11,7 @@
 use crate::announce::Wire;
 use crate::budget;
 use crate::cache::Cache;
-use crate::campaign::{self, Campaign, CampaignExt, Step, WriteDone};
+use crate::campaign::{self, Campaign, CampaignExt, Voter, WriteDone};
 use crate::claims::{self, ClaimDone};
 use crate::clock;
 use crate::events::{self, Reason};
@@ -23,6 +23,7 @@ use crate::translate;
 use k8s_openapi::api::core::v1::Service;
 use kube::Client;
 use kvip_core::candidacy::NodeInput;
+use kvip_core::elections::{Ballot, Elections};
 use kvip_core::instances::{self, InstanceTerm, Liveness};
 use kvip_core::{
     AnnouncementGroup, Config, Elector, InterfaceAddress, LbClassRule, LeaseKey, Mono,
@@ -50,10 +51,6 @@ const MAX_SETTLE: Duration = Duration::from_millis(250);
 /// How often the interfaces are listed between assessments.
 const INTERFACE_CHECK: Duration = Duration::from_secs(1);
 
-/// The part of the write budget (`kvip_api_qps`) Lease renewals may take at
-/// the configured pace; beyond it their terms are stretched.
-const RENEWAL_SHARE: f64 = 0.8;
-
 /// The longest the whole picture goes without being assessed again, so a
 /// change no watch reports (an interface's addresses) is seen within it.
 const RESYNC: Duration = Duration::from_secs(10);
@@ -80,21 +77,10 @@ struct Assessed {
     live: BTreeSet<String>,
     /// This node's interfaces, if they could be listed.
     interfaces: Option<Interfaces>,
-    /// Elections wanted: by Lease, the addresses, Services and our candidacy.
-    wanted: BTreeMap<LeaseKey, (BTreeSet<IpAddr>, BTreeSet<ServiceKey>, bool)>,
+    /// Elections wanted: by Lease, what it elects and our candidacy.
+    wanted: BTreeMap<LeaseKey, Ballot>,
     /// When it was made.
     at: Option<Mono>,
-}
-
-/// One election: its Lease campaign and what it covers.
-struct Election {
-    campaign: Campaign,
-    /// Addresses of the groups it covers.
-    addresses: BTreeSet<IpAddr>,
-    /// Services of those groups.
-    services: BTreeSet<ServiceKey>,
-    /// Whether this node may hold it now.
-    candidate: bool,
 }
 
 /// The Service role's state.
@@ -104,17 +90,14 @@ pub struct Manager {
     client: Client,
     cache: Cache,
     wire: Wire,
-    elections: BTreeMap<LeaseKey, Election>,
-    writes_tx: mpsc::UnboundedSender<WriteDone>,
-    writes_rx: mpsc::UnboundedReceiver<WriteDone>,
+    /// One election per Lease (none in membership mode).
+    voter: Voter,
     instance_namespace: String,
     next_instance_renew: Mono,
     /// The last assessment of the whole picture.
     assessed: Assessed,
     /// Something the assessment was built from changed.
     dirty: bool,
-    /// The stretch of this node's Lease timings (1: as configured).
-    stretch: u32,
     /// When the interfaces were last listed.
     interfaces_listed: Option<Mono>,
     /// How long the last assessment took (the settle time after a change).
@@ -149,8 +132,7 @@ impl Manager {
         cache: Cache,
         wire: Wire,
         instance_namespace: String,
-    ) -> Self {
-        let (writes_tx, writes_rx) = mpsc::unbounded_channel();
+    ) -> anyhow::Result<Self> {
         let (claims_tx, claims_rx) = mpsc::unbounded_channel();
         let status = status::StatusWriter::new(client.clone(), node.clone());
         let membership = if config.membership {
@@ -178,20 +160,28 @@ impl Manager {
             None
         };
         let events = events::Recorder::new(client.clone(), node.clone());
-        Self {
+        // Config::from_env checked the timings and the node name.
+        let elections = Elections::new(
+            node.clone(),
+            config.lease_duration,
+            config.renew_deadline,
+            config.retry_period,
+            config.api_qps,
+            "no_longer_candidate",
+        )
+        .map_err(|e| anyhow::anyhow!(e))?;
+        let voter = Voter::new(elections, "lb", client.clone(), config.renew_deadline);
+        Ok(Self {
             config,
             node,
             client,
             cache,
             wire,
-            elections: BTreeMap::new(),
-            writes_tx,
-            writes_rx,
+            voter,
             instance_namespace,
             next_instance_renew: Mono::default(),
             assessed: Assessed::default(),
             dirty: true,
-            stretch: 1,
             interfaces_listed: None,
             assess_cost: Duration::ZERO,
             announced_last: BTreeMap::new(),
@@ -205,7 +195,7 @@ impl Manager {
             claims_rx,
             moved_from: BTreeMap::new(),
             next_expiry: None,
-        }
+        })
     }
 
     fn now(&self) -> Mono {
@@ -221,7 +211,7 @@ impl Manager {
             if *shutdown.borrow() {
                 break;
             }
-            while let Ok(done) = self.writes_rx.try_recv() {
+            while let Some(done) = self.voter.try_done() {
                 self.write_finished(done);
             }
             while let Ok(done) = self.claims_rx.try_recv() {
@@ -239,7 +229,7 @@ impl Manager {
                     tokio::time::sleep(self.assess_cost.max(Duration::from_millis(5))).await;
                     self.dirty = true;
                 }
-                Some(done) = self.writes_rx.recv() => self.write_finished(done),
+                Some(done) = self.voter.next_done() => self.write_finished(done),
                 Some(done) = self.claims_rx.recv() => self.claim_finished(done),
                 Some(conflict) = self.wire.next_conflict() => self.conflict(conflict),
                 _ = tokio::time::sleep(sleep) => {}
@@ -261,30 +251,32 @@ impl Manager {
         if let Some(m) = self.membership.as_mut()
             && *m.lease() == done.lease
         {
-            m.campaign().finish(done.result, now);
+            m.campaign().finish(done, now);
             return;
         }
         let failed = done.result == kvip_core::WriteResult::NotSent;
-        if let Some(e) = self.elections.get_mut(&done.lease) {
-            e.campaign.finish(done.result, now);
-            if failed && budget::take_lease_throttled_news() {
-                // Said once per process, on one Service the budget left unrenewed.
-                if let Some(key) = e.services.iter().next().cloned() {
-                    let uid = self
-                        .assessed
-                        .by_key
-                        .get(&key)
-                        .and_then(|s| s.metadata.uid.clone());
-                    self.events.record(
-                        &key,
-                        uid,
-                        Reason::Throttled,
-                        format!(
-                            "kvip_api_qps={} cannot renew every Lease of node {} in time; VIPs held stay up under the API-outage rules. With hundreds of Services use membership mode (kvip_membership=true): one Lease per node",
-                            self.config.api_qps, self.node
-                        ),
-                    );
-                }
+        if self.voter.finish(&done, now) && failed && budget::take_lease_throttled_news() {
+            // Said once per process, on one Service the budget left unrenewed.
+            let key = self
+                .voter
+                .elections()
+                .ballot(&done.lease)
+                .and_then(|b| b.services.iter().next().cloned());
+            if let Some(key) = key {
+                let uid = self
+                    .assessed
+                    .by_key
+                    .get(&key)
+                    .and_then(|s| s.metadata.uid.clone());
+                self.events.record(
+                    &key,
+                    uid,
+                    Reason::Throttled,
+                    format!(
+                        "kvip_api_qps={} cannot renew every Lease of node {} in time; VIPs held stay up under the API-outage rules. With hundreds of Services use membership mode (kvip_membership=true): one Lease per node",
+                        self.config.api_qps, self.node
+                    ),
+                );
             }
         }
     }
@@ -293,46 +285,24 @@ impl Manager {
     /// is unconfirmed, otherwise defend the address with a new burst.
     fn conflict(&mut self, conflict: crate::announce::Conflict) {
         let now = self.now();
-        metrics::get().conflicts.inc();
-        let mac = conflict
-            .claim
-            .mac
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":");
         let ip = conflict.claim.ip;
-        if let Some(m) = self.membership.as_mut() {
-            if !m.announces(ip) {
-                return;
-            }
-            if m.campaign().yield_to_claim(now) {
-                tracing::warn!(address = %ip, other_mac = %mac, "another node announces this VIP and our membership is unconfirmed: withdrawing every VIP at once");
-            } else {
-                tracing::warn!(address = %ip, other_mac = %mac, "address conflict: another MAC claims a VIP we hold the claim for; announcing again");
-                self.wire.reannounce(&InterfaceAddress {
-                    interface: conflict.interface,
-                    address: ip,
-                });
-            }
-            return;
-        }
-        let Some((key, e)) = self
-            .elections
-            .iter_mut()
-            .find(|(_, e)| e.addresses.contains(&ip))
-        else {
+        let Some(m) = self.membership.as_mut() else {
+            self.voter.claim(&conflict, &mut self.wire, now);
             return;
         };
-        if e.campaign.yield_to_claim(now) {
-            tracing::warn!(address = %ip, other_mac = %mac, lease = %format!("{}/{}", key.namespace, key.name), "another node announces this VIP and our Lease is unconfirmed: withdrawing at once");
+        if !m.announces(ip) {
+            return;
+        }
+        metrics::get().conflicts.inc();
+        let mac = campaign::mac(&conflict.claim.mac);
+        if m.campaign().yield_to_claim(now) {
+            tracing::warn!(address = %ip, other_mac = %mac, "another node announces this VIP and our membership is unconfirmed: withdrawing every VIP at once");
         } else {
-            tracing::warn!(address = %ip, other_mac = %mac, "address conflict: another MAC claims a VIP whose Lease we hold; announcing again");
-            let ia = InterfaceAddress {
+            tracing::warn!(address = %ip, other_mac = %mac, "address conflict: another MAC claims a VIP we hold the claim for; announcing again");
+            self.wire.reannounce(&InterfaceAddress {
                 interface: conflict.interface,
                 address: ip,
-            };
-            self.wire.reannounce(&ia);
+            });
         }
     }
 
@@ -468,7 +438,7 @@ impl Manager {
             write,
             Some(labels),
             self.config.renew_deadline,
-            &self.writes_tx,
+            self.voter.writes(),
         );
         // The write's result wakes the loop.
         retry
@@ -623,97 +593,6 @@ impl Manager {
             }
         }
 
-        // Otherwise one election per Lease.
-        let wall = translate::wall_now();
-        let blind = self.blind_until(now);
-        let mut writes = Vec::new();
-        let mut releases = Vec::new();
-        self.elections.retain(|key, e| {
-            a.wanted.contains_key(key) || e.campaign.holds(now) || e.campaign.announcing()
-        });
-        for (key, (addresses, services, candidate)) in &a.wanted {
-            if !self.elections.contains_key(key) {
-                let elector = Elector::new(
-                    self.node.clone(),
-                    self.config.lease_duration,
-                    self.config.renew_deadline,
-                    self.config.retry_period,
-                );
-                match elector {
-                    Ok(elector) => {
-                        let election = Election {
-                            campaign: Campaign::new(elector),
-                            addresses: BTreeSet::new(),
-                            services: BTreeSet::new(),
-                            candidate: false,
-                        };
-                        self.elections.insert(key.clone(), election);
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot run an election");
-                        continue;
-                    }
-                }
-            }
-            if let Some(e) = self.elections.get_mut(key) {
-                e.addresses.clone_from(addresses);
-                e.services.clone_from(services);
-                e.candidate = *candidate;
-            }
-        }
-        // A node holding more Leases than its write budget renews at the
-        // configured pace writes longer terms instead of retrying harder.
-        let held = self
-            .elections
-            .values()
-            .filter(|e| e.campaign.names(&self.node))
-            .count();
-        let stretch = kvip_core::campaign::stretch_for(
-            held,
-            self.config.retry_period,
-            self.config.lease_duration,
-            self.config.api_qps,
-            RENEWAL_SHARE,
-        );
-        if stretch != self.stretch {
-            let term = self.config.lease_duration * stretch;
-            if stretch > 1 {
-                tracing::warn!(
-                    held,
-                    stretch,
-                    "this node holds more Leases than kvip_api_qps={} renews at the configured pace: their terms are stretched (up to {} s, failover for them takes as long); membership mode (kvip_membership=true) needs one Lease per node",
-                    self.config.api_qps,
-                    term.as_secs()
-                );
-            } else {
-                tracing::info!(
-                    held,
-                    "Lease renewals fit the write budget again: configured timings"
-                );
-            }
-            self.stretch = stretch;
-            metrics::get().lease_stretch.set(i64::from(stretch));
-        }
-        for (key, e) in self.elections.iter_mut() {
-            if !a.wanted.contains_key(key) {
-                e.candidate = false;
-            }
-            e.campaign.set_stretch(stretch);
-            let lease = self.cache.lease(&key.namespace, &key.name);
-            let seen_at = lease
-                .as_deref()
-                .map_or(now, |l| term_seen_at(&self.cache, l, blind, now));
-            e.campaign.see(lease.as_deref(), seen_at);
-            if let Some(b) = blind {
-                e.campaign.restart_term(b);
-            }
-            match e.campaign.step(now, wall, e.candidate) {
-                Step::Wait(d) => next = next.min(d),
-                Step::Write(w) => writes.push((key.clone(), w)),
-                Step::Release(w) => releases.push((key.clone(), w)),
-            }
-        }
-
         // Start-up: addresses an earlier run left are kept while we still hold their Lease.
         if !self.started_adoption {
             self.started_adoption = true;
@@ -725,11 +604,8 @@ impl Manager {
             match self.wire.adopt(&vips).await {
                 Ok(adopted) if !adopted.is_empty() => {
                     let until = now.after(self.config.lease_duration);
-                    for e in self.elections.values_mut() {
-                        if adopted.iter().any(|ia| e.addresses.contains(&ia.address)) {
-                            e.campaign.adopt(&self.node, until);
-                        }
-                    }
+                    let found = adopted.iter().map(|ia| ia.address).collect();
+                    self.voter.elections_mut().adopt(found, until);
                     tracing::info!(
                         count = adopted.len(),
                         "found VIPs from an earlier run on the interfaces"
@@ -740,45 +616,40 @@ impl Manager {
             }
         }
 
+        // Otherwise one election per Lease, told what each elects after every assessment.
+        if a.at == Some(now) {
+            self.voter.elections_mut().want(&a.wanted);
+        }
+        let blind = self.blind_until(now);
+        let cache = &self.cache;
+        let mut round = self.voter.step(now, blind, |key| {
+            let lease = cache.lease(&key.namespace, &key.name);
+            let seen_at = lease
+                .as_deref()
+                .map_or(now, |l| term_seen_at(cache, l, blind, now));
+            (lease, seen_at)
+        });
+        next = next.min(round.next);
+
         // What this node announces.
         let mut won: Vec<BTreeSet<ServiceKey>> = Vec::new();
         let mut lost: Vec<BTreeSet<ServiceKey>> = Vec::new();
-        let mut desired_addresses: BTreeSet<IpAddr> = BTreeSet::new();
+        for t in &round.transitions {
+            let services = t.ballot.services.clone();
+            if t.announcing {
+                won.push(services);
+            } else {
+                lost.push(services);
+            }
+        }
+        let mut desired_addresses = round.addresses.clone();
         let mut announced_services: BTreeMap<ServiceKey, BTreeSet<IpAddr>> = BTreeMap::new();
-        for (key, e) in self.elections.iter_mut() {
-            let may = e.campaign.may_announce(now, e.candidate);
-            if may {
-                desired_addresses.extend(e.addresses.iter().copied());
-                for s in &e.services {
-                    let own = view_of
-                        .get(s)
-                        .map(|v| v.addresses.clone())
-                        .unwrap_or_default();
-                    announced_services.entry(s.clone()).or_default().extend(own);
-                }
-            }
-            let lease = format!("{}/{}", key.namespace, key.name);
-            match e.campaign.transition(may) {
-                Some(true) => {
-                    won.push(e.services.clone());
-                    metrics::won("lb");
-                    tracing::info!(lease = %lease, addresses = ?e.addresses, services = ?e.services, "won the election: announcing");
-                }
-                Some(false) => {
-                    lost.push(e.services.clone());
-                    let why = if e.candidate {
-                        "lease_lost"
-                    } else {
-                        "no_longer_candidate"
-                    };
-                    metrics::lost("lb", why);
-                    tracing::info!(lease = %lease, addresses = ?e.addresses, why, "withdrawing");
-                }
-                None => {}
-            }
-            if let Some(until) = e.campaign.adoption_ends(now) {
-                next = next.min(until.since(now));
-            }
+        for s in &round.services {
+            let own = view_of
+                .get(s)
+                .map(|v| v.addresses.clone())
+                .unwrap_or_default();
+            announced_services.entry(s.clone()).or_default().extend(own);
         }
         if let Some(o) = decided.as_mut() {
             desired_addresses.extend(o.addresses.iter().copied());
@@ -802,29 +673,14 @@ impl Manager {
             }
         }
         let desired = self.place(&desired_addresses, a.interfaces.as_ref());
-        let (added, failed) = self.wire.apply(&desired).await;
-        for (ia, err) in failed {
-            tracing::error!(address = %ia.address, interface = %ia.interface, error = %err, "cannot change the address");
-        }
-        for ia in &added {
-            tracing::info!(address = %ia.address, interface = %ia.interface, "VIP added and announced");
-            let took = match self.membership.as_mut() {
-                Some(m) => m.take_wanting_since(ia.address, now),
-                None => self
-                    .elections
-                    .values_mut()
-                    .find(|e| e.addresses.contains(&ia.address))
-                    .and_then(|e| e.campaign.take_wanting_since(now)),
-            };
-            if let Some(took) = took {
-                metrics::get().takeover_seconds.observe(took.as_secs_f64());
+        let added = self.voter.apply(&mut self.wire, &desired, now).await;
+        if let Some(m) = self.membership.as_mut() {
+            for ia in &added {
+                if let Some(took) = m.take_wanting_since(ia.address, now) {
+                    metrics::get().takeover_seconds.observe(took.as_secs_f64());
+                }
             }
         }
-        let held = self.wire.owned().len();
-        metrics::get()
-            .vips_held
-            .get_or_create(&role_lb())
-            .set(i64::try_from(held).unwrap_or(0));
         metrics::get()
             .kube_vip_active_services
             .set(i64::try_from(announced_services.len()).unwrap_or(0));
@@ -834,10 +690,8 @@ impl Manager {
 
         self.record_events(a, &desired, &won, &lost, shutting_down);
 
-        // Writes: renewals and takeovers now; releases only after the withdraw above.
-        for (key, write) in writes.into_iter().chain(releases) {
-            self.spawn_write(key, write);
-        }
+        // Releases only after the withdraw above.
+        self.voter.release(&mut round);
         for w in decided.into_iter().flat_map(|o| o.releases) {
             claims::spawn(&self.client, w, self.config.renew_deadline, &self.claims_tx);
         }
@@ -968,9 +822,8 @@ impl Manager {
         groups: &[AnnouncementGroup],
         local: &BTreeSet<&ServiceKey>,
         shutting_down: bool,
-    ) -> BTreeMap<LeaseKey, (BTreeSet<IpAddr>, BTreeSet<ServiceKey>, bool)> {
-        let mut out: BTreeMap<LeaseKey, (BTreeSet<IpAddr>, BTreeSet<ServiceKey>, bool)> =
-            BTreeMap::new();
+    ) -> BTreeMap<LeaseKey, Ballot> {
+        let mut out: BTreeMap<LeaseKey, Ballot> = BTreeMap::new();
         for g in groups {
             let is_local = g.services.iter().any(|s| local.contains(s));
             let key = if self.config.svc_election || is_local {
@@ -982,9 +835,9 @@ impl Manager {
                 }
             };
             let entry = out.entry(key).or_default();
-            entry.0.extend(g.addresses.iter().copied());
-            entry.1.extend(g.services.iter().cloned());
-            entry.2 |= g.candidates.contains(&self.node) && !shutting_down;
+            entry.addresses.extend(g.addresses.iter().copied());
+            entry.services.extend(g.services.iter().cloned());
+            entry.candidate |= g.candidates.contains(&self.node) && !shutting_down;
         }
         out
     }
@@ -1069,11 +922,6 @@ impl Manager {
         out
     }
 
-    fn spawn_write(&self, key: LeaseKey, write: LeaseWrite) {
-        let timeout = self.config.renew_deadline;
-        campaign::spawn_write(&self.client, key, write, None, timeout, &self.writes_tx);
-    }
-
     fn update_pending_metrics(&self, pending: &BTreeMap<ServiceKey, PendingReason>) {
         let mut counts: BTreeMap<&'static str, i64> = BTreeMap::new();
         for reason in pending.values() {
@@ -1095,14 +943,9 @@ impl Manager {
         tracing::info!("shutting down: withdrawing VIPs, then releasing Leases");
         let _ = self.pass(true).await;
         let deadline = Instant::now() + Duration::from_millis(900);
-        while self
-            .elections
-            .values()
-            .any(|e| e.campaign.names(&self.node))
-            && Instant::now() < deadline
-        {
+        while self.voter.elections().any_named() && Instant::now() < deadline {
             tokio::select! {
-                Some(done) = self.writes_rx.recv() => self.write_finished(done),
+                Some(done) = self.voter.next_done() => self.write_finished(done),
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             }
             let _ = self.pass(true).await;
@@ -1126,8 +969,4 @@ fn term_seen_at(
 ) -> Mono {
     let arrived = cache.arrived_at(lease, now);
     blind.map_or(arrived, |b| arrived.max(b)).min(now)
-}
-
-fn role_lb() -> metrics::RoleLabels {
-    metrics::RoleLabels { role: "lb".into() }
 }

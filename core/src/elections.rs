@@ -1,0 +1,470 @@
+//! The Leases one role campaigns for, stepped as one. The control-plane role
+//! runs a single Lease, the Service role one per announcement group; both
+//! go through this machine, so they share every rule after "which Leases,
+//! and may this node hold them": pacing renewals to the write budget,
+//! adoption after a restart, withdraw before release, yielding to or
+//! defending against another node's claim, and what a change of announcer
+//! is called.
+//!
+//! The daemon reads (the Lease cache, write results, claims on the wire),
+//! calls [`Elections::step`], and carries out the [`Round`]: writes now,
+//! addresses to announce, and releases only once the withdraw they follow
+//! has succeeded.
+
+use crate::campaign::{Campaign, Notice, Pace, pace_for};
+use crate::election::{Decision, ElectionError, Elector, Mono, Observed, WallTime, WriteResult};
+use crate::service::ServiceKey;
+use crate::sharing::LeaseKey;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// The part of the write budget (`kvip_api_qps`) Lease renewals may take;
+/// beyond it renewals spread out and terms stretch.
+pub const RENEWAL_SHARE: f64 = 0.8;
+
+/// What one Lease elects.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ballot {
+    /// The addresses its holder announces.
+    pub addresses: BTreeSet<IpAddr>,
+    /// The Services those addresses serve (none for the control plane).
+    pub services: BTreeSet<ServiceKey>,
+    /// Whether this node may hold it now.
+    pub candidate: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Election {
+    campaign: Campaign,
+    ballot: Ballot,
+    /// Still asked for by the last [`Elections::want`].
+    wanted: bool,
+}
+
+/// A change in what this node announces for one Lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// The Lease.
+    pub lease: LeaseKey,
+    /// True: this node started announcing; false: it withdrew.
+    pub announcing: bool,
+    /// Why it withdrew: `lease_lost`, or the role's reason for no longer
+    /// being a candidate; empty when it started announcing.
+    pub why: &'static str,
+    /// What the Lease elects.
+    pub ballot: Ballot,
+}
+
+/// What one step decided.
+#[derive(Debug, Clone, Default)]
+pub struct Round {
+    /// Writes to send now: takeovers and renewals.
+    pub writes: Vec<(LeaseKey, Decision)>,
+    /// Releases, to send only after the withdraw this round asks for.
+    pub releases: Vec<(LeaseKey, Decision)>,
+    /// The addresses this node announces.
+    pub addresses: BTreeSet<IpAddr>,
+    /// The Services whose Lease this node announces.
+    pub services: BTreeSet<ServiceKey>,
+    /// Changes of announcer, in Lease order.
+    pub transitions: Vec<Transition>,
+    /// The renewal pace changed its stretch: how many Leases this node
+    /// holds, and the new pace.
+    pub paced: Option<(usize, Pace)>,
+    /// Step again within this long at the latest.
+    pub next: Duration,
+}
+
+/// What to do about another MAC claiming one of our addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimAnswer {
+    /// No Lease of ours elects the address.
+    NotOurs,
+    /// Our hold is unconfirmed (an outage or an adoption): the claimant may
+    /// hold the Lease now, so this node stopped announcing it.
+    Yielded(LeaseKey),
+    /// Our Lease is freshly renewed: the claimant is wrong; announce again.
+    Defend(LeaseKey),
+}
+
+/// Every Lease a role campaigns for.
+#[derive(Debug, Clone)]
+pub struct Elections {
+    /// A template for new elections: identity and timings, checked once.
+    template: Elector,
+    lease_duration: Duration,
+    retry_period: Duration,
+    /// Why a Lease is withdrawn when this node is no longer a candidate.
+    not_candidate: &'static str,
+    /// The write budget, in writes a second.
+    qps: u32,
+    pace: Pace,
+    by_lease: BTreeMap<LeaseKey, Election>,
+    /// Addresses found on the interface at start-up, until the next step
+    /// has seen the Leases: (addresses, adopt until).
+    adopting: Option<(BTreeSet<IpAddr>, Mono)>,
+}
+
+impl Elections {
+    /// No Leases yet, for `identity` with client-go's three timings and a
+    /// write budget of `qps`; `not_candidate` names a withdrawal because this
+    /// node may no longer hold a Lease (a metric label and log field).
+    pub fn new(
+        identity: impl Into<String>,
+        lease_duration: Duration,
+        renew_deadline: Duration,
+        retry_period: Duration,
+        qps: u32,
+        not_candidate: &'static str,
+    ) -> Result<Self, ElectionError> {
+        Ok(Self {
+            template: Elector::new(identity, lease_duration, renew_deadline, retry_period)?,
+            lease_duration,
+            retry_period,
+            not_candidate,
+            qps,
+            pace: Pace {
+                stretch: 1,
+                renew_every: Duration::ZERO,
+            },
+            by_lease: BTreeMap::new(),
+            adopting: None,
+        })
+    }
+
+    /// The node these elections run for.
+    pub fn identity(&self) -> &str {
+        self.template.identity()
+    }
+
+    /// Sets what each Lease elects. A Lease no longer asked for stops being
+    /// a candidate and is kept until it is withdrawn and released.
+    pub fn want(&mut self, wanted: &BTreeMap<LeaseKey, Ballot>) {
+        for (key, e) in &mut self.by_lease {
+            if !wanted.contains_key(key) {
+                e.wanted = false;
+                e.ballot.candidate = false;
+            }
+        }
+        for (key, ballot) in wanted {
+            let e = self
+                .by_lease
+                .entry(key.clone())
+                .or_insert_with(|| Election {
+                    campaign: Campaign::new(self.template.clone()),
+                    ballot: Ballot::default(),
+                    wanted: true,
+                });
+            e.wanted = true;
+            e.ballot.clone_from(ballot);
+        }
+    }
+
+    /// Addresses an earlier run of this node left on the interface: the
+    /// Leases electing them are announced until `until` if they still name
+    /// this node (a restart, not a takeover); applied at the next step.
+    pub fn adopt(&mut self, found: BTreeSet<IpAddr>, until: Mono) {
+        self.adopting = Some((found, until));
+    }
+
+    /// The Leases these elections run.
+    pub fn leases(&self) -> impl Iterator<Item = &LeaseKey> {
+        self.by_lease.keys()
+    }
+
+    /// The campaign for `lease`.
+    pub fn campaign(&self, lease: &LeaseKey) -> Option<&Campaign> {
+        self.by_lease.get(lease).map(|e| &e.campaign)
+    }
+
+    /// What `lease` elects.
+    pub fn ballot(&self, lease: &LeaseKey) -> Option<&Ballot> {
+        self.by_lease.get(lease).map(|e| &e.ballot)
+    }
+
+    /// Whether any Lease still names this node (a shutdown waits for the releases).
+    pub fn any_named(&self) -> bool {
+        let me = self.identity();
+        self.by_lease.values().any(|e| e.campaign.names(me))
+    }
+
+    /// One step at `now`: `see` gives what the cache holds of a Lease and
+    /// when that version was first seen; `blind` is when other holders'
+    /// terms restart after this node could not see them renew.
+    pub fn step(
+        &mut self,
+        now: Mono,
+        wall: WallTime,
+        blind: Option<Mono>,
+        mut see: impl FnMut(&LeaseKey) -> (Observed, Mono),
+    ) -> Round {
+        let mut round = Round {
+            next: self.retry_period,
+            ..Round::default()
+        };
+        self.by_lease
+            .retain(|_, e| e.wanted || e.campaign.holds(now) || e.campaign.announcing());
+        let me = self.template.identity().to_string();
+        let held = self
+            .by_lease
+            .values()
+            .filter(|e| e.campaign.names(&me))
+            .count();
+        let pace = pace_for(
+            held,
+            self.retry_period,
+            self.lease_duration,
+            self.qps,
+            RENEWAL_SHARE,
+        );
+        if pace.stretch != self.pace.stretch {
+            round.paced = Some((held, pace));
+        }
+        self.pace = pace;
+        let adopting = self.adopting.take();
+        for (key, e) in &mut self.by_lease {
+            let (observed, seen_at) = see(key);
+            e.campaign.observe(observed, seen_at);
+            if let Some(b) = blind {
+                e.campaign.restart_term(b);
+            }
+            if let Some((found, until)) = &adopting
+                && !found.is_disjoint(&e.ballot.addresses)
+            {
+                e.campaign.adopt(&me, *until);
+            }
+            e.campaign.set_pace(pace);
+            match e.campaign.decide(now, wall, e.ballot.candidate) {
+                Decision::Wait(d) => round.next = round.next.min(d),
+                d @ Decision::Release { .. } => round.releases.push((key.clone(), d)),
+                d => round.writes.push((key.clone(), d)),
+            }
+        }
+        for (key, e) in &mut self.by_lease {
+            let candidate = e.ballot.candidate;
+            let announce = e.campaign.may_announce(now, candidate);
+            if announce {
+                round.addresses.extend(e.ballot.addresses.iter().copied());
+                round.services.extend(e.ballot.services.iter().cloned());
+            }
+            if let Some(announcing) = e.campaign.transition(announce) {
+                let why = match (announcing, candidate) {
+                    (true, _) => "",
+                    (false, true) => "lease_lost",
+                    (false, false) => self.not_candidate,
+                };
+                round.transitions.push(Transition {
+                    lease: key.clone(),
+                    announcing,
+                    why,
+                    ballot: e.ballot.clone(),
+                });
+            }
+            if let Some(until) = e.campaign.adoption_ends(now) {
+                round.next = round.next.min(until.since(now));
+            }
+        }
+        round
+    }
+
+    /// Records how the write to `lease` ended; it left at `sent`.
+    pub fn finished(
+        &mut self,
+        lease: &LeaseKey,
+        result: WriteResult,
+        sent: Mono,
+        now: Mono,
+    ) -> Option<Notice> {
+        let e = self.by_lease.get_mut(lease)?;
+        e.campaign.sent(sent);
+        e.campaign.finished(result, now)
+    }
+
+    /// Another MAC claims `address` (design §7).
+    pub fn claim(&mut self, address: IpAddr, now: Mono) -> ClaimAnswer {
+        let Some((key, e)) = self
+            .by_lease
+            .iter_mut()
+            .find(|(_, e)| e.ballot.addresses.contains(&address))
+        else {
+            return ClaimAnswer::NotOurs;
+        };
+        if e.campaign.yield_to_claim(now) {
+            ClaimAnswer::Yielded(key.clone())
+        } else {
+            ClaimAnswer::Defend(key.clone())
+        }
+    }
+
+    /// How long this node wanted the Lease electing `address` before it
+    /// announced it, once (takeover latency).
+    pub fn take_wanting_since(&mut self, address: IpAddr, now: Mono) -> Option<Duration> {
+        self.by_lease
+            .values_mut()
+            .find(|e| e.ballot.addresses.contains(&address))
+            .and_then(|e| e.campaign.take_wanting_since(now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::SimLease;
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    fn key(name: &str) -> LeaseKey {
+        LeaseKey {
+            namespace: "ns".into(),
+            name: name.into(),
+        }
+    }
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, last])
+    }
+
+    fn ballot(last: u8, candidate: bool) -> Ballot {
+        Ballot {
+            addresses: BTreeSet::from([ip(last)]),
+            services: BTreeSet::from([ServiceKey {
+                namespace: "ns".into(),
+                name: format!("svc-{last}"),
+            }]),
+            candidate,
+        }
+    }
+
+    fn elections(node: &str) -> Elections {
+        Elections::new(node, 5 * SEC, 3 * SEC, SEC, 50, "no_longer_candidate").unwrap()
+    }
+
+    /// Steps `e` at `now` against `leases`, writing what it asks at once.
+    fn run(e: &mut Elections, leases: &mut BTreeMap<LeaseKey, SimLease>, now: Mono) -> Round {
+        let round = e.step(now, WallTime(now.0.as_micros() as i64), None, |k| {
+            (leases.entry(k.clone()).or_default().snapshot(), now)
+        });
+        for (k, d) in round.writes.iter().chain(&round.releases) {
+            let result = leases
+                .entry(k.clone())
+                .or_default()
+                .store(d)
+                .unwrap_or(WriteResult::Error);
+            e.finished(k, result, now, now);
+        }
+        round
+    }
+
+    #[test]
+    fn a_lease_taken_is_announced_and_a_lease_no_longer_wanted_is_withdrawn_then_released() {
+        let mut e = elections("me");
+        let mut leases = BTreeMap::new();
+        e.want(&BTreeMap::from([(key("a"), ballot(1, true))]));
+        let first = run(&mut e, &mut leases, Mono(SEC));
+        assert_eq!(first.writes.len(), 1, "the free Lease is taken");
+        assert!(
+            first.addresses.is_empty(),
+            "nothing is announced before the write"
+        );
+        let second = run(&mut e, &mut leases, Mono(SEC + SEC / 10));
+        assert_eq!(second.addresses, BTreeSet::from([ip(1)]));
+        assert_eq!(second.transitions.len(), 1);
+        assert!(second.transitions[0].announcing);
+
+        e.want(&BTreeMap::new());
+        let third = run(&mut e, &mut leases, Mono(2 * SEC));
+        assert!(third.addresses.is_empty(), "withdrawn at once");
+        assert_eq!(third.releases.len(), 1, "and released after");
+        assert_eq!(third.transitions[0].why, "no_longer_candidate");
+        assert!(!e.any_named());
+        let fourth = run(&mut e, &mut leases, Mono(3 * SEC));
+        assert_eq!(e.leases().count(), 0, "a released Lease is forgotten");
+        assert!(fourth.writes.is_empty() && fourth.releases.is_empty());
+    }
+
+    #[test]
+    fn another_holder_is_waited_out_and_a_lost_lease_is_named_so() {
+        let mut a = elections("a");
+        let mut b = elections("b");
+        let mut leases = BTreeMap::new();
+        let wanted = BTreeMap::from([(key("x"), ballot(7, true))]);
+        a.want(&wanted);
+        b.want(&wanted);
+        run(&mut a, &mut leases, Mono(SEC));
+        assert_eq!(
+            run(&mut a, &mut leases, Mono(SEC + SEC / 10))
+                .addresses
+                .len(),
+            1
+        );
+        let r = run(&mut b, &mut leases, Mono(SEC));
+        assert!(r.writes.is_empty(), "b waits while a holds");
+        assert!(r.next <= SEC);
+        // a stops renewing (its node froze); b takes over once the term ran out.
+        assert!(run(&mut b, &mut leases, Mono(5 * SEC)).writes.is_empty());
+        let late = run(&mut b, &mut leases, Mono(6 * SEC));
+        assert_eq!(late.writes.len(), 1);
+        let r = run(&mut a, &mut leases, Mono(6 * SEC + SEC / 2));
+        assert!(r.addresses.is_empty());
+        assert_eq!(r.transitions.len(), 1);
+        assert_eq!(
+            (r.transitions[0].announcing, r.transitions[0].why),
+            (false, "lease_lost")
+        );
+    }
+
+    #[test]
+    fn a_claim_is_defended_with_a_fresh_lease_and_yielded_to_without_one() {
+        let mut e = elections("me");
+        let mut leases = BTreeMap::new();
+        e.want(&BTreeMap::from([(key("a"), ballot(1, true))]));
+        run(&mut e, &mut leases, Mono(SEC));
+        run(&mut e, &mut leases, Mono(SEC + SEC / 10));
+        assert_eq!(e.claim(ip(9), Mono(2 * SEC)), ClaimAnswer::NotOurs);
+        assert_eq!(e.claim(ip(1), Mono(2 * SEC)), ClaimAnswer::Defend(key("a")));
+        // Adopted after a restart, nothing written yet: yield.
+        let mut restarted = elections("me");
+        restarted.want(&BTreeMap::from([(key("a"), ballot(1, true))]));
+        restarted.adopt(BTreeSet::from([ip(1)]), Mono(7 * SEC));
+        let r = restarted.step(Mono(2 * SEC), WallTime(2), None, |k| {
+            (leases[k].snapshot(), Mono(2 * SEC))
+        });
+        assert_eq!(
+            r.addresses,
+            BTreeSet::from([ip(1)]),
+            "adopted: announced at once"
+        );
+        assert!(r.next <= 5 * SEC);
+        assert_eq!(
+            restarted.claim(ip(1), Mono(2 * SEC)),
+            ClaimAnswer::Yielded(key("a"))
+        );
+        let r = restarted.step(Mono(2 * SEC), WallTime(2), None, |k| {
+            (leases[k].snapshot(), Mono(2 * SEC))
+        });
+        assert!(r.addresses.is_empty(), "yielded until a write succeeds");
+    }
+
+    #[test]
+    fn holding_many_leases_stretches_the_pace_once() {
+        let mut e = elections("me");
+        let mut leases = BTreeMap::new();
+        let wanted: BTreeMap<_, _> = (0..200u8)
+            .map(|i| (key(&format!("l{i}")), ballot(i, true)))
+            .collect();
+        e.want(&wanted);
+        let first = run(&mut e, &mut leases, Mono(SEC));
+        assert_eq!(first.writes.len(), 200);
+        assert!(first.paced.is_none(), "nothing held before the writes");
+        let second = run(&mut e, &mut leases, Mono(2 * SEC));
+        let (held, pace) = second.paced.expect("the pace stretched");
+        assert_eq!((held, pace.stretch), (200, 3));
+        assert_eq!(
+            pace.renew_every,
+            SEC * 5,
+            "200 Leases at 40 writes a second"
+        );
+        assert!(run(&mut e, &mut leases, Mono(3 * SEC)).paced.is_none());
+    }
+}
