@@ -36,6 +36,18 @@ impl Assessment {
         self.groups.iter().find(|g| g.services.contains(key))
     }
 
+    /// Takes groups whose address is a Node's own address (`node_addresses`:
+    /// address to node name) out of the election, pending `AddressInUse`.
+    pub fn refuse_node_addresses(&mut self, node_addresses: &BTreeMap<IpAddr, String>) {
+        self.refuse(|a| {
+            let node = node_addresses.get(&a)?;
+            Some(PendingReason::AddressInUse {
+                address: a,
+                node: node.clone(),
+            })
+        });
+    }
+
     /// Takes every group with an address `unusable` objects to out of the
     /// election; its Services become pending with that reason.
     pub fn refuse(&mut self, unusable: impl Fn(IpAddr) -> Option<PendingReason>) {

@@ -11,10 +11,11 @@
 //! addresses to announce, and releases only once the withdraw they follow
 //! has succeeded.
 
+use crate::assess::Assessment;
 use crate::campaign::{Campaign, Notice, Pace, pace_for};
 use crate::election::{Decision, ElectionError, Elector, Mono, Observed, WallTime, WriteResult};
-use crate::service::ServiceKey;
-use crate::sharing::LeaseKey;
+use crate::service::{ServiceKey, TrafficPolicy};
+use crate::sharing::{AnnouncementGroup, LeaseKey};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Duration;
@@ -22,6 +23,52 @@ use std::time::Duration;
 /// The part of the write budget (`kvip_api_qps`) Lease renewals may take;
 /// beyond it renewals spread out and terms stretch.
 pub const RENEWAL_SHARE: f64 = 0.8;
+
+/// The Lease that elects `group`: its own, or with `svc_election=false`
+/// kube-vip's global Services Lease (`global`) — unless the group holds a
+/// Local-policy Service (`local`), which must follow its pods and so keeps
+/// its own Lease.
+pub fn electing_lease(
+    group: &AnnouncementGroup,
+    local: bool,
+    svc_election: bool,
+    global: &LeaseKey,
+) -> LeaseKey {
+    if svc_election || local {
+        group.lease.clone()
+    } else {
+        global.clone()
+    }
+}
+
+/// What each Lease elects, seen from `node`: the groups of `assessment` by
+/// [`electing_lease`], with `node` a candidate where a group lists it,
+/// unless it is `leaving` (shutting down).
+pub fn ballots(
+    assessment: &Assessment,
+    node: &str,
+    svc_election: bool,
+    global: &LeaseKey,
+    leaving: bool,
+) -> BTreeMap<LeaseKey, Ballot> {
+    let local: BTreeSet<&ServiceKey> = assessment
+        .views
+        .iter()
+        .filter(|v| v.policy == TrafficPolicy::Local)
+        .map(|v| &v.key)
+        .collect();
+    let mut out: BTreeMap<LeaseKey, Ballot> = BTreeMap::new();
+    for g in &assessment.groups {
+        let is_local = g.services.iter().any(|s| local.contains(s));
+        let ballot = out
+            .entry(electing_lease(g, is_local, svc_election, global))
+            .or_default();
+        ballot.addresses.extend(g.addresses.iter().copied());
+        ballot.services.extend(g.services.iter().cloned());
+        ballot.candidate |= g.candidates.contains(node) && !leaving;
+    }
+    out
+}
 
 /// What one Lease elects.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -444,6 +491,57 @@ mod tests {
             (leases[k].snapshot(), Mono(2 * SEC))
         });
         assert!(r.addresses.is_empty(), "yielded until a write succeeds");
+    }
+
+    #[test]
+    fn cluster_groups_share_the_global_lease_without_svc_election_and_local_ones_never_do() {
+        let group = |name: &str, last: u8, candidates: &[&str]| AnnouncementGroup {
+            lease: key(&format!("kubevip-{name}")),
+            addresses: BTreeSet::from([ip(last)]),
+            services: BTreeSet::from([ServiceKey {
+                namespace: "ns".into(),
+                name: name.into(),
+            }]),
+            candidates: candidates.iter().map(|c| c.to_string()).collect(),
+        };
+        let view = |name: &str, policy| crate::ServiceView {
+            key: ServiceKey {
+                namespace: "ns".into(),
+                name: name.into(),
+            },
+            addresses: Vec::new(),
+            policy,
+            lease_name: format!("kubevip-{name}"),
+            ports: Vec::new(),
+        };
+        let assessment = Assessment {
+            views: vec![
+                view("a", TrafficPolicy::Cluster),
+                view("b", TrafficPolicy::Cluster),
+                view("c", TrafficPolicy::Local),
+            ],
+            groups: vec![
+                group("a", 1, &["n1"]),
+                group("b", 2, &["n2"]),
+                group("c", 3, &["n1"]),
+            ],
+            ..Assessment::default()
+        };
+        let global = key("plndr-svcs-lock");
+        let own = ballots(&assessment, "n1", true, &global, false);
+        assert_eq!(own.len(), 3, "one Lease per group");
+        assert!(own[&key("kubevip-a")].candidate && !own[&key("kubevip-b")].candidate);
+        let shared = ballots(&assessment, "n1", false, &global, false);
+        assert_eq!(shared.len(), 2, "the Cluster groups share the global Lease");
+        let g = &shared[&global];
+        assert_eq!(g.addresses, BTreeSet::from([ip(1), ip(2)]));
+        assert!(g.candidate, "a candidate of any group it covers");
+        assert!(
+            shared.contains_key(&key("kubevip-c")),
+            "Local keeps its own"
+        );
+        let leaving = ballots(&assessment, "n1", false, &global, true);
+        assert!(leaving.values().all(|b| !b.candidate));
     }
 
     #[test]

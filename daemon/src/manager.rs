@@ -544,16 +544,20 @@ impl Manager {
         let interfaces = self.list_interfaces(now).await;
         self.refuse_unusable(&mut assessment, interfaces.as_ref());
         self.update_pending_metrics(&assessment.pending);
-        let local: BTreeSet<&ServiceKey> = assessment
-            .views
-            .iter()
-            .filter(|v| v.policy == kvip_core::service::TrafficPolicy::Local)
-            .map(|v| &v.key)
-            .collect();
         let wanted = if self.membership.is_some() {
             BTreeMap::new()
         } else {
-            self.elections_for(&assessment.groups, &local, shutting_down)
+            let global = LeaseKey {
+                namespace: self.config.cp_namespace.clone(),
+                name: self.config.svc_leasename.clone(),
+            };
+            kvip_core::elections::ballots(
+                &assessment,
+                &self.node,
+                self.config.svc_election,
+                &global,
+                shutting_down,
+            )
         };
         let by_key = services
             .iter()
@@ -814,34 +818,6 @@ impl Manager {
         self.events.retain(|k| by_key.contains_key(k));
     }
 
-    /// Maps announcement groups to elections: a Lease per group, or with
-    /// `svc_election=false` the global services Lease for Cluster-policy
-    /// groups (`local` holds the Local-policy Services).
-    fn elections_for(
-        &self,
-        groups: &[AnnouncementGroup],
-        local: &BTreeSet<&ServiceKey>,
-        shutting_down: bool,
-    ) -> BTreeMap<LeaseKey, Ballot> {
-        let mut out: BTreeMap<LeaseKey, Ballot> = BTreeMap::new();
-        for g in groups {
-            let is_local = g.services.iter().any(|s| local.contains(s));
-            let key = if self.config.svc_election || is_local {
-                g.lease.clone()
-            } else {
-                LeaseKey {
-                    namespace: self.config.cp_namespace.clone(),
-                    name: self.config.svc_leasename.clone(),
-                }
-            };
-            let entry = out.entry(key).or_default();
-            entry.addresses.extend(g.addresses.iter().copied());
-            entry.services.extend(g.services.iter().cloned());
-            entry.candidate |= g.candidates.contains(&self.node) && !shutting_down;
-        }
-        out
-    }
-
     /// The interface configured for Service VIPs, if any.
     fn configured_interface(&self) -> Option<&str> {
         self.config
@@ -858,14 +834,8 @@ impl Manager {
         interfaces: Option<&Interfaces>,
     ) {
         let nodes = self.cache.nodes.state();
-        let node_ips = translate::node_addresses(nodes.iter().map(|n| &**n));
+        assessment.refuse_node_addresses(&translate::node_addresses(nodes.iter().map(|n| &**n)));
         assessment.refuse(|a| {
-            if let Some(node) = node_ips.get(&a) {
-                return Some(PendingReason::AddressInUse {
-                    address: a,
-                    node: node.clone(),
-                });
-            }
             let (list, v4, v6) = interfaces?;
             let name = choose_interface(
                 a,

@@ -12,7 +12,7 @@ use kvip_core::candidacy::NodeInput;
 use kvip_core::config::parse_go_bool;
 use kvip_core::instances::{self, instance_of};
 use kvip_core::service::{LOADBALANCER_IPS_ANNOTATION, TrafficPolicy, VIP_HOST_ANNOTATION};
-use kvip_core::{Assessment, PendingReason, WallTime, assess};
+use kvip_core::{WallTime, assess};
 use kvip_core::{LbClassRule, LeaseKey, LeaseRecord, ServiceInput, ServiceKey, SliceInput};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -354,13 +354,12 @@ fn requested_addresses(input: &ServiceInput) -> Vec<String> {
         .collect()
 }
 
-/// The Lease that elects a group, as the daemon picks it: the group's own
-/// Lease, or — for Cluster-policy groups of a daemon running with
-/// `svc_election=false` — kube-vip's global Services Lease. Status cannot
-/// see the daemon's settings, so it takes the global Lease when the group's
-/// own does not exist and the global one does.
+/// The Lease that elects a group, by the daemon's rule
+/// ([`kvip_core::elections::electing_lease`]). Status cannot see the
+/// daemon's `svc_election`: it takes it as false when the group's own Lease
+/// does not exist and kube-vip's global Services Lease does.
 fn election_lease(
-    own: &LeaseKey,
+    group: &kvip_core::AnnouncementGroup,
     all_cluster: bool,
     leases: &BTreeMap<LeaseKey, LeaseFacts>,
 ) -> LeaseKey {
@@ -369,30 +368,12 @@ fn election_lease(
         namespace: defaults.cp_namespace,
         name: defaults.svc_leasename,
     };
-    if all_cluster && !leases.contains_key(own) && leases.contains_key(&global) {
-        global
-    } else {
-        own.clone()
-    }
+    let svc_election = leases.contains_key(&group.lease) || !leases.contains_key(&global);
+    kvip_core::elections::electing_lease(group, !all_cluster, svc_election, &global)
 }
 
 fn lease_text(key: &LeaseKey) -> String {
     format!("{}/{}", key.namespace, key.name)
-}
-
-/// Takes groups whose address is a Node's own address out of the election,
-/// pending with `AddressInUse`, as the daemon does before electing. (The
-/// daemon also refuses a subnet's network and broadcast addresses, but that
-/// needs the node's interfaces, which the API does not show: such a Service
-/// stays `electing` here, and its `VIPPending` Event says why.)
-fn refuse_node_addresses(assessment: &mut Assessment, node_addresses: &BTreeMap<IpAddr, String>) {
-    assessment.refuse(|a| {
-        let node = node_addresses.get(&a)?;
-        Some(PendingReason::AddressInUse {
-            address: a,
-            node: node.clone(),
-        })
-    });
 }
 
 /// Assesses `snapshot` as the daemon would and describes every Service kvip
@@ -415,7 +396,11 @@ pub fn build(snapshot: &Snapshot, class: &LbClassRule) -> Report {
         .collect();
     let inputs: Vec<ServiceInput> = snapshot.services.iter().map(|s| s.input.clone()).collect();
     let mut assessment = assess(&inputs, snapshot.slices.iter().cloned(), &nodes, class);
-    refuse_node_addresses(&mut assessment, &snapshot.node_addresses);
+    // As the daemon does before electing. (It also refuses a subnet's
+    // network and broadcast addresses, but that needs the node's interfaces,
+    // which the API does not show: such a Service stays `electing` here, and
+    // its `VIPPending` Event says why.)
+    assessment.refuse_node_addresses(&snapshot.node_addresses);
 
     let mut services = Vec::new();
     for facts in &snapshot.services {
@@ -473,7 +458,7 @@ pub fn build(snapshot: &Snapshot, class: &LbClassRule) -> Report {
                     .view(s)
                     .is_some_and(|v| v.policy == TrafficPolicy::Cluster)
             });
-            let lease = election_lease(&group.lease, all_cluster, &snapshot.leases);
+            let lease = election_lease(group, all_cluster, &snapshot.leases);
             match snapshot.leases.get(&lease) {
                 Some(l) => {
                     row.announcer = live_holder(&l.record, snapshot.now).map(String::from);

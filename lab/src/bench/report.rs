@@ -55,7 +55,10 @@ fn latency_cell(s: Option<&SubjectResults>, pick: Pick) -> String {
     };
     let series = pick(s);
     let mut cell = match summarize(&series.samples_ms) {
-        Some(sum) => format!("{:.0} / {:.0} ms (n={})", sum.median, sum.p95, sum.n),
+        Some(sum) => format!(
+            "{:.0} / {:.0} / {:.0} ms (n={})",
+            sum.median, sum.p95, sum.p99, sum.n
+        ),
         None => "no sample".into(),
     };
     if series.error.is_some() {
@@ -453,7 +456,7 @@ fn latency_table(
     kv: Option<&SubjectResults>,
     variants: &[&SubjectResults],
 ) {
-    table_head(out, "Latency (median / p95)", variants);
+    table_head(out, "Latency (median / p95 / p99)", variants);
     let rows: [(&str, Pick); 4] = [
         (
             "1. Service create → first answer (Local, pod Ready on worker1)",
@@ -749,7 +752,7 @@ All times are read on the machine's monotonic clock. \"First answer\" is the arr
 namespace of the first line a pod's responder sends through the VIP (`NODE/POD`), from a node that \
 is allowed to answer. Probes start every 10 ms, each on its own connection with a 1 s timeout, so a \
 dropped SYN does not hide a later success; the resolution is about 10 ms. Median: the middle sample \
-(mean of the two middle ones for an even count). p95: nearest rank (with 20 samples, the 19th smallest).\n\n\
+(mean of the two middle ones for an even count). p95 and p99: nearest rank (with 20 samples, the 19th smallest and the largest).\n\n\
 1. **Service create → first answer** ({} runs): a pod is Ready on worker1 beforehand; the clock starts \
 just before the create request for a `LoadBalancer` Service (`externalTrafficPolicy: Local`, VIP in \
 `kube-vip.io/loadbalancerIPs`) is sent. It includes the endpointslice controller writing the \
@@ -942,7 +945,7 @@ mod tests {
         assert!(md.contains("9.2 MB | **pass**"), "{md}");
         assert!(md.contains("kube-vip did not run: the module proxy said no."));
         assert!(
-            md.contains("| not run ¹ | 120 / 150 ms (n=3) | — |"),
+            md.contains("| not run ¹ | 120 / 150 / 150 ms (n=3) | — |"),
             "{md}"
         );
         assert!(md.contains("kvip — scale 1: boom"), "{md}");

@@ -1,5 +1,5 @@
-//! Summaries of latency samples: the median and the 95th percentile the
-//! report prints, plus the extremes. Pure functions on plain numbers.
+//! Summaries of latency samples: the median and the 95th and 99th
+//! percentiles the report prints, plus the extremes. Pure functions on plain numbers.
 
 /// What the report says about one set of samples (same unit as the samples).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -11,6 +11,9 @@ pub struct Summary {
     /// Nearest-rank 95th percentile: the smallest sample with at least 95 %
     /// of the samples at or below it (with 20 samples, the 19th smallest).
     pub p95: f64,
+    /// Nearest-rank 99th percentile (with 20 samples, the largest): a tail
+    /// one run in twenty shows.
+    pub p99: f64,
     /// Smallest sample.
     pub min: f64,
     /// Largest sample.
@@ -34,6 +37,7 @@ pub fn summarize(samples: &[f64]) -> Option<Summary> {
         n,
         median,
         p95: percentile(&sorted, 95),
+        p99: percentile(&sorted, 99),
         min: sorted[0],
         max: sorted[n - 1],
     })
@@ -62,6 +66,9 @@ mod tests {
     fn p95_is_nearest_rank() {
         let twenty: Vec<f64> = (1..=20).map(f64::from).collect();
         assert_eq!(summarize(&twenty).unwrap().p95, 19.0);
+        assert_eq!(summarize(&twenty).unwrap().p99, 20.0);
+        let hundred: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(summarize(&hundred).unwrap().p99, 99.0);
         let five: Vec<f64> = (1..=5).map(f64::from).collect();
         assert_eq!(summarize(&five).unwrap().p95, 5.0);
         assert_eq!(summarize(&[7.0]).unwrap().p95, 7.0);
