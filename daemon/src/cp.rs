@@ -8,9 +8,9 @@
 //! working when every other client reaches the API through that VIP, and a
 //! node whose API server is down cannot hold the VIP.
 
-use crate::announce::Wire;
-use crate::campaign::Voter;
+use crate::elections::Voter;
 use crate::metrics;
+use crate::vips::Vips;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::runtime::reflector::{self, Store};
@@ -81,14 +81,14 @@ pub struct ControlPlane {
     changed: Arc<Notify>,
     healthy: Arc<AtomicBool>,
     voter: Voter,
-    wire: Wire,
+    vips: Vips,
     epoch: Instant,
     adopted: bool,
 }
 
 impl ControlPlane {
     /// Sets the role up and starts its watch and health check.
-    pub fn start(config: Config, node: String, client: Client, wire: Wire) -> anyhow::Result<Self> {
+    pub fn start(config: Config, node: String, client: Client, vips: Vips) -> anyhow::Result<Self> {
         let address = config.address.ok_or_else(|| {
             anyhow::anyhow!("cp_enable=true needs the control-plane VIP in address")
         })?;
@@ -139,7 +139,7 @@ impl ControlPlane {
             changed,
             healthy,
             voter,
-            wire,
+            vips,
             epoch: Instant::now(),
             adopted: false,
         })
@@ -176,9 +176,9 @@ impl ControlPlane {
                 Some(done) = self.voter.next_done() => {
                     self.voter.finish(&done, self.now());
                 }
-                Some(conflict) = self.wire.next_conflict() => {
+                Some(conflict) = self.vips.next_conflict() => {
                     let now = self.now();
-                    self.voter.claim(&conflict, &mut self.wire, now);
+                    self.voter.claim(&conflict, &mut self.vips, now);
                 }
                 _ = tokio::time::sleep(next.min(Duration::from_secs(1))) => {}
                 _ = shutdown.changed() => {}
@@ -212,7 +212,7 @@ impl ControlPlane {
         if !self.adopted {
             self.adopted = true;
             let vips = BTreeSet::from([self.address]);
-            if let Ok(found) = self.wire.adopt(&vips).await
+            if let Ok(found) = self.vips.adopt(&vips).await
                 && !found.is_empty()
             {
                 let until = now.after(self.config.lease_duration);
@@ -240,19 +240,19 @@ impl ControlPlane {
                 }
             }
         }
-        self.voter.apply(&mut self.wire, &desired, now).await;
+        self.voter.apply(&mut self.vips, &desired, now).await;
         metrics::get().kube_vip_is_leader.set(i64::from(announce));
         // Release only after the address is gone.
         self.voter.release(&mut round);
         let mut next = round.next;
-        if let Some(at) = self.wire.send_due().await {
+        if let Some(at) = self.vips.send_due().await {
             next = next.min(at.saturating_duration_since(Instant::now()));
         }
         next
     }
 
     async fn interface(&self) -> anyhow::Result<String> {
-        let (interfaces, v4, v6) = self.wire.interfaces().await?;
+        let (interfaces, v4, v6) = self.vips.interfaces().await?;
         Ok(choose_interface(
             self.address,
             self.config.vip_interface.as_deref(),

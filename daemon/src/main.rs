@@ -1,24 +1,24 @@
 //! `kvip`: the virtual-IP daemon and its command line.
 
-mod announce;
 mod budget;
 mod cache;
-mod campaign;
 mod claims;
 mod clock;
 mod cp;
+mod elections;
 mod events;
 mod http;
+mod ingress;
+mod lb;
 mod leases;
-mod manager;
 mod manifest;
 mod membership;
 mod metrics;
 mod net;
 mod report;
 mod settings;
-mod status;
 mod translate;
+mod vips;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -286,8 +286,8 @@ async fn manager(settings: Vec<String>) -> anyhow::Result<()> {
     let mut roles = tokio::task::JoinSet::new();
     if config.cp_enable {
         let local = cp::local_client(&base, config.port)?;
-        let wire = announce::Wire::new(netlink.clone(), config.arp_rate);
-        let role = cp::ControlPlane::start(config.clone(), node.clone(), local, wire)?;
+        let vips = vips::Vips::new(netlink.clone(), config.arp_rate);
+        let role = cp::ControlPlane::start(config.clone(), node.clone(), local, vips)?;
         roles.spawn(role.run(shutdown_rx.clone()));
     }
     if config.svc_enable {
@@ -303,13 +303,13 @@ async fn manager(settings: Vec<String>) -> anyhow::Result<()> {
             after_ms = started.elapsed().as_millis() as u64,
             "caches synced"
         );
-        let wire = announce::Wire::new(netlink.clone(), config.arp_rate);
-        let role = manager::Manager::new(
+        let vips = vips::Vips::new(netlink.clone(), config.arp_rate);
+        let role = lb::LbRole::new(
             config.clone(),
             node.clone(),
             client,
             cache,
-            wire,
+            vips,
             instance_namespace,
         )?;
         roles.spawn(role.run(shutdown_rx.clone()));

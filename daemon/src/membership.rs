@@ -4,8 +4,8 @@
 //! (`kvip_core::membership`); this keeps what only the daemon knows — claim
 //! writes in flight, claims the watch has not shown yet, what is announced.
 
-use crate::campaign::{Campaign, CampaignExt, Step as LeaseStep};
 use crate::claims::{ClaimDone, ClaimResult, ClaimWrite};
+use crate::elections::{Campaign, CampaignExt, Step as LeaseStep};
 use crate::leases::LeaseWrite;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;

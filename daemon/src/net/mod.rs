@@ -1,17 +1,17 @@
 //! The daemon's hands on the node's network: netlink for interfaces and VIP
-//! addresses ([`links`]), raw packet sockets that announce VIPs ([`wire`]) and
+//! addresses ([`links`]), raw packet sockets that announce VIPs ([`announcer`]) and
 //! hear other hosts claim them ([`watch`]). No decisions here; frames come
 //! from `kvip_core::packet`.
 
+pub mod announcer;
 pub mod error;
 pub mod links;
 mod raw;
 pub mod watch;
-pub mod wire;
 
+pub use announcer::{Announcer, burst_schedule};
 pub use error::NetError;
 pub use links::Netlink;
-pub use wire::{Announcer, burst_schedule};
 
 /// "eth0 (index 3)" for messages, or "interface index 3" if it has no name.
 fn interface_label(ifindex: u32) -> String {

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Writes Service status without blocking the reconcile loop.
-pub struct StatusWriter {
+pub struct IngressWriter {
     client: Client,
     node: String,
     in_flight: Arc<Mutex<BTreeSet<ServiceKey>>>,
@@ -57,7 +57,7 @@ fn current(svc: &Service) -> (Vec<IpAddr>, Option<String>) {
 /// the order they asked), short of the next assessment's retry.
 const STATUS_WAIT: Duration = Duration::from_secs(5);
 
-impl StatusWriter {
+impl IngressWriter {
     /// A writer for `node`.
     pub fn new(client: Client, node: String) -> Self {
         Self {

@@ -8,18 +8,18 @@
 //! them changed; a timer or a finished write only steps the elections over
 //! the last assessment. Another node's renewal wakes nothing at all.
 
-use crate::announce::Wire;
 use crate::budget;
 use crate::cache::Cache;
-use crate::campaign::{self, Campaign, CampaignExt, Voter, WriteDone};
 use crate::claims::{self, ClaimDone};
 use crate::clock;
+use crate::elections::{self, Campaign, CampaignExt, Voter, WriteDone};
 use crate::events::{self, Reason};
+use crate::ingress;
 use crate::leases::{self, LeaseWrite};
 use crate::membership::Membership;
 use crate::metrics;
-use crate::status;
 use crate::translate;
+use crate::vips::Vips;
 use k8s_openapi::api::core::v1::Service;
 use kube::Client;
 use kvip_core::candidacy::NodeInput;
@@ -84,12 +84,12 @@ struct Assessed {
 }
 
 /// The Service role's state.
-pub struct Manager {
+pub struct LbRole {
     config: Config,
     node: String,
     client: Client,
     cache: Cache,
-    wire: Wire,
+    vips: Vips,
     /// One election per Lease (none in membership mode).
     voter: Voter,
     instance_namespace: String,
@@ -106,7 +106,7 @@ pub struct Manager {
     announced_last: BTreeMap<ServiceKey, BTreeSet<IpAddr>>,
     /// Problems already logged, so a Service's bad input is said once.
     reported: BTreeMap<ServiceKey, String>,
-    status: status::StatusWriter,
+    status: ingress::IngressWriter,
     events: events::Recorder,
     /// Since when each Service has been pending for its current reason:
     /// a VIPPending Event waits out the first seconds, which a new Service
@@ -123,18 +123,18 @@ pub struct Manager {
     next_expiry: Option<Mono>,
 }
 
-impl Manager {
-    /// Sets the role up; nothing runs until [`Manager::run`].
+impl LbRole {
+    /// Sets the role up; nothing runs until [`LbRole::run`].
     pub fn new(
         config: Config,
         node: String,
         client: Client,
         cache: Cache,
-        wire: Wire,
+        vips: Vips,
         instance_namespace: String,
     ) -> anyhow::Result<Self> {
         let (claims_tx, claims_rx) = mpsc::unbounded_channel();
-        let status = status::StatusWriter::new(client.clone(), node.clone());
+        let status = ingress::IngressWriter::new(client.clone(), node.clone());
         let membership = if config.membership {
             match Elector::new(
                 node.clone(),
@@ -176,7 +176,7 @@ impl Manager {
             node,
             client,
             cache,
-            wire,
+            vips,
             voter,
             instance_namespace,
             next_instance_renew: Mono::default(),
@@ -231,7 +231,7 @@ impl Manager {
                 }
                 Some(done) = self.voter.next_done() => self.write_finished(done),
                 Some(done) = self.claims_rx.recv() => self.claim_finished(done),
-                Some(conflict) = self.wire.next_conflict() => self.conflict(conflict),
+                Some(conflict) = self.vips.next_conflict() => self.conflict(conflict),
                 _ = tokio::time::sleep(sleep) => {}
                 _ = shutdown.changed() => {}
             }
@@ -283,23 +283,23 @@ impl Manager {
 
     /// Another MAC claims one of our VIPs (design §7): yield when our hold
     /// is unconfirmed, otherwise defend the address with a new burst.
-    fn conflict(&mut self, conflict: crate::announce::Conflict) {
+    fn conflict(&mut self, conflict: crate::vips::Conflict) {
         let now = self.now();
         let ip = conflict.claim.ip;
         let Some(m) = self.membership.as_mut() else {
-            self.voter.claim(&conflict, &mut self.wire, now);
+            self.voter.claim(&conflict, &mut self.vips, now);
             return;
         };
         if !m.announces(ip) {
             return;
         }
         metrics::get().conflicts.inc();
-        let mac = campaign::mac(&conflict.claim.mac);
+        let mac = elections::mac(&conflict.claim.mac);
         if m.campaign().yield_to_claim(now) {
             tracing::warn!(address = %ip, other_mac = %mac, "another node announces this VIP and our membership is unconfirmed: withdrawing every VIP at once");
         } else {
             tracing::warn!(address = %ip, other_mac = %mac, "address conflict: another MAC claims a VIP we hold the claim for; announcing again");
-            self.wire.reannounce(&InterfaceAddress {
+            self.vips.reannounce(&InterfaceAddress {
                 interface: conflict.interface,
                 address: ip,
             });
@@ -338,7 +338,7 @@ impl Manager {
     /// This node's interfaces and default-route interfaces, listed now.
     async fn list_interfaces(&mut self, now: Mono) -> Option<Interfaces> {
         self.interfaces_listed = Some(now);
-        match self.wire.interfaces().await {
+        match self.vips.interfaces().await {
             Ok(x) => Some(x),
             Err(e) => {
                 tracing::error!(error = %e, "cannot list interfaces");
@@ -432,7 +432,7 @@ impl Manager {
             Ok(w) => w,
             Err(due) => return due,
         };
-        campaign::spawn_write(
+        elections::spawn_write(
             &self.client,
             key,
             write,
@@ -605,7 +605,7 @@ impl Manager {
                 .iter()
                 .flat_map(|v| v.addresses.iter().copied())
                 .collect();
-            match self.wire.adopt(&vips).await {
+            match self.vips.adopt(&vips).await {
                 Ok(adopted) if !adopted.is_empty() => {
                     let until = now.after(self.config.lease_duration);
                     let found = adopted.iter().map(|ia| ia.address).collect();
@@ -677,7 +677,7 @@ impl Manager {
             }
         }
         let desired = self.place(&desired_addresses, a.interfaces.as_ref());
-        let added = self.voter.apply(&mut self.wire, &desired, now).await;
+        let added = self.voter.apply(&mut self.vips, &desired, now).await;
         if let Some(m) = self.membership.as_mut() {
             for ia in &added {
                 if let Some(took) = m.take_wanting_since(ia.address, now) {
@@ -709,7 +709,7 @@ impl Manager {
                 .await;
         }
         self.announced_last = announced_services;
-        if let Some(at) = self.wire.send_due().await {
+        if let Some(at) = self.vips.send_due().await {
             next = next.min(at.saturating_duration_since(Instant::now()));
         }
         next
@@ -862,7 +862,7 @@ impl Manager {
         let Some((list, v4, v6)) = interfaces else {
             // Cannot list interfaces: keep what is there rather than withdraw blindly.
             return self
-                .wire
+                .vips
                 .owned()
                 .iter()
                 .filter(|ia| addresses.contains(&ia.address))
@@ -930,7 +930,7 @@ impl Manager {
 }
 
 /// When this node saw `lease` begin its current term: when that version
-/// arrived, never earlier than `blind` (see [`Manager::blind_until`]).
+/// arrived, never earlier than `blind` (see [`LbRole::blind_until`]).
 fn term_seen_at(
     cache: &Cache,
     lease: &k8s_openapi::api::coordination::v1::Lease,

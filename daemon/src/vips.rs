@@ -34,7 +34,7 @@ pub struct Conflict {
 }
 
 /// The VIPs on this node and their announcements.
-pub struct Wire {
+pub struct Vips {
     netlink: Netlink,
     announcers: BTreeMap<String, Announcer>,
     /// Interfaces whose frames are watched for conflicting claims.
@@ -46,7 +46,7 @@ pub struct Wire {
     arp_rate: Duration,
 }
 
-impl Wire {
+impl Vips {
     /// A wire with nothing on it yet.
     pub fn new(netlink: Netlink, arp_rate: Duration) -> Self {
         let (conflicts_tx, conflicts_rx) = mpsc::unbounded_channel();

@@ -5,8 +5,8 @@
 //! Both roles (Services and control plane) run their Leases through one
 //! [`Voter`]; membership mode runs its single Lease through [`CampaignExt`].
 
-use crate::announce::{Conflict, Wire};
 use crate::leases::{self, LeaseWrite};
+use crate::vips::{Conflict, Vips};
 use crate::{metrics, translate};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Client;
@@ -231,7 +231,7 @@ impl Voter {
     /// Another MAC claims one of our addresses (design §7): yield when our
     /// hold is unconfirmed, otherwise defend it with a new burst. False when
     /// no Lease of ours elects the address.
-    pub fn claim(&mut self, conflict: &Conflict, wire: &mut Wire, now: Mono) -> bool {
+    pub fn claim(&mut self, conflict: &Conflict, vips: &mut Vips, now: Mono) -> bool {
         let ip = conflict.claim.ip;
         let mac = mac(&conflict.claim.mac);
         match self.elections.claim(ip, now) {
@@ -241,7 +241,7 @@ impl Voter {
             }
             ClaimAnswer::Defend(_) => {
                 tracing::warn!(address = %ip, other_mac = %mac, "address conflict: another MAC claims a VIP whose Lease we hold; announcing again");
-                wire.reannounce(&InterfaceAddress {
+                vips.reannounce(&InterfaceAddress {
                     interface: conflict.interface.clone(),
                     address: ip,
                 });
@@ -255,11 +255,11 @@ impl Voter {
     /// was added, and counts takeovers and held addresses. Returns what was added.
     pub async fn apply(
         &mut self,
-        wire: &mut Wire,
+        vips: &mut Vips,
         desired: &BTreeSet<InterfaceAddress>,
         now: Mono,
     ) -> Vec<InterfaceAddress> {
-        let (added, failed) = wire.apply(desired).await;
+        let (added, failed) = vips.apply(desired).await;
         for (ia, err) in failed {
             tracing::error!(address = %ia.address, interface = %ia.interface, error = %err, "cannot change the address");
         }
@@ -274,7 +274,7 @@ impl Voter {
             .get_or_create(&metrics::RoleLabels {
                 role: self.role.into(),
             })
-            .set(i64::try_from(wire.owned().len()).unwrap_or(0));
+            .set(i64::try_from(vips.owned().len()).unwrap_or(0));
         added
     }
 }
