@@ -81,7 +81,14 @@ impl Campaign {
             .and_then(|v| v.parse::<u64>().ok());
         // resourceVersions are etcd revisions: a smaller one is an older
         // state of the same object, which the watch has not caught up past.
-        let stale = matches!((cached, self.written_version), (Some(c), Some(w)) if c < w);
+        // A Lease missing from the cache after we wrote it is the watch not
+        // yet showing our create (the answer often comes first); a Lease
+        // really deleted since shows when our next write finds it gone.
+        let stale = match (cached, self.written_version) {
+            (Some(c), Some(w)) => c < w,
+            (None, Some(_)) => observed.record.is_none() && observed.resource_version.is_none(),
+            _ => false,
+        };
         if !stale {
             self.elector.observe(observed, seen_at);
         }
@@ -134,7 +141,12 @@ impl Campaign {
                 self.outage_hold = false;
                 self.yielded = false;
             }
-            WriteResult::Conflict => self.outage_hold = false,
+            WriteResult::Conflict => {
+                // Another write won, or the Lease is gone: what the cache
+                // shows next is newer than anything we wrote.
+                self.outage_hold = false;
+                self.written_version = None;
+            }
             WriteResult::Error => {
                 if self.announcing && !self.outage_hold {
                     notice = Some(Notice::HoldingThroughOutage);
@@ -355,6 +367,42 @@ mod tests {
             None,
             "a closed window wakes nobody"
         );
+    }
+
+    #[test]
+    fn a_create_answered_before_the_watch_shows_it_is_not_undone_by_the_empty_cache() {
+        let mut c = campaign();
+        c.observe(Observed::default(), secs(0));
+        let Decision::Create(record) = c.decide(secs(0), WallTime(1), true) else {
+            panic!("no create");
+        };
+        c.finished(
+            WriteResult::Ok {
+                record,
+                resource_version: "7".into(),
+            },
+            secs(0),
+        );
+        // The watch has not delivered the new Lease yet.
+        c.observe(Observed::default(), secs(0));
+        assert!(c.may_announce(secs(0), true), "our own create counts");
+        assert!(
+            matches!(c.decide(secs(0), WallTime(2), true), Decision::Wait(_)),
+            "no second create racing the first"
+        );
+        // Deleted behind our back: the renewal finds it gone (404 reads as a
+        // lost write), and the empty cache is believed again.
+        assert!(matches!(
+            c.decide(secs(1), WallTime(3), true),
+            Decision::Update { .. }
+        ));
+        c.finished(WriteResult::Conflict, secs(1));
+        c.observe(Observed::default(), secs(1));
+        assert!(!c.may_announce(secs(1), true));
+        assert!(matches!(
+            c.decide(secs(2), WallTime(4), true),
+            Decision::Create(_)
+        ));
     }
 
     #[test]

@@ -100,7 +100,9 @@ pub async fn write(
                 _ => WriteResult::Error,
             }
         }
-        Err(Error::Api(status)) if status.code == 409 => {
+        // 409: another write came first; 404: the Lease was deleted under
+        // us. Either way the write lost, and the cache shows what is there now.
+        Err(Error::Api(status)) if status.code == 409 || status.code == 404 => {
             crate::metrics::api_request("lease", "write", true);
             WriteResult::Conflict
         }
