@@ -566,3 +566,240 @@ mod tests {
         assert!(run(&mut e, &mut leases, Mono(3 * SEC)).paced.is_none());
     }
 }
+
+/// Every rule of the machine in a simulated world: three nodes, three
+/// Leases on one API server that can go down, watches that lag, candidacy
+/// that churns, writes that are lost, budget waits, claims on the wire.
+#[cfg(test)]
+mod world {
+    use super::*;
+    use crate::testing::SimLease;
+    use proptest::prelude::*;
+    use std::collections::VecDeque;
+
+    const SEC: Duration = Duration::from_secs(1);
+    const NODES: usize = 3;
+    const LEASES: usize = 3;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// The node steps its elections.
+        Step(usize),
+        /// The node's oldest write arrives: true = answered, false = lost.
+        Deliver(usize, bool),
+        /// The node's oldest write leaves after waiting for the budget.
+        Send(usize),
+        /// The node's watch delivers its next event.
+        Watch(usize),
+        Tick(u16),
+        /// The node's candidacy for a Lease flips.
+        Candidacy(usize, usize),
+        ToggleOutage,
+        /// Another MAC claims a Lease's address at the node.
+        Claim(usize, usize),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            6 => (0..NODES).prop_map(Step::Step),
+            5 => (0..NODES, prop_oneof![5 => Just(true), 1 => Just(false)])
+                .prop_map(|(n, ok)| Step::Deliver(n, ok)),
+            2 => (0..NODES).prop_map(Step::Send),
+            5 => (0..NODES).prop_map(Step::Watch),
+            5 => (0u16..1500).prop_map(Step::Tick),
+            2 => (0..NODES, 0..LEASES).prop_map(|(n, l)| Step::Candidacy(n, l)),
+            1 => Just(Step::ToggleOutage),
+            1 => (0..NODES, 0..LEASES).prop_map(|(n, l)| Step::Claim(n, l)),
+        ]
+    }
+
+    fn lease(l: usize) -> LeaseKey {
+        LeaseKey {
+            namespace: "ns".into(),
+            name: format!("l{l}"),
+        }
+    }
+
+    fn address(l: usize) -> IpAddr {
+        IpAddr::from([10, 0, 0, l as u8])
+    }
+
+    struct Node {
+        elections: Elections,
+        candidate: [bool; LEASES],
+        /// Writes on their way: Lease, decision, when it left.
+        in_flight: VecDeque<(LeaseKey, Decision, Mono)>,
+        /// Watch events not delivered yet.
+        watch: VecDeque<(LeaseKey, Observed)>,
+        /// What the watch delivered, and when.
+        cache: BTreeMap<LeaseKey, (Observed, Mono)>,
+    }
+
+    impl Node {
+        fn ballots(&self) -> BTreeMap<LeaseKey, Ballot> {
+            (0..LEASES)
+                .map(|l| {
+                    let ballot = Ballot {
+                        addresses: BTreeSet::from([address(l)]),
+                        services: BTreeSet::new(),
+                        candidate: self.candidate[l],
+                    };
+                    (lease(l), ballot)
+                })
+                .collect()
+        }
+    }
+
+    struct World {
+        now: Duration,
+        api_down: bool,
+        leases: BTreeMap<LeaseKey, SimLease>,
+        nodes: Vec<Node>,
+    }
+
+    impl World {
+        fn new() -> World {
+            let nodes = (0..NODES)
+                .map(|i| {
+                    let mut node = Node {
+                        elections: Elections::new(
+                            format!("node-{i}"),
+                            5 * SEC,
+                            3 * SEC,
+                            SEC,
+                            50,
+                            "no_longer_candidate",
+                        )
+                        .unwrap(),
+                        candidate: [true; LEASES],
+                        in_flight: VecDeque::new(),
+                        watch: VecDeque::new(),
+                        cache: BTreeMap::new(),
+                    };
+                    let ballots = node.ballots();
+                    node.elections.want(&ballots);
+                    node
+                })
+                .collect();
+            World {
+                now: Duration::ZERO,
+                api_down: false,
+                leases: (0..LEASES)
+                    .map(|l| (lease(l), SimLease::default()))
+                    .collect(),
+                nodes,
+            }
+        }
+
+        fn mono(&self) -> Mono {
+            Mono(self.now)
+        }
+
+        /// Nodes whose election for `l` holds a freshly renewed Lease and announces.
+        fn fresh_announcers(&self, l: usize) -> Vec<usize> {
+            let now = self.mono();
+            (0..NODES)
+                .filter(|&n| {
+                    let node = &self.nodes[n];
+                    node.elections
+                        .campaign(&lease(l))
+                        .is_some_and(|c| c.holds(now) && c.may_announce(now, node.candidate[l]))
+                })
+                .collect()
+        }
+
+        fn run(&mut self, step: &Step) -> Result<(), TestCaseError> {
+            let now = self.mono();
+            match *step {
+                Step::Step(n) => {
+                    let node = &mut self.nodes[n];
+                    let cache = &node.cache;
+                    let round =
+                        node.elections
+                            .step(now, WallTime(now.0.as_micros() as i64), None, |k| {
+                                cache.get(k).cloned().unwrap_or((Observed::default(), now))
+                            });
+                    for (key, release) in &round.releases {
+                        let l = (0..LEASES).find(|&l| lease(l) == *key).unwrap_or(0);
+                        prop_assert!(
+                            !round.addresses.contains(&address(l)),
+                            "a release of {:?} in the round that still announces it",
+                            key
+                        );
+                        let is_release = matches!(release, Decision::Release { .. });
+                        prop_assert!(is_release, "a takeover filed as a release");
+                    }
+                    for (key, d) in round.writes.into_iter().chain(round.releases) {
+                        node.in_flight.push_back((key, d, now));
+                    }
+                }
+                Step::Send(n) => {
+                    if let Some(w) = self.nodes[n].in_flight.front_mut() {
+                        w.2 = now;
+                    }
+                }
+                Step::Deliver(n, answered) => {
+                    if let Some((key, decision, sent)) = self.nodes[n].in_flight.pop_front() {
+                        let result = if self.api_down || !answered {
+                            WriteResult::Error
+                        } else {
+                            let sim = self.leases.entry(key.clone()).or_default();
+                            let result = sim.store(&decision).unwrap_or(WriteResult::Error);
+                            if matches!(result, WriteResult::Ok { .. }) {
+                                let snapshot = sim.snapshot();
+                                for node in &mut self.nodes {
+                                    node.watch.push_back((key.clone(), snapshot.clone()));
+                                }
+                            }
+                            result
+                        };
+                        self.nodes[n].elections.finished(&key, result, sent, now);
+                    }
+                }
+                Step::Watch(n) => {
+                    // A watch sees nothing while the API server is down.
+                    if !self.api_down
+                        && let Some((key, observed)) = self.nodes[n].watch.pop_front()
+                    {
+                        self.nodes[n].cache.insert(key, (observed, now));
+                    }
+                }
+                Step::Tick(ms) => self.now += Duration::from_millis(u64::from(ms)),
+                Step::Candidacy(n, l) => {
+                    let node = &mut self.nodes[n];
+                    node.candidate[l] = !node.candidate[l];
+                    let ballots = node.ballots();
+                    node.elections.want(&ballots);
+                }
+                Step::ToggleOutage => self.api_down = !self.api_down,
+                Step::Claim(n, l) => {
+                    let fresh = self.fresh_announcers(l).contains(&n);
+                    let answer = self.nodes[n].elections.claim(address(l), now);
+                    prop_assert!(
+                        !fresh || matches!(answer, ClaimAnswer::Defend(_)),
+                        "a freshly renewed holder yielded to a claim"
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        #[test]
+        fn never_two_fresh_announcers_and_never_a_release_before_its_withdraw(
+            steps in proptest::collection::vec(step(), 1..400)
+        ) {
+            let mut world = World::new();
+            for step in &steps {
+                world.run(step)?;
+                for l in 0..LEASES {
+                    let fresh = world.fresh_announcers(l);
+                    prop_assert!(fresh.len() <= 1, "two fresh announcers {:?} of l{} after {:?}", fresh, l, step);
+                }
+            }
+        }
+    }
+}
