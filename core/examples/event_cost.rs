@@ -7,15 +7,18 @@
 //! - one Lease's election step: what a timer or a finished write costs per
 //!   election this node runs;
 //! - a whole assessment: what a Service, EndpointSlice or Node change costs
-//!   (everything is assessed again).
+//!   (everything is assessed again);
+//! - a wake of the elections: `Elections::step` over every Lease this node
+//!   holds, what a timer or a finished write costs in all.
 
 use kvip_core::election::is_renewal;
+use kvip_core::elections::{Ballot, Elections};
 use kvip_core::endpoints::EndpointInput;
 use kvip_core::{
-    Campaign, Elector, LbClassRule, LeaseRecord, Mono, NodeInput, Observed, ServiceInput,
-    ServiceKey, SliceInput, WallTime, assess,
+    Campaign, Decision, Elector, LbClassRule, LeaseKey, LeaseRecord, Mono, NodeInput, Observed,
+    ServiceInput, ServiceKey, SliceInput, WallTime, WriteResult, assess,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -95,8 +98,10 @@ fn record(holder: &str, renewed: i64) -> LeaseRecord {
 }
 
 fn main() {
-    println!("| Services | another node's renewal | one election step | whole assessment |");
-    println!("|---|---|---|---|");
+    println!(
+        "| Services | another node's renewal | one election step | whole assessment | a wake of the elections (all held here) |"
+    );
+    println!("|---|---|---|---|---|");
     for n in [10usize, 100, 1000, 3000] {
         let services: Vec<ServiceInput> = (0..n).map(service).collect();
         let slices: Vec<SliceInput> = (0..n).map(slice).collect();
@@ -129,11 +134,62 @@ fn main() {
         let whole = time(|| {
             black_box(assess(&services, slices.iter().cloned(), &nodes, &rule));
         });
+        let Some(mut held) = holding(n) else {
+            return;
+        };
+        let mut at = 10_000u64;
+        let wake = time(|| {
+            at += 1;
+            let now = Mono(Duration::from_millis(at));
+            black_box(held.step(now, WallTime(0), None, |_| (Observed::default(), now)));
+        });
         println!(
-            "| {n} | {:.2} µs | {:.2} µs | {:.2} ms |",
+            "| {n} | {:.2} µs | {:.2} µs | {:.2} ms | {:.2} ms |",
             renewal.as_secs_f64() * 1e6,
             step.as_secs_f64() * 1e6,
-            whole.as_secs_f64() * 1e3
+            whole.as_secs_f64() * 1e3,
+            wake.as_secs_f64() * 1e3
         );
     }
+}
+
+/// Elections for `n` Leases, every one taken by this node.
+fn holding(n: usize) -> Option<Elections> {
+    let secs = Duration::from_secs;
+    let mut e = Elections::new("worker1", secs(5), secs(3), secs(1), 50, "gone").ok()?;
+    let wanted: BTreeMap<LeaseKey, Ballot> = (0..n)
+        .map(|i| {
+            let key = LeaseKey {
+                namespace: "bench".into(),
+                name: format!("kubevip-svc-{i}"),
+            };
+            let ballot = Ballot {
+                addresses: BTreeSet::from([std::net::IpAddr::from([
+                    10,
+                    200,
+                    (i / 250) as u8,
+                    (i % 250) as u8,
+                ])]),
+                services: BTreeSet::from([ServiceKey {
+                    namespace: "bench".into(),
+                    name: format!("svc-{i}"),
+                }]),
+                candidate: true,
+            };
+            (key, ballot)
+        })
+        .collect();
+    e.want(&wanted);
+    let now = Mono(secs(1));
+    let round = e.step(now, WallTime(0), None, |_| (Observed::default(), now));
+    for (key, decision) in round.writes {
+        if let Decision::Create(record) = decision {
+            let ok = WriteResult::Ok {
+                record,
+                resource_version: "1".into(),
+            };
+            e.finished(&key, ok, now, now);
+        }
+    }
+    Some(e)
 }

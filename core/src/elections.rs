@@ -584,7 +584,7 @@ mod world {
     #[derive(Debug, Clone)]
     enum Step {
         /// The node steps its elections.
-        Step(usize),
+        Wake(usize),
         /// The node's oldest write arrives: true = answered, false = lost.
         Deliver(usize, bool),
         /// The node's oldest write leaves after waiting for the budget.
@@ -601,7 +601,7 @@ mod world {
 
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
-            6 => (0..NODES).prop_map(Step::Step),
+            6 => (0..NODES).prop_map(Step::Wake),
             5 => (0..NODES, prop_oneof![5 => Just(true), 1 => Just(false)])
                 .prop_map(|(n, ok)| Step::Deliver(n, ok)),
             2 => (0..NODES).prop_map(Step::Send),
@@ -711,7 +711,7 @@ mod world {
         fn run(&mut self, step: &Step) -> Result<(), TestCaseError> {
             let now = self.mono();
             match *step {
-                Step::Step(n) => {
+                Step::Wake(n) => {
                     let node = &mut self.nodes[n];
                     let cache = &node.cache;
                     let round =
