@@ -81,12 +81,13 @@ impl Campaign {
             .and_then(|v| v.parse::<u64>().ok());
         // resourceVersions are etcd revisions: a smaller one is an older
         // state of the same object, which the watch has not caught up past.
-        // A Lease missing from the cache after we wrote it is the watch not
-        // yet showing our create (the answer often comes first); a Lease
-        // really deleted since shows when our next write finds it gone.
+        // A Lease missing from the cache after we wrote it, with no delete
+        // seen, is the watch not yet showing our create (the answer often
+        // comes first). A delete the watch saw carries its own, newer
+        // version (the cache keeps it as a tombstone).
         let stale = match (cached, self.written_version) {
             (Some(c), Some(w)) => c < w,
-            (None, Some(_)) => observed.record.is_none() && observed.resource_version.is_none(),
+            (None, Some(_)) => observed.record.is_none(),
             _ => false,
         };
         if !stale {
@@ -117,7 +118,7 @@ impl Campaign {
 
     /// Decides the next write for `candidate` at `now`.
     pub fn decide(&mut self, now: Mono, wall: WallTime, candidate: bool) -> Decision {
-        if candidate && !self.elector.holds(now) && self.wanting_since.is_none() {
+        if candidate && !self.announcing && self.wanting_since.is_none() {
             self.wanting_since = Some(now);
         }
         if !candidate {
@@ -141,12 +142,7 @@ impl Campaign {
                 self.outage_hold = false;
                 self.yielded = false;
             }
-            WriteResult::Conflict => {
-                // Another write won, or the Lease is gone: what the cache
-                // shows next is newer than anything we wrote.
-                self.outage_hold = false;
-                self.written_version = None;
-            }
+            WriteResult::Conflict => self.outage_hold = false,
             WriteResult::Error => {
                 if self.announcing && !self.outage_hold {
                     notice = Some(Notice::HoldingThroughOutage);
@@ -188,9 +184,11 @@ impl Campaign {
 
     /// Another MAC claims our address. If our hold rests only on an API
     /// outage or adoption, the claimant may have the Lease now: yield at once
-    /// (true). With a freshly renewed Lease the claimant is wrong: keep it (false).
+    /// (true). Within the term of our last successful write nobody else can
+    /// hold the Lease (see `Elector::may_announce`): the claimant is wrong,
+    /// keep it (false).
     pub fn yield_to_claim(&mut self, now: Mono) -> bool {
-        if self.elector.holds_fresh(now) {
+        if self.elector.may_announce(now) {
             return false;
         }
         self.outage_hold = false;
@@ -319,18 +317,26 @@ mod tests {
     }
 
     #[test]
-    fn a_fresh_holder_defends_and_a_new_write_ends_a_yield() {
+    fn a_holder_within_its_term_defends_and_a_new_write_ends_a_yield() {
         let mut c = campaign();
         take(&mut c, secs(0), "5");
+        c.transition(true);
         assert!(!c.yield_to_claim(secs(1)), "a fresh Lease is defended");
-        assert!(c.may_announce(secs(1), true));
+        // A renewal fails with no answer: the hold goes on past the term.
+        let _ = c.decide(secs(1), WallTime(11), true);
+        c.finished(WriteResult::Error, secs(1));
         assert!(
-            c.yield_to_claim(secs(4)),
-            "past the renew deadline it yields"
+            !c.yield_to_claim(secs(4)),
+            "past the renew deadline but within the term written: nobody else can hold it"
         );
-        assert!(!c.may_announce(secs(4), true));
-        c.observe(lease("me", "9"), secs(4));
-        let Decision::Update { record, .. } = c.decide(secs(4), WallTime(20), true) else {
+        assert!(c.may_announce(secs(6), true), "outage hold past the term");
+        assert!(
+            c.yield_to_claim(secs(6)),
+            "an unconfirmed hold yields to a claim"
+        );
+        assert!(!c.may_announce(secs(6), true));
+        c.observe(lease("me", "9"), secs(6));
+        let Decision::Update { record, .. } = c.decide(secs(6), WallTime(20), true) else {
             panic!("no renewal");
         };
         c.finished(
@@ -338,9 +344,9 @@ mod tests {
                 record,
                 resource_version: "10".into(),
             },
-            secs(4),
+            secs(6),
         );
-        assert!(c.may_announce(secs(4), true));
+        assert!(c.may_announce(secs(6), true));
     }
 
     #[test]
@@ -390,17 +396,18 @@ mod tests {
             matches!(c.decide(secs(0), WallTime(2), true), Decision::Wait(_)),
             "no second create racing the first"
         );
-        // Deleted behind our back: the renewal finds it gone (404 reads as a
-        // lost write), and the empty cache is believed again.
+        // Deleted behind our back: the watch shows the delete with its own,
+        // newer version, and that is believed.
+        c.observe(
+            Observed {
+                record: None,
+                resource_version: Some("9".into()),
+            },
+            secs(1),
+        );
+        assert!(!c.may_announce(secs(1), true), "withdrawn at the delete");
         assert!(matches!(
-            c.decide(secs(1), WallTime(3), true),
-            Decision::Update { .. }
-        ));
-        c.finished(WriteResult::Conflict, secs(1));
-        c.observe(Observed::default(), secs(1));
-        assert!(!c.may_announce(secs(1), true));
-        assert!(matches!(
-            c.decide(secs(2), WallTime(4), true),
+            c.decide(secs(1), WallTime(4), true),
             Decision::Create(_)
         ));
     }

@@ -539,7 +539,13 @@ impl Elector {
                 self.last_renew = None;
                 self.retry_after = Some(now.after(self.retry_period));
             }
-            WriteResult::Error | WriteResult::NotSent => {
+            WriteResult::Error => {
+                // It may have been stored anyway: observers may honour the
+                // shorter of the two terms.
+                self.held_stretch = self.held_stretch.min(self.in_flight_stretch);
+                self.retry_after = Some(now.after(self.retry_period));
+            }
+            WriteResult::NotSent => {
                 self.retry_after = Some(now.after(self.retry_period));
             }
         }

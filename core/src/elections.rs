@@ -311,6 +311,13 @@ impl Elections {
             if let Some(until) = e.campaign.adoption_ends(now) {
                 round.next = round.next.min(until.since(now));
             }
+            // Withdraw the moment the term runs out unless a renewal lands first.
+            if announce
+                && let Some(deadline) = e.campaign.elector().announce_deadline()
+                && now < deadline
+            {
+                round.next = round.next.min(deadline.since(now));
+            }
         }
         round
     }
@@ -462,6 +469,31 @@ mod tests {
     }
 
     #[test]
+    fn a_create_not_shown_yet_is_kept_and_a_delete_seen_is_withdrawn_at_once() {
+        let mut e = elections("me");
+        let mut leases = BTreeMap::new();
+        e.want(&BTreeMap::from([(key("a"), ballot(1, true))]));
+        run(&mut e, &mut leases, Mono(SEC));
+        let empty = |_: &LeaseKey| (Observed::default(), Mono(SEC));
+        let r = e.step(Mono(SEC), WallTime(2), None, empty);
+        assert_eq!(
+            r.addresses,
+            BTreeSet::from([ip(1)]),
+            "the watch has not shown our create yet: still ours"
+        );
+        let deleted = |_: &LeaseKey| {
+            let tombstone = Observed {
+                record: None,
+                resource_version: Some("99".into()),
+            };
+            (tombstone, Mono(SEC))
+        };
+        let r = e.step(Mono(SEC + SEC / 10), WallTime(3), None, deleted);
+        assert!(r.addresses.is_empty(), "deleted: withdrawn at once");
+        assert_eq!(r.transitions[0].why, "lease_lost");
+    }
+
+    #[test]
     fn a_claim_is_defended_with_a_fresh_lease_and_yielded_to_without_one() {
         let mut e = elections("me");
         let mut leases = BTreeMap::new();
@@ -597,6 +629,8 @@ mod world {
         ToggleOutage,
         /// Another MAC claims a Lease's address at the node.
         Claim(usize, usize),
+        /// Someone deletes a Lease (an admin, a namespace clean-up).
+        Delete(usize),
     }
 
     fn step() -> impl Strategy<Value = Step> {
@@ -610,6 +644,7 @@ mod world {
             2 => (0..NODES, 0..LEASES).prop_map(|(n, l)| Step::Candidacy(n, l)),
             1 => Just(Step::ToggleOutage),
             1 => (0..NODES, 0..LEASES).prop_map(|(n, l)| Step::Claim(n, l)),
+            1 => (0..LEASES).prop_map(Step::Delete),
         ]
     }
 
@@ -633,6 +668,8 @@ mod world {
         watch: VecDeque<(LeaseKey, Observed)>,
         /// What the watch delivered, and when.
         cache: BTreeMap<LeaseKey, (Observed, Mono)>,
+        /// Deletes the watch delivered that no step has seen yet.
+        delete_unstepped: [bool; LEASES],
     }
 
     impl Node {
@@ -675,6 +712,7 @@ mod world {
                         in_flight: VecDeque::new(),
                         watch: VecDeque::new(),
                         cache: BTreeMap::new(),
+                        delete_unstepped: [false; LEASES],
                     };
                     let ballots = node.ballots();
                     node.elections.want(&ballots);
@@ -695,15 +733,17 @@ mod world {
             Mono(self.now)
         }
 
-        /// Nodes whose election for `l` holds a freshly renewed Lease and announces.
+        /// Nodes that announce `l` within the term of their last successful
+        /// write — the window in which no other node may hold the Lease —
+        /// as opposed to an unconfirmed hold (outage, adoption).
         fn fresh_announcers(&self, l: usize) -> Vec<usize> {
             let now = self.mono();
             (0..NODES)
                 .filter(|&n| {
                     let node = &self.nodes[n];
-                    node.elections
-                        .campaign(&lease(l))
-                        .is_some_and(|c| c.holds(now) && c.may_announce(now, node.candidate[l]))
+                    node.elections.campaign(&lease(l)).is_some_and(|c| {
+                        c.elector().may_announce(now) && c.may_announce(now, node.candidate[l])
+                    })
                 })
                 .collect()
         }
@@ -713,6 +753,7 @@ mod world {
             match *step {
                 Step::Wake(n) => {
                     let node = &mut self.nodes[n];
+                    node.delete_unstepped = [false; LEASES];
                     let cache = &node.cache;
                     let round =
                         node.elections
@@ -761,6 +802,11 @@ mod world {
                     if !self.api_down
                         && let Some((key, observed)) = self.nodes[n].watch.pop_front()
                     {
+                        if observed.record.is_none()
+                            && let Some(l) = (0..LEASES).find(|&l| lease(l) == key)
+                        {
+                            self.nodes[n].delete_unstepped[l] = true;
+                        }
                         self.nodes[n].cache.insert(key, (observed, now));
                     }
                 }
@@ -772,6 +818,14 @@ mod world {
                     node.elections.want(&ballots);
                 }
                 Step::ToggleOutage => self.api_down = !self.api_down,
+                Step::Delete(l) => {
+                    if !self.api_down {
+                        let gone = self.leases.entry(lease(l)).or_default().delete();
+                        for node in &mut self.nodes {
+                            node.watch.push_back((lease(l), gone.clone()));
+                        }
+                    }
+                }
                 Step::Claim(n, l) => {
                     let fresh = self.fresh_announcers(l).contains(&n);
                     let answer = self.nodes[n].elections.claim(address(l), now);
@@ -796,6 +850,16 @@ mod world {
             for step in &steps {
                 world.run(step)?;
                 for l in 0..LEASES {
+                    // A Lease deleted under its holder can be taken before
+                    // the holder has stepped on the delete: outside the
+                    // contract until every node has.
+                    let unseen_delete = world.nodes.iter().any(|n| {
+                        n.delete_unstepped[l]
+                            || n.watch.iter().any(|(k, o)| *k == lease(l) && o.record.is_none())
+                    });
+                    if unseen_delete {
+                        continue;
+                    }
                     let fresh = world.fresh_announcers(l);
                     prop_assert!(fresh.len() <= 1, "two fresh announcers {:?} of l{} after {:?}", fresh, l, step);
                 }

@@ -10,6 +10,9 @@ use crate::election::{Decision, LeaseRecord, Observed, WriteResult};
 pub struct SimLease {
     /// The stored record and version; `None` while the Lease does not exist.
     pub stored: Option<(LeaseRecord, u64)>,
+    /// The last version handed out: versions only grow, across deletes too
+    /// (they are etcd revisions).
+    pub last_version: u64,
 }
 
 impl SimLease {
@@ -24,9 +27,22 @@ impl SimLease {
         }
     }
 
+    /// Deletes the Lease; returns what a watch shows of the delete (no
+    /// record, the version of the delete).
+    pub fn delete(&mut self) -> Observed {
+        let rv = self.stored.take().map_or(0, |(_, rv)| rv);
+        self.last_version = self.last_version.max(rv) + 1;
+        Observed {
+            record: None,
+            resource_version: Some(self.last_version.to_string()),
+        }
+    }
+
     /// Applies a write decided by an elector, guarded by resourceVersion as
     /// the API server does: the stored answer, [`WriteResult::Conflict`]
     /// when the version moved on, `None` for a decision that writes nothing.
+    /// A replace of a Lease that is gone creates it, as the API server does
+    /// for Leases (create on update).
     pub fn store(&mut self, decision: &Decision) -> Option<WriteResult> {
         let (record, expected) = match decision {
             Decision::Create(record) => (record, None),
@@ -40,10 +56,21 @@ impl SimLease {
             } => (record, Some(resource_version.clone())),
             Decision::Wait(_) => return None,
         };
-        if self.stored.as_ref().map(|(_, rv)| rv.to_string()) != expected {
+        let current = self.stored.as_ref().map(|(_, rv)| rv.to_string());
+        let conflict = match (&current, &expected) {
+            (None, None) => false,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(c), Some(e)) => c != e,
+        };
+        if conflict {
             return Some(WriteResult::Conflict);
         }
-        let rv = self.stored.as_ref().map_or(1, |(_, rv)| rv + 1);
+        let rv = self
+            .last_version
+            .max(self.stored.as_ref().map_or(0, |(_, rv)| *rv))
+            + 1;
+        self.last_version = rv;
         self.stored = Some((record.clone(), rv));
         Some(WriteResult::Ok {
             record: record.clone(),

@@ -50,7 +50,17 @@ struct Terms {
     blind_until: Option<Instant>,
     /// Leases listed since the current relist began.
     relisted: std::collections::HashSet<(String, String)>,
+    /// Deleted Leases: the version of the delete, and when it arrived. A
+    /// holder tells "deleted" from "our create not shown yet" by it.
+    deleted: HashMap<(String, String), (String, Instant)>,
 }
+
+/// How long a deleted Lease's tombstone is kept: far longer than any term.
+const TOMBSTONE_KEPT: Duration = Duration::from_secs(300);
+
+/// The version of a delete the watch did not see (it happened while the
+/// watch was away): newer than anything written before.
+pub const UNSEEN_DELETE: &str = "18446744073709551615";
 
 /// A Lease's (namespace, name), the key of the arrival map.
 fn key_of(lease: &Lease) -> Option<(String, String)> {
@@ -87,6 +97,7 @@ impl Terms {
             }
             None => true,
         };
+        self.deleted.remove(&key);
         self.arrived.insert(
             key,
             Arrival {
@@ -194,6 +205,14 @@ fn watch_leases(
                 Ok(watcher::Event::Delete(l)) => {
                     if let Some(key) = key_of(l) {
                         t.arrived.remove(&key);
+                        let version = l
+                            .metadata
+                            .resource_version
+                            .clone()
+                            .unwrap_or_else(|| UNSEEN_DELETE.to_string());
+                        t.deleted
+                            .retain(|_, (_, at)| now.duration_since(*at) < TOMBSTONE_KEPT);
+                        t.deleted.insert(key, (version, now));
                     }
                     true
                 }
@@ -204,7 +223,16 @@ fn watch_leases(
                 Ok(watcher::Event::InitDone) => {
                     // Leases deleted while the watch was away send no Delete.
                     let listed = std::mem::take(&mut t.relisted);
-                    t.arrived.retain(|k, _| listed.contains(k));
+                    let gone: Vec<_> = t
+                        .arrived
+                        .keys()
+                        .filter(|k| !listed.contains(*k))
+                        .cloned()
+                        .collect();
+                    for key in gone {
+                        t.arrived.remove(&key);
+                        t.deleted.insert(key, (UNSEEN_DELETE.to_string(), now));
+                    }
                     true
                 }
                 Err(e) => {
@@ -258,6 +286,15 @@ impl Cache {
         self.slices.wait_until_ready().await?;
         self.nodes.wait_until_ready().await?;
         self.leases.wait_until_ready().await
+    }
+
+    /// The version of the delete of Lease `namespace/name`, when the watch
+    /// saw it go (and it has not come back since).
+    pub fn deleted_version(&self, namespace: &str, name: &str) -> Option<String> {
+        let t = self.terms.lock().unwrap_or_else(|e| e.into_inner());
+        t.deleted
+            .get(&(namespace.to_string(), name.to_string()))
+            .map(|(version, _)| version.clone())
     }
 
     /// The Lease `namespace/name`, if it exists.

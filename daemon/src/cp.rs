@@ -21,6 +21,7 @@ use kvip_core::{Config, InterfaceAddress, LeaseKey, Mono, choose_interface};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -82,7 +83,8 @@ pub struct ControlPlane {
     healthy: Arc<AtomicBool>,
     voter: Voter,
     vips: Vips,
-    epoch: Instant,
+    /// The version of the Lease's delete, while it is gone.
+    deleted: Arc<Mutex<Option<String>>>,
     adopted: bool,
 }
 
@@ -103,11 +105,36 @@ impl ControlPlane {
             watcher::Config::default().fields(&format!("metadata.name={}", lease.name));
         let stream = reflector::reflector(writer, watcher(api, watch_config))
             .backoff(crate::cache::QuickBackoff::default());
+        let deleted = Arc::new(Mutex::new(None));
         {
             let changed = changed.clone();
+            let deleted = deleted.clone();
             tokio::spawn(async move {
                 let mut stream = std::pin::pin!(stream);
+                let mut listed = false;
                 while let Some(event) = stream.next().await {
+                    // The version of a delete tells it from our create not
+                    // shown yet (see `kvip_core::campaign`).
+                    let unseen = || Some(crate::cache::UNSEEN_DELETE.to_string());
+                    let tombstone = match &event {
+                        Ok(watcher::Event::Delete(l)) => {
+                            Some(l.metadata.resource_version.clone().or_else(unseen))
+                        }
+                        Ok(watcher::Event::Apply(_) | watcher::Event::InitApply(_)) => {
+                            listed = true;
+                            Some(None)
+                        }
+                        Ok(watcher::Event::Init) => {
+                            listed = false;
+                            None
+                        }
+                        // Gone while the watch was away.
+                        Ok(watcher::Event::InitDone) if !listed => Some(unseen()),
+                        _ => None,
+                    };
+                    if let Some(version) = tombstone {
+                        *deleted.lock().unwrap_or_else(|e| e.into_inner()) = version;
+                    }
                     if let Err(e) = event {
                         tracing::warn!(error = %e, "control-plane Lease watch failed; retrying");
                     }
@@ -140,13 +167,13 @@ impl ControlPlane {
             healthy,
             voter,
             vips,
-            epoch: Instant::now(),
+            deleted,
             adopted: false,
         })
     }
 
     fn now(&self) -> Mono {
-        Mono(self.epoch.elapsed())
+        crate::clock::now()
     }
 
     /// Runs until `shutdown`, then withdraws and releases.
@@ -170,7 +197,7 @@ impl ControlPlane {
                 self.voter.finish(&done, self.now());
             }
             let next = self.pass(false).await;
-            metrics::beat(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX));
+            metrics::beat(u64::try_from(self.now().0.as_millis()).unwrap_or(u64::MAX));
             tokio::select! {
                 _ = self.changed.notified() => {}
                 Some(done) = self.voter.next_done() => {
@@ -221,9 +248,21 @@ impl ControlPlane {
             }
         }
         let store = &self.store;
+        let deleted = self
+            .deleted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let mut round = self.voter.step(now, None, |key| {
             let lease = store.get(&reflector::ObjectRef::new(&key.name).within(&key.namespace));
-            (lease, now)
+            let observed = match lease {
+                Some(lease) => crate::translate::observed(Some(&lease)),
+                None => kvip_core::Observed {
+                    record: None,
+                    resource_version: deleted.clone(),
+                },
+            };
+            (observed, now)
         });
         let announce = !round.addresses.is_empty();
         let mut desired = BTreeSet::new();

@@ -11,9 +11,10 @@ use crate::{metrics, translate};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Client;
 use kvip_core::elections::{ClaimAnswer, Elections, Round};
-use kvip_core::{Decision, InterfaceAddress, LeaseKey, Mono, Notice, WallTime, WriteResult};
+use kvip_core::{
+    Decision, InterfaceAddress, LeaseKey, Mono, Notice, Observed, WallTime, WriteResult,
+};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -131,22 +132,19 @@ impl Voter {
         &mut self.elections
     }
 
-    /// Steps every election over the cached Leases (`lease_of`: the cached
-    /// Lease and when that version was first seen), sends the writes due
-    /// now and says what changed. The caller withdraws what the round no
-    /// longer announces, then calls [`Voter::release`].
+    /// Steps every election over the cached Leases (`lease_of`: what the
+    /// cache shows of a Lease and when that version was first seen), sends
+    /// the writes due now and says what changed. The caller withdraws what
+    /// the round no longer announces, then calls [`Voter::release`].
     pub fn step(
         &mut self,
         now: Mono,
         blind: Option<Mono>,
-        lease_of: impl Fn(&LeaseKey) -> (Option<Arc<Lease>>, Mono),
+        lease_of: impl FnMut(&LeaseKey) -> (Observed, Mono),
     ) -> Round {
         let mut round = self
             .elections
-            .step(now, translate::wall_now(), blind, |key| {
-                let (lease, seen_at) = lease_of(key);
-                (translate::observed(lease.as_deref()), seen_at)
-            });
+            .step(now, translate::wall_now(), blind, lease_of);
         if let Some((held, pace)) = round.paced {
             if pace.stretch > 1 {
                 tracing::warn!(

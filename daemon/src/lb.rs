@@ -627,11 +627,22 @@ impl LbRole {
         let blind = self.blind_until(now);
         let cache = &self.cache;
         let mut round = self.voter.step(now, blind, |key| {
-            let lease = cache.lease(&key.namespace, &key.name);
-            let seen_at = lease
-                .as_deref()
-                .map_or(now, |l| term_seen_at(cache, l, blind, now));
-            (lease, seen_at)
+            match cache.lease(&key.namespace, &key.name) {
+                Some(lease) => (
+                    translate::observed(Some(&lease)),
+                    term_seen_at(cache, &lease, blind, now),
+                ),
+                None => {
+                    let deleted = cache.deleted_version(&key.namespace, &key.name);
+                    (
+                        kvip_core::Observed {
+                            record: None,
+                            resource_version: deleted,
+                        },
+                        now,
+                    )
+                }
+            }
         });
         next = next.min(round.next);
 

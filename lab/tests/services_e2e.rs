@@ -254,6 +254,59 @@ fn cluster_service_fails_over_when_the_holder_dies() -> Outcome {
     Ok(())
 }
 
+/// Someone deletes the Lease of a VIP in use (an admin, a clean-up job):
+/// another node may take it at once, and the holder must see the delete and
+/// withdraw as soon as its watch shows it, not at its next renewal.
+fn a_lease_deleted_under_its_holder_never_leaves_two_holders() -> Outcome {
+    let vip = "10.77.0.101";
+    let holder = wait_for(
+        "one announcer",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || {
+            let nodes = nodes_with_address(vip);
+            (nodes.len() == 1).then(|| nodes[0].clone())
+        },
+    )?;
+    kubectl(&["delete", "lease", "kubevip-api", "-n", NS])?;
+    let deleted = Instant::now();
+    let (mut longest, mut since): (Duration, Option<Instant>) = (Duration::ZERO, None);
+    while deleted.elapsed() < Duration::from_secs(3) {
+        let two = nodes_with_address(vip).len() > 1;
+        match (two, since) {
+            (true, None) => since = Some(Instant::now()),
+            (false, Some(s)) => {
+                longest = longest.max(s.elapsed());
+                since = None;
+            }
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if let Some(s) = since {
+        longest = longest.max(s.elapsed());
+    }
+    let now_holder = wait_for(
+        "one announcer again, named in a new Lease",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || {
+            let nodes = nodes_with_address(vip);
+            let named = lease_holder(NS, "kubevip-api")?;
+            (nodes.len() == 1 && nodes[0] == named).then(|| nodes[0].clone())
+        },
+    )?;
+    println!(
+        "    Lease deleted under {holder}: now {now_holder}; longest time on two nodes {} ms",
+        longest.as_millis()
+    );
+    ensure!(
+        longest < Duration::from_millis(500),
+        "the VIP stayed on two nodes for {longest:?} after its Lease was deleted"
+    );
+    Ok(())
+}
+
 fn services_sharing_an_address_are_announced_together() -> Outcome {
     apply(&service("share-a", "Local", "10.77.0.102", "share"))?;
     apply(&service("share-b", "Cluster", "10.77.0.102", "share"))?;
@@ -471,6 +524,10 @@ fn main() {
             Scenario {
                 name: "cluster_service_fails_over_when_the_holder_dies",
                 run: cluster_service_fails_over_when_the_holder_dies,
+            },
+            Scenario {
+                name: "a_lease_deleted_under_its_holder_never_leaves_two_holders",
+                run: a_lease_deleted_under_its_holder_never_leaves_two_holders,
             },
             Scenario {
                 name: "services_sharing_an_address_are_announced_together",
