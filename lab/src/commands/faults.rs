@@ -72,25 +72,11 @@ pub fn fault(fault: Fault) -> anyhow::Result<()> {
             println!("node {name} revived");
         }
         Fault::IsolateApi(name) => {
-            let node = state.node(&name)?.clone();
-            process::run_with_input(
-                "ip",
-                &["netns", "exec", &node.netns, "nft", "-f", "-"],
-                &format!(
-                    "table inet kvlab_fault {{}}\ndelete table inet kvlab_fault\n{FAULT_RULES}"
-                ),
-            )?;
-            state.faults.entry(name.clone()).or_default().api_isolated = true;
+            api_rules(&mut state, &name, true)?;
             println!("node {name} cut from the API servers");
         }
         Fault::Heal(name) => {
-            let node = state.node(&name)?.clone();
-            process::run_with_input(
-                "ip",
-                &["netns", "exec", &node.netns, "nft", "-f", "-"],
-                "table inet kvlab_fault {}\ndelete table inet kvlab_fault\n",
-            )?;
-            state.faults.entry(name.clone()).or_default().api_isolated = false;
+            api_rules(&mut state, &name, false)?;
             println!("node {name} healed");
         }
         Fault::CrashDaemons(name) => {
@@ -177,4 +163,22 @@ fn apiserver_nodes(state: &LabState, which: Option<&str>) -> anyhow::Result<Vec<
             .map(|n| n.name.clone())
             .collect()),
     }
+}
+
+/// Drops (`isolated`) or lets through again the node's traffic to and from
+/// the API servers: its fault table is replaced either way.
+fn api_rules(state: &mut LabState, name: &str, isolated: bool) -> anyhow::Result<()> {
+    let node = state.node(name)?.clone();
+    let rules = if isolated { FAULT_RULES } else { "" };
+    process::run_with_input(
+        "ip",
+        &["netns", "exec", &node.netns, "nft", "-f", "-"],
+        &format!("table inet kvlab_fault {{}}\ndelete table inet kvlab_fault\n{rules}"),
+    )?;
+    state
+        .faults
+        .entry(name.to_string())
+        .or_default()
+        .api_isolated = isolated;
+    Ok(())
 }
