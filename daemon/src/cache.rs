@@ -12,7 +12,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use kvip_core::election::is_renewal;
-use kvip_core::{LeaseRecord, Mono};
+use kvip_core::{LeaseKey, LeaseRecord, Mono, Observed};
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -31,10 +31,18 @@ pub struct Cache {
     /// Nodes.
     pub nodes: Store<Node>,
     /// Leases everywhere but `kube-node-lease`.
-    pub leases: Store<Lease>,
+    pub leases: LeaseWatch,
     /// Woken on every change that can change a decision.
     pub changed: Arc<Notify>,
-    /// When each Lease's current version arrived, and the Lease watch's gaps.
+}
+
+/// A Lease watch as elections need it: the store, when each version
+/// arrived, the versions of deletes, and when the watch could not see. Both
+/// roles read their Leases through one.
+#[derive(Clone)]
+pub struct LeaseWatch {
+    /// The Leases.
+    pub store: Store<Lease>,
     terms: Arc<Mutex<Terms>>,
 }
 
@@ -60,7 +68,7 @@ const TOMBSTONE_KEPT: Duration = Duration::from_secs(300);
 
 /// The version of a delete the watch did not see (it happened while the
 /// watch was away): newer than anything written before.
-pub const UNSEEN_DELETE: &str = "18446744073709551615";
+const UNSEEN_DELETE: &str = "18446744073709551615";
 
 /// A Lease's (namespace, name), the key of the arrival map.
 fn key_of(lease: &Lease) -> Option<(String, String)> {
@@ -161,96 +169,97 @@ where
     reader
 }
 
-/// The Lease watch: the store, plus when each version arrived and when the
-/// watch could not see. Wakes the reconciler only for changes that matter.
-fn watch_leases(
-    api: Api<Lease>,
-    config: watcher::Config,
-    changed: Arc<Notify>,
-) -> (Store<Lease>, Arc<Mutex<Terms>>) {
-    let (reader, writer) = reflector::store();
-    let terms = Arc::new(Mutex::new(Terms::default()));
-    let stream =
-        reflector::reflector(writer, watcher(api, config)).backoff(QuickBackoff::default());
-    let record = terms.clone();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            let now = Instant::now();
-            let mut t = record.lock().unwrap_or_else(|e| e.into_inner());
-            // A watch that failed could not see renewals: every other
-            // holder's term restarts when it sees again — at the first object
-            // or the end of a relist, not at the start of one (the list
-            // request may still hang).
-            let sees = matches!(
-                event,
-                Ok(watcher::Event::Apply(_)
-                    | watcher::Event::InitApply(_)
-                    | watcher::Event::Delete(_)
-                    | watcher::Event::InitDone)
-            );
-            if sees && t.blind {
-                t.blind = false;
-                t.blind_until = Some(now);
-                changed.notify_one();
-            }
-            let wake = match &event {
-                Ok(watcher::Event::Apply(l)) => t.arrive(l, now),
-                Ok(watcher::Event::InitApply(l)) => {
-                    if let Some(key) = key_of(l) {
-                        t.relisted.insert(key);
-                    }
-                    t.arrive(l, now)
-                }
-                Ok(watcher::Event::Delete(l)) => {
-                    if let Some(key) = key_of(l) {
-                        t.arrived.remove(&key);
-                        let version = l
-                            .metadata
-                            .resource_version
-                            .clone()
-                            .unwrap_or_else(|| UNSEEN_DELETE.to_string());
-                        t.deleted
-                            .retain(|_, (_, at)| now.duration_since(*at) < TOMBSTONE_KEPT);
-                        t.deleted.insert(key, (version, now));
-                    }
-                    true
-                }
-                Ok(watcher::Event::Init) => {
-                    t.relisted.clear();
-                    false
-                }
-                Ok(watcher::Event::InitDone) => {
-                    // Leases deleted while the watch was away send no Delete.
-                    let listed = std::mem::take(&mut t.relisted);
-                    let gone: Vec<_> = t
-                        .arrived
-                        .keys()
-                        .filter(|k| !listed.contains(*k))
-                        .cloned()
-                        .collect();
-                    for key in gone {
-                        t.arrived.remove(&key);
-                        t.deleted.insert(key, (UNSEEN_DELETE.to_string(), now));
-                    }
-                    true
-                }
-                Err(e) => {
-                    if !t.blind {
-                        tracing::warn!(error = %e, "Lease watch failed; retrying with backoff");
-                    }
-                    t.blind = true;
+impl LeaseWatch {
+    /// Starts watching the Leases `api` and `config` select; wakes `changed`
+    /// only for changes that matter (not another holder's renewal).
+    pub fn start(api: Api<Lease>, config: watcher::Config, changed: Arc<Notify>) -> LeaseWatch {
+        let (reader, writer) = reflector::store();
+        let terms = Arc::new(Mutex::new(Terms::default()));
+        let stream =
+            reflector::reflector(writer, watcher(api, config)).backoff(QuickBackoff::default());
+        let record = terms.clone();
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                let now = Instant::now();
+                let mut t = record.lock().unwrap_or_else(|e| e.into_inner());
+                // A watch that failed could not see renewals: every other
+                // holder's term restarts when it sees again — at the first object
+                // or the end of a relist, not at the start of one (the list
+                // request may still hang).
+                let sees = matches!(
+                    event,
+                    Ok(watcher::Event::Apply(_)
+                        | watcher::Event::InitApply(_)
+                        | watcher::Event::Delete(_)
+                        | watcher::Event::InitDone)
+                );
+                if sees && t.blind {
+                    t.blind = false;
                     t.blind_until = Some(now);
-                    false
+                    changed.notify_one();
                 }
-            };
-            drop(t);
-            if wake {
-                changed.notify_one();
+                let wake = match &event {
+                    Ok(watcher::Event::Apply(l)) => t.arrive(l, now),
+                    Ok(watcher::Event::InitApply(l)) => {
+                        if let Some(key) = key_of(l) {
+                            t.relisted.insert(key);
+                        }
+                        t.arrive(l, now)
+                    }
+                    Ok(watcher::Event::Delete(l)) => {
+                        if let Some(key) = key_of(l) {
+                            t.arrived.remove(&key);
+                            let version = l
+                                .metadata
+                                .resource_version
+                                .clone()
+                                .unwrap_or_else(|| UNSEEN_DELETE.to_string());
+                            t.deleted
+                                .retain(|_, (_, at)| now.duration_since(*at) < TOMBSTONE_KEPT);
+                            t.deleted.insert(key, (version, now));
+                        }
+                        true
+                    }
+                    Ok(watcher::Event::Init) => {
+                        t.relisted.clear();
+                        false
+                    }
+                    Ok(watcher::Event::InitDone) => {
+                        // Leases deleted while the watch was away send no Delete.
+                        let listed = std::mem::take(&mut t.relisted);
+                        let gone: Vec<_> = t
+                            .arrived
+                            .keys()
+                            .filter(|k| !listed.contains(*k))
+                            .cloned()
+                            .collect();
+                        for key in gone {
+                            t.arrived.remove(&key);
+                            t.deleted.insert(key, (UNSEEN_DELETE.to_string(), now));
+                        }
+                        true
+                    }
+                    Err(e) => {
+                        if !t.blind {
+                            tracing::warn!(error = %e, "Lease watch failed; retrying with backoff");
+                        }
+                        t.blind = true;
+                        t.blind_until = Some(now);
+                        false
+                    }
+                };
+                drop(t);
+                if wake {
+                    changed.notify_one();
+                }
             }
+        });
+        LeaseWatch {
+            store: reader,
+            terms,
         }
-    });
-    (reader, terms)
+    }
 }
 
 impl Cache {
@@ -265,7 +274,7 @@ impl Cache {
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
         let plain = watcher::Config::default;
-        let (leases, terms) = watch_leases(
+        let leases = LeaseWatch::start(
             Api::all(client.clone()),
             plain().fields("metadata.namespace!=kube-node-lease"),
             changed.clone(),
@@ -276,7 +285,6 @@ impl Cache {
             nodes: watch(Api::all(client.clone()), plain(), changed.clone()),
             leases,
             changed,
-            terms,
         }
     }
 
@@ -285,30 +293,49 @@ impl Cache {
         self.services.wait_until_ready().await?;
         self.slices.wait_until_ready().await?;
         self.nodes.wait_until_ready().await?;
-        self.leases.wait_until_ready().await
-    }
-
-    /// The version of the delete of Lease `namespace/name`, when the watch
-    /// saw it go (and it has not come back since).
-    pub fn deleted_version(&self, namespace: &str, name: &str) -> Option<String> {
-        let t = self.terms.lock().unwrap_or_else(|e| e.into_inner());
-        t.deleted
-            .get(&(namespace.to_string(), name.to_string()))
-            .map(|(version, _)| version.clone())
-    }
-
-    /// The Lease `namespace/name`, if it exists.
-    pub fn lease(&self, namespace: &str, name: &str) -> Option<Arc<Lease>> {
-        self.leases
-            .get(&reflector::ObjectRef::new(name).within(namespace))
+        self.leases.store.wait_until_ready().await
     }
 }
 
-impl Cache {
+impl LeaseWatch {
+    /// The Lease `namespace/name`, if it exists.
+    pub fn lease(&self, namespace: &str, name: &str) -> Option<Arc<Lease>> {
+        self.store
+            .get(&reflector::ObjectRef::new(name).within(namespace))
+    }
+
+    /// What an election sees of Lease `key`: the cached Lease as of when
+    /// this node saw its term begin ([`LeaseWatch::term_seen_at`]), or, when
+    /// it is gone, the version of its delete (so a delete is told from our
+    /// own create the watch has not shown yet).
+    pub fn seen(&self, key: &LeaseKey, blind: Option<Mono>, now: Mono) -> (Observed, Mono) {
+        if let Some(lease) = self.lease(&key.namespace, &key.name) {
+            let at = self.term_seen_at(&lease, blind, now);
+            return (crate::translate::observed(Some(&lease)), at);
+        }
+        let t = self.terms.lock().unwrap_or_else(|e| e.into_inner());
+        let deleted = t
+            .deleted
+            .get(&(key.namespace.clone(), key.name.clone()))
+            .map(|(version, _)| version.clone());
+        let gone = Observed {
+            record: None,
+            resource_version: deleted,
+        };
+        (gone, now)
+    }
+
+    /// When this node saw `lease` begin its current term: when that version
+    /// arrived, never earlier than `blind` (the end of a gap in what this
+    /// node could see), never later than `now`.
+    pub fn term_seen_at(&self, lease: &Lease, blind: Option<Mono>, now: Mono) -> Mono {
+        let arrived = self.arrived_at(lease, now);
+        blind.map_or(arrived, |b| arrived.max(b)).min(now)
+    }
+
     /// When `lease` (the version in the store) arrived, on the core's clock;
-    /// `now` when the watch has not said yet. Gaps in the watch are the
-    /// caller's to add ([`Cache::leases_blind_until`]).
-    pub fn arrived_at(&self, lease: &Lease, now: Mono) -> Mono {
+    /// `now` when the watch has not said yet.
+    fn arrived_at(&self, lease: &Lease, now: Mono) -> Mono {
         let Some(key) = key_of(lease) else {
             return now;
         };
@@ -320,8 +347,8 @@ impl Cache {
             .min(now)
     }
 
-    /// The last instant the Lease watch could not see (now, while it fails).
-    pub fn leases_blind_until(&self, now: Mono) -> Option<Mono> {
+    /// The last instant the watch could not see (now, while it fails).
+    pub fn blind_until(&self, now: Mono) -> Option<Mono> {
         let t = self.terms.lock().unwrap_or_else(|e| e.into_inner());
         if t.blind {
             Some(now)

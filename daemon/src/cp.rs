@@ -8,20 +8,18 @@
 //! working when every other client reaches the API through that VIP, and a
 //! node whose API server is down cannot hold the VIP.
 
+use crate::cache::LeaseWatch;
 use crate::elections::Voter;
 use crate::metrics;
 use crate::vips::Vips;
-use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, Client};
 use kvip_core::elections::{Ballot, Elections};
 use kvip_core::{Config, InterfaceAddress, LeaseKey, Mono, choose_interface};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -78,13 +76,11 @@ pub struct ControlPlane {
     config: Config,
     address: IpAddr,
     lease: LeaseKey,
-    store: Store<Lease>,
+    leases: LeaseWatch,
     changed: Arc<Notify>,
     healthy: Arc<AtomicBool>,
     voter: Voter,
     vips: Vips,
-    /// The version of the Lease's delete, while it is gone.
-    deleted: Arc<Mutex<Option<String>>>,
     adopted: bool,
 }
 
@@ -100,48 +96,9 @@ impl ControlPlane {
         };
         let changed = Arc::new(Notify::new());
         let api: Api<Lease> = Api::namespaced(client.clone(), &lease.namespace);
-        let (store, writer) = reflector::store();
         let watch_config =
             watcher::Config::default().fields(&format!("metadata.name={}", lease.name));
-        let stream = reflector::reflector(writer, watcher(api, watch_config))
-            .backoff(crate::cache::QuickBackoff::default());
-        let deleted = Arc::new(Mutex::new(None));
-        {
-            let changed = changed.clone();
-            let deleted = deleted.clone();
-            tokio::spawn(async move {
-                let mut stream = std::pin::pin!(stream);
-                let mut listed = false;
-                while let Some(event) = stream.next().await {
-                    // The version of a delete tells it from our create not
-                    // shown yet (see `kvip_core::campaign`).
-                    let unseen = || Some(crate::cache::UNSEEN_DELETE.to_string());
-                    let tombstone = match &event {
-                        Ok(watcher::Event::Delete(l)) => {
-                            Some(l.metadata.resource_version.clone().or_else(unseen))
-                        }
-                        Ok(watcher::Event::Apply(_) | watcher::Event::InitApply(_)) => {
-                            listed = true;
-                            Some(None)
-                        }
-                        Ok(watcher::Event::Init) => {
-                            listed = false;
-                            None
-                        }
-                        // Gone while the watch was away.
-                        Ok(watcher::Event::InitDone) if !listed => Some(unseen()),
-                        _ => None,
-                    };
-                    if let Some(version) = tombstone {
-                        *deleted.lock().unwrap_or_else(|e| e.into_inner()) = version;
-                    }
-                    if let Err(e) = event {
-                        tracing::warn!(error = %e, "control-plane Lease watch failed; retrying");
-                    }
-                    changed.notify_one();
-                }
-            });
-        }
+        let leases = LeaseWatch::start(api, watch_config, changed.clone());
         let healthy = Arc::new(AtomicBool::new(true));
         tokio::spawn(check_health(
             client.clone(),
@@ -162,12 +119,11 @@ impl ControlPlane {
             config,
             address,
             lease,
-            store,
+            leases,
             changed,
             healthy,
             voter,
             vips,
-            deleted,
             adopted: false,
         })
     }
@@ -181,9 +137,12 @@ impl ControlPlane {
         mut self,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
-        if tokio::time::timeout(Duration::from_secs(30), self.store.wait_until_ready())
-            .await
-            .is_err()
+        if tokio::time::timeout(
+            Duration::from_secs(30),
+            self.leases.store.wait_until_ready(),
+        )
+        .await
+        .is_err()
         {
             tracing::warn!(
                 "the control-plane Lease watch has not synced after 30 s; deciding without it"
@@ -247,23 +206,16 @@ impl ControlPlane {
                 tracing::info!(address = %self.address, "control-plane VIP found on the interface from an earlier run");
             }
         }
-        let store = &self.store;
-        let deleted = self
-            .deleted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let mut round = self.voter.step(now, None, |key| {
-            let lease = store.get(&reflector::ObjectRef::new(&key.name).within(&key.namespace));
-            let observed = match lease {
-                Some(lease) => crate::translate::observed(Some(&lease)),
-                None => kvip_core::Observed {
-                    record: None,
-                    resource_version: deleted.clone(),
-                },
-            };
-            (observed, now)
-        });
+        // Other holders' terms restart a renew deadline after the watch
+        // could see again, as in the Service role.
+        let blind = self
+            .leases
+            .blind_until(now)
+            .map(|b| b.after(self.config.renew_deadline));
+        let leases = &self.leases;
+        let mut round = self
+            .voter
+            .step(now, blind, |key| leases.seen(key, blind, now));
         let announce = !round.addresses.is_empty();
         let mut desired = BTreeSet::new();
         if announce {

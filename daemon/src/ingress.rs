@@ -35,13 +35,7 @@ enum Want {
 }
 
 fn current(svc: &Service) -> (Vec<IpAddr>, Option<String>) {
-    let ips = svc
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .into_iter()
-        .flatten()
+    let ips = crate::translate::ingress(svc)
         .filter_map(|i| i.ip.as_deref()?.parse().ok())
         .collect();
     let host = svc

@@ -318,6 +318,7 @@ impl LbRole {
         let terms: Vec<InstanceTerm> = self
             .cache
             .leases
+            .store
             .state()
             .iter()
             .filter(|l| l.metadata.namespace.as_deref() == Some(self.instance_namespace.as_str()))
@@ -328,7 +329,7 @@ impl LbRole {
                     instance,
                     holder: spec.and_then(|s| s.holder_identity.clone()),
                     duration_seconds: spec.and_then(|s| s.lease_duration_seconds),
-                    seen_at: term_seen_at(&self.cache, lease, blind, now),
+                    seen_at: self.cache.leases.term_seen_at(lease, blind, now),
                 })
             })
             .collect();
@@ -354,7 +355,7 @@ impl LbRole {
     /// write hung on the dead server runs into its timeout, and a server that
     /// has just started refuses for a moment), and must not lose its VIP for it.
     fn blind_until(&self, now: Mono) -> Option<Mono> {
-        let watch = self.cache.leases_blind_until(now);
+        let watch = self.cache.leases.blind_until(now);
         let writes = budget::last_unanswered();
         watch
             .max(writes)
@@ -372,7 +373,7 @@ impl LbRole {
         let every = Duration::from_secs(5);
         self.next_instance_renew = now.after(every);
         let name = instances::instance_lease_name(&self.node);
-        let current = self.cache.lease(&self.instance_namespace, &name);
+        let current = self.cache.leases.lease(&self.instance_namespace, &name);
         let wall = translate::wall_now();
         let record = kvip_core::LeaseRecord {
             holder: Some(self.node.clone()),
@@ -423,7 +424,7 @@ impl LbRole {
             return retry;
         };
         let key = m.lease().clone();
-        let lease = self.cache.lease(&key.namespace, &key.name);
+        let lease = self.cache.leases.lease(&key.namespace, &key.name);
         let write = m.renew(lease.as_deref(), now, translate::wall_now());
         if adopting {
             m.campaign().adopt(&self.node, until);
@@ -625,25 +626,10 @@ impl LbRole {
             self.voter.elections_mut().want(&a.wanted);
         }
         let blind = self.blind_until(now);
-        let cache = &self.cache;
-        let mut round = self.voter.step(now, blind, |key| {
-            match cache.lease(&key.namespace, &key.name) {
-                Some(lease) => (
-                    translate::observed(Some(&lease)),
-                    term_seen_at(cache, &lease, blind, now),
-                ),
-                None => {
-                    let deleted = cache.deleted_version(&key.namespace, &key.name);
-                    (
-                        kvip_core::Observed {
-                            record: None,
-                            resource_version: deleted,
-                        },
-                        now,
-                    )
-                }
-            }
-        });
+        let leases = &self.cache.leases;
+        let mut round = self
+            .voter
+            .step(now, blind, |key| leases.seen(key, blind, now));
         next = next.min(round.next);
 
         // What this node announces.
@@ -938,16 +924,4 @@ impl LbRole {
         )
         .await;
     }
-}
-
-/// When this node saw `lease` begin its current term: when that version
-/// arrived, never earlier than `blind` (see [`LbRole::blind_until`]).
-fn term_seen_at(
-    cache: &Cache,
-    lease: &k8s_openapi::api::coordination::v1::Lease,
-    blind: Option<Mono>,
-    now: Mono,
-) -> Mono {
-    let arrived = cache.arrived_at(lease, now);
-    blind.map_or(arrived, |b| arrived.max(b)).min(now)
 }

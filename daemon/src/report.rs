@@ -652,13 +652,7 @@ pub fn json(report: &Report) -> String {
 }
 
 fn service_facts(svc: &Service) -> ServiceFacts {
-    let ingress = svc
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .into_iter()
-        .flatten()
+    let ingress = translate::ingress(svc)
         .filter_map(|i| i.ip.clone().or_else(|| i.hostname.clone()))
         .collect();
     ServiceFacts {

@@ -2,7 +2,7 @@
 //! the core's Lease records back into Lease specs. No decisions live here.
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::{LoadBalancerIngress, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
@@ -47,6 +47,16 @@ pub fn service_input(svc: &Service) -> ServiceInput {
             })
             .collect(),
     }
+}
+
+/// The entries of a Service's `status.loadBalancer.ingress`.
+pub fn ingress(svc: &Service) -> impl Iterator<Item = &LoadBalancerIngress> {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
 }
 
 /// An EndpointSlice as the core reads it; None when it belongs to no Service.

@@ -24,6 +24,18 @@ struct Schedule {
     next: Instant,
 }
 
+impl Schedule {
+    /// A burst that starts now (a takeover or a re-announce).
+    fn starting_now() -> Self {
+        let now = Instant::now();
+        Schedule {
+            started: now,
+            step: 0,
+            next: now,
+        }
+    }
+}
+
 /// Another MAC claiming one of our VIPs on one of our interfaces.
 #[derive(Debug, Clone)]
 pub struct Conflict {
@@ -173,16 +185,8 @@ impl Vips {
                     match self.netlink.add_address(&ia.interface, ia.address).await {
                         Ok(_) => {
                             self.listen(&ia.interface).await;
-                            let now = Instant::now();
                             self.owned.insert(ia.clone());
-                            self.schedules.insert(
-                                ia.clone(),
-                                Schedule {
-                                    started: now,
-                                    step: 0,
-                                    next: now,
-                                },
-                            );
+                            self.schedules.insert(ia.clone(), Schedule::starting_now());
                             added.push(ia);
                         }
                         Err(e) => failed.push((ia, e)),
@@ -197,15 +201,7 @@ impl Vips {
     /// Starts a new burst for `ia` (re-announce, e.g. after a conflict or adoption).
     pub fn reannounce(&mut self, ia: &InterfaceAddress) {
         if self.owned.contains(ia) {
-            let now = Instant::now();
-            self.schedules.insert(
-                ia.clone(),
-                Schedule {
-                    started: now,
-                    step: 0,
-                    next: now,
-                },
-            );
+            self.schedules.insert(ia.clone(), Schedule::starting_now());
         }
     }
 
