@@ -60,12 +60,38 @@ impl TokenBucket {
         self.tokens -= 1.0;
         Ok(wait)
     }
+}
 
-    /// Takes a token whatever the balance (a release that must not wait:
-    /// the address is already withdrawn); later writes wait for it.
-    pub fn force(&mut self, now: Mono) {
-        self.refill(now);
-        self.tokens -= 1.0;
+/// What a write is, as far as its place in the queue goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// A Lease renewal or takeover: it may book the budget as far ahead as
+    /// its caller allows.
+    Lease,
+    /// A Lease release after a withdraw: it goes soon or not at all (the
+    /// next step sends it again).
+    Release,
+    /// Anything else (status, annotations, claims, Events): it books at
+    /// most [`OTHER_WRITES_WAIT`] ahead, so a burst of them never pushes
+    /// Lease renewals past their deadline; held back, it is tried again later.
+    Other,
+}
+
+/// How far ahead writes other than Leases may book the budget.
+pub const OTHER_WRITES_WAIT: Duration = Duration::from_millis(500);
+
+/// How far ahead a release may book the budget.
+pub const RELEASE_WAIT: Duration = Duration::from_secs(1);
+
+impl Class {
+    /// The longest a write of this class waits for a token, when its caller
+    /// would wait `asked`.
+    pub fn longest_wait(self, asked: Duration) -> Duration {
+        match self {
+            Class::Lease => asked,
+            Class::Release => RELEASE_WAIT,
+            Class::Other => asked.min(OTHER_WRITES_WAIT),
+        }
     }
 }
 
@@ -231,7 +257,7 @@ mod tests {
     }
 
     #[test]
-    fn reservations_queue_in_order_and_forced_writes_are_paid_back() {
+    fn reservations_queue_in_order() {
         let mut b = TokenBucket::new(10, 1, at(0));
         assert_eq!(b.reserve(at(0), Duration::ZERO), Ok(Duration::ZERO));
         let second = b.reserve(at(0), Duration::from_secs(1)).unwrap();
@@ -241,12 +267,48 @@ mod tests {
             b.reserve(at(0), Duration::from_millis(50)),
             Err(Duration::from_millis(300))
         );
-        b.force(at(0));
         assert!(
-            b.take(at(300)).is_err(),
-            "the forced write is paid back first"
+            b.take(at(300)).is_ok(),
+            "the two reserved are paid back first"
         );
-        assert!(b.take(at(400)).is_ok());
+    }
+
+    #[test]
+    fn a_burst_of_other_writes_never_starves_lease_renewals() {
+        // 100 Leases taken at once spend the burst; each takeover brings a
+        // status, an annotation and an Event write (Other), asked to wait 5 s.
+        let mut b = TokenBucket::new(50, 100, at(0));
+        for _ in 0..100 {
+            assert!(
+                b.reserve(
+                    at(0),
+                    Class::Lease.longest_wait(Duration::from_millis(1500))
+                )
+                .is_ok()
+            );
+        }
+        let mut sent = 0;
+        for _ in 0..300 {
+            if b.reserve(at(0), Class::Other.longest_wait(Duration::from_secs(5)))
+                .is_ok()
+            {
+                sent += 1;
+            }
+        }
+        assert_eq!(sent, 25, "others book half a second ahead at most");
+        // Two seconds on, every renewal finds a token within its 1.5 s.
+        for i in 0..100 {
+            assert!(
+                b.reserve(
+                    at(2000),
+                    Class::Lease.longest_wait(Duration::from_millis(1500))
+                )
+                .is_ok(),
+                "renewal {i} held back"
+            );
+        }
+        // Releases book a second ahead at most.
+        assert_eq!(Class::Release.longest_wait(Duration::ZERO), RELEASE_WAIT);
     }
 
     proptest! {

@@ -24,6 +24,21 @@ use std::time::Duration;
 /// beyond it renewals spread out and terms stretch.
 pub const RENEWAL_SHARE: f64 = 0.8;
 
+/// Renewals of Leases this node announces fall due on this grid, so a node
+/// holding hundreds renews them in a few wakes a second rather than one
+/// wake each. A renewal is at most this late, far inside its renew deadline;
+/// takeovers and the withdraw at the end of a term are never rounded.
+pub const RENEWAL_GRID: Duration = Duration::from_millis(100);
+
+/// `wait` from `now`, rounded up so that it ends on [`RENEWAL_GRID`].
+pub fn on_grid(now: Mono, wait: Duration) -> Duration {
+    let grid = RENEWAL_GRID.as_nanos();
+    let end = (now.0 + wait).as_nanos();
+    let rounded = end.div_ceil(grid) * grid;
+    let extra = u64::try_from(rounded - end).unwrap_or(0);
+    wait + Duration::from_nanos(extra)
+}
+
 /// The Lease that elects `group`: its own, or with `svc_election=false`
 /// kube-vip's global Services Lease (`global`) — unless the group holds a
 /// Local-policy Service (`local`), which must follow its pods and so keeps
@@ -247,12 +262,15 @@ impl Elections {
         mut see: impl FnMut(&LeaseKey) -> (Observed, Mono),
     ) -> Round {
         let mut round = Round {
-            next: self.retry_period,
+            next: on_grid(now, self.retry_period),
             ..Round::default()
         };
-        self.by_lease
-            .retain(|_, e| e.wanted || e.campaign.holds(now) || e.campaign.announcing());
         let me = self.template.identity().to_string();
+        // Kept until withdrawn and released: a release that did not go is
+        // sent again while the Lease still names this node.
+        self.by_lease.retain(|_, e| {
+            e.wanted || e.campaign.holds(now) || e.campaign.announcing() || e.campaign.names(&me)
+        });
         let held = self
             .by_lease
             .values()
@@ -282,7 +300,9 @@ impl Elections {
                 e.campaign.adopt(&me, *until);
             }
             e.campaign.set_pace(pace);
+            let renewing = e.campaign.names(&me);
             match e.campaign.decide(now, wall, e.ballot.candidate) {
+                Decision::Wait(d) if renewing => round.next = round.next.min(on_grid(now, d)),
                 Decision::Wait(d) => round.next = round.next.min(d),
                 d @ Decision::Release { .. } => round.releases.push((key.clone(), d)),
                 d => round.writes.push((key.clone(), d)),
@@ -333,6 +353,44 @@ impl Elections {
         let e = self.by_lease.get_mut(lease)?;
         e.campaign.sent(sent);
         e.campaign.finished(result, now)
+    }
+
+    /// Takes the releases out of `round` that may go now: a release follows
+    /// its withdraw, so a Lease whose addresses are still `up` on an
+    /// interface (the removal failed) is held back and asked again at the
+    /// next step. Returns (to send, held back).
+    pub fn releasable(
+        &mut self,
+        round: &mut Round,
+        up: &BTreeSet<IpAddr>,
+        now: Mono,
+    ) -> (Vec<(LeaseKey, Decision)>, Vec<LeaseKey>) {
+        let mut send = Vec::new();
+        let mut held = Vec::new();
+        for (key, decision) in std::mem::take(&mut round.releases) {
+            let still_up = self
+                .by_lease
+                .get(&key)
+                .is_some_and(|e| !e.ballot.addresses.is_disjoint(up));
+            if still_up {
+                self.finished(&key, WriteResult::NotSent, now, now);
+                held.push(key);
+            } else {
+                send.push((key, decision));
+            }
+        }
+        (send, held)
+    }
+
+    /// Whether `result` for `lease` changes nothing this node announces: a
+    /// renewal of a Lease it announces that the API server stored. The
+    /// caller need not step again for it.
+    pub fn quiet(&self, lease: &LeaseKey, result: &WriteResult) -> bool {
+        matches!(result, WriteResult::Ok { .. })
+            && self
+                .by_lease
+                .get(lease)
+                .is_some_and(|e| e.campaign.announcing() && e.campaign.names(self.identity()))
     }
 
     /// Another MAC claims `address` (design §7).
@@ -435,6 +493,70 @@ mod tests {
         let fourth = run(&mut e, &mut leases, Mono(3 * SEC));
         assert_eq!(e.leases().count(), 0, "a released Lease is forgotten");
         assert!(fourth.writes.is_empty() && fourth.releases.is_empty());
+    }
+
+    #[test]
+    fn renewals_fall_due_together_on_the_grid_and_a_stored_renewal_is_quiet() {
+        assert_eq!(on_grid(Mono(SEC), SEC), SEC);
+        assert_eq!(
+            on_grid(Mono(SEC + Duration::from_millis(30)), SEC),
+            SEC + Duration::from_millis(70)
+        );
+        let ms = |m: u64| Mono(Duration::from_millis(m));
+        let mut e = elections("me");
+        let mut leases = BTreeMap::new();
+        // Taken 30 ms apart: their renewals fall due 30 ms apart.
+        e.want(&BTreeMap::from([(key("a"), ballot(1, true))]));
+        run(&mut e, &mut leases, ms(1010));
+        e.want(&BTreeMap::from([
+            (key("a"), ballot(1, true)),
+            (key("b"), ballot(2, true)),
+        ]));
+        run(&mut e, &mut leases, ms(1040));
+        let r = run(&mut e, &mut leases, ms(1050));
+        assert_eq!(r.addresses.len(), 2, "both announced");
+        let version = |l: &BTreeMap<LeaseKey, SimLease>, k| l[&key(k)].last_version;
+        assert_eq!((version(&leases, "a"), version(&leases, "b")), (1, 1));
+        let stored = WriteResult::Ok {
+            record: leases[&key("a")].snapshot().record.unwrap(),
+            resource_version: "1".into(),
+        };
+        assert!(e.quiet(&key("a"), &stored), "a renewal stored is quiet");
+        assert!(!e.quiet(&key("a"), &WriteResult::Conflict));
+        assert!(!e.quiet(&key("zz"), &stored), "not ours");
+        let due = ms(1050).after(r.next);
+        assert_eq!(due, ms(2100), "woken on the grid, after both are due");
+        run(&mut e, &mut leases, due);
+        assert_eq!(
+            (version(&leases, "a"), version(&leases, "b")),
+            (2, 2),
+            "both renewed in one wake"
+        );
+    }
+
+    #[test]
+    fn a_lease_is_not_released_while_its_address_is_still_up() {
+        let mut e = elections("me");
+        let mut leases = BTreeMap::new();
+        e.want(&BTreeMap::from([(key("a"), ballot(1, true))]));
+        run(&mut e, &mut leases, Mono(SEC));
+        run(&mut e, &mut leases, Mono(SEC + SEC / 10));
+        e.want(&BTreeMap::new());
+        let see = |l: &BTreeMap<LeaseKey, SimLease>| l[&key("a")].snapshot();
+        let now = Mono(2 * SEC);
+        let mut r = e.step(now, WallTime(2), None, |_| (see(&leases), now));
+        assert!(r.addresses.is_empty(), "withdraw asked");
+        assert_eq!(r.releases.len(), 1);
+        // The removal failed: the address is still up.
+        let (send, held) = e.releasable(&mut r, &BTreeSet::from([ip(1)]), now);
+        assert!(send.is_empty());
+        assert_eq!(held, vec![key("a")]);
+        // Asked again one retry period on; once the address is gone, released.
+        let later = Mono(3 * SEC);
+        let mut r = e.step(later, WallTime(3), None, |_| (see(&leases), later));
+        assert_eq!(r.releases.len(), 1, "asked again");
+        let (send, held) = e.releasable(&mut r, &BTreeSet::new(), later);
+        assert_eq!((send.len(), held.len()), (1, 0));
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! Every API write passes through here: one token bucket per instance
 //! (`kvip_api_qps`, `kvip_api_burst`) and a backoff per target after a 429,
-//! a 5xx or a 403 (the rules are `kvip_core::budget`'s). A write that may not
+//! a 5xx or a 403 (the rules are `kvip_core::budget`'s). Lease writes come
+//! first: other writes book the bucket only a little ahead. A write that may not
 //! go now is not sent; its caller counts it as failed and tries again later,
 //! so an overloaded API server sees fewer requests from kvip, not more.
 
 use crate::{clock, metrics};
-use kvip_core::budget::{Answer, Backoffs, TokenBucket};
+use kvip_core::budget::{Answer, Backoffs, Class, TokenBucket};
 use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Mutex, OnceLock};
@@ -46,9 +47,10 @@ pub fn init(qps: u32, burst: u32) {
 /// How long a write may wait for the budget.
 #[derive(Debug, Clone, Copy)]
 pub enum Urgency {
-    /// It goes now, and later writes wait for it: a release after a
-    /// withdraw (the address is gone already; a late release would leave it
-    /// unserved until the Lease expires) or an instance Lease's delete.
+    /// It goes soon or not at all: a release after a withdraw (the address
+    /// is gone already; a late release would leave it unserved until the
+    /// Lease expires) or an instance Lease's delete. It books at most
+    /// [`kvip_core::budget::RELEASE_WAIT`] ahead.
     Now,
     /// It waits at most this long for a token, in the order writes asked.
     Within(Duration),
@@ -57,17 +59,19 @@ pub enum Urgency {
 /// Waits until a write to `target` may go, as `urgency` allows.
 pub async fn admit(target: &str, resource: &str, urgency: Urgency) -> Result<(), Throttled> {
     let now = clock::now();
+    let class = match (resource, urgency) {
+        ("lease", Urgency::Now) => Class::Release,
+        ("lease", Urgency::Within(_)) => Class::Lease,
+        _ => Class::Other,
+    };
     let reserved = {
         let mut s = lock();
         match urgency {
-            Urgency::Now => {
-                s.bucket.force(now);
-                Ok(Duration::ZERO)
-            }
+            Urgency::Now => s.bucket.reserve(now, class.longest_wait(Duration::ZERO)),
             Urgency::Within(max_wait) => s
                 .backoffs
                 .ready(target, now)
-                .and_then(|()| s.bucket.reserve(now, max_wait)),
+                .and_then(|()| s.bucket.reserve(now, class.longest_wait(max_wait))),
         }
     };
     match reserved {
@@ -109,7 +113,7 @@ fn lease_throttled() {
         .is_ok()
     {
         tracing::warn!(
-            "the API write budget (kvip_api_qps) cannot renew every Lease in time: VIPs already held stay up under the API-outage rules, and kvip sends no more than the budget; with hundreds of Services run membership mode (kvip_membership=true), one Lease per node"
+            "the API write budget (kvip_api_qps) cannot renew every Lease in time: a VIP whose renewal cannot go is announced until its term ends, then by whichever node takes the Lease, and kvip sends no more than the budget; with hundreds of Services run membership mode (kvip_membership=true), one Lease per node"
         );
     }
 }
@@ -173,7 +177,7 @@ pub fn code<T>(result: &Result<T, kube::Error>) -> Option<u16> {
 }
 
 /// A number in [0, 1) that differs between targets and over time.
-fn jitter(target: &str) -> f64 {
+pub fn jitter(target: &str) -> f64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write(target.as_bytes());
     h.write_u128(clock::now().0.as_nanos());

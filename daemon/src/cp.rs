@@ -234,7 +234,7 @@ impl ControlPlane {
         self.voter.apply(&mut self.vips, &desired, now).await;
         metrics::get().kube_vip_is_leader.set(i64::from(announce));
         // Release only after the address is gone.
-        self.voter.release(&mut round);
+        self.voter.release(&mut round, &self.vips, now);
         let mut next = round.next;
         if let Some(at) = self.vips.send_due().await {
             next = next.min(at.saturating_duration_since(Instant::now()));

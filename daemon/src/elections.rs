@@ -178,9 +178,16 @@ impl Voter {
         round
     }
 
-    /// Sends the releases of `round`: only once its withdraw has succeeded.
-    pub fn release(&mut self, round: &mut Round) {
-        for (key, decision) in std::mem::take(&mut round.releases) {
+    /// Sends the releases of `round`, each only once its withdraw has
+    /// succeeded: a Lease whose address could not be removed is held back
+    /// and asked again at the next step.
+    pub fn release(&mut self, round: &mut Round, vips: &Vips, now: Mono) {
+        let up = vips.owned().iter().map(|ia| ia.address).collect();
+        let (send, held) = self.elections.releasable(round, &up, now);
+        for key in held {
+            tracing::warn!(lease = %format!("{}/{}", key.namespace, key.name), "not releasing the Lease: its address could not be removed yet");
+        }
+        for (key, decision) in send {
             self.send(key, decision);
         }
     }
@@ -214,16 +221,17 @@ impl Voter {
         &self.writes_tx
     }
 
-    /// Records how a write ended; true when it was one of ours.
-    pub fn finish(&mut self, done: &WriteDone, now: Mono) -> bool {
-        if self.elections.campaign(&done.lease).is_none() {
-            return false;
-        }
+    /// Records how a write ended. `None` when it was not one of ours, else
+    /// whether it was quiet: a renewal stored, which changes nothing this
+    /// node announces (the caller need not step for it).
+    pub fn finish(&mut self, done: &WriteDone, now: Mono) -> Option<bool> {
+        self.elections.campaign(&done.lease)?;
+        let quiet = self.elections.quiet(&done.lease, &done.result);
         let notice = self
             .elections
             .finished(&done.lease, done.result.clone(), done.sent, now);
         say(notice, &done.lease);
-        true
+        Some(quiet)
     }
 
     /// Another MAC claims one of our addresses (design §7): yield when our

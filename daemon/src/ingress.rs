@@ -14,6 +14,7 @@ use kvip_core::{PendingReason, ServiceKey};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +23,8 @@ pub struct IngressWriter {
     client: Client,
     node: String,
     in_flight: Arc<Mutex<BTreeSet<ServiceKey>>>,
+    /// A write was held back by the budget: sync again soon.
+    held_back: Arc<AtomicBool>,
 }
 
 /// What a Service's status should become.
@@ -46,9 +49,9 @@ fn current(svc: &Service) -> (Vec<IpAddr>, Option<String>) {
     (ips, host)
 }
 
-/// How long a status write may queue for the write budget: long enough to
-/// get its turn behind a node's Lease renewals (the budget serves writes in
-/// the order they asked), short of the next assessment's retry.
+/// How long a status write may queue for the write budget (the budget cuts
+/// it to what leaves Lease renewals room); held back, it is tried again at
+/// the next step.
 const STATUS_WAIT: Duration = Duration::from_secs(5);
 
 impl IngressWriter {
@@ -58,7 +61,14 @@ impl IngressWriter {
             client,
             node,
             in_flight: Arc::new(Mutex::new(BTreeSet::new())),
+            held_back: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// True once after a write was held back by the write budget: the
+    /// caller syncs again without waiting for the next assessment.
+    pub fn take_held_back(&self) -> bool {
+        self.held_back.swap(false, Ordering::Relaxed)
     }
 
     /// Brings every Service's status in line with what this node announces.
@@ -101,6 +111,7 @@ impl IngressWriter {
         let client = self.client.clone();
         let node = self.node.clone();
         let in_flight = self.in_flight.clone();
+        let held_back = self.held_back.clone();
         tokio::spawn(async move {
             let api: Api<Service> = Api::namespaced(client, &key.namespace);
             let (ingress, host) = match &want {
@@ -132,6 +143,7 @@ impl IngressWriter {
             .await
             .is_err()
             {
+                held_back.store(true, Ordering::Relaxed);
                 return done();
             }
             let a = api
@@ -147,6 +159,7 @@ impl IngressWriter {
                     .await
                     .is_err()
                 {
+                    held_back.store(true, Ordering::Relaxed);
                     return done();
                 }
                 let b = api.patch(&key.name, &params, &Patch::Merge(&meta)).await;

@@ -207,19 +207,27 @@ impl LbRole {
         mut self,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
+        // A pass is due when something changed or the time it asked for
+        // has come; a renewal stored changes nothing and wakes no pass.
+        let mut pass_due = true;
+        let mut deadline = tokio::time::Instant::now();
         loop {
             if *shutdown.borrow() {
                 break;
             }
             while let Some(done) = self.voter.try_done() {
-                self.write_finished(done);
+                pass_due |= !self.write_finished(done);
             }
             while let Ok(done) = self.claims_rx.try_recv() {
                 self.claim_finished(done);
+                pass_due = true;
             }
-            let next = self.pass(false).await;
-            metrics::beat(u64::try_from(self.now().0.as_millis()).unwrap_or(u64::MAX));
-            let sleep = next.min(Duration::from_secs(1));
+            if pass_due || tokio::time::Instant::now() >= deadline {
+                let next = self.pass(false).await;
+                metrics::beat(u64::try_from(self.now().0.as_millis()).unwrap_or(u64::MAX));
+                deadline = tokio::time::Instant::now() + next.min(Duration::from_secs(1));
+                pass_due = false;
+            }
             tokio::select! {
                 _ = self.cache.changed.notified() => {
                     // Let a burst of watch events settle into one assessment;
@@ -228,11 +236,18 @@ impl LbRole {
                     // keeps a storm of changes to half a core at most.
                     tokio::time::sleep(self.assess_cost.max(Duration::from_millis(5))).await;
                     self.dirty = true;
+                    pass_due = true;
                 }
-                Some(done) = self.voter.next_done() => self.write_finished(done),
-                Some(done) = self.claims_rx.recv() => self.claim_finished(done),
-                Some(conflict) = self.vips.next_conflict() => self.conflict(conflict),
-                _ = tokio::time::sleep(sleep) => {}
+                Some(done) = self.voter.next_done() => pass_due |= !self.write_finished(done),
+                Some(done) = self.claims_rx.recv() => {
+                    self.claim_finished(done);
+                    pass_due = true;
+                }
+                Some(conflict) = self.vips.next_conflict() => {
+                    self.conflict(conflict);
+                    pass_due = true;
+                }
+                _ = tokio::time::sleep_until(deadline) => {}
                 _ = shutdown.changed() => {}
             }
         }
@@ -246,16 +261,19 @@ impl LbRole {
         }
     }
 
-    fn write_finished(&mut self, done: WriteDone) {
+    /// Records a finished Lease write; true when it changed nothing this
+    /// node announces (a renewal stored).
+    fn write_finished(&mut self, done: WriteDone) -> bool {
         let now = self.now();
         if let Some(m) = self.membership.as_mut()
             && *m.lease() == done.lease
         {
             m.campaign().finish(done, now);
-            return;
+            return false;
         }
         let failed = done.result == kvip_core::WriteResult::NotSent;
-        if self.voter.finish(&done, now) && failed && budget::take_lease_throttled_news() {
+        let finished = self.voter.finish(&done, now);
+        if finished.is_some() && failed && budget::take_lease_throttled_news() {
             // Said once per process, on one Service the budget left unrenewed.
             let key = self
                 .voter
@@ -273,12 +291,13 @@ impl LbRole {
                     uid,
                     Reason::Throttled,
                     format!(
-                        "kvip_api_qps={} cannot renew every Lease of node {} in time; VIPs held stay up under the API-outage rules. With hundreds of Services use membership mode (kvip_membership=true): one Lease per node",
+                        "kvip_api_qps={} cannot renew every Lease of node {} in time; a VIP whose renewal cannot go is announced until its term ends, then by whichever node takes the Lease. With hundreds of Services use membership mode (kvip_membership=true): one Lease per node",
                         self.config.api_qps, self.node
                     ),
                 );
             }
         }
+        finished == Some(true)
     }
 
     /// Another MAC claims one of our VIPs (design §7): yield when our hold
@@ -692,7 +711,7 @@ impl LbRole {
         self.record_events(a, &desired, &won, &lost, shutting_down);
 
         // Releases only after the withdraw above.
-        self.voter.release(&mut round);
+        self.voter.release(&mut round, &self.vips, now);
         for w in decided.into_iter().flat_map(|o| o.releases) {
             claims::spawn(&self.client, w, self.config.renew_deadline, &self.claims_tx);
         }
@@ -700,7 +719,11 @@ impl LbRole {
         // Service status follows what this node announces: compared with
         // the cache after every assessment, and whenever the announcement changed.
         let assessed_now = a.at == Some(now);
-        if !shutting_down && (assessed_now || announced_services != self.announced_last) {
+        if !shutting_down
+            && (assessed_now
+                || announced_services != self.announced_last
+                || self.status.take_held_back())
+        {
             self.status
                 .sync(&a.services, &announced_services, &a.ours, &a.pending)
                 .await;
@@ -912,7 +935,9 @@ impl LbRole {
         let deadline = Instant::now() + Duration::from_millis(900);
         while self.voter.elections().any_named() && Instant::now() < deadline {
             tokio::select! {
-                Some(done) = self.voter.next_done() => self.write_finished(done),
+                Some(done) = self.voter.next_done() => {
+                    self.write_finished(done);
+                }
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             }
             let _ = self.pass(true).await;
