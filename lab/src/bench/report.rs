@@ -299,6 +299,13 @@ fn goals(out: &mut String, r: &Results, kv: Option<&SubjectResults>, kvip: &Subj
                     net_rate(s, a),
                     a.failed_per_second()
                 );
+                let share =
+                    kv_api.map(|k| a.total_per_second / k.total_per_second.max(f64::MIN_POSITIVE));
+                if who == "kvip" && share.is_some_and(|x| x > API_SHARE_GOAL) {
+                    cell.push_str(
+                        "; still behind: the drop-in keeps kube-vip's one Lease per Service, renewed every retry period, so its requests grow with Services as kube-vip's do (it sends fewer: no GET before each write, and no refused request); membership mode, next rows, is the answer",
+                    );
+                }
                 if let Some(st) = step(kvip, biggest).filter(|st| st.created < st.services) {
                     cell.push_str(&format!(
                         "; only {} of the {} Services could be created ²",

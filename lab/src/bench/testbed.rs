@@ -70,6 +70,9 @@ impl BenchService {
             },
             "spec": {
                 "type": "LoadBalancer",
+                // The lab's kube-proxy stand-in needs no NodePorts, and
+                // 30000-32767 holds only 2768 of them: 3000 Services need none.
+                "allocateLoadBalancerNodePorts": false,
                 "externalTrafficPolicy": policy,
                 "selector": { "app": self.app },
                 "ports": [{ "port": SERVICE_PORT, "targetPort": POD_PORT, "protocol": "TCP" }],
