@@ -48,6 +48,46 @@ impl Assessment {
         });
     }
 
+    /// Takes nodes that cannot place an address of a group out of its
+    /// candidates (`problems`: node, then address, then why). A group left
+    /// with no candidate goes out of the election, its Services pending
+    /// `NoUsableInterface` naming each node and its problem.
+    pub fn exclude_unplaceable(&mut self, problems: &BTreeMap<String, BTreeMap<IpAddr, String>>) {
+        if problems.values().all(BTreeMap::is_empty) {
+            return;
+        }
+        let mut refused: Vec<(BTreeSet<ServiceKey>, PendingReason)> = Vec::new();
+        self.groups.retain_mut(|g| {
+            let mut nodes = BTreeMap::new();
+            g.candidates.retain(|node| {
+                let problem = problems
+                    .get(node)
+                    .and_then(|p| g.addresses.iter().find_map(|a| p.get(a)));
+                match problem {
+                    Some(problem) => {
+                        nodes.insert(node.clone(), problem.clone());
+                        false
+                    }
+                    None => true,
+                }
+            });
+            if g.candidates.is_empty() {
+                refused.push((
+                    g.services.clone(),
+                    PendingReason::NoUsableInterface { nodes },
+                ));
+                false
+            } else {
+                true
+            }
+        });
+        for (services, reason) in refused {
+            for s in services {
+                self.pending.insert(s, reason.clone());
+            }
+        }
+    }
+
     /// Takes every group with an address `unusable` objects to out of the
     /// election; its Services become pending with that reason.
     pub fn refuse(&mut self, unusable: impl Fn(IpAddr) -> Option<PendingReason>) {
@@ -179,6 +219,48 @@ mod tests {
             a.pending.get(&ServiceKey::new("default", "good")),
             Some(PendingReason::AddressInUse { .. })
         ));
+    }
+
+    #[test]
+    fn nodes_that_cannot_place_an_address_are_no_candidates() {
+        let nodes = [node("worker1", true), node("worker2", true)];
+        let mut a = assess(
+            &[
+                svc("one", "Cluster", "10.1.0.1"),
+                svc("two", "Cluster", "10.1.0.2"),
+            ],
+            [slice("one", "worker1"), slice("two", "worker1")],
+            &nodes,
+            &LbClassRule::default(),
+        );
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let problems = BTreeMap::from([
+            (
+                "worker1".to_string(),
+                BTreeMap::from([
+                    (ip("10.1.0.1"), "interface bond0 does not exist".to_string()),
+                    (ip("10.1.0.2"), "interface bond0 does not exist".to_string()),
+                ]),
+            ),
+            (
+                "worker2".to_string(),
+                BTreeMap::from([(ip("10.1.0.2"), "interface eth0 is down".to_string())]),
+            ),
+        ]);
+        a.exclude_unplaceable(&problems);
+        let one = a
+            .group_of(&ServiceKey::new("default", "one"))
+            .expect("served");
+        assert_eq!(one.candidates, BTreeSet::from(["worker2".to_string()]));
+        assert!(a.group_of(&ServiceKey::new("default", "two")).is_none());
+        let Some(PendingReason::NoUsableInterface { nodes }) =
+            a.pending.get(&ServiceKey::new("default", "two"))
+        else {
+            panic!("{:?}", a.pending);
+        };
+        assert_eq!(nodes.len(), 2);
+        assert!(nodes["worker1"].contains("bond0"));
+        assert!(nodes["worker2"].contains("down"));
     }
 
     #[test]

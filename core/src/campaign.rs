@@ -182,13 +182,15 @@ impl Campaign {
             && (self.elector.may_announce(now) || adopting || self.outage_hold)
     }
 
-    /// Another MAC claims our address. If our hold rests only on an API
-    /// outage or adoption, the claimant may have the Lease now: yield at once
-    /// (true). Within the term of our last successful write nobody else can
-    /// hold the Lease (see `Elector::may_announce`): the claimant is wrong,
-    /// keep it (false).
-    pub fn yield_to_claim(&mut self, now: Mono) -> bool {
-        if self.elector.may_announce(now) {
+    /// Another MAC claims our address. Within the term of our last
+    /// successful write nobody else can hold the Lease (see
+    /// `Elector::may_announce`): the claimant is wrong, keep it (false). If
+    /// our hold rests only on an API outage or adoption, the claimant may
+    /// have the Lease now, but one frame is easily forged: yield at once
+    /// (true) only when the claim is `convincing` (it comes from a kvip
+    /// node's MAC, or it persisted); otherwise keep holding.
+    pub fn yield_to_claim(&mut self, now: Mono, convincing: bool) -> bool {
+        if self.elector.may_announce(now) || !convincing {
             return false;
         }
         self.outage_hold = false;
@@ -299,7 +301,15 @@ mod tests {
         assert_eq!(c.finished(WriteResult::Error, secs(2)), None);
         // Long after the Lease could have run out, still held: nobody could write.
         assert!(c.may_announce(secs(30), true));
-        assert!(c.yield_to_claim(secs(30)), "an unconfirmed hold yields");
+        assert!(
+            !c.yield_to_claim(secs(30), false),
+            "one unconvincing frame (forged, say) is not enough"
+        );
+        assert!(c.may_announce(secs(30), true));
+        assert!(
+            c.yield_to_claim(secs(30), true),
+            "an unconfirmed hold yields to a convincing claim"
+        );
         assert!(!c.may_announce(secs(30), true));
     }
 
@@ -321,17 +331,20 @@ mod tests {
         let mut c = campaign();
         take(&mut c, secs(0), "5");
         c.transition(true);
-        assert!(!c.yield_to_claim(secs(1)), "a fresh Lease is defended");
+        assert!(
+            !c.yield_to_claim(secs(1), true),
+            "a fresh Lease is defended"
+        );
         // A renewal fails with no answer: the hold goes on past the term.
         let _ = c.decide(secs(1), WallTime(11), true);
         c.finished(WriteResult::Error, secs(1));
         assert!(
-            !c.yield_to_claim(secs(4)),
+            !c.yield_to_claim(secs(4), true),
             "past the renew deadline but within the term written: nobody else can hold it"
         );
         assert!(c.may_announce(secs(6), true), "outage hold past the term");
         assert!(
-            c.yield_to_claim(secs(6)),
+            c.yield_to_claim(secs(6), true),
             "an unconfirmed hold yields to a claim"
         );
         assert!(!c.may_announce(secs(6), true));
@@ -476,8 +489,10 @@ mod world {
         ToggleOutage,
         /// Every announcer hears every other one's gratuitous packets.
         Wire,
-        /// A forged claim for the address reaches a node.
+        /// A forged claim for the address reaches a node, and persists.
         Forged(usize),
+        /// One forged frame claiming the address reaches a node.
+        ForgedOnce(usize),
         Stretch(usize, u32),
         /// The node's write leaves now, after waiting for the write budget.
         Send(usize),
@@ -493,6 +508,7 @@ mod world {
             1 => Just(Step::ToggleOutage),
             2 => Just(Step::Wire),
             1 => (0..3usize).prop_map(Step::Forged),
+            1 => (0..3usize).prop_map(Step::ForgedOnce),
             1 => (0..3usize, 1u32..4).prop_map(|(n, f)| Step::Stretch(n, f)),
             2 => (0..3usize).prop_map(Step::Send),
         ]
@@ -642,16 +658,24 @@ mod world {
                     let announcers = self.announcers();
                     if announcers.len() > 1 {
                         for &n in &announcers {
-                            self.nodes[n].campaign.yield_to_claim(now);
+                            self.nodes[n].campaign.yield_to_claim(now, true);
                         }
                     }
                 }
                 Step::Forged(n) => {
                     let fresh = self.nodes[n].campaign.holds(now) && self.announcing(n);
-                    self.nodes[n].campaign.yield_to_claim(now);
+                    self.nodes[n].campaign.yield_to_claim(now, true);
                     prop_assert!(
                         !fresh || self.announcing(n),
-                        "a forged claim took the VIP from a freshly renewed holder"
+                        "a persisting forged claim took the VIP from a freshly renewed holder"
+                    );
+                }
+                Step::ForgedOnce(n) => {
+                    let announcing = self.announcing(n);
+                    self.nodes[n].campaign.yield_to_claim(now, false);
+                    prop_assert!(
+                        !announcing || self.announcing(n),
+                        "one forged frame took the VIP (outage hold or adoption included)"
                     );
                 }
                 Step::Send(n) => {

@@ -65,8 +65,16 @@ pub enum PendingReason {
         /// The Services sharing them.
         services: Vec<ServiceKey>,
     },
-    /// No interface on the announcing node carries the address's family.
-    NoInterfaceForFamily {
+    /// Every node that could announce cannot put the address on a usable
+    /// interface (missing, down, no carrier, no route of its family, or the
+    /// address already there and not kvip's).
+    NoUsableInterface {
+        /// Each such node with its problem.
+        nodes: BTreeMap<String, String>,
+    },
+    /// The address is the control-plane VIP (`address`), which only the
+    /// control-plane role announces.
+    ControlPlaneAddress {
         /// The address.
         address: IpAddr,
     },
@@ -102,7 +110,8 @@ impl PendingReason {
             PendingReason::AllCandidatesExcluded { .. } => "AllCandidatesExcluded",
             PendingReason::AddressConflict { .. } => "AddressConflict",
             PendingReason::NoCommonCandidate { .. } => "NoCommonCandidate",
-            PendingReason::NoInterfaceForFamily { .. } => "NoInterfaceForFamily",
+            PendingReason::NoUsableInterface { .. } => "NoUsableInterface",
+            PendingReason::ControlPlaneAddress { .. } => "ControlPlaneAddress",
             PendingReason::AddressInUse { .. } => "AddressInUse",
             PendingReason::SubnetAddress { .. } => "SubnetAddress",
         }
@@ -150,9 +159,21 @@ impl PendingReason {
                 list(addresses),
                 list(services)
             ),
-            PendingReason::NoInterfaceForFamily { address } => format!(
-                "no interface for {address}: set vip_servicesinterface (or vip_interface), or \
-                 give a node interface an address or default route of that family"
+            PendingReason::NoUsableInterface { nodes } => {
+                let each: Vec<String> = nodes
+                    .iter()
+                    .map(|(node, problem)| format!("{node}: {problem}"))
+                    .collect();
+                format!(
+                    "no node that could announce can put the address on an interface ({}); \
+                     fix the interface, or set vip_servicesinterface (or vip_interface) to one \
+                     every node has",
+                    each.join("; ")
+                )
+            }
+            PendingReason::ControlPlaneAddress { address } => format!(
+                "address {address} is the control-plane VIP, which only kvip's control-plane \
+                 role announces: choose another address"
             ),
             PendingReason::AddressInUse { address, node } => format!(
                 "address {address} belongs to node {node}: announcing it would steal the \
@@ -431,8 +452,11 @@ mod tests {
                 addresses: vec![],
                 services: vec![],
             },
-            PendingReason::NoInterfaceForFamily {
-                address: "fd00::1".parse().unwrap(),
+            PendingReason::NoUsableInterface {
+                nodes: BTreeMap::from([("w1".into(), "interface bond0 does not exist".into())]),
+            },
+            PendingReason::ControlPlaneAddress {
+                address: "10.0.0.1".parse().unwrap(),
             },
         ];
         let codes: BTreeSet<&str> = reasons.iter().map(PendingReason::reason).collect();

@@ -393,8 +393,9 @@ impl Elections {
                 .is_some_and(|e| e.campaign.announcing() && e.campaign.names(self.identity()))
     }
 
-    /// Another MAC claims `address` (design §7).
-    pub fn claim(&mut self, address: IpAddr, now: Mono) -> ClaimAnswer {
+    /// Another MAC claims `address` (design §7); `convincing` as for
+    /// [`Campaign::yield_to_claim`].
+    pub fn claim(&mut self, address: IpAddr, now: Mono, convincing: bool) -> ClaimAnswer {
         let Some((key, e)) = self
             .by_lease
             .iter_mut()
@@ -402,7 +403,7 @@ impl Elections {
         else {
             return ClaimAnswer::NotOurs;
         };
-        if e.campaign.yield_to_claim(now) {
+        if e.campaign.yield_to_claim(now, convincing) {
             ClaimAnswer::Yielded(key.clone())
         } else {
             ClaimAnswer::Defend(key.clone())
@@ -622,8 +623,11 @@ mod tests {
         e.want(&BTreeMap::from([(key("a"), ballot(1, true))]));
         run(&mut e, &mut leases, Mono(SEC));
         run(&mut e, &mut leases, Mono(SEC + SEC / 10));
-        assert_eq!(e.claim(ip(9), Mono(2 * SEC)), ClaimAnswer::NotOurs);
-        assert_eq!(e.claim(ip(1), Mono(2 * SEC)), ClaimAnswer::Defend(key("a")));
+        assert_eq!(e.claim(ip(9), Mono(2 * SEC), true), ClaimAnswer::NotOurs);
+        assert_eq!(
+            e.claim(ip(1), Mono(2 * SEC), true),
+            ClaimAnswer::Defend(key("a"))
+        );
         // Adopted after a restart, nothing written yet: yield.
         let mut restarted = elections("me");
         restarted.want(&BTreeMap::from([(key("a"), ballot(1, true))]));
@@ -638,7 +642,12 @@ mod tests {
         );
         assert!(r.next <= 5 * SEC);
         assert_eq!(
-            restarted.claim(ip(1), Mono(2 * SEC)),
+            restarted.claim(ip(1), Mono(2 * SEC), false),
+            ClaimAnswer::Defend(key("a")),
+            "one unconvincing frame in the adoption window is defended, not yielded to"
+        );
+        assert_eq!(
+            restarted.claim(ip(1), Mono(2 * SEC), true),
             ClaimAnswer::Yielded(key("a"))
         );
         let r = restarted.step(Mono(2 * SEC), WallTime(2), None, |k| {
@@ -950,7 +959,7 @@ mod world {
                 }
                 Step::Claim(n, l) => {
                     let fresh = self.fresh_announcers(l).contains(&n);
-                    let answer = self.nodes[n].elections.claim(address(l), now);
+                    let answer = self.nodes[n].elections.claim(address(l), now, true);
                     prop_assert!(
                         !fresh || matches!(answer, ClaimAnswer::Defend(_)),
                         "a freshly renewed holder yielded to a claim"

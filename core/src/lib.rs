@@ -16,6 +16,8 @@
 //! - [`instances`]: which nodes run a live kvip instance;
 //! - [`membership`]: membership mode, one Lease per node and rendezvous owners;
 //! - [`plan`](mod@plan): which addresses to add and remove, and on which interface;
+//! - [`placement`]: whether this node can place an address now, and what it publishes;
+//! - [`guard`]: how claims by other hosts on the wire are answered;
 //! - [`packet`]: gratuitous ARP and neighbour advertisement frames.
 
 #![deny(missing_docs)]
@@ -29,9 +31,11 @@ pub mod config;
 pub mod election;
 pub mod elections;
 pub mod endpoints;
+pub mod guard;
 pub mod instances;
 pub mod membership;
 pub mod packet;
+pub mod placement;
 pub mod plan;
 pub mod service;
 pub mod sharing;

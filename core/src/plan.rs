@@ -61,6 +61,14 @@ pub enum PlanError {
         /// The interfaces that exist.
         known: Vec<String>,
     },
+    /// The interface the VIP belongs on is down or has no carrier.
+    #[error(
+        "interface {interface} is down or has no carrier; the VIP is not moved to an interface on another network"
+    )]
+    InterfaceDown {
+        /// The interface.
+        interface: String,
+    },
     /// Nothing on this node carries the VIP's family.
     #[error(
         "no interface for {address}: none has a subnet containing it or a default route of its family; set vip_servicesinterface or vip_interface"
@@ -112,9 +120,11 @@ pub fn is_subnet_edge(address: IpAddr, interface: &InterfaceInfo) -> bool {
 }
 
 /// The interface to put `address` on: the configured one (which must exist),
-/// else the up interface with the longest subnet containing the VIP (host
+/// else the interface with the longest subnet containing the VIP (host
 /// routes such as a VIP's own /32 do not count), else the default-route
-/// interface of the VIP's family.
+/// interface of the VIP's family. The interface must be up with carrier:
+/// when every interface on the VIP's network is down, the answer is
+/// [`PlanError::InterfaceDown`], never an interface on another network.
 pub fn choose_interface(
     address: IpAddr,
     configured: Option<&str>,
@@ -122,35 +132,48 @@ pub fn choose_interface(
     default_route_v4: Option<&str>,
     default_route_v6: Option<&str>,
 ) -> Result<String, PlanError> {
+    let usable = |name: &str| match interfaces.iter().find(|i| i.name == name) {
+        Some(i) if i.up => Ok(name.to_string()),
+        Some(_) => Err(PlanError::InterfaceDown {
+            interface: name.to_string(),
+        }),
+        None => Err(PlanError::InterfaceNotFound {
+            interface: name.to_string(),
+            known: interfaces.iter().map(|i| i.name.clone()).collect(),
+        }),
+    };
     if let Some(name) = configured {
-        return if interfaces.iter().any(|i| i.name == name) {
-            Ok(name.to_string())
-        } else {
-            Err(PlanError::InterfaceNotFound {
-                interface: name.to_string(),
-                known: interfaces.iter().map(|i| i.name.clone()).collect(),
-            })
-        };
+        return usable(name);
     }
     let full = if address.is_ipv4() { 32 } else { 128 };
-    let by_subnet = interfaces
+    let on_subnet: Vec<(&InterfaceInfo, u8)> = interfaces
         .iter()
-        .filter(|i| i.up)
         .flat_map(|i| i.addresses.iter().map(move |(net, len)| (i, *net, *len)))
         .filter(|(_, net, len)| *len < full && subnet_contains(*net, *len, address))
-        // Longest prefix wins; ties go to the first name so every run agrees.
-        .max_by(|(a, _, alen), (b, _, blen)| alen.cmp(blen).then(b.name.cmp(&a.name)));
-    if let Some((interface, _, _)) = by_subnet {
+        .map(|(i, _, len)| (i, len))
+        .collect();
+    // Longest prefix wins; ties go to the first name so every run agrees.
+    let best_up = on_subnet
+        .iter()
+        .filter(|(i, _)| i.up)
+        .max_by(|(a, alen), (b, blen)| alen.cmp(blen).then(b.name.cmp(&a.name)));
+    if let Some((interface, _)) = best_up {
         return Ok(interface.name.clone());
+    }
+    if let Some((down, _)) = on_subnet.iter().max_by_key(|(_, len)| *len) {
+        return Err(PlanError::InterfaceDown {
+            interface: down.name.clone(),
+        });
     }
     let default_route = if address.is_ipv4() {
         default_route_v4
     } else {
         default_route_v6
     };
-    default_route
-        .map(str::to_string)
-        .ok_or(PlanError::NoInterfaceForFamily { address })
+    match default_route {
+        Some(name) => usable(name),
+        None => Err(PlanError::NoInterfaceForFamily { address }),
+    }
 }
 
 #[cfg(test)]
@@ -260,8 +283,15 @@ mod tests {
         ];
         let vip = "10.0.0.100".parse().unwrap();
         assert_eq!(
+            choose_interface(vip, Some("eth0"), &ifaces, None, None),
+            Ok("eth0".to_string())
+        );
+        assert_eq!(
             choose_interface(vip, Some("eth1"), &ifaces, None, None),
-            Ok("eth1".to_string())
+            Err(PlanError::InterfaceDown {
+                interface: "eth1".to_string()
+            }),
+            "down or without carrier"
         );
         let err = choose_interface(vip, Some("bond0"), &ifaces, None, None).unwrap_err();
         assert!(
@@ -294,6 +324,26 @@ mod tests {
                 address: "fd01::1".parse().unwrap()
             })
         );
+    }
+
+    #[test]
+    fn a_network_whose_interfaces_are_down_is_not_left_for_another() {
+        let ifaces = [
+            iface("eth0", true, &[("10.0.0.5", 24)]),
+            iface("eth1", false, &[("10.0.3.5", 24)]),
+            iface("eth2", false, &[]),
+        ];
+        let pick = |vip: &str, default: Option<&str>| {
+            choose_interface(vip.parse().unwrap(), None, &ifaces, default, None)
+        };
+        let down = |name: &str| {
+            Err(PlanError::InterfaceDown {
+                interface: name.to_string(),
+            })
+        };
+        assert_eq!(pick("10.0.3.9", Some("eth0")), down("eth1"));
+        assert_eq!(pick("192.168.0.1", Some("eth2")), down("eth2"));
+        assert_eq!(pick("192.168.0.1", Some("eth0")), Ok("eth0".to_string()));
     }
 
     fn arb_set() -> impl Strategy<Value = BTreeSet<InterfaceAddress>> {

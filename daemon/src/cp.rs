@@ -16,7 +16,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use kvip_core::elections::{Ballot, Elections};
-use kvip_core::{Config, InterfaceAddress, LeaseKey, Mono, choose_interface};
+use kvip_core::{Config, InterfaceAddress, LeaseKey, Mono};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -82,6 +82,8 @@ pub struct ControlPlane {
     voter: Voter,
     vips: Vips,
     adopted: bool,
+    /// Why this node cannot place the VIP now, as last logged.
+    placement_problem: Option<String>,
 }
 
 impl ControlPlane {
@@ -125,6 +127,7 @@ impl ControlPlane {
             voter,
             vips,
             adopted: false,
+            placement_problem: None,
         })
     }
 
@@ -148,6 +151,8 @@ impl ControlPlane {
                 "the control-plane Lease watch has not synced after 30 s; deciding without it"
             );
         }
+        let mut kernel_followed = true;
+        let mut kernel = self.vips.kernel();
         loop {
             if *shutdown.borrow() {
                 break;
@@ -164,7 +169,11 @@ impl ControlPlane {
                 }
                 Some(conflict) = self.vips.next_conflict() => {
                     let now = self.now();
-                    self.voter.claim(&conflict, &mut self.vips, now);
+                    self.voter.claim(&conflict, &mut self.vips, false, now);
+                }
+                followed = kernel.changed(), if kernel_followed => {
+                    kernel_followed = followed.is_ok();
+                    self.vips.sync();
                 }
                 _ = tokio::time::sleep(next.min(Duration::from_secs(1))) => {}
                 _ = shutdown.changed() => {}
@@ -187,10 +196,28 @@ impl ControlPlane {
 
     async fn pass(&mut self, shutting_down: bool) -> Duration {
         let now = self.now();
+        // A node that cannot put the VIP on an interface now is no candidate.
+        let placed = self
+            .vips
+            .placement_view()
+            .interfaces(self.config.vip_interface.as_deref())
+            .place(self.address);
+        let problem = placed.as_ref().err().cloned();
+        if problem != self.placement_problem {
+            match &problem {
+                Some(p) => {
+                    tracing::error!(address = %self.address, problem = %p, "cannot place the control-plane VIP on this node: not a candidate")
+                }
+                None => {
+                    tracing::info!(address = %self.address, "the control-plane VIP can be placed on this node again")
+                }
+            }
+            self.placement_problem = problem;
+        }
         let ballot = Ballot {
             addresses: BTreeSet::from([self.address]),
             services: BTreeSet::new(),
-            candidate: !shutting_down && self.healthy.load(Ordering::Relaxed),
+            candidate: !shutting_down && self.healthy.load(Ordering::Relaxed) && placed.is_ok(),
         };
         self.voter
             .elections_mut()
@@ -198,9 +225,7 @@ impl ControlPlane {
         if !self.adopted {
             self.adopted = true;
             let vips = BTreeSet::from([self.address]);
-            if let Ok(found) = self.vips.adopt(&vips).await
-                && !found.is_empty()
-            {
+            if !self.vips.adopt(&vips).is_empty() {
                 let until = now.after(self.config.lease_duration);
                 self.voter.elections_mut().adopt(vips, until);
                 tracing::info!(address = %self.address, "control-plane VIP found on the interface from an earlier run");
@@ -218,18 +243,11 @@ impl ControlPlane {
             .step(now, blind, |key| leases.seen(key, blind, now));
         let announce = !round.addresses.is_empty();
         let mut desired = BTreeSet::new();
-        if announce {
-            match self.interface().await {
-                Ok(interface) => {
-                    desired.insert(InterfaceAddress {
-                        interface,
-                        address: self.address,
-                    });
-                }
-                Err(e) => {
-                    tracing::error!(address = %self.address, error = %e, "no interface for the control-plane VIP")
-                }
-            }
+        if announce && let Ok(interface) = placed {
+            desired.insert(InterfaceAddress {
+                interface,
+                address: self.address,
+            });
         }
         self.voter.apply(&mut self.vips, &desired, now).await;
         metrics::get().kube_vip_is_leader.set(i64::from(announce));
@@ -240,16 +258,5 @@ impl ControlPlane {
             next = next.min(at.saturating_duration_since(Instant::now()));
         }
         next
-    }
-
-    async fn interface(&self) -> anyhow::Result<String> {
-        let (interfaces, v4, v6) = self.vips.interfaces().await?;
-        Ok(choose_interface(
-            self.address,
-            self.config.vip_interface.as_deref(),
-            &interfaces,
-            v4.as_deref(),
-            v6.as_deref(),
-        )?)
     }
 }

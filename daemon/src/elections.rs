@@ -14,7 +14,7 @@ use kvip_core::elections::{ClaimAnswer, Elections, Round};
 use kvip_core::{
     Decision, InterfaceAddress, LeaseKey, Mono, Notice, Observed, WallTime, WriteResult,
 };
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -234,27 +234,39 @@ impl Voter {
         Some(quiet)
     }
 
-    /// Another MAC claims one of our addresses (design §7): yield when our
-    /// hold is unconfirmed, otherwise defend it with a new burst. False when
-    /// no Lease of ours elects the address.
-    pub fn claim(&mut self, conflict: &Conflict, vips: &mut Vips, now: Mono) -> bool {
+    /// Another host claims one of our addresses (design §7). Within our
+    /// confirmed term it is defended, at most once per 10 s; a hold that
+    /// rests on an API outage or adoption yields only to a convincing claim
+    /// (from a kvip node's MAC, `kvip_node`, or persisting). `None` when no
+    /// Lease of ours elects the address.
+    pub fn claim(
+        &mut self,
+        conflict: &Conflict,
+        vips: &mut Vips,
+        kvip_node: bool,
+        now: Mono,
+    ) -> Option<Answered> {
         let ip = conflict.claim.ip;
-        let mac = mac(&conflict.claim.mac);
-        match self.elections.claim(ip, now) {
-            ClaimAnswer::NotOurs => return false,
+        let judgement = vips.judge(conflict, kvip_node, now);
+        let yielded = match self.elections.claim(ip, now, judgement.convincing) {
+            ClaimAnswer::NotOurs => return None,
             ClaimAnswer::Yielded(key) => {
-                tracing::warn!(address = %ip, other_mac = %mac, lease = %format!("{}/{}", key.namespace, key.name), "another node announces this VIP and our Lease is unconfirmed: withdrawing at once");
+                tracing::warn!(address = %ip, other_mac = %mac(&conflict.claim.mac), lease = %format!("{}/{}", key.namespace, key.name), "another node announces this VIP and our Lease is unconfirmed: withdrawing at once");
+                true
             }
             ClaimAnswer::Defend(_) => {
-                tracing::warn!(address = %ip, other_mac = %mac, "address conflict: another MAC claims a VIP whose Lease we hold; announcing again");
-                vips.reannounce(&InterfaceAddress {
-                    interface: conflict.interface.clone(),
-                    address: ip,
-                });
+                if judgement.may_defend {
+                    tracing::warn!(address = %ip, other_mac = %mac(&conflict.claim.mac), "address conflict: another MAC claims a VIP whose Lease we hold; announcing again (at most once per 10 s)");
+                }
+                vips.defend(conflict, judgement);
+                false
             }
-        }
+        };
         metrics::get().conflicts.inc();
-        true
+        Some(Answered {
+            yielded,
+            report: judgement.report,
+        })
     }
 
     /// Puts exactly `desired` on the interfaces, logs what failed and what
@@ -285,6 +297,15 @@ impl Voter {
     }
 }
 
+/// What a claim led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answered {
+    /// The address was given up: a pass should withdraw it now.
+    pub yielded: bool,
+    /// The same MAC has kept claiming it: worth an Event.
+    pub report: bool,
+}
+
 /// A MAC address as `aa:bb:…`.
 pub fn mac(bytes: &[u8]) -> String {
     bytes
@@ -310,7 +331,7 @@ pub fn spawn_write(
     client: &Client,
     lease: LeaseKey,
     write: LeaseWrite,
-    labels: Option<BTreeMap<String, String>>,
+    meta: Option<leases::LeaseMeta>,
     timeout: Duration,
     done: &mpsc::UnboundedSender<WriteDone>,
 ) {
@@ -322,7 +343,7 @@ pub fn spawn_write(
             &lease.namespace,
             &lease.name,
             write,
-            labels.as_ref(),
+            meta.as_ref(),
             timeout,
         )
         .await;

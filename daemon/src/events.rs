@@ -27,6 +27,8 @@ pub enum Reason {
     Withdrawn,
     /// The write budget cannot renew every Lease in time.
     Throttled,
+    /// Another MAC keeps claiming the Service's VIP.
+    AddressConflict,
 }
 
 impl Reason {
@@ -37,12 +39,13 @@ impl Reason {
             Reason::Pending => "VIPPending",
             Reason::Withdrawn => "VIPWithdrawn",
             Reason::Throttled => "LeaseRenewalThrottled",
+            Reason::AddressConflict => "VIPAddressConflict",
         }
     }
 
     fn kind(self) -> &'static str {
         match self {
-            Reason::Pending | Reason::Throttled => "Warning",
+            Reason::Pending | Reason::Throttled | Reason::AddressConflict => "Warning",
             _ => "Normal",
         }
     }

@@ -1,5 +1,6 @@
 //! The metrics and health endpoint: `/metrics`, `/healthz` (the reconcile
-//! loop is turning) and `/readyz` (caches synced, interface usable).
+//! loop is turning and the kernel's interfaces are read) and `/readyz`
+//! (caches synced, interface changes followed, conflict listeners working).
 
 use crate::metrics;
 use http_body_util::Full;
@@ -40,25 +41,23 @@ pub async fn serve(
             let service = service_fn(move |req: Request<hyper::body::Incoming>| async move {
                 let now_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                 let stuck_ms = u64::try_from(stuck_after.as_millis()).unwrap_or(u64::MAX);
-                let (alive, ready) = metrics::health(now_ms, stuck_ms);
+                let netlink_age = crate::net::kernel::since_last_read(started)
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                let health = metrics::health(now_ms, stuck_ms, netlink_age);
+                let problem = format!("{}\n", health.problem);
                 let (code, body, kind) = match req.uri().path() {
                     "/metrics" => (
                         StatusCode::OK,
                         metrics::render(),
                         "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     ),
-                    "/healthz" if alive => (StatusCode::OK, "ok\n".to_string(), "text/plain"),
-                    "/healthz" => (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "the reconcile loop is stuck\n".to_string(),
-                        "text/plain",
-                    ),
-                    "/readyz" if ready => (StatusCode::OK, "ok\n".to_string(), "text/plain"),
-                    "/readyz" => (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "caches not synced yet\n".to_string(),
-                        "text/plain",
-                    ),
+                    "/healthz" if health.alive => {
+                        (StatusCode::OK, "ok\n".to_string(), "text/plain")
+                    }
+                    "/readyz" if health.ready => (StatusCode::OK, "ok\n".to_string(), "text/plain"),
+                    "/healthz" | "/readyz" => {
+                        (StatusCode::SERVICE_UNAVAILABLE, problem, "text/plain")
+                    }
                     _ => (
                         StatusCode::NOT_FOUND,
                         "not found\n".to_string(),

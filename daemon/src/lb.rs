@@ -15,16 +15,17 @@ use crate::clock;
 use crate::elections::{self, Campaign, CampaignExt, Voter, WriteDone};
 use crate::events::{self, Reason};
 use crate::ingress;
-use crate::leases::{self, LeaseWrite};
+use crate::leases::{self, LeaseMeta, LeaseWrite};
 use crate::membership::Membership;
 use crate::metrics;
 use crate::translate;
-use crate::vips::Vips;
+use crate::vips::{PlacementView, Vips};
 use k8s_openapi::api::core::v1::Service;
 use kube::Client;
 use kvip_core::candidacy::NodeInput;
 use kvip_core::elections::{Ballot, Elections};
 use kvip_core::instances::{self, InstanceTerm, Liveness};
+use kvip_core::placement;
 use kvip_core::{
     AnnouncementGroup, Config, Elector, InterfaceAddress, LbClassRule, LeaseKey, Mono,
     PendingReason, ServiceKey, assess, choose_interface, plan::is_subnet_edge,
@@ -35,12 +36,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// A node's interfaces and its default-route interfaces (IPv4, IPv6).
-type Interfaces = (
-    Vec<kvip_core::plan::InterfaceInfo>,
-    Option<String>,
-    Option<String>,
-);
+/// Addresses each node cannot place, and why: node, then address.
+type Problems = BTreeMap<String, BTreeMap<IpAddr, String>>;
 
 /// How long a Service stays pending for one reason before it gets an Event.
 const PENDING_EVENT_DELAY: Duration = Duration::from_secs(2);
@@ -48,11 +45,7 @@ const PENDING_EVENT_DELAY: Duration = Duration::from_secs(2);
 /// The longest a change waits for the next assessment to settle.
 const MAX_SETTLE: Duration = Duration::from_millis(250);
 
-/// How often the interfaces are listed between assessments.
-const INTERFACE_CHECK: Duration = Duration::from_secs(1);
-
-/// The longest the whole picture goes without being assessed again, so a
-/// change no watch reports (an interface's addresses) is seen within it.
+/// The longest the whole picture goes without being assessed again.
 const RESYNC: Duration = Duration::from_secs(10);
 
 /// What the last assessment of the whole picture found; the elections step
@@ -75,8 +68,10 @@ struct Assessed {
     ours: BTreeSet<ServiceKey>,
     /// Nodes with a live instance when it was made.
     live: BTreeSet<String>,
-    /// This node's interfaces, if they could be listed.
-    interfaces: Option<Interfaces>,
+    /// This node's interfaces as placement sees them.
+    interfaces: PlacementView,
+    /// Addresses this node cannot place now, and why (what it publishes).
+    unplaceable: BTreeMap<IpAddr, String>,
     /// Elections wanted: by Lease, what it elects and our candidacy.
     wanted: BTreeMap<LeaseKey, Ballot>,
     /// When it was made.
@@ -98,8 +93,10 @@ pub struct LbRole {
     assessed: Assessed,
     /// Something the assessment was built from changed.
     dirty: bool,
-    /// When the interfaces were last listed.
-    interfaces_listed: Option<Mono>,
+    /// What the instance Lease last said (placement problems and MACs).
+    published: BTreeMap<String, String>,
+    /// The MACs of other nodes that run kvip, from their instance Leases.
+    kvip_macs: BTreeSet<[u8; 6]>,
     /// How long the last assessment took (the settle time after a change).
     assess_cost: Duration,
     /// The announcement made by the last step, to write status only on change.
@@ -182,7 +179,8 @@ impl LbRole {
             next_instance_renew: Mono::default(),
             assessed: Assessed::default(),
             dirty: true,
-            interfaces_listed: None,
+            published: BTreeMap::new(),
+            kvip_macs: BTreeSet::new(),
             assess_cost: Duration::ZERO,
             announced_last: BTreeMap::new(),
             reported: BTreeMap::new(),
@@ -211,6 +209,8 @@ impl LbRole {
         // has come; a renewal stored changes nothing and wakes no pass.
         let mut pass_due = true;
         let mut deadline = tokio::time::Instant::now();
+        let mut kernel_followed = true;
+        let mut kernel = self.vips.kernel();
         loop {
             if *shutdown.borrow() {
                 break;
@@ -244,8 +244,18 @@ impl LbRole {
                     pass_due = true;
                 }
                 Some(conflict) = self.vips.next_conflict() => {
-                    self.conflict(conflict);
-                    pass_due = true;
+                    // Claims are judged here; only a yield needs a pass.
+                    pass_due |= self.conflict(conflict);
+                }
+                followed = kernel.changed(), if kernel_followed => {
+                    kernel_followed = followed.is_ok();
+                    // A VIP gone from the kernel is added back by the next pass;
+                    // an interface change is assessed again.
+                    pass_due |= self.vips.sync();
+                    if self.vips.placement_view() != self.assessed.interfaces {
+                        self.dirty = true;
+                        pass_due = true;
+                    }
                 }
                 _ = tokio::time::sleep_until(deadline) => {}
                 _ = shutdown.changed() => {}
@@ -300,28 +310,70 @@ impl LbRole {
         finished == Some(true)
     }
 
-    /// Another MAC claims one of our VIPs (design §7): yield when our hold
-    /// is unconfirmed, otherwise defend the address with a new burst.
-    fn conflict(&mut self, conflict: crate::vips::Conflict) {
+    /// Another host claims one of our VIPs (design §7): yield when our hold
+    /// is unconfirmed and the claim convincing, otherwise defend the address
+    /// (at most once per 10 s). True when a pass must withdraw it now.
+    fn conflict(&mut self, conflict: crate::vips::Conflict) -> bool {
         let now = self.now();
         let ip = conflict.claim.ip;
-        let Some(m) = self.membership.as_mut() else {
-            self.voter.claim(&conflict, &mut self.vips, now);
-            return;
+        let kvip_node = self.kvip_macs.contains(&conflict.claim.mac);
+        let answered = match self.membership.as_mut() {
+            None => self.voter.claim(&conflict, &mut self.vips, kvip_node, now),
+            Some(m) if !m.announces(ip) => None,
+            Some(m) => {
+                metrics::get().conflicts.inc();
+                let judgement = self.vips.judge(&conflict, kvip_node, now);
+                let mac = elections::mac(&conflict.claim.mac);
+                let yielded = m.campaign().yield_to_claim(now, judgement.convincing);
+                if yielded {
+                    tracing::warn!(address = %ip, other_mac = %mac, "another node announces this VIP and our membership is unconfirmed: withdrawing every VIP at once");
+                } else {
+                    if judgement.may_defend {
+                        tracing::warn!(address = %ip, other_mac = %mac, "address conflict: another MAC claims a VIP we hold the claim for; announcing again (at most once per 10 s)");
+                    }
+                    self.vips.defend(&conflict, judgement);
+                }
+                Some(elections::Answered {
+                    yielded,
+                    report: judgement.report,
+                })
+            }
         };
-        if !m.announces(ip) {
-            return;
+        let Some(answered) = answered else {
+            return false;
+        };
+        if answered.report {
+            self.report_conflict(&conflict);
         }
-        metrics::get().conflicts.inc();
+        answered.yielded
+    }
+
+    /// An Event on each Service of a VIP that another MAC keeps claiming.
+    fn report_conflict(&mut self, conflict: &crate::vips::Conflict) {
+        let ip = conflict.claim.ip;
         let mac = elections::mac(&conflict.claim.mac);
-        if m.campaign().yield_to_claim(now) {
-            tracing::warn!(address = %ip, other_mac = %mac, "another node announces this VIP and our membership is unconfirmed: withdrawing every VIP at once");
-        } else {
-            tracing::warn!(address = %ip, other_mac = %mac, "address conflict: another MAC claims a VIP we hold the claim for; announcing again");
-            self.vips.reannounce(&InterfaceAddress {
-                interface: conflict.interface,
-                address: ip,
-            });
+        let services: Vec<ServiceKey> = self
+            .assessed
+            .views
+            .iter()
+            .filter(|v| v.addresses.contains(&ip))
+            .map(|v| v.key.clone())
+            .collect();
+        for key in services {
+            let uid = self
+                .assessed
+                .by_key
+                .get(&key)
+                .and_then(|s| s.metadata.uid.clone());
+            self.events.record(
+                &key,
+                uid,
+                Reason::AddressConflict,
+                format!(
+                    "MAC {mac} keeps claiming {ip} on {}, which node {} holds; kvip defends it at most once every 10 s: find the host with that MAC",
+                    conflict.interface, self.node
+                ),
+            );
         }
     }
 
@@ -353,18 +405,6 @@ impl LbRole {
             })
             .collect();
         instances::live(&terms, instances::LB_ROLE, &self.node, me_live, now)
-    }
-
-    /// This node's interfaces and default-route interfaces, listed now.
-    async fn list_interfaces(&mut self, now: Mono) -> Option<Interfaces> {
-        self.interfaces_listed = Some(now);
-        match self.vips.interfaces().await {
-            Ok(x) => Some(x),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot list interfaces");
-                None
-            }
-        }
     }
 
     /// When other holders' terms restart: the last moment this node could
@@ -415,18 +455,44 @@ impl LbRole {
             },
             None => LeaseWrite::Create(record),
         };
-        let labels = self.instance_labels();
+        let meta = self.instance_meta();
         let client = self.client.clone();
         let namespace = self.instance_namespace.clone();
         let timeout = self.config.renew_deadline;
         tokio::spawn(async move {
-            let _ = leases::write(&client, &namespace, &name, write, Some(&labels), timeout).await;
+            let _ = leases::write(&client, &namespace, &name, write, Some(&meta), timeout).await;
         });
         every
     }
 
-    fn instance_labels(&self) -> BTreeMap<String, String> {
-        instances::instance_labels(&self.node, &[instances::LB_ROLE])
+    /// The instance Lease's labels, and annotations telling the other nodes
+    /// which addresses this node cannot place and which MACs are its own.
+    fn instance_meta(&mut self) -> LeaseMeta {
+        let mut annotations = BTreeMap::new();
+        if !self.assessed.unplaceable.is_empty() {
+            annotations.insert(
+                placement::PLACEMENT_ANNOTATION.to_string(),
+                placement::encode(&self.assessed.unplaceable),
+            );
+        }
+        annotations.insert(
+            placement::MACS_ANNOTATION.to_string(),
+            placement::encode_macs(self.vips.local_macs()),
+        );
+        self.published = annotations.clone();
+        LeaseMeta {
+            labels: instances::instance_labels(&self.node, &[instances::LB_ROLE]),
+            annotations,
+        }
+    }
+
+    /// Whether the instance Lease says something other than it should.
+    fn publication_stale(&self) -> bool {
+        let placement = (!self.assessed.unplaceable.is_empty())
+            .then(|| placement::encode(&self.assessed.unplaceable));
+        let macs = placement::encode_macs(self.vips.local_macs());
+        self.published.get(placement::PLACEMENT_ANNOTATION) != placement.as_ref()
+            || self.published.get(placement::MACS_ANNOTATION) != Some(&macs)
     }
 
     /// Membership mode: renews this node's membership Lease on the election
@@ -435,7 +501,7 @@ impl LbRole {
     /// this node (a restart) counts as held for one lease duration, so
     /// claimed VIPs stay up meanwhile.
     fn renew_membership(&mut self, now: Mono) -> Duration {
-        let labels = self.instance_labels();
+        let meta = self.instance_meta();
         let until = now.after(self.config.lease_duration);
         let adopting = !self.started_adoption;
         let retry = self.config.retry_period;
@@ -456,7 +522,7 @@ impl LbRole {
             &self.client,
             key,
             write,
-            Some(labels),
+            Some(meta),
             self.config.renew_deadline,
             self.voter.writes(),
         );
@@ -477,15 +543,6 @@ impl LbRole {
             .membership
             .as_ref()
             .is_none_or(|m| m.live(now) && !shutting_down);
-        // Interfaces have no watch yet: list them once a second, and assess
-        // again when they changed (an address, a link gone, a carrier lost).
-        if self
-            .interfaces_listed
-            .is_none_or(|at| now.since(at) >= INTERFACE_CHECK)
-            && self.list_interfaces(now).await != self.assessed.interfaces
-        {
-            self.dirty = true;
-        }
         let stale = self.dirty
             || shutting_down
             || self.assessed.at.is_none_or(|at| now.since(at) >= RESYNC)
@@ -494,8 +551,13 @@ impl LbRole {
         if stale {
             self.dirty = false;
             let started = Instant::now();
-            self.assess(now, shutting_down).await;
+            self.assess(now, shutting_down);
             self.assess_cost = started.elapsed().min(MAX_SETTLE);
+            // Other nodes learn at once what this node cannot place.
+            if !shutting_down && self.membership.is_none() && self.publication_stale() {
+                self.next_instance_renew = now;
+                next = next.min(self.renew_instance(now));
+            }
         }
         if let Some(at) = self.next_expiry {
             next = next.min(at.since(now) + Duration::from_millis(1));
@@ -511,10 +573,12 @@ impl LbRole {
 
     /// Assesses the whole picture: what the cluster asks for, who runs
     /// kvip, which addresses this node's interfaces allow.
-    async fn assess(&mut self, now: Mono, shutting_down: bool) {
+    fn assess(&mut self, now: Mono, shutting_down: bool) {
         let liveness = self.live_instances(now, shutting_down);
         self.next_expiry = liveness.next_expiry;
         let live = liveness.live;
+        let (mut problems, kvip_macs) = self.published_by_others(&live);
+        self.kvip_macs = kvip_macs;
         let rule = LbClassRule {
             class_only: self.config.lb_class_only,
             class_name: self.config.lb_class_name.clone(),
@@ -561,8 +625,17 @@ impl LbRole {
             .chain(assessment.refused.keys().cloned())
             .collect();
         // Addresses no host may use, judged on this node's interfaces.
-        let interfaces = self.list_interfaces(now).await;
-        self.refuse_unusable(&mut assessment, interfaces.as_ref());
+        let interfaces = self.vips.placement_view();
+        self.refuse_unusable(&mut assessment, &interfaces);
+        // Nodes that cannot place an address are no candidates for it.
+        let unplaceable = interfaces.interfaces(self.configured_interface()).problems(
+            assessment
+                .views
+                .iter()
+                .flat_map(|v| v.addresses.iter().copied()),
+        );
+        problems.insert(self.node.clone(), unplaceable.clone());
+        assessment.exclude_unplaceable(&problems);
         self.update_pending_metrics(&assessment.pending);
         let wanted = if self.membership.is_some() {
             BTreeMap::new()
@@ -593,6 +666,7 @@ impl LbRole {
             ours,
             live,
             interfaces,
+            unplaceable,
             wanted,
             at: Some(now),
         };
@@ -625,18 +699,15 @@ impl LbRole {
                 .iter()
                 .flat_map(|v| v.addresses.iter().copied())
                 .collect();
-            match self.vips.adopt(&vips).await {
-                Ok(adopted) if !adopted.is_empty() => {
-                    let until = now.after(self.config.lease_duration);
-                    let found = adopted.iter().map(|ia| ia.address).collect();
-                    self.voter.elections_mut().adopt(found, until);
-                    tracing::info!(
-                        count = adopted.len(),
-                        "found VIPs from an earlier run on the interfaces"
-                    );
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot read the interfaces' addresses"),
+            let adopted = self.vips.adopt(&vips);
+            if !adopted.is_empty() {
+                let until = now.after(self.config.lease_duration);
+                let found = adopted.iter().map(|ia| ia.address).collect();
+                self.voter.elections_mut().adopt(found, until);
+                tracing::info!(
+                    count = adopted.len(),
+                    "found VIPs from an earlier run on the interfaces"
+                );
             }
         }
 
@@ -692,7 +763,7 @@ impl LbRole {
                 lost.push(services);
             }
         }
-        let desired = self.place(&desired_addresses, a.interfaces.as_ref());
+        let desired = self.place(&desired_addresses, &a.interfaces);
         let added = self.voter.apply(&mut self.vips, &desired, now).await;
         if let Some(m) = self.membership.as_mut() {
             for ia in &added {
@@ -846,26 +917,26 @@ impl LbRole {
             .or(self.config.vip_interface.as_deref())
     }
 
-    /// Takes groups whose address is a node's own address, or the network or
-    /// broadcast address of its subnet, out of the election, with the reason.
-    fn refuse_unusable(
-        &self,
-        assessment: &mut kvip_core::Assessment,
-        interfaces: Option<&Interfaces>,
-    ) {
+    /// Takes groups whose address is a node's own address, the control-plane
+    /// VIP, or the network or broadcast address of its subnet, out of the
+    /// election, with the reason.
+    fn refuse_unusable(&self, assessment: &mut kvip_core::Assessment, view: &PlacementView) {
         let nodes = self.cache.nodes.state();
         assessment.refuse_node_addresses(&translate::node_addresses(nodes.iter().map(|n| &**n)));
+        if let Some(cp) = self.config.address {
+            assessment
+                .refuse(|a| (a == cp).then_some(PendingReason::ControlPlaneAddress { address: a }));
+        }
         assessment.refuse(|a| {
-            let (list, v4, v6) = interfaces?;
             let name = choose_interface(
                 a,
                 self.configured_interface(),
-                list,
-                v4.as_deref(),
-                v6.as_deref(),
+                &view.list,
+                view.default_v4.as_deref(),
+                view.default_v6.as_deref(),
             )
             .ok()?;
-            let info = list.iter().find(|i| i.name == name)?;
+            let info = view.list.iter().find(|i| i.name == name)?;
             is_subnet_edge(a, info).then_some(PendingReason::SubnetAddress {
                 address: a,
                 interface: name,
@@ -873,43 +944,76 @@ impl LbRole {
         });
     }
 
-    /// Chooses the interface for every address this node announces.
+    /// Chooses the interface for every address this node announces. An
+    /// address that cannot be placed (it was when the node became its
+    /// candidate; the next assessment takes the node out) is left off.
     fn place(
         &self,
         addresses: &BTreeSet<IpAddr>,
-        interfaces: Option<&Interfaces>,
+        view: &PlacementView,
     ) -> BTreeSet<InterfaceAddress> {
-        let Some((list, v4, v6)) = interfaces else {
-            // Cannot list interfaces: keep what is there rather than withdraw blindly.
-            return self
-                .vips
-                .owned()
-                .iter()
-                .filter(|ia| addresses.contains(&ia.address))
-                .cloned()
-                .collect();
-        };
-        let mut out = BTreeSet::new();
-        for address in addresses {
-            match choose_interface(
-                *address,
-                self.configured_interface(),
-                list,
-                v4.as_deref(),
-                v6.as_deref(),
-            ) {
-                Ok(interface) => {
-                    out.insert(InterfaceAddress {
-                        interface,
-                        address: *address,
-                    });
+        let interfaces = view.interfaces(self.configured_interface());
+        addresses
+            .iter()
+            .filter_map(|address| match interfaces.place(*address) {
+                Ok(interface) => Some(InterfaceAddress {
+                    interface,
+                    address: *address,
+                }),
+                Err(problem) => {
+                    tracing::debug!(address = %address, %problem, "cannot place the VIP on this node now");
+                    None
                 }
-                Err(e) => {
-                    tracing::error!(address = %address, error = %e, "no interface for the VIP")
+            })
+            .collect()
+    }
+
+    /// What the other live instances published: the addresses each cannot
+    /// place, and their MACs. Only instance Leases of live nodes in the
+    /// instance namespace held by the node they name count.
+    fn published_by_others(&self, live: &BTreeSet<String>) -> (Problems, BTreeSet<[u8; 6]>) {
+        let mut problems = BTreeMap::new();
+        let mut macs = BTreeSet::new();
+        for lease in self.cache.leases.store.state() {
+            if lease.metadata.namespace.as_deref() != Some(self.instance_namespace.as_str()) {
+                continue;
+            }
+            let Some(instance) = lease
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(instances::instance_of)
+            else {
+                continue;
+            };
+            let holder = lease
+                .spec
+                .as_ref()
+                .and_then(|s| s.holder_identity.as_deref());
+            if instance.node == self.node
+                || holder != Some(instance.node.as_str())
+                || !live.contains(&instance.node)
+            {
+                continue;
+            }
+            let Some(annotations) = lease.metadata.annotations.as_ref() else {
+                continue;
+            };
+            if let Some(text) = annotations.get(placement::PLACEMENT_ANNOTATION) {
+                match placement::decode(text) {
+                    Ok(p) => {
+                        problems.insert(instance.node.clone(), p);
+                    }
+                    Err(e) => {
+                        tracing::debug!(node = %instance.node, error = %e, "ignored a placement annotation")
+                    }
                 }
             }
+            if let Some(text) = annotations.get(placement::MACS_ANNOTATION) {
+                macs.extend(placement::decode_macs(text));
+            }
         }
-        out
+        (problems, macs)
     }
 
     fn update_pending_metrics(&self, pending: &BTreeMap<ServiceKey, PendingReason>) {

@@ -25,6 +25,16 @@ pub enum LeaseWrite {
     },
 }
 
+/// The labels and annotations of an instance Lease (kvip's own); an
+/// election Lease is written without any, as client-go writes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseMeta {
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    pub annotations: BTreeMap<String, String>,
+}
+
 /// Writes `write` to Lease `namespace/name` within `timeout`; says how it
 /// ended and when it left (after waiting for the write budget).
 pub async fn write(
@@ -32,7 +42,7 @@ pub async fn write(
     namespace: &str,
     name: &str,
     write: LeaseWrite,
-    labels: Option<&BTreeMap<String, String>>,
+    meta: Option<&LeaseMeta>,
     timeout: Duration,
 ) -> (WriteResult, Mono) {
     let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
@@ -48,7 +58,10 @@ pub async fn write(
             name: Some(name.to_string()),
             namespace: Some(namespace.to_string()),
             resource_version: resource_version.clone(),
-            labels: labels.cloned(),
+            labels: meta.map(|m| m.labels.clone()),
+            annotations: meta
+                .filter(|m| !m.annotations.is_empty())
+                .map(|m| m.annotations.clone()),
             ..Default::default()
         },
         spec: Some(translate::lease_spec(record)),

@@ -270,6 +270,9 @@ async fn manager(settings: Vec<String>) -> anyhow::Result<()> {
     base.default_retry = false;
     let client = kube::Client::try_from(base.clone())?;
     let netlink = net::Netlink::new().context("netlink")?;
+    let kernel = net::kernel::watch(netlink.clone(), started)
+        .await
+        .context("reading the node's interfaces")?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let mut term =
@@ -286,7 +289,13 @@ async fn manager(settings: Vec<String>) -> anyhow::Result<()> {
     let mut roles = tokio::task::JoinSet::new();
     if config.cp_enable {
         let local = cp::local_client(&base, config.port)?;
-        let vips = vips::Vips::new(netlink.clone(), config.arp_rate);
+        let vips = vips::Vips::new(
+            netlink.clone(),
+            kernel.clone(),
+            kvip_core::placement::CP_ADDRESS_PROTOCOL,
+            "cp",
+            config.arp_rate,
+        );
         let role = cp::ControlPlane::start(config.clone(), node.clone(), local, vips)?;
         roles.spawn(role.run(shutdown_rx.clone()));
     }
@@ -303,7 +312,13 @@ async fn manager(settings: Vec<String>) -> anyhow::Result<()> {
             after_ms = started.elapsed().as_millis() as u64,
             "caches synced"
         );
-        let vips = vips::Vips::new(netlink.clone(), config.arp_rate);
+        let vips = vips::Vips::new(
+            netlink.clone(),
+            kernel.clone(),
+            kvip_core::placement::LB_ADDRESS_PROTOCOL,
+            "lb",
+            config.arp_rate,
+        );
         let role = lb::LbRole::new(
             config.clone(),
             node.clone(),

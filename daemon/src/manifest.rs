@@ -112,7 +112,8 @@ pub struct ManifestOptions {
     pub interface: Option<String>,
     /// `--services-interface` (`vip_servicesinterface`): Service VIPs elsewhere than `interface`.
     pub services_interface: Option<String>,
-    /// `--address` (`address`): the control-plane VIP; roles cp and all need it.
+    /// `--address` (`address`): the control-plane VIP; roles cp and all need
+    /// it, and role lb refuses Services asking for it.
     pub address: Option<String>,
     /// `--port` (`port`): the API server port behind the control-plane VIP.
     pub port: u16,
@@ -298,9 +299,8 @@ fn settings(opts: &ManifestOptions) -> Vec<Setting> {
             env.push(value("lb_class_name", "--lb-class-name", class));
         }
     }
-    if role.control_plane()
-        && let Some(address) = &opts.address
-    {
+    // The lb role refuses Services that ask for the control-plane VIP.
+    if let Some(address) = &opts.address {
         env.push(value("address", "--address", address));
     }
     env.extend([

@@ -81,6 +81,23 @@ pub struct Metrics {
     pub api_backing_off: Gauge,
     /// How many times the configured Lease timings this node writes (1: as configured).
     pub lease_stretch: Gauge,
+    /// 1 while the kernel's interface state is followed, 0 while netlink fails.
+    pub netlink_up: Gauge,
+    /// Interfaces holding a role's VIPs without a working conflict listener.
+    pub listeners_down: Family<RoleLabels, Gauge>,
+    /// Claims heard but dropped because the consumer was behind.
+    pub claims_dropped: Counter,
+    /// Defences of a claimed VIP by outcome (`sent`, `suppressed`).
+    pub defences: Family<StateLabels, Counter>,
+    /// VIPs found missing from the kernel (removed by someone else) and put back.
+    pub addresses_restored: Counter,
+}
+
+/// Labels carrying a state or outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    /// The state, such as `up`.
+    pub state: String,
 }
 
 /// Labels naming an API resource.
@@ -93,6 +110,8 @@ pub struct ResourceLabels {
 static METRICS: OnceLock<Metrics> = OnceLock::new();
 static READY: AtomicBool = AtomicBool::new(false);
 static LOOP_BEAT: AtomicU64 = AtomicU64::new(0);
+/// Interfaces without a working listener: the lb role's, then the cp role's.
+static LISTENERS_DOWN: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 
 /// The process-wide metrics.
 pub fn get() -> &'static Metrics {
@@ -116,6 +135,11 @@ pub fn get() -> &'static Metrics {
             api_throttled: Family::default(),
             api_backing_off: Gauge::default(),
             lease_stretch: Gauge::default(),
+            netlink_up: Gauge::default(),
+            listeners_down: Family::default(),
+            claims_dropped: Counter::default(),
+            defences: Family::default(),
+            addresses_restored: Counter::default(),
         };
         m.lease_stretch.set(1);
         registry.register(
@@ -183,6 +207,31 @@ pub fn get() -> &'static Metrics {
             "kube_vip_active_services",
             "Services this node announces (kube-vip compatible)",
             m.kube_vip_active_services.clone(),
+        );
+        registry.register(
+            "kvip_netlink_up",
+            "1 while kvip follows the kernel's interfaces and addresses, 0 while netlink fails",
+            m.netlink_up.clone(),
+        );
+        registry.register(
+            "kvip_conflict_listeners_down",
+            "Interfaces holding VIPs of the role without a working listener for other hosts' ARP and neighbour advertisements (0 when healthy)",
+            m.listeners_down.clone(),
+        );
+        registry.register(
+            "kvip_claims_dropped",
+            "Claims heard on the wire but dropped because kvip was behind (a flood)",
+            m.claims_dropped.clone(),
+        );
+        registry.register(
+            "kvip_defences",
+            "Defences of a claimed VIP by outcome: sent, or suppressed (at most one per address per 10 s)",
+            m.defences.clone(),
+        );
+        registry.register(
+            "kvip_addresses_restored",
+            "VIPs found missing from the kernel (removed by someone else, or by a link flap) and put back",
+            m.addresses_restored.clone(),
         );
         let build: Family<BuildLabels, Gauge> = Family::default();
         build
@@ -263,11 +312,57 @@ pub fn beat(now_ms: u64) {
     LOOP_BEAT.store(now_ms, Ordering::Relaxed);
 }
 
-/// (alive, ready) as the health endpoints judge them.
-pub fn health(now_ms: u64, stuck_after_ms: u64) -> (bool, bool) {
+/// How many interfaces holding `role`'s VIPs have no working conflict listener.
+pub fn set_listeners_down(role: &str, down: usize) {
+    let slot = usize::from(role == "cp");
+    let down = u64::try_from(down).unwrap_or(u64::MAX);
+    LISTENERS_DOWN[slot].store(down, Ordering::Relaxed);
+    get()
+        .listeners_down
+        .get_or_create(&RoleLabels { role: role.into() })
+        .set(i64::try_from(down).unwrap_or(i64::MAX));
+}
+
+/// What the health endpoints judge by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Health {
+    /// The reconcile loop turns and the kernel's state is read.
+    pub alive: bool,
+    /// Caches synced, the kernel followed, every conflict listener working.
+    pub ready: bool,
+    /// Why not, when not.
+    pub problem: &'static str,
+}
+
+/// Health at `now_ms`: the loop must have beaten, and the kernel's state
+/// been read (`netlink_age_ms`), within `stuck_after_ms`.
+pub fn health(now_ms: u64, stuck_after_ms: u64, netlink_age_ms: Option<u64>) -> Health {
     let beat = LOOP_BEAT.load(Ordering::Relaxed);
-    let alive = beat == 0 || now_ms.saturating_sub(beat) < stuck_after_ms;
-    (alive, READY.load(Ordering::Relaxed))
+    let looping = beat == 0 || now_ms.saturating_sub(beat) < stuck_after_ms;
+    let reading = netlink_age_ms.is_none_or(|age| age < stuck_after_ms);
+    let netlink_up = get().netlink_up.get() == 1 || netlink_age_ms.is_none();
+    let listening = LISTENERS_DOWN
+        .iter()
+        .all(|d| d.load(Ordering::Relaxed) == 0);
+    let synced = READY.load(Ordering::Relaxed);
+    let problem = if !looping {
+        "the reconcile loop is stuck"
+    } else if !reading {
+        "the kernel's interfaces cannot be read (netlink)"
+    } else if !synced {
+        "caches not synced yet"
+    } else if !netlink_up {
+        "netlink fails: interface changes are not followed"
+    } else if !listening {
+        "a conflict listener is down on an interface holding VIPs"
+    } else {
+        ""
+    };
+    Health {
+        alive: looping && reading,
+        ready: problem.is_empty(),
+        problem,
+    }
 }
 
 #[cfg(test)]

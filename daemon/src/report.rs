@@ -11,6 +11,7 @@ use kube::api::{Api, ListParams};
 use kvip_core::candidacy::NodeInput;
 use kvip_core::config::parse_go_bool;
 use kvip_core::instances::{self, instance_of};
+use kvip_core::placement;
 use kvip_core::service::{LOADBALANCER_IPS_ANNOTATION, TrafficPolicy, VIP_HOST_ANNOTATION};
 use kvip_core::{LbClassRule, LeaseKey, LeaseRecord, ServiceInput, ServiceKey, SliceInput};
 use kvip_core::{WallTime, assess};
@@ -106,11 +107,13 @@ pub enum StatusError {
     },
 }
 
-/// A Lease as status reads it: its labels and its record.
+/// A Lease as status reads it: its labels, annotations and record.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LeaseFacts {
     /// `metadata.labels`.
     pub labels: BTreeMap<String, String>,
+    /// `metadata.annotations`.
+    pub annotations: BTreeMap<String, String>,
     /// `spec`.
     pub record: LeaseRecord,
 }
@@ -231,6 +234,42 @@ pub struct InstanceRow {
     /// How long ago it last renewed (table only).
     #[serde(skip)]
     pub renewed_ago: Option<Duration>,
+    /// What it cannot place now, each problem with the addresses it concerns.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub placement_problems: Vec<PlacementProblem>,
+}
+
+/// A problem an instance published: addresses it cannot put on an interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlacementProblem {
+    /// The problem, such as a missing interface.
+    pub problem: String,
+    /// The addresses it concerns.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// The placement problems an instance Lease publishes, by problem.
+fn placement_problems(facts: &LeaseFacts) -> Vec<PlacementProblem> {
+    let Some(text) = facts.annotations.get(placement::PLACEMENT_ANNOTATION) else {
+        return Vec::new();
+    };
+    let by_address = match placement::decode(text) {
+        Ok(p) => p,
+        Err(e) => {
+            return vec![PlacementProblem {
+                problem: e,
+                addresses: Vec::new(),
+            }];
+        }
+    };
+    let mut by_problem: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+    for (address, problem) in by_address {
+        by_problem.entry(problem).or_default().push(address);
+    }
+    by_problem
+        .into_iter()
+        .map(|(problem, addresses)| PlacementProblem { problem, addresses })
+        .collect()
 }
 
 /// What `kvip status` shows.
@@ -301,10 +340,16 @@ fn instances(snapshot: &Snapshot) -> Vec<InstanceRow> {
         let renewed_ago = facts.record.renew_time.map(|t| {
             Duration::from_micros(u64::try_from(snapshot.now.0.saturating_sub(t.0)).unwrap_or(0))
         });
+        let live = live_holder(&facts.record, snapshot.now) == Some(instance.node.as_str());
         rows.push(InstanceRow {
             node: instance.node,
             roles: instance.roles,
-            live: live_holder(&facts.record, snapshot.now).is_some(),
+            placement_problems: if live {
+                placement_problems(facts)
+            } else {
+                Vec::new()
+            },
+            live,
             renewed_ago,
         });
     }
@@ -316,6 +361,7 @@ fn instances(snapshot: &Snapshot) -> Vec<InstanceRow> {
                 roles: Vec::new(),
                 live: false,
                 renewed_ago: None,
+                placement_problems: Vec::new(),
             });
         }
     }
@@ -401,6 +447,20 @@ pub fn build(snapshot: &Snapshot, class: &LbClassRule) -> Report {
     // which the API does not show: such a Service stays `electing` here, and
     // its `VIPPending` Event says why.)
     assessment.refuse_node_addresses(&snapshot.node_addresses);
+    // Nodes that cannot place an address are no candidates, as the daemon has it.
+    let problems: BTreeMap<String, BTreeMap<IpAddr, String>> = instances
+        .iter()
+        .filter(|i| i.live && i.roles.iter().any(|r| r == LB_ROLE))
+        .map(|i| {
+            let each = i
+                .placement_problems
+                .iter()
+                .flat_map(|p| p.addresses.iter().map(|a| (*a, p.problem.clone())))
+                .collect();
+            (i.node.clone(), each)
+        })
+        .collect();
+    assessment.exclude_unplaceable(&problems);
 
     let mut services = Vec::new();
     for facts in &snapshot.services {
@@ -635,6 +695,22 @@ pub fn table(report: &Report, wide: bool) -> String {
         &["NODE", "KVIP ROLES", "LIVE", "RENEWED"],
         &instance_rows,
     ));
+    let problems: Vec<String> = report
+        .instances
+        .iter()
+        .flat_map(|i| {
+            i.placement_problems.iter().map(move |p| {
+                let addresses: Vec<String> = p.addresses.iter().map(|a| a.to_string()).collect();
+                format!("  {}: {} ({})", i.node, p.problem, addresses.join(", "))
+            })
+        })
+        .collect();
+    if !problems.is_empty() {
+        out.push_str(&format!(
+            "\nAddresses nodes cannot place (they are no candidates for them):\n{}\n",
+            problems.join("\n")
+        ));
+    }
     let missing = report.nodes_without_lb();
     if !missing.is_empty() {
         out.push_str(&format!(
@@ -675,6 +751,13 @@ fn lease_facts(lease: &Lease) -> Option<(LeaseKey, LeaseFacts)> {
         labels: lease
             .metadata
             .labels
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        annotations: lease
+            .metadata
+            .annotations
             .clone()
             .unwrap_or_default()
             .into_iter()
@@ -847,6 +930,7 @@ mod tests {
     fn lease(holder: &str, renewed_secs_ago: i64, duration: i32) -> LeaseFacts {
         LeaseFacts {
             labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
             record: LeaseRecord {
                 holder: Some(holder.into()),
                 lease_duration_seconds: Some(duration),
@@ -904,6 +988,37 @@ mod tests {
         let mut never = lease("w1", 0, 5).record;
         never.renew_time = None;
         assert_eq!(live_holder(&never, NOW), None);
+    }
+
+    #[test]
+    fn a_node_that_cannot_place_the_address_is_no_candidate_and_status_says_why() {
+        let mut snapshot = broken_layout();
+        let (key, mut facts) = instance("worker1", 1);
+        let problems = BTreeMap::from([(
+            "10.77.0.150".parse().expect("an IP"),
+            "interface \"bond0\" does not exist on this node".to_string(),
+        )]);
+        facts.annotations.insert(
+            placement::PLACEMENT_ANNOTATION.into(),
+            placement::encode(&problems),
+        );
+        snapshot.leases.insert(key, facts);
+        let report = build(&snapshot, &LbClassRule::default());
+        let web = &report.services[0];
+        assert_eq!(web.state, State::Pending);
+        let reason = web.reason.as_ref().expect("a reason");
+        assert_eq!(reason.code, "NoUsableInterface");
+        assert!(
+            reason.message.contains("worker1") && reason.message.contains("bond0"),
+            "{}",
+            reason.message
+        );
+        let text = table(&report, false);
+        assert!(
+            text.contains("worker1: interface \"bond0\" does not exist on this node (10.77.0.150)"),
+            "{text}"
+        );
+        assert!(json(&report).contains("placement_problems"));
     }
 
     #[test]
@@ -1148,12 +1263,14 @@ mod tests {
                     roles: vec!["lb".into()],
                     live: true,
                     renewed_ago: Some(Duration::from_secs(3)),
+                    placement_problems: vec![],
                 },
                 InstanceRow {
                     node: "worker1".into(),
                     roles: vec![],
                     live: false,
                     renewed_ago: None,
+                    placement_problems: vec![],
                 },
             ],
         }

@@ -1,17 +1,33 @@
-//! The node's side of announcing: which VIPs this kvip put on which
+//! The node's side of announcing: which VIPs this role put on which
 //! interface, adding and removing them as the plan says, and when each one's
 //! next gratuitous ARP / NA is due (a burst at takeover, then every
 //! `vip_arpRate`). Decisions come from the core; this only carries them out.
+//!
+//! What is on the interfaces is the kernel's word, not ours: every reading
+//! of the kernel's state ([`crate::net::kernel`]) is compared with what this
+//! role added (its addresses carry its mark), and a VIP someone removed is
+//! dropped from what we hold so the next pass adds it back and announces it.
+//! Sockets follow their interface: an interface recreated under the same
+//! name, or given a new MAC, gets new ones, and a link that comes back up
+//! is announced again.
 
 use crate::metrics;
-use crate::net::{Announcer, NetError, Netlink, burst_schedule};
-use kvip_core::packet::Claim;
+use crate::net::kernel::Snapshot;
+use crate::net::watch::{self, Listener};
+use crate::net::{Announcer, LinkInfo, NetError, Netlink, burst_schedule};
+use kvip_core::guard::{ClaimGuard, Judgement};
 use kvip_core::plan::InterfaceInfo;
-use kvip_core::{Action, InterfaceAddress, plan};
+use kvip_core::{Action, InterfaceAddress, Mono, plan};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+
+pub use crate::net::watch::Conflict;
+
+/// Claims waiting to be judged; beyond this they are dropped and counted.
+const CLAIM_QUEUE: usize = 1024;
 
 /// When an address's next announcement is due.
 #[derive(Debug, Clone)]
@@ -36,127 +52,276 @@ impl Schedule {
     }
 }
 
-/// Another MAC claiming one of our VIPs on one of our interfaces.
-#[derive(Debug, Clone)]
-pub struct Conflict {
-    /// The interface it was seen on.
-    pub interface: String,
-    /// The claim.
-    pub claim: Claim,
+/// The interfaces as a role places its addresses by: every interface and
+/// address except the role's own VIPs, and the default-route interfaces.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlacementView {
+    /// The interfaces.
+    pub list: Vec<InterfaceInfo>,
+    /// The IPv4 default route's interface.
+    pub default_v4: Option<String>,
+    /// The IPv6 default route's interface.
+    pub default_v6: Option<String>,
 }
 
-/// The VIPs on this node and their announcements.
+impl PlacementView {
+    /// For the core's placement rules, with the configured interface.
+    pub fn interfaces<'a>(
+        &'a self,
+        configured: Option<&'a str>,
+    ) -> kvip_core::placement::Interfaces<'a> {
+        kvip_core::placement::Interfaces {
+            configured,
+            list: &self.list,
+            default_v4: self.default_v4.as_deref(),
+            default_v6: self.default_v6.as_deref(),
+        }
+    }
+}
+
+/// The VIPs of one role on this node and their announcements.
 pub struct Vips {
     netlink: Netlink,
+    /// The mark (address protocol) of this role's addresses.
+    protocol: u8,
+    role: &'static str,
+    kernel: tokio::sync::watch::Receiver<Arc<Snapshot>>,
+    /// Interfaces as the last reading had them.
+    links: BTreeMap<String, LinkInfo>,
+    /// Every MAC of this node: claims from them are our own.
+    local_macs: BTreeSet<[u8; 6]>,
     announcers: BTreeMap<String, Announcer>,
     /// Interfaces whose frames are watched for conflicting claims.
-    listening: BTreeSet<String>,
-    conflicts_tx: mpsc::UnboundedSender<Conflict>,
-    conflicts_rx: mpsc::UnboundedReceiver<Conflict>,
+    listeners: BTreeMap<String, Listener>,
+    /// Interfaces whose listener could not be opened.
+    listen_failed: BTreeSet<String>,
+    conflicts_tx: mpsc::Sender<Conflict>,
+    conflicts_rx: mpsc::Receiver<Conflict>,
     owned: BTreeSet<InterfaceAddress>,
+    /// When each owned address was added (a reading taken before cannot show it).
+    added_at: BTreeMap<InterfaceAddress, Instant>,
     schedules: BTreeMap<InterfaceAddress, Schedule>,
+    guard: ClaimGuard,
     arp_rate: Duration,
 }
 
 impl Vips {
-    /// A wire with nothing on it yet.
-    pub fn new(netlink: Netlink, arp_rate: Duration) -> Self {
-        let (conflicts_tx, conflicts_rx) = mpsc::unbounded_channel();
-        Self {
+    /// A role's wire with nothing on it yet; `protocol` marks its addresses.
+    pub fn new(
+        netlink: Netlink,
+        kernel: tokio::sync::watch::Receiver<Arc<Snapshot>>,
+        protocol: u8,
+        role: &'static str,
+        arp_rate: Duration,
+    ) -> Self {
+        let (conflicts_tx, conflicts_rx) = mpsc::channel(CLAIM_QUEUE);
+        let mut vips = Self {
             netlink,
+            protocol,
+            role,
+            kernel,
+            links: BTreeMap::new(),
+            local_macs: BTreeSet::new(),
             announcers: BTreeMap::new(),
-            listening: BTreeSet::new(),
+            listeners: BTreeMap::new(),
+            listen_failed: BTreeSet::new(),
             conflicts_tx,
             conflicts_rx,
             owned: BTreeSet::new(),
+            added_at: BTreeMap::new(),
             schedules: BTreeMap::new(),
+            guard: ClaimGuard::default(),
             arp_rate,
+        };
+        vips.sync();
+        vips
+    }
+
+    /// A receiver of the kernel's state, for a role's loop to wait on
+    /// (then it calls [`Vips::sync`]).
+    pub fn kernel(&self) -> tokio::sync::watch::Receiver<Arc<Snapshot>> {
+        let mut rx = self.kernel.clone();
+        rx.mark_unchanged();
+        rx
+    }
+
+    /// The interfaces as this role places addresses by, from the latest reading.
+    pub fn placement_view(&self) -> PlacementView {
+        let snapshot = self.kernel.borrow();
+        let state = &snapshot.state;
+        PlacementView {
+            list: state.without_marked(self.protocol),
+            default_v4: state.default_v4.clone(),
+            default_v6: state.default_v6.clone(),
         }
     }
 
-    /// The next claim by another MAC for one of the VIPs this node holds.
+    /// Every MAC of this node.
+    pub fn local_macs(&self) -> &BTreeSet<[u8; 6]> {
+        &self.local_macs
+    }
+
+    /// Brings this role in step with the latest reading of the kernel.
+    /// Returns true when one of its VIPs is gone from the kernel (removed by
+    /// hand, by a network manager, with its interface, or by a link going
+    /// down): it is no longer held, so the next apply adds it back.
+    pub fn sync(&mut self) -> bool {
+        let snapshot = self.kernel.borrow().clone();
+        let state = &snapshot.state;
+        self.local_macs = state.macs();
+
+        // Announce again on a link that came back, was recreated or got a new MAC.
+        let mut renewed: BTreeSet<String> = BTreeSet::new();
+        for (name, link) in &state.links {
+            if let Some(before) = self.links.get(name)
+                && (before.index != link.index || before.mac != link.mac || (!before.up && link.up))
+            {
+                renewed.insert(name.clone());
+            }
+        }
+        self.announcers.retain(|name, a| {
+            state
+                .links
+                .get(name)
+                .is_some_and(|l| a.is_for(l.index, l.mac))
+        });
+        self.listeners.retain(|name, l| {
+            let keep = l.alive() && state.links.get(name).is_some_and(|k| k.index == l.index);
+            if !keep {
+                tracing::info!(interface = %name, "conflict listener replaced: its interface changed or its socket failed");
+            }
+            keep
+        });
+        self.links = state.links.clone();
+
+        // Kernel truth: what this role holds must be on the interface.
+        let marked = state.marked_by(self.protocol);
+        let missing: Vec<InterfaceAddress> = self
+            .owned
+            .iter()
+            .filter(|ia| !marked.contains(*ia))
+            .filter(|ia| {
+                self.added_at
+                    .get(*ia)
+                    .is_none_or(|at| *at <= snapshot.taken)
+            })
+            .cloned()
+            .collect();
+        for ia in &missing {
+            tracing::warn!(address = %ia.address, interface = %ia.interface, "VIP gone from the interface (removed by someone else, or with its link): adding it back");
+            metrics::get().addresses_restored.inc();
+            self.forget(ia);
+        }
+        for ia in self
+            .owned
+            .iter()
+            .filter(|ia| renewed.contains(&ia.interface))
+        {
+            self.schedules.insert(ia.clone(), Schedule::starting_now());
+        }
+        self.listen_where_held();
+        !missing.is_empty()
+    }
+
+    fn forget(&mut self, ia: &InterfaceAddress) {
+        self.owned.remove(ia);
+        self.schedules.remove(ia);
+        self.added_at.remove(ia);
+    }
+
+    /// Opens a listener on every interface that holds one of our VIPs and
+    /// has none, and says how many such interfaces have none working.
+    fn listen_where_held(&mut self) {
+        let interfaces: BTreeSet<String> =
+            self.owned.iter().map(|ia| ia.interface.clone()).collect();
+        for name in &interfaces {
+            if self.listeners.contains_key(name) {
+                continue;
+            }
+            let Some(link) = self.links.get(name) else {
+                continue;
+            };
+            match watch::listen(link.index, name, self.conflicts_tx.clone()) {
+                Ok(listener) => {
+                    self.listen_failed.remove(name);
+                    self.listeners.insert(name.clone(), listener);
+                }
+                Err(e) => {
+                    if self.listen_failed.insert(name.clone()) {
+                        tracing::warn!(interface = %name, error = %e, "cannot watch for address conflicts");
+                    }
+                }
+            }
+        }
+        self.listen_failed.retain(|n| interfaces.contains(n));
+        let down = interfaces
+            .iter()
+            .filter(|n| !self.listeners.get(*n).is_some_and(Listener::alive))
+            .count();
+        metrics::set_listeners_down(self.role, down);
+    }
+
+    /// The next claim by another host for one of the VIPs this role holds,
+    /// heard on the interface that holds it; our own MACs never count.
     pub async fn next_conflict(&mut self) -> Option<Conflict> {
         loop {
             let conflict = self.conflicts_rx.recv().await?;
-            let ours = self
-                .owned
-                .iter()
-                .any(|ia| ia.address == conflict.claim.ip && ia.interface == conflict.interface);
+            if self.local_macs.contains(&conflict.claim.mac) {
+                continue;
+            }
+            let ours = self.owned.contains(&InterfaceAddress {
+                interface: conflict.interface.clone(),
+                address: conflict.claim.ip,
+            });
             if ours {
                 return Some(conflict);
             }
         }
     }
 
-    /// Starts watching `interface` for claims, once.
-    async fn listen(&mut self, interface: &str) {
-        if self.listening.contains(interface) {
-            return;
-        }
-        let link = match self.netlink.link(interface).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(interface, error = %e, "cannot watch for address conflicts");
-                return;
-            }
+    /// Records `conflict` and says what may be done about it (RFC 5227:
+    /// one defence per address per 10 s; one frame is not convincing).
+    pub fn judge(&mut self, conflict: &Conflict, kvip_node: bool, now: Mono) -> Judgement {
+        self.guard
+            .judge(conflict.claim.ip, conflict.claim.mac, kvip_node, now)
+    }
+
+    /// Defends the claimed address with a new burst, if the judgement allows.
+    pub fn defend(&mut self, conflict: &Conflict, judgement: Judgement) {
+        let outcome = if judgement.may_defend {
+            self.reannounce(&InterfaceAddress {
+                interface: conflict.interface.clone(),
+                address: conflict.claim.ip,
+            });
+            "sent"
+        } else {
+            "suppressed"
         };
-        match crate::net::watch::listen(link.index, link.mac) {
-            Ok(mut claims) => {
-                self.listening.insert(interface.to_string());
-                let tx = self.conflicts_tx.clone();
-                let interface = interface.to_string();
-                tokio::spawn(async move {
-                    while let Some(claim) = claims.recv().await {
-                        if tx
-                            .send(Conflict {
-                                interface: interface.clone(),
-                                claim,
-                            })
-                            .is_err()
-                        {
-                            break;
-                        }
-                    }
-                });
-            }
-            Err(e) => tracing::warn!(interface, error = %e, "cannot watch for address conflicts"),
+        metrics::get()
+            .defences
+            .get_or_create(&metrics::StateLabels {
+                state: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// Takes over addresses from `vips` that carry this role's mark (left by
+    /// an earlier run): they are ours to keep or remove. Nothing else is
+    /// touched, whatever interface it is on.
+    pub fn adopt(&mut self, vips: &BTreeSet<IpAddr>) -> Vec<InterfaceAddress> {
+        let marked = self.kernel.borrow().state.marked_by(self.protocol);
+        let adopted: Vec<InterfaceAddress> = marked
+            .into_iter()
+            .filter(|ia| vips.contains(&ia.address))
+            .collect();
+        for ia in &adopted {
+            self.owned.insert(ia.clone());
         }
+        self.listen_where_held();
+        adopted
     }
 
-    /// The node's interfaces and default-route interfaces (v4, v6).
-    pub async fn interfaces(
-        &self,
-    ) -> Result<(Vec<InterfaceInfo>, Option<String>, Option<String>), NetError> {
-        let interfaces = self.netlink.interfaces().await?;
-        let (v4, v6) = self.netlink.default_route_interfaces().await?;
-        Ok((interfaces, v4, v6))
-    }
-
-    /// Takes over addresses from `vips` already on an interface as host
-    /// routes (left by an earlier kvip): they are ours to keep or remove.
-    pub async fn adopt(
-        &mut self,
-        vips: &BTreeSet<IpAddr>,
-    ) -> Result<Vec<InterfaceAddress>, NetError> {
-        let mut adopted = Vec::new();
-        for iface in self.netlink.interfaces().await? {
-            for (address, prefix) in iface.addresses {
-                let host = if address.is_ipv4() { 32 } else { 128 };
-                if prefix == host && vips.contains(&address) {
-                    self.listen(&iface.name).await;
-                    let ia = InterfaceAddress {
-                        interface: iface.name.clone(),
-                        address,
-                    };
-                    self.owned.insert(ia.clone());
-                    adopted.push(ia);
-                }
-            }
-        }
-        Ok(adopted)
-    }
-
-    /// Addresses this kvip has on its interfaces.
+    /// Addresses this role has on its interfaces.
     pub fn owned(&self) -> &BTreeSet<InterfaceAddress> {
         &self.owned
     }
@@ -169,30 +334,47 @@ impl Vips {
     ) -> (Vec<InterfaceAddress>, Vec<(InterfaceAddress, NetError)>) {
         let mut added = Vec::new();
         let mut failed = Vec::new();
-        for action in plan(desired, &self.owned) {
+        let actions = plan(desired, &self.owned);
+        for action in &actions {
             match action {
                 Action::Remove(ia) => {
-                    match self.netlink.remove_address(&ia.interface, ia.address).await {
+                    match self
+                        .netlink
+                        .remove_address(&ia.interface, ia.address, self.protocol)
+                        .await
+                    {
                         Ok(_) => {
                             tracing::info!(address = %ia.address, interface = %ia.interface, "VIP withdrawn");
-                            self.owned.remove(&ia);
-                            self.schedules.remove(&ia);
+                            self.forget(ia);
                         }
-                        Err(e) => failed.push((ia, e)),
+                        // The interface is gone, and the address with it.
+                        Err(NetError::InterfaceNotFound { .. }) => self.forget(ia),
+                        Err(e) => failed.push((ia.clone(), e)),
                     }
                 }
                 Action::Add(ia) => {
-                    match self.netlink.add_address(&ia.interface, ia.address).await {
+                    let started = Instant::now();
+                    match self
+                        .netlink
+                        .add_address(&ia.interface, ia.address, self.protocol)
+                        .await
+                    {
                         Ok(_) => {
-                            self.listen(&ia.interface).await;
                             self.owned.insert(ia.clone());
+                            self.added_at.insert(ia.clone(), started);
                             self.schedules.insert(ia.clone(), Schedule::starting_now());
-                            added.push(ia);
+                            added.push(ia.clone());
                         }
-                        Err(e) => failed.push((ia, e)),
+                        Err(e) => failed.push((ia.clone(), e)),
                     }
                 }
             }
+        }
+        if !actions.is_empty() {
+            let owned = &self.owned;
+            self.guard
+                .retain(|ip| owned.iter().any(|ia| ia.address == ip));
+            self.listen_where_held();
         }
         self.send_due().await;
         (added, failed)
@@ -243,6 +425,8 @@ impl Vips {
                         .inc_by(u64::try_from(frames).unwrap_or(0));
                 }
                 Err(e) => {
+                    // A new socket next time: the interface may have changed under it.
+                    self.announcers.remove(&ia.interface);
                     tracing::warn!(address = %ia.address, interface = %ia.interface, error = %e, "gratuitous announcement failed")
                 }
             }

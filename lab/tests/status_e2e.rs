@@ -24,33 +24,9 @@ fn pod(name: &str, node: &str, app: &str) -> Result<(), String> {
     lab_pod(NS, name, node, app)
 }
 
-/// Runs `kvip status args` with the lab's kubeconfig: (exit code, stdout).
-/// Exit code 2 (the cluster could not be read) is an error.
-fn status(args: &[&str]) -> Result<(i32, String), String> {
-    let env = lab_env()?;
-    let out = Command::new(kvip_bin())
-        .arg("status")
-        .args(args)
-        .env(
-            "KUBECONFIG",
-            env.get("KUBECONFIG").cloned().unwrap_or_default(),
-        )
-        .output()
-        .map_err(|e| format!("kvip status: {e}"))?;
-    let code = out.status.code().unwrap_or(-1);
-    if code != 0 && code != 1 {
-        return Err(format!(
-            "kvip status {} exited {code}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok((code, String::from_utf8_lossy(&out.stdout).into_owned()))
-}
-
 /// `kvip status -n ns name -o json`: (exit code, the Service's entry, the whole document).
 fn row(ns: &str, name: &str) -> Result<(i32, serde_json::Value, serde_json::Value), String> {
-    let (code, text) = status(&["-n", ns, name, "-o", "json"])?;
+    let (code, text) = kvip_status(&["-n", ns, name, "-o", "json"])?;
     let doc: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| format!("not JSON ({e}): {text}"))?;
     let entry = doc["services"]
@@ -190,7 +166,7 @@ fn the_broken_layout_is_pending_naming_the_worker() -> Outcome {
         live("cp1") && !live("worker1") && !live("worker2"),
         "instances {instances:?}"
     );
-    let (exit, table) = status(&["-n", NS])?;
+    let (exit, table) = kvip_status(&["-n", NS])?;
     ensure!(exit == 1, "table exit code {exit}");
     println!("    kvip status -n {NS} (broken layout):");
     for line in table.lines() {
@@ -214,7 +190,7 @@ fn deploying_everywhere_announces_from_the_worker() -> Outcome {
         |_| true,
     )?;
     ensure!(answer == "worker1/web-1", "answered by {answer}");
-    let (exit, table) = status(&["-n", NS])?;
+    let (exit, table) = kvip_status(&["-n", NS])?;
     ensure!(exit == 0, "table exit code {exit}");
     println!("    kvip status -n {NS} (lb instance on every node):");
     for line in table.lines() {
@@ -466,7 +442,7 @@ fn bad_input_is_refused_and_the_rest_still_served() -> Outcome {
         Duration::from_millis(50),
         |a| a == "worker1/web-1",
     )?;
-    let (exit, table) = status(&["-o", "wide"])?;
+    let (exit, table) = kvip_status(&["-o", "wide"])?;
     ensure!(exit == 1, "whole-cluster exit code {exit}");
     println!("    kvip status -o wide (every state):");
     for line in table.lines() {

@@ -37,6 +37,13 @@ pub struct Announcer {
 }
 
 impl Announcer {
+    /// Whether it is open on interface `ifindex` announcing at `mac`: an
+    /// interface recreated under the same name, or given a new MAC, needs a
+    /// new announcer.
+    pub fn is_for(&self, ifindex: u32, mac: [u8; 6]) -> bool {
+        self.ifindex == ifindex && self.mac == mac
+    }
+
     /// Opens the socket on interface `ifindex`, announcing VIPs at `mac`.
     pub fn open(ifindex: u32, mac: [u8; 6]) -> Result<Self, NetError> {
         let interface = interface_label(ifindex);

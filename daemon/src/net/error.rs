@@ -52,6 +52,17 @@ pub enum NetError {
         /// The interface.
         interface: String,
     },
+    /// The address is on the interface, put there by someone else (another
+    /// tool, or kvip's other role): kvip neither takes nor removes it.
+    #[error(
+        "{address} is already on {interface} and kvip did not put it there (another tool, or kvip's other role); kvip leaves it alone"
+    )]
+    NotOurs {
+        /// The interface.
+        interface: String,
+        /// The address.
+        address: std::net::IpAddr,
+    },
     /// No netlink socket could be opened (or no Tokio runtime to drive it).
     #[error("cannot open a netlink socket to the kernel: {source}")]
     NetlinkUnavailable {

@@ -1,15 +1,18 @@
 //! The node's interfaces, addresses and default routes through one
-//! long-lived rtnetlink connection: reads them for interface choice, and adds
-//! or deletes a VIP as a host address (/32, or /128 without DAD).
+//! long-lived rtnetlink connection: reads them all in one [`NetState`], and
+//! adds or deletes a VIP as a host address (/32, or /128 without DAD)
+//! marked with the role's address protocol. An address without that mark
+//! is never deleted, and adding one that is there without it fails.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
+use kvip_core::InterfaceAddress;
 use kvip_core::plan::InterfaceInfo;
 use netlink_packet_route::address::{
-    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressProtocol,
 };
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::route::{RouteAttribute, RouteHeader, RouteMessage, RouteType};
@@ -28,6 +31,65 @@ pub struct LinkInfo {
     pub mac: [u8; 6],
     /// Administratively up and running (carrier or unknown state).
     pub up: bool,
+}
+
+/// Everything placement and kernel truth need, read in one go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetState {
+    /// Every interface with every address.
+    pub interfaces: Vec<InterfaceInfo>,
+    /// Every interface by name.
+    pub links: BTreeMap<String, LinkInfo>,
+    /// The IPv4 default route's interface.
+    pub default_v4: Option<String>,
+    /// The IPv6 default route's interface.
+    pub default_v6: Option<String>,
+    /// Host addresses by their address protocol (kvip's marks among them).
+    pub marked: BTreeMap<u8, BTreeSet<InterfaceAddress>>,
+}
+
+impl NetState {
+    /// The interfaces without the host addresses marked `protocol`: what a
+    /// role places its addresses by (its own VIPs do not count, anyone
+    /// else's do).
+    pub fn without_marked(&self, protocol: u8) -> Vec<InterfaceInfo> {
+        let Some(marked) = self.marked.get(&protocol) else {
+            return self.interfaces.clone();
+        };
+        self.interfaces
+            .iter()
+            .map(|i| InterfaceInfo {
+                name: i.name.clone(),
+                up: i.up,
+                addresses: i
+                    .addresses
+                    .iter()
+                    .filter(|(ip, len)| {
+                        *len != host_prefix(*ip)
+                            || !marked.contains(&InterfaceAddress {
+                                interface: i.name.clone(),
+                                address: *ip,
+                            })
+                    })
+                    .copied()
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// The host addresses marked `protocol`.
+    pub fn marked_by(&self, protocol: u8) -> BTreeSet<InterfaceAddress> {
+        self.marked.get(&protocol).cloned().unwrap_or_default()
+    }
+
+    /// Every Ethernet address of this node.
+    pub fn macs(&self) -> BTreeSet<[u8; 6]> {
+        self.links
+            .values()
+            .map(|l| l.mac)
+            .filter(|m| *m != [0; 6])
+            .collect()
+    }
 }
 
 /// A shared connection to the kernel's routing netlink; cheap to clone.
@@ -49,18 +111,52 @@ impl Netlink {
         Ok(Netlink { handle })
     }
 
-    /// Every interface with its state and addresses.
-    pub async fn interfaces(&self) -> Result<Vec<InterfaceInfo>, NetError> {
+    /// Every interface with its state and addresses, the default routes and
+    /// the marks of host addresses.
+    pub async fn state(&self) -> Result<NetState, NetError> {
         let links = self.all_links().await?;
-        let mut addresses = self.addresses(None).await?;
-        Ok(links
-            .into_iter()
-            .map(|link| InterfaceInfo {
-                addresses: addresses.remove(&link.index).unwrap_or_default(),
-                name: link.name,
-                up: link.up,
-            })
-            .collect())
+        let messages = self.address_messages().await?;
+        let (v4, v6) = self.default_route_indexes().await?;
+        let name_of: BTreeMap<u32, String> =
+            links.iter().map(|l| (l.index, l.name.clone())).collect();
+        let mut addresses: BTreeMap<u32, Vec<(IpAddr, u8)>> = BTreeMap::new();
+        let mut marked: BTreeMap<u8, BTreeSet<InterfaceAddress>> = BTreeMap::new();
+        for message in &messages {
+            let Some(ip) = local_address(message) else {
+                continue;
+            };
+            let index = message.header.index;
+            addresses
+                .entry(index)
+                .or_default()
+                .push((ip, message.header.prefix_len));
+            if message.header.prefix_len == host_prefix(ip)
+                && let (Some(protocol), Some(interface)) = (protocol(message), name_of.get(&index))
+            {
+                marked
+                    .entry(protocol)
+                    .or_default()
+                    .insert(InterfaceAddress {
+                        interface: interface.clone(),
+                        address: ip,
+                    });
+            }
+        }
+        let name = |index: Option<u32>| index.and_then(|i| name_of.get(&i).cloned());
+        Ok(NetState {
+            interfaces: links
+                .iter()
+                .map(|link| InterfaceInfo {
+                    addresses: addresses.remove(&link.index).unwrap_or_default(),
+                    name: link.name.clone(),
+                    up: link.up,
+                })
+                .collect(),
+            default_v4: name(v4),
+            default_v6: name(v6),
+            links: links.into_iter().map(|l| (l.name.clone(), l)).collect(),
+            marked,
+        })
     }
 
     /// The interface called `name`.
@@ -88,40 +184,43 @@ impl Netlink {
             })
     }
 
-    /// The output interfaces of the IPv4 and IPv6 default routes (main table,
-    /// lowest metric first), if there are any.
-    pub async fn default_route_interfaces(
-        &self,
-    ) -> Result<(Option<String>, Option<String>), NetError> {
+    /// The output interface indexes of the IPv4 and IPv6 default routes
+    /// (main table, lowest metric first), if there are any.
+    async fn default_route_indexes(&self) -> Result<(Option<u32>, Option<u32>), NetError> {
         let v4 = self
             .default_route_index(RouteMessageBuilder::<Ipv4Addr>::new().build())
             .await?;
         let v6 = self
             .default_route_index(RouteMessageBuilder::<Ipv6Addr>::new().build())
             .await?;
-        if v4.is_none() && v6.is_none() {
-            return Ok((None, None));
-        }
-        let names: BTreeMap<u32, String> = self
-            .all_links()
-            .await?
-            .into_iter()
-            .map(|l| (l.index, l.name))
-            .collect();
-        let name = |index: Option<u32>| index.and_then(|i| names.get(&i).cloned());
-        Ok((name(v4), name(v6)))
+        Ok((v4, v6))
     }
 
     /// Adds `ip` to `interface` as a host address (/32; /128 with NODAD so it
-    /// is usable at once). `Ok(false)` when it was already there.
-    pub async fn add_address(&self, interface: &str, ip: IpAddr) -> Result<bool, NetError> {
+    /// is usable at once) marked `protocol`. `Ok(false)` when it was already
+    /// there with that mark; an error when it is there without it (not
+    /// kvip's: left alone).
+    pub async fn add_address(
+        &self,
+        interface: &str,
+        ip: IpAddr,
+        protocol: u8,
+    ) -> Result<bool, NetError> {
         let link = self.link(interface).await?;
         let prefix = host_prefix(ip);
         let mut request = self.handle.address().add(link.index, ip, prefix);
-        shape_vip_message(request.message_mut());
+        shape_vip_message(request.message_mut(), protocol);
         match request.execute().await {
             Ok(()) => Ok(true),
-            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(false),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => {
+                match self.host_address(link.index, ip).await? {
+                    Some(existing) if protocol_of(&existing) == Some(protocol) => Ok(false),
+                    _ => Err(NetError::NotOurs {
+                        interface: interface.to_string(),
+                        address: ip,
+                    }),
+                }
+            }
             Err(e) => Err(NetError::netlink(
                 format!("add {ip}/{prefix} to {interface}"),
                 Capability::NetAdmin,
@@ -130,35 +229,54 @@ impl Netlink {
         }
     }
 
-    /// Deletes the host address `ip` (/32 or /128) from `interface`.
-    /// `Ok(false)` when it was not there. The same IP with a wider prefix is
-    /// the node's own address, not a VIP, and is left alone.
-    pub async fn remove_address(&self, interface: &str, ip: IpAddr) -> Result<bool, NetError> {
+    /// Deletes the host address `ip` (/32 or /128) marked `protocol` from
+    /// `interface`. `Ok(false)` when it was not there, or is there without
+    /// the mark: the same IP with a wider prefix is the node's own address,
+    /// and an unmarked host address belongs to someone else (kube-proxy's
+    /// `kube-ipvs0`, keepalived, kvip's other role); both are left alone.
+    pub async fn remove_address(
+        &self,
+        interface: &str,
+        ip: IpAddr,
+        protocol: u8,
+    ) -> Result<bool, NetError> {
         let link = self.link(interface).await?;
-        let prefix = host_prefix(ip);
-        let action = || format!("remove {ip}/{prefix} from {interface}");
-        let mut found = std::pin::pin!(
-            self.handle
-                .address()
-                .get()
-                .set_link_index_filter(link.index)
-                .set_address_filter(ip)
-                .set_prefix_length_filter(prefix)
-                .execute()
-        );
-        let message = found
-            .try_next()
-            .await
-            .map_err(|e| read_error(action(), e))?;
-        let Some(message) = message else {
+        let action = || format!("remove {ip}/{} from {interface}", host_prefix(ip));
+        let Some(message) = self.host_address(link.index, ip).await? else {
             return Ok(false);
         };
+        if protocol_of(&message) != Some(protocol) {
+            tracing::warn!(address = %ip, interface, "the address is there but kvip did not put it there: left alone");
+            return Ok(false);
+        }
         match self.handle.address().del(message).execute().await {
             Ok(()) => Ok(true),
             // Deleted by someone else between the dump and the delete.
             Err(e) if errno(&e) == Some(libc::EADDRNOTAVAIL) => Ok(false),
             Err(e) => Err(NetError::netlink(action(), Capability::NetAdmin, to_io(e))),
         }
+    }
+
+    /// The host address `ip` on interface `index`, as the kernel has it.
+    async fn host_address(
+        &self,
+        index: u32,
+        ip: IpAddr,
+    ) -> Result<Option<AddressMessage>, NetError> {
+        let prefix = host_prefix(ip);
+        let mut found = std::pin::pin!(
+            self.handle
+                .address()
+                .get()
+                .set_link_index_filter(index)
+                .set_address_filter(ip)
+                .set_prefix_length_filter(prefix)
+                .execute()
+        );
+        found
+            .try_next()
+            .await
+            .map_err(|e| read_error(format!("read {ip}/{prefix}"), e))
     }
 
     async fn all_links(&self) -> Result<Vec<LinkInfo>, NetError> {
@@ -172,30 +290,15 @@ impl Netlink {
             .map_err(|e| read_error("list interfaces".to_string(), e))
     }
 
-    /// Addresses by interface index, of one interface or all.
-    async fn addresses(
-        &self,
-        index: Option<u32>,
-    ) -> Result<BTreeMap<u32, Vec<(IpAddr, u8)>>, NetError> {
-        let mut request = self.handle.address().get();
-        if let Some(index) = index {
-            request = request.set_link_index_filter(index);
-        }
-        let messages: Vec<AddressMessage> = request
+    /// Every address of every interface.
+    async fn address_messages(&self) -> Result<Vec<AddressMessage>, NetError> {
+        self.handle
+            .address()
+            .get()
             .execute()
             .try_collect()
             .await
-            .map_err(|e| read_error("list addresses".to_string(), e))?;
-        let mut by_link: BTreeMap<u32, Vec<(IpAddr, u8)>> = BTreeMap::new();
-        for message in &messages {
-            if let Some(ip) = local_address(message) {
-                by_link
-                    .entry(message.header.index)
-                    .or_default()
-                    .push((ip, message.header.prefix_len));
-            }
-        }
-        Ok(by_link)
+            .map_err(|e| read_error("list addresses".to_string(), e))
     }
 
     /// The output interface index of the best default route of one family.
@@ -229,10 +332,13 @@ pub(super) fn host_prefix(ip: IpAddr) -> u8 {
 /// detection, which would hold the address "tentative" for a second or more
 /// and fail it while the previous holder's cache entries still point
 /// elsewhere.
-fn shape_vip_message(message: &mut AddressMessage) {
+fn shape_vip_message(message: &mut AddressMessage, protocol: u8) {
     message
         .attributes
         .retain(|a| !matches!(a, AddressAttribute::Broadcast(_)));
+    message
+        .attributes
+        .push(AddressAttribute::Protocol(AddressProtocol::from(protocol)));
     if message.header.prefix_len == 128 {
         message.header.flags = AddressHeaderFlags::Nodad;
         message
@@ -258,6 +364,19 @@ fn link_info(message: &LinkMessage) -> LinkInfo {
         mac,
         up: flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::Running),
     }
+}
+
+/// The mark (address protocol) of an address, if it has one.
+fn protocol_of(message: &AddressMessage) -> Option<u8> {
+    message.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Protocol(p) => Some(u8::from(*p)),
+        _ => None,
+    })
+}
+
+/// The mark of an address other than the kernel's own (0 is none).
+fn protocol(message: &AddressMessage) -> Option<u8> {
+    protocol_of(message).filter(|p| *p != 0)
 }
 
 /// The address of this host in an address message: IFA_LOCAL for IPv4 (on
@@ -365,18 +484,19 @@ mod tests {
         let mut v4 = rtnetlink::AddressMessageBuilder::<Ipv4Addr>::new()
             .address(Ipv4Addr::new(192, 0, 2, 10), 32)
             .build();
-        shape_vip_message(&mut v4);
+        shape_vip_message(&mut v4, 107);
         assert!(
             !v4.attributes
                 .iter()
                 .any(|a| matches!(a, AddressAttribute::Broadcast(_)))
         );
         assert!(!v4.header.flags.contains(AddressHeaderFlags::Nodad));
+        assert_eq!(protocol_of(&v4), Some(107), "marked as kvip's");
 
         let mut v6 = rtnetlink::AddressMessageBuilder::<Ipv6Addr>::new()
             .address("fd00:99::10".parse().unwrap(), 128)
             .build();
-        shape_vip_message(&mut v6);
+        shape_vip_message(&mut v6, 107);
         assert!(v6.header.flags.contains(AddressHeaderFlags::Nodad));
         assert!(
             v6.attributes

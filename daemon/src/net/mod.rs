@@ -5,13 +5,14 @@
 
 pub mod announcer;
 pub mod error;
+pub mod kernel;
 pub mod links;
 mod raw;
 pub mod watch;
 
 pub use announcer::{Announcer, burst_schedule};
 pub use error::NetError;
-pub use links::Netlink;
+pub use links::{LinkInfo, Netlink};
 
 /// "eth0 (index 3)" for messages, or "interface index 3" if it has no name.
 fn interface_label(ifindex: u32) -> String {

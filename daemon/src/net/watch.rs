@@ -1,8 +1,15 @@
 //! Conflict detection: a packet socket per interface that hears other hosts'
 //! ARP and neighbour advertisements and reports who claims which address,
 //! so a node that lost its Lease withdraws as soon as another announces.
+//!
+//! A flood cannot pin kvip: claims go into one bounded queue and are
+//! dropped (and counted) when it is full, and the listener yields to other
+//! tasks between batches. A listener whose socket fails says so and stops;
+//! its owner sees it is no longer alive and opens a new one.
 
 use std::io::{self, Read};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use kvip_core::packet::{Claim, decode_claim};
 use socket2::{SockFilter, Socket};
@@ -11,30 +18,75 @@ use tokio::sync::mpsc;
 
 use super::error::NetError;
 use super::{interface_label, raw};
+use crate::metrics;
 
-/// Claims waiting for the consumer; beyond this the listener waits, and the
-/// kernel drops frames rather than kvip buffering without bound.
-const CLAIM_QUEUE: usize = 256;
 /// Large enough for a jumbo frame, so no advertisement is cut short.
 const FRAME_BUFFER: usize = 9216;
-/// Read errors in a row before waiting for the socket to be readable again.
+/// Read errors in a row before the listener gives up on its socket.
 const MAX_ERRORS_IN_A_ROW: u32 = 16;
+/// Frames read before yielding to other tasks.
+const BATCH: usize = 64;
 
-/// Starts listening on interface `ifindex` and returns the claims of other
-/// hosts (frames whose claimed MAC is `own_mac` are dropped). The listener
-/// runs on the current Tokio runtime until the receiver is dropped.
-pub fn listen(ifindex: u32, own_mac: [u8; 6]) -> Result<mpsc::Receiver<Claim>, NetError> {
-    let interface = interface_label(ifindex);
-    let action = || format!("listen for ARP and neighbour advertisements on {interface}");
+/// Another MAC claiming an address, heard on one of our interfaces.
+#[derive(Debug, Clone)]
+pub struct Conflict {
+    /// The interface it was heard on.
+    pub interface: String,
+    /// The claim.
+    pub claim: Claim,
+}
+
+/// A running listener; dropping it stops it.
+#[derive(Debug)]
+pub struct Listener {
+    /// The interface index it is bound to.
+    pub index: u32,
+    alive: Arc<AtomicBool>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Listener {
+    /// Whether it still listens (its socket has not failed).
+    pub fn alive(&self) -> bool {
+        self.alive.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts listening on `interface` (index `ifindex`) and sends the claims
+/// heard into `claims`, dropping them when it is full. The listener runs on
+/// the current Tokio runtime until dropped or its socket fails.
+pub fn listen(
+    ifindex: u32,
+    interface: &str,
+    claims: mpsc::Sender<Conflict>,
+) -> Result<Listener, NetError> {
+    let label = interface_label(ifindex);
+    let action = || format!("listen for ARP and neighbour advertisements on {label}");
     let runtime = tokio::runtime::Handle::try_current().map_err(|e| NetError::Socket {
         action: action(),
         source: io::Error::other(e),
     })?;
     let socket = open(ifindex).map_err(|e| NetError::socket(action(), e))?;
     let socket = raw::register_readable(socket).map_err(|e| NetError::socket(action(), e))?;
-    let (claims, receiver) = mpsc::channel(CLAIM_QUEUE);
-    runtime.spawn(receive(socket, own_mac, claims, interface));
-    Ok(receiver)
+    let alive = Arc::new(AtomicBool::new(true));
+    let task = runtime.spawn(receive(
+        socket,
+        claims,
+        interface.to_string(),
+        label,
+        alive.clone(),
+    ));
+    Ok(Listener {
+        index: ifindex,
+        alive,
+        task: task.abort_handle(),
+    })
 }
 
 /// A packet socket on `ifindex` that passes only ARP and neighbour
@@ -53,58 +105,78 @@ fn open(ifindex: u32) -> io::Result<Socket> {
 
 async fn receive(
     socket: AsyncFd<Socket>,
-    own_mac: [u8; 6],
-    claims: mpsc::Sender<Claim>,
+    claims: mpsc::Sender<Conflict>,
     interface: String,
+    label: String,
+    alive: Arc<AtomicBool>,
 ) {
     let mut buffer = vec![0u8; FRAME_BUFFER];
     let mut undecodable: u64 = 0;
+    let mut errors = 0;
     'listening: loop {
         let mut ready = tokio::select! {
             () = claims.closed() => break 'listening,
             ready = socket.readable() => match ready {
                 Ok(ready) => ready,
                 Err(error) => {
-                    tracing::warn!(%interface, %error, "conflict listener stopped: socket failed");
+                    tracing::warn!(interface = %label, %error, "conflict listener stopped: socket failed; opening a new one");
                     break 'listening;
                 }
             },
         };
-        let mut errors = 0;
+        let mut read_now = 0;
         loop {
+            if read_now >= BATCH {
+                // Leave the rest for after other tasks had a turn.
+                break;
+            }
             let read = ready.try_io(|socket| Read::read(&mut socket.get_ref(), &mut buffer));
             let len = match read {
-                Err(_would_block) => break,
+                Err(_would_block) => {
+                    errors = 0;
+                    break;
+                }
                 Ok(Ok(len)) => len,
                 Ok(Err(error)) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Ok(Err(error)) => {
-                    // ENETDOWN and the like are reported once per event.
-                    tracing::debug!(%interface, %error, "conflict listener: read failed");
+                    // ENETDOWN while the link is down, and the like.
+                    tracing::debug!(interface = %label, %error, "conflict listener: read failed");
                     errors += 1;
                     if errors >= MAX_ERRORS_IN_A_ROW {
-                        ready.clear_ready();
-                        break;
+                        tracing::warn!(interface = %label, %error, "conflict listener stopped: reads keep failing; opening a new one");
+                        break 'listening;
                     }
                     continue;
                 }
             };
             errors = 0;
+            read_now += 1;
             let frame = buffer.get(..len).unwrap_or_default();
             match decode_claim(frame) {
-                Ok(Some(claim)) if claim.mac != own_mac => {
-                    if claims.send(claim).await.is_err() {
-                        break 'listening;
+                Ok(Some(claim)) => {
+                    let heard = Conflict {
+                        interface: interface.clone(),
+                        claim,
+                    };
+                    match claims.try_send(heard) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            metrics::get().claims_dropped.inc();
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => break 'listening,
                     }
                 }
-                Ok(_) => {}
+                Ok(None) => {}
                 Err(error) => {
                     undecodable += 1;
-                    tracing::debug!(%interface, %error, undecodable, "ignored a malformed frame");
+                    tracing::debug!(interface = %label, %error, undecodable, "ignored a malformed frame");
                 }
             }
         }
+        tokio::task::yield_now().await;
     }
-    tracing::debug!(%interface, undecodable, "conflict listener stopped");
+    alive.store(false, Ordering::Relaxed);
+    tracing::debug!(interface = %label, undecodable, "conflict listener stopped");
 }
 
 /// One classic BPF instruction (`struct sock_filter`).

@@ -548,3 +548,27 @@ pub fn lab_pod(namespace: &str, name: &str, node: &str, app: &str) -> Result<(),
     ])
     .map(|_| ())
 }
+
+/// Runs `kvip status args` with the lab's kubeconfig: (exit code, stdout).
+/// Exit code 2 (the cluster could not be read) is an error.
+pub fn kvip_status(args: &[&str]) -> Result<(i32, String), String> {
+    let env = lab_env()?;
+    let out = Command::new(kvip_bin())
+        .arg("status")
+        .args(args)
+        .env(
+            "KUBECONFIG",
+            env.get("KUBECONFIG").cloned().unwrap_or_default(),
+        )
+        .output()
+        .map_err(|e| format!("kvip status: {e}"))?;
+    let code = out.status.code().unwrap_or(-1);
+    if code != 0 && code != 1 {
+        return Err(format!(
+            "kvip status {} exited {code}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok((code, String::from_utf8_lossy(&out.stdout).into_owned()))
+}

@@ -1,0 +1,232 @@
+//! Whether this node can put an address on an interface now, and what it
+//! tells the other nodes about it. A node that cannot place an address is
+//! no candidate for it (see [`crate::Assessment::exclude_unplaceable`]);
+//! each instance publishes its problems on its instance Lease, so every node
+//! and `kvip status` see the same candidates and can say why.
+//!
+//! kvip marks every address it adds with an address protocol (`IFA_PROTO`),
+//! one per role, and adopts or removes only addresses with its own mark:
+//! addresses of kube-proxy's `kube-ipvs0`, keepalived or the other role are
+//! never touched.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use crate::plan::{InterfaceInfo, choose_interface};
+
+/// The address protocol of Service VIPs kvip adds (`ip -d addr` shows it).
+pub const LB_ADDRESS_PROTOCOL: u8 = 107;
+
+/// The address protocol of the control-plane VIP kvip adds.
+pub const CP_ADDRESS_PROTOCOL: u8 = 108;
+
+/// Instance Lease annotation: the addresses this node cannot place, by problem (JSON).
+pub const PLACEMENT_ANNOTATION: &str = "kvip.io/placement";
+
+/// Instance Lease annotation: the node's Ethernet addresses, comma separated.
+pub const MACS_ANNOTATION: &str = "kvip.io/macs";
+
+/// At most this many addresses are published; the rest are summarised.
+const MAX_PUBLISHED: usize = 4096;
+
+/// What this node's interfaces look like, for placement.
+#[derive(Debug, Clone, Copy)]
+pub struct Interfaces<'a> {
+    /// `vip_servicesinterface` / `vip_interface`, if set.
+    pub configured: Option<&'a str>,
+    /// Every interface with its addresses, leaving out those this role put
+    /// there (its mark): a host address still listed is someone else's.
+    pub list: &'a [InterfaceInfo],
+    /// The IPv4 default route's interface.
+    pub default_v4: Option<&'a str>,
+    /// The IPv6 default route's interface.
+    pub default_v6: Option<&'a str>,
+}
+
+impl Interfaces<'_> {
+    /// The interface for `address`, or why it cannot be placed now: no
+    /// usable interface, or the same host address already there without
+    /// this role's mark (someone else's; kvip leaves it alone).
+    pub fn place(&self, address: IpAddr) -> Result<String, String> {
+        let interface = choose_interface(
+            address,
+            self.configured,
+            self.list,
+            self.default_v4,
+            self.default_v6,
+        )
+        .map_err(|e| e.to_string())?;
+        let host = if address.is_ipv4() { 32 } else { 128 };
+        let present = self
+            .list
+            .iter()
+            .find(|i| i.name == interface)
+            .is_some_and(|i| i.addresses.contains(&(address, host)));
+        if present {
+            return Err(format!(
+                "{address} is already on {interface} and kvip did not put it there \
+                 (another tool, or kvip's other role); kvip leaves it alone"
+            ));
+        }
+        Ok(interface)
+    }
+
+    /// The problems of every address in `addresses` that cannot be placed.
+    pub fn problems(
+        &self,
+        addresses: impl IntoIterator<Item = IpAddr>,
+    ) -> BTreeMap<IpAddr, String> {
+        addresses
+            .into_iter()
+            .filter_map(|a| self.place(a).err().map(|e| (a, e)))
+            .collect()
+    }
+}
+
+/// `problems` as the placement annotation: `{"problem": ["address", …]}`.
+pub fn encode(problems: &BTreeMap<IpAddr, String>) -> String {
+    let mut by_problem: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (address, problem) in problems.iter().take(MAX_PUBLISHED) {
+        by_problem
+            .entry(problem.as_str())
+            .or_default()
+            .push(address.to_string());
+    }
+    serde_json::to_string(&by_problem).unwrap_or_default()
+}
+
+/// The placement annotation back as address to problem; a value that is
+/// not what [`encode`] writes is an error naming the annotation.
+pub fn decode(text: &str) -> Result<BTreeMap<IpAddr, String>, String> {
+    let by_problem: BTreeMap<String, Vec<String>> = serde_json::from_str(text)
+        .map_err(|e| format!("annotation {PLACEMENT_ANNOTATION}: not a JSON map of lists: {e}"))?;
+    let mut out = BTreeMap::new();
+    for (problem, addresses) in by_problem {
+        for address in addresses {
+            let ip: IpAddr = address.parse().map_err(|_| {
+                format!("annotation {PLACEMENT_ANNOTATION}: {address:?} is not an IP address")
+            })?;
+            out.insert(ip, problem.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// MAC addresses as the MAC annotation (`aa:bb:cc:dd:ee:ff,…`).
+pub fn encode_macs(macs: &BTreeSet<[u8; 6]>) -> String {
+    let each: Vec<String> = macs
+        .iter()
+        .map(|m| {
+            m.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        })
+        .collect();
+    each.join(",")
+}
+
+/// The MAC annotation back; entries that are not a MAC are skipped.
+pub fn decode_macs(text: &str) -> BTreeSet<[u8; 6]> {
+    text.split(',')
+        .filter_map(|one| {
+            let bytes: Vec<u8> = one
+                .trim()
+                .split(':')
+                .map(|b| u8::from_str_radix(b, 16))
+                .collect::<Result<_, _>>()
+                .ok()?;
+            <[u8; 6]>::try_from(bytes).ok()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iface(name: &str, up: bool, addresses: &[(&str, u8)]) -> InterfaceInfo {
+        InterfaceInfo {
+            name: name.into(),
+            up,
+            addresses: addresses
+                .iter()
+                .map(|(a, l)| (a.parse().unwrap(), *l))
+                .collect(),
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn missing_down_and_foreign_addresses_cannot_be_placed() {
+        let list = [
+            // 10.0.0.51/32 is kvip's own, so it is not listed.
+            iface("eth0", true, &[("10.0.0.5", 24), ("10.0.0.50", 32)]),
+            iface("eth1", false, &[("10.0.1.5", 24)]),
+            iface("kube-ipvs0", false, &[("10.0.0.60", 32)]),
+        ];
+        let here = Interfaces {
+            configured: None,
+            list: &list,
+            default_v4: Some("eth0"),
+            default_v6: None,
+        };
+        assert_eq!(here.place(ip("10.0.0.51")), Ok("eth0".into()));
+        assert_eq!(
+            here.place(ip("10.0.0.60")),
+            Ok("eth0".into()),
+            "kube-ipvs0 holds it, but it belongs on eth0"
+        );
+        assert!(
+            here.place(ip("10.0.0.50"))
+                .unwrap_err()
+                .contains("did not put it there")
+        );
+        assert!(
+            here.place(ip("10.0.1.9"))
+                .unwrap_err()
+                .contains("eth1 is down")
+        );
+        assert!(
+            here.place(ip("fd00::1"))
+                .unwrap_err()
+                .contains("no interface for fd00::1")
+        );
+        let bond = Interfaces {
+            configured: Some("bond0"),
+            ..here
+        };
+        let problems = bond.problems([ip("10.0.0.51"), ip("10.0.0.52")]);
+        assert_eq!(problems.len(), 2);
+        assert!(problems.values().all(|p| p.contains("\"bond0\"")));
+    }
+
+    #[test]
+    fn problems_round_trip_through_the_annotation() {
+        let problems = BTreeMap::from([
+            (ip("10.0.0.1"), "interface eth1 is down".to_string()),
+            (ip("fd00::1"), "interface eth1 is down".to_string()),
+            (ip("10.0.0.2"), "no interface".to_string()),
+        ]);
+        let text = encode(&problems);
+        assert_eq!(decode(&text), Ok(problems));
+        assert!(decode("[1,2]").unwrap_err().contains(PLACEMENT_ANNOTATION));
+        assert!(decode(r#"{"x":["nope"]}"#).unwrap_err().contains("nope"));
+        assert_eq!(decode("{}"), Ok(BTreeMap::new()));
+    }
+
+    #[test]
+    fn macs_round_trip_and_junk_is_skipped() {
+        let macs = BTreeSet::from([
+            [0x02, 0, 0, 0, 0, 0x0a],
+            [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff],
+        ]);
+        let text = encode_macs(&macs);
+        assert_eq!(text, "02:00:00:00:00:0a,aa:bb:cc:dd:ee:ff");
+        assert_eq!(decode_macs(&text), macs);
+        assert_eq!(decode_macs("zz:00,02:00:00:00:00:0a:01,"), BTreeSet::new());
+    }
+}

@@ -1,0 +1,600 @@
+//! End to end: kvip on a network that changes under it and a wire that
+//! lies to it. Addresses removed by hand or by a link flap come back, an
+//! interface recreated or given a new MAC is announced again, addresses
+//! kvip did not add (an IPVS `kube-ipvs0`, the control-plane VIP) are never
+//! taken or removed, forged claims get a bounded answer and never take a
+//! VIP down, and a node that cannot place an address never wins it.
+//!
+//! One kvip process per node runs both roles (`--role all`), as kube-vip's
+//! own manifests do. cp1 carries the control-plane VIP; Service VIPs stay
+//! on the workers.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::*;
+
+const NS: &str = "net-e2e";
+const CP_VIP: &str = "10.77.0.198";
+const VIP: &str = "10.77.0.130";
+const VIP6: &str = "fd00:77::1:30";
+const LOCAL_VIP: &str = "10.77.0.135";
+/// A MAC no lab host has, for forged claims.
+const FORGED_MAC: &str = "02:66:6f:72:67:65";
+
+fn setup() -> Outcome {
+    lab_ok(&["down"])?;
+    let up = lab(&["up", "--ipv6"]);
+    ensure!(
+        up.status.success(),
+        "lab up --ipv6: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    // The lab's only API server runs on cp1; keep Service VIPs on the workers.
+    kubectl(&[
+        "label",
+        "node",
+        "cp1",
+        "node.kubernetes.io/exclude-from-external-load-balancers=true",
+    ])?;
+    let mut flags = vec!["--role", "all", "--address", CP_VIP, "--interface", "eth0"];
+    flags.extend_from_slice(&TIMINGS);
+    deploy_kvip("all.yaml", &flags)?;
+    namespace(NS)?;
+    apply(&lb_service(NS, "v4", "Cluster", Some(VIP), "web"))?;
+    let six = format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: v6
+  namespace: {NS}
+  annotations: {{ kube-vip.io/loadbalancerIPs: "{VIP6}" }}
+spec:
+  type: LoadBalancer
+  ipFamilyPolicy: PreferDualStack
+  ipFamilies: [IPv6, IPv4]
+  externalTrafficPolicy: Cluster
+  selector: {{ app: web }}
+  ports: [{{ port: 80, targetPort: 8080 }}]
+"#
+    );
+    apply(&six)?;
+    lab_pod(NS, "web-1", "worker1", "web")?;
+    lab_pod(NS, "web-2", "worker2", "web")?;
+    for target in [format!("{VIP}:80"), format!("[{VIP6}]:80")] {
+        probe_until(
+            &target,
+            Duration::from_secs(20),
+            Duration::from_millis(50),
+            |_| true,
+        )?;
+    }
+    wait_for(
+        "cp1 to carry the control-plane VIP",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || (nodes_with_address(CP_VIP) == ["cp1"]).then_some(()),
+    )?;
+    Ok(())
+}
+
+/// The one node carrying `vip` on its eth0.
+fn holder_of(vip: &str) -> Result<String, String> {
+    wait_for(
+        &format!("one node to carry {vip}"),
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        || {
+            let nodes = nodes_with_address(vip);
+            (nodes.len() == 1).then(|| nodes[0].clone())
+        },
+    )
+}
+
+fn in_node(node: &str, program: &str, args: &[&str]) -> Result<String, String> {
+    in_netns(&format!("kvl-{node}"), program, args)
+}
+
+fn answers_within(target: &str, bound: Duration) -> Result<Duration, String> {
+    let started = Instant::now();
+    probe_until(target, bound, Duration::from_millis(50), |_| true)?;
+    Ok(started.elapsed())
+}
+
+fn an_address_removed_by_hand_comes_back() -> Outcome {
+    let node = holder_of(VIP)?;
+    in_node(
+        &node,
+        "ip",
+        &["addr", "del", &format!("{VIP}/32"), "dev", "eth0"],
+    )?;
+    let removed = Instant::now();
+    let back = wait_for(
+        "the VIP to come back on its node",
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || (nodes_with_address(VIP) == [node.clone()]).then(|| removed.elapsed()),
+    )?;
+    let took = answers_within(&format!("{VIP}:80"), Duration::from_secs(5))?;
+    println!(
+        "    removed from {node}: back after {} ms, answering after {} ms",
+        back.as_millis(),
+        took.as_millis()
+    );
+    ensure!(
+        lease_holder(NS, "kubevip-v4").as_deref() == Some(node.as_str()),
+        "the Lease moved away from {node}"
+    );
+    Ok(())
+}
+
+fn an_ipv6_vip_answers_again_after_a_link_flap_of_its_holder() -> Outcome {
+    let node = holder_of(VIP6)?;
+    lab_ok(&["fault", "link-flap", &node, "--down-ms", "1000"])?;
+    let flapped = Instant::now();
+    // It may stay or move: a link down is a reason to hand over.
+    let (answer, _) = probe_until(
+        &format!("[{VIP6}]:80"),
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        |_| true,
+    )?;
+    let carriers = wait_for(
+        "one node to carry the IPv6 VIP",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || {
+            let n = nodes_with_address(VIP6);
+            (n.len() == 1).then_some(n)
+        },
+    )?;
+    println!(
+        "    {node}'s link down 1 s: answering again after {} ms ({answer}), carried by {}",
+        flapped.elapsed().as_millis(),
+        carriers.join(",")
+    );
+    // Wherever it is, it must keep answering (the address is really there).
+    std::thread::sleep(Duration::from_secs(2));
+    probe_until(
+        &format!("[{VIP6}]:80"),
+        Duration::from_secs(2),
+        Duration::from_millis(50),
+        |_| true,
+    )?;
+    Ok(())
+}
+
+fn a_recreated_interface_is_announced_again() -> Outcome {
+    let node = holder_of(VIP)?;
+    let before = node_mac(&node).ok_or("no MAC")?;
+    lab_ok(&["fault", "recreate-link", &node])?;
+    let after = node_mac(&node).ok_or("no MAC")?;
+    ensure!(before != after, "the recreated link kept its MAC {before}");
+    let took = answers_within(&format!("{VIP}:80"), Duration::from_secs(15))?;
+    let carriers = nodes_with_address(VIP);
+    println!(
+        "    {node}'s eth0 recreated: answering after {} ms, carried by {}",
+        took.as_millis(),
+        carriers.join(",")
+    );
+    ensure!(carriers.len() == 1, "carried by {carriers:?}");
+    // Announcements keep coming from the carrier's current MAC, never the old socket.
+    let carrier = carriers[0].clone();
+    let mac = node_mac(&carrier).ok_or("no MAC")?;
+    let frames = capture_claims(VIP, Duration::from_secs(4), || Ok(()))?;
+    ensure!(
+        frames.iter().any(|m| *m == mac),
+        "no announcement of {VIP} from {carrier}'s MAC {mac} in 4 s: {frames:?}"
+    );
+    ensure!(
+        frames.iter().all(|m| *m == mac),
+        "announcements of {VIP} from other MACs: {frames:?}"
+    );
+    Ok(())
+}
+
+fn a_changed_mac_is_announced() -> Outcome {
+    let node = holder_of(VIP)?;
+    let new_mac = "02:6b:76:69:70:01";
+    let frames = capture_claims(VIP, Duration::from_secs(5), || {
+        lab_ok(&["fault", "set-mac", &node, new_mac]).map(|_| ())
+    })?;
+    println!("    {node} now at {new_mac}: claims heard {frames:?}");
+    ensure!(
+        frames.iter().any(|m| m == new_mac),
+        "{VIP} was never announced at the new MAC"
+    );
+    // After the change nothing may announce the old MAC (the kernel's own
+    // notice and kvip's refreshes must agree).
+    let after = capture_claims(VIP, Duration::from_secs(4), || Ok(()))?;
+    ensure!(
+        !after.is_empty() && after.iter().all(|m| m == new_mac),
+        "announcements after the change: {after:?}"
+    );
+    answers_within(&format!("{VIP}:80"), Duration::from_secs(5))?;
+    Ok(())
+}
+
+/// The MACs (sender hardware address) of every ARP frame claiming `ip`
+/// the client hears while `during` runs and for `window` in all.
+fn capture_claims(
+    ip: &str,
+    window: Duration,
+    during: impl FnOnce() -> Result<(), String>,
+) -> Result<Vec<String>, String> {
+    let seconds = window.as_secs().max(1).to_string();
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            "kvl-client",
+            "timeout",
+            &seconds,
+            "tcpdump",
+            "-i",
+            "eth0",
+            "-nn",
+            "-e",
+            "-l",
+            "arp",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("tcpdump: {e}"))?;
+    // Let tcpdump open its socket first.
+    std::thread::sleep(Duration::from_millis(500));
+    let result = during();
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("tcpdump: {e}"))?;
+    result?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(claims_in(&text, ip))
+}
+
+/// Sender MACs of the ARP frames in tcpdump `-e` output that claim `ip`
+/// (a request or reply whose sender address is `ip`: a gratuitous one).
+fn claims_in(tcpdump: &str, ip: &str) -> Vec<String> {
+    tcpdump
+        .lines()
+        .filter(|l| l.contains(&format!("tell {ip},")) || l.contains(&format!("Reply {ip} is-at")))
+        .filter_map(|l| l.split_whitespace().nth(1).map(|m| m.to_lowercase()))
+        .collect()
+}
+
+fn kube_ipvs0_survives_kvip_restarts_untouched() -> Outcome {
+    let nodes = ["cp1", "worker1", "worker2"];
+    for node in nodes {
+        // Kernels without the dummy link type: an empty bridge holds
+        // addresses the same way kube-proxy's IPVS mode keeps them.
+        in_node(node, "ip", &["link", "add", "kube-ipvs0", "type", "bridge"])?;
+        for ip in [VIP, CP_VIP] {
+            in_node(
+                node,
+                "ip",
+                &["addr", "add", &format!("{ip}/32"), "dev", "kube-ipvs0"],
+            )?;
+        }
+    }
+    let holder = holder_of(VIP)?;
+    for round in 0..2 {
+        for node in nodes {
+            lab_ok(&["fault", "crash-daemons", node])?;
+        }
+        // Past the adoption window of the restarted daemons.
+        std::thread::sleep(Duration::from_secs(7));
+        for node in nodes {
+            let have = in_node(node, "ip", &["-o", "addr", "show", "dev", "kube-ipvs0"])?;
+            for ip in [VIP, CP_VIP] {
+                ensure!(
+                    have.contains(&format!("{ip}/32")),
+                    "round {round}: kvip removed {ip} from {node}'s kube-ipvs0: {have}"
+                );
+            }
+        }
+        answers_within(&format!("{VIP}:80"), Duration::from_secs(10))?;
+    }
+    let carriers = nodes_with_address(VIP);
+    println!(
+        "    kube-ipvs0 untouched on every node after 2 restarts; {VIP} on {carriers:?} (was {holder})"
+    );
+    ensure!(carriers.len() == 1, "carried by {carriers:?}");
+    for node in nodes {
+        in_node(node, "ip", &["link", "del", "kube-ipvs0"])?;
+    }
+    Ok(())
+}
+
+fn a_service_cannot_take_the_control_plane_vip() -> Outcome {
+    apply(&lb_service(NS, "steal", "Cluster", Some(CP_VIP), "web"))?;
+    let (code, text) = wait_for(
+        "kvip status to name the control-plane VIP",
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        || {
+            kvip_status(&["-n", NS, "steal"])
+                .ok()
+                .filter(|(_, t)| t.contains("pending"))
+        },
+    )?;
+    ensure!(code == 1, "kvip status exited {code}: {text}");
+    let events = wait_for(
+        "a VIPPending Event naming the control-plane VIP",
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        || {
+            let e = kvip_events(NS, "steal");
+            e.iter()
+                .any(|(_, m, _)| m.contains("control-plane VIP"))
+                .then_some(e)
+        },
+    )?;
+    println!("    steal: {:?}", events.first().map(|e| &e.1));
+    ensure!(
+        nodes_with_address(CP_VIP) == ["cp1"],
+        "the control-plane VIP is on {:?}",
+        nodes_with_address(CP_VIP)
+    );
+    kubectl(&["delete", "service", "steal", "-n", NS])?;
+    // Whatever the Service's deletion does, the control-plane VIP stays.
+    for _ in 0..30 {
+        let carriers = nodes_with_address(CP_VIP);
+        ensure!(
+            carriers == ["cp1"],
+            "after the Service was deleted the control-plane VIP is on {carriers:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ensure!(
+        lease_holder("kube-system", "plndr-cp-lock").as_deref() == Some("cp1"),
+        "the control-plane Lease moved"
+    );
+    Ok(())
+}
+
+fn a_flood_of_forged_claims_gets_a_bounded_answer_and_the_vip_stays() -> Outcome {
+    let node = holder_of(VIP)?;
+    let mac = node_mac(&node).ok_or("no MAC")?;
+    // 300 forged claims in 3 s, then 2 s more of listening.
+    let heard = capture_claims(VIP, Duration::from_secs(6), || {
+        lab_ok(&[
+            "forge-claim",
+            "--ip",
+            VIP,
+            "--mac",
+            FORGED_MAC,
+            "--count",
+            "300",
+            "--interval-ms",
+            "10",
+        ])
+        .map(|_| ())
+    })?;
+    let forged = heard.iter().filter(|m| *m == FORGED_MAC).count();
+    let answers = heard.iter().filter(|m| **m == mac).count();
+    println!("    {forged} forged claims heard; {node} answered with {answers} frames");
+    ensure!(
+        forged >= 250,
+        "only {forged} forged claims reached the client"
+    );
+    // One defence burst (4 rounds of 2 frames) plus the 3 s refreshes
+    // (2 frames each) over 6 s: 8 + 3 * 2 = 14; a little slack for timing.
+    ensure!(
+        answers <= 18,
+        "{answers} frames answered {forged} forged claims"
+    );
+    ensure!(
+        nodes_with_address(VIP) == [node.clone()],
+        "the VIP left {node}: {:?}",
+        nodes_with_address(VIP)
+    );
+    ensure!(
+        lease_holder(NS, "kubevip-v4").as_deref() == Some(node.as_str()),
+        "the Lease left {node}"
+    );
+    // The client's cache was poisoned; the next refresh puts it right.
+    let took = answers_within(&format!("{VIP}:80"), Duration::from_secs(5))?;
+    println!(
+        "    answering again {} ms after the flood",
+        took.as_millis()
+    );
+    Ok(())
+}
+
+fn one_forged_frame_during_an_api_outage_takes_no_vip_down() -> Outcome {
+    let node = holder_of(VIP)?;
+    lab_ok(&["fault", "apiserver-stop"])?;
+    let outcome = (|| -> Outcome {
+        // Past the Lease's term: the holder keeps the VIP only by its outage hold.
+        std::thread::sleep(Duration::from_secs(7));
+        ensure!(
+            nodes_with_address(VIP) == [node.clone()],
+            "the VIP left {node} during the outage before any forged frame"
+        );
+        lab_ok(&[
+            "forge-claim",
+            "--ip",
+            VIP,
+            "--mac",
+            FORGED_MAC,
+            "--count",
+            "1",
+        ])?;
+        for _ in 0..30 {
+            ensure!(
+                nodes_with_address(VIP) == [node.clone()],
+                "one forged frame took the VIP off {node}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        answers_within(&format!("{VIP}:80"), Duration::from_secs(3))?;
+        Ok(())
+    })();
+    lab_ok(&["fault", "apiserver-start"])?;
+    outcome?;
+    println!("    {node} kept {VIP} through the outage and a forged claim");
+    // The cluster comes back; the VIP keeps answering.
+    answers_within(&format!("{VIP}:80"), Duration::from_secs(20))?;
+    wait_for(
+        "the API server",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || kubectl(&["get", "--raw", "/readyz"]).ok(),
+    )?;
+    Ok(())
+}
+
+fn a_node_without_the_configured_interface_never_wins_and_status_says_why() -> Outcome {
+    let yaml = lb_service(NS, "only-w2", "Local", Some(LOCAL_VIP), "w2");
+    apply(&yaml)?;
+    lab_pod(NS, "w2-1", "worker2", "w2")?;
+    probe_until(
+        &format!("{LOCAL_VIP}:80"),
+        Duration::from_secs(15),
+        Duration::from_millis(50),
+        |_| true,
+    )?;
+    // worker2's NIC is renamed, as on a node with other NIC names.
+    for args in [
+        &["link", "set", "eth0", "down"][..],
+        &["link", "set", "eth0", "name", "ens5"],
+        &["link", "set", "ens5", "up"],
+    ] {
+        in_node("worker2", "ip", args)?;
+    }
+    let outcome = (|| -> Outcome {
+        let (code, text) = wait_for(
+            "kvip status to say why worker2 cannot announce",
+            Duration::from_secs(20),
+            Duration::from_millis(200),
+            || {
+                kvip_status(&["-n", NS, "only-w2"])
+                    .ok()
+                    .filter(|(_, t)| t.contains("NoUsableInterface") || t.contains("interface"))
+                    .filter(|(_, t)| t.contains("pending"))
+            },
+        )?;
+        ensure!(code == 1, "kvip status exited {code}: {text}");
+        ensure!(
+            text.contains("worker2") && text.contains("eth0"),
+            "the reason does not name the node and the interface: {text}"
+        );
+        println!(
+            "    {}",
+            text.lines().find(|l| l.contains("worker2")).unwrap_or("")
+        );
+        for _ in 0..30 {
+            let holder = lease_holder(NS, "kubevip-only-w2").unwrap_or_default();
+            ensure!(
+                holder != "worker2",
+                "worker2 holds the Lease without the interface"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    })();
+    for args in [
+        &["link", "set", "ens5", "down"][..],
+        &["link", "set", "ens5", "name", "eth0"],
+    ] {
+        in_node("worker2", "ip", args)?;
+    }
+    lab_ok(&["fault", "link-flap", "worker2", "--down-ms", "0"])?;
+    outcome?;
+    // With its interface back, worker2 serves it again.
+    probe_until(
+        &format!("{LOCAL_VIP}:80"),
+        Duration::from_secs(15),
+        Duration::from_millis(50),
+        |a| a.starts_with("worker2/"),
+    )?;
+    Ok(())
+}
+
+fn health_reports_the_network_side() -> Outcome {
+    // Every node's kvip follows the kernel and listens where it holds VIPs.
+    for (node, ip) in [
+        ("cp1", "10.77.0.11"),
+        ("worker1", "10.77.0.12"),
+        ("worker2", "10.77.0.13"),
+    ] {
+        let at = format!("{ip}:2112");
+        let samples = parse_metrics(&http_get(&at, "/metrics")?)?;
+        ensure!(
+            samples.iter().any(|s| s == "kvip_netlink_up{} 1.0"),
+            "{node}: kvip_netlink_up is not 1"
+        );
+        ensure!(
+            !samples
+                .iter()
+                .any(|s| s.starts_with("kvip_conflict_listeners_down") && !s.ends_with(" 0.0")),
+            "{node}: a conflict listener is down"
+        );
+        http_get(&at, "/readyz").map_err(|e| format!("{node}: /readyz: {e}"))?;
+        http_get(&at, "/healthz").map_err(|e| format!("{node}: /healthz: {e}"))?;
+    }
+    Ok(())
+}
+
+fn teardown() -> Outcome {
+    lab_down()
+}
+
+fn main() {
+    run_all(
+        "network",
+        &[
+            Scenario {
+                name: "setup",
+                run: setup,
+            },
+            Scenario {
+                name: "health_reports_the_network_side",
+                run: health_reports_the_network_side,
+            },
+            Scenario {
+                name: "an_address_removed_by_hand_comes_back",
+                run: an_address_removed_by_hand_comes_back,
+            },
+            Scenario {
+                name: "a_changed_mac_is_announced",
+                run: a_changed_mac_is_announced,
+            },
+            Scenario {
+                name: "a_recreated_interface_is_announced_again",
+                run: a_recreated_interface_is_announced_again,
+            },
+            Scenario {
+                name: "an_ipv6_vip_answers_again_after_a_link_flap_of_its_holder",
+                run: an_ipv6_vip_answers_again_after_a_link_flap_of_its_holder,
+            },
+            Scenario {
+                name: "kube_ipvs0_survives_kvip_restarts_untouched",
+                run: kube_ipvs0_survives_kvip_restarts_untouched,
+            },
+            Scenario {
+                name: "a_service_cannot_take_the_control_plane_vip",
+                run: a_service_cannot_take_the_control_plane_vip,
+            },
+            Scenario {
+                name: "a_flood_of_forged_claims_gets_a_bounded_answer_and_the_vip_stays",
+                run: a_flood_of_forged_claims_gets_a_bounded_answer_and_the_vip_stays,
+            },
+            Scenario {
+                name: "one_forged_frame_during_an_api_outage_takes_no_vip_down",
+                run: one_forged_frame_during_an_api_outage_takes_no_vip_down,
+            },
+            Scenario {
+                name: "a_node_without_the_configured_interface_never_wins_and_status_says_why",
+                run: a_node_without_the_configured_interface_never_wins_and_status_says_why,
+            },
+            Scenario {
+                name: "teardown",
+                run: teardown,
+            },
+        ],
+    );
+}
