@@ -9,6 +9,7 @@ pub mod commands;
 pub mod control_plane;
 pub mod demo;
 pub mod deploy;
+pub mod forge;
 pub mod labd;
 pub mod layout;
 pub mod netns;

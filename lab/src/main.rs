@@ -4,7 +4,8 @@
 use clap::{Parser, Subcommand};
 use kvip_lab::commands::{self, Fault, PodArgs};
 use kvip_lab::layout::LabShape;
-use std::net::SocketAddr;
+use kvip_lab::network::Mac;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -68,6 +69,23 @@ enum Command {
         /// Give up after this long.
         #[arg(long = "timeout-ms", default_value_t = 1000)]
         timeout_ms: u64,
+    },
+    /// Send frames from the client namespace claiming IP for MAC, as another
+    /// host taking the address would (a gratuitous ARP reply, or for IPv6 an
+    /// unsolicited neighbour advertisement); prints how many went out.
+    ForgeClaim {
+        /// The address to claim.
+        #[arg(long)]
+        ip: IpAddr,
+        /// The MAC to claim it for (aa:bb:cc:dd:ee:ff).
+        #[arg(long)]
+        mac: Mac,
+        /// How many frames to send (at most 10000).
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        /// Pause between two frames.
+        #[arg(long = "interval-ms", default_value_t = 10)]
+        interval_ms: u64,
     },
     /// Inject or undo a fault.
     Fault {
@@ -141,6 +159,19 @@ enum FaultCommand {
     ApiserverStart { node: Option<String> },
     /// Crash the DaemonSet containers on NODE (SIGKILL) and restart them at once.
     CrashDaemons { node: String },
+    /// Take NODE's eth0 down on the node's side, then up again with the
+    /// node's addresses and routes restored, as its network manager would.
+    LinkFlap {
+        node: String,
+        /// How long the link stays down.
+        #[arg(long = "down-ms", default_value_t = 1000)]
+        down_ms: u64,
+    },
+    /// Delete NODE's eth0 and make it again: new ifindex and MAC, same
+    /// name, addresses and routes.
+    RecreateLink { node: String },
+    /// Give NODE's eth0 another MAC address (aa:bb:cc:dd:ee:ff); the link stays up.
+    SetMac { node: String, mac: Mac },
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -187,6 +218,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{line}");
             Ok(())
         }
+        Command::ForgeClaim {
+            ip,
+            mac,
+            count,
+            interval_ms,
+        } => {
+            let sent = commands::forge_claim(ip, mac, count, Duration::from_millis(interval_ms))?;
+            println!("{sent} frame(s) claiming {ip} for {mac} sent from the client");
+            Ok(())
+        }
         Command::Fault { fault } => commands::fault(match fault {
             FaultCommand::KillNode { node } => Fault::KillNode(node),
             FaultCommand::ReviveNode { node } => Fault::ReviveNode(node),
@@ -195,6 +236,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             FaultCommand::ApiserverStop { node } => Fault::ApiserverStop(node),
             FaultCommand::ApiserverStart { node } => Fault::ApiserverStart(node),
             FaultCommand::CrashDaemons { node } => Fault::CrashDaemons(node),
+            FaultCommand::LinkFlap { node, down_ms } => Fault::LinkFlap {
+                node,
+                down: Duration::from_millis(down_ms),
+            },
+            FaultCommand::RecreateLink { node } => Fault::RecreateLink(node),
+            FaultCommand::SetMac { node, mac } => Fault::SetMac { node, mac },
         }),
         Command::Logs { node } => commands::logs(&node),
         Command::Down => commands::down(),

@@ -8,6 +8,10 @@ use crate::layout::{
 };
 use crate::process::{run, run_in};
 use anyhow::Context;
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::Duration;
 
 /// One namespace attached to the bridge.
 struct Attachment<'a> {
@@ -15,6 +19,60 @@ struct Attachment<'a> {
     peer: String,
     ipv4: std::net::Ipv4Addr,
     ipv6: Option<std::net::Ipv6Addr>,
+}
+
+impl<'a> Attachment<'a> {
+    /// A node's attachment: its namespace, its addresses, `vn<index>` on the bridge.
+    fn node(node: &'a NodeLayout) -> Self {
+        Attachment {
+            netns: &node.netns,
+            peer: node_peer(node),
+            ipv4: node.ipv4,
+            ipv6: node.ipv6,
+        }
+    }
+}
+
+/// The bridge end of a node's veth, in the hub.
+fn node_peer(node: &NodeLayout) -> String {
+    format!("vn{}", node.index)
+}
+
+/// An Ethernet (MAC) address, written `02:00:00:00:00:01`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mac(pub [u8; 6]);
+
+impl FromStr for Mac {
+    type Err = String;
+
+    /// Six bytes of one or two hex digits each, separated by colons.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "{text:?} is not a MAC address: six hex bytes separated by colons, like 02:00:00:00:00:01"
+            )
+        };
+        let mut bytes = [0u8; 6];
+        let mut parts = text.split(':');
+        for byte in &mut bytes {
+            let part = parts.next().ok_or_else(bad)?;
+            if part.is_empty() || part.len() > 2 || !part.bytes().all(|c| c.is_ascii_hexdigit()) {
+                return Err(bad());
+            }
+            *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+        }
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(Mac(bytes))
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
 }
 
 /// Every network namespace that exists now and belongs to the lab.
@@ -66,14 +124,7 @@ pub fn create(nodes: &[NodeLayout], ipv6: bool) -> anyhow::Result<()> {
             ipv6: ipv6.then_some(CLIENT_IPV6),
         },
     ];
-    for node in nodes {
-        attachments.push(Attachment {
-            netns: &node.netns,
-            peer: format!("vn{}", node.index),
-            ipv4: node.ipv4,
-            ipv6: node.ipv6,
-        });
-    }
+    attachments.extend(nodes.iter().map(Attachment::node));
     for a in &attachments {
         attach(a).with_context(|| format!("attaching {} to the bridge", a.netns))?;
     }
@@ -83,9 +134,34 @@ pub fn create(nodes: &[NodeLayout], ipv6: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Makes the namespace of `a`, sets its sysctls and puts it on the bridge.
 fn attach(a: &Attachment<'_>) -> anyhow::Result<()> {
     run("ip", &["netns", "add", a.netns])?;
     run_in(a.netns, "ip", &["link", "set", "lo", "up"])?;
+    // Answer ARP only for addresses on the asking interface, as a tidy host does,
+    // so a VIP on one node never gets answered by another. These belong to the
+    // namespace; set before eth0 exists, its "default" values are also eth0's,
+    // and those of an eth0 made again later.
+    for (key, value) in [
+        ("net.ipv4.ip_forward", "1"),
+        ("net.ipv4.conf.all.arp_ignore", "1"),
+        ("net.ipv4.conf.all.arp_announce", "2"),
+        ("net.ipv4.conf.all.rp_filter", "0"),
+        ("net.ipv4.conf.default.rp_filter", "0"),
+        ("net.ipv6.conf.all.forwarding", "1"),
+        ("net.ipv6.conf.all.accept_dad", "0"),
+        ("net.ipv6.conf.default.accept_dad", "0"),
+    ] {
+        run_in(a.netns, "sysctl", &["-qw", &format!("{key}={value}")])?;
+    }
+    add_link(a)
+}
+
+/// Gives the namespace of `a` its `eth0` on the bridge: a veth pair made in
+/// the hub (a new pair has a new interface index and a random MAC) whose
+/// bridge end is `a.peer`, with the namespace's addresses and the Service
+/// route.
+fn add_link(a: &Attachment<'_>) -> anyhow::Result<()> {
     // Create the pair inside the hub, then move the node end into its namespace.
     run_in(
         HUB_NETNS,
@@ -100,39 +176,42 @@ fn attach(a: &Attachment<'_>) -> anyhow::Result<()> {
         "ip",
         &["link", "set", &a.peer, "master", BRIDGE, "up"],
     )?;
-    // Answer ARP only for addresses on the asking interface, as a tidy host does,
-    // so a VIP on one node never gets answered by another.
-    for (key, value) in [
-        ("net.ipv4.ip_forward", "1"),
-        ("net.ipv4.conf.all.arp_ignore", "1"),
-        ("net.ipv4.conf.all.arp_announce", "2"),
-        ("net.ipv4.conf.all.rp_filter", "0"),
-        ("net.ipv4.conf.default.rp_filter", "0"),
-        ("net.ipv6.conf.all.forwarding", "1"),
-        ("net.ipv6.conf.all.accept_dad", "0"),
-        ("net.ipv6.conf.default.accept_dad", "0"),
-    ] {
-        run_in(a.netns, "sysctl", &["-qw", &format!("{key}={value}")])?;
+    add_missing_addresses(a)?;
+    run_in(a.netns, "ip", &["link", "set", "eth0", "up"])?;
+    service_route(a.netns)
+}
+
+/// Adds the addresses of `a` to its `eth0` where they are not there yet
+/// (IPv6 without duplicate address detection); other addresses on `eth0`
+/// (a VIP) are left alone.
+fn add_missing_addresses(a: &Attachment<'_>) -> anyhow::Result<()> {
+    let present = eth0_addresses(a.netns)?;
+    if !present.contains(&(IpAddr::V4(a.ipv4), 24)) {
+        run_in(
+            a.netns,
+            "ip",
+            &["addr", "add", &format!("{}/24", a.ipv4), "dev", "eth0"],
+        )?;
     }
-    run_in(
-        a.netns,
-        "ip",
-        &["addr", "add", &format!("{}/24", a.ipv4), "dev", "eth0"],
-    )?;
-    if let Some(v6) = a.ipv6 {
+    if let Some(v6) = a.ipv6
+        && !present.contains(&(IpAddr::V6(v6), 64))
+    {
         run_in(
             a.netns,
             "ip",
             &["addr", "add", &format!("{v6}/64"), "dev", "eth0", "nodad"],
         )?;
     }
-    run_in(a.netns, "ip", &["link", "set", "eth0", "up"])?;
-    // ClusterIPs are reached through the node's own NAT rules; a route
-    // makes them leave through eth0 so those rules see them.
+    Ok(())
+}
+
+/// ClusterIPs are reached through the node's own NAT rules; a route makes
+/// them leave through eth0 so those rules see them.
+fn service_route(netns: &str) -> anyhow::Result<()> {
     run_in(
-        a.netns,
+        netns,
         "ip",
-        &["route", "add", layout::SERVICE_RANGE4, "dev", "eth0"],
+        &["route", "replace", layout::SERVICE_RANGE4, "dev", "eth0"],
     )?;
     Ok(())
 }
@@ -170,25 +249,84 @@ fn node_routes(node: &NodeLayout, all: &[NodeLayout]) -> anyhow::Result<()> {
 }
 
 /// Takes a node's link down (both ends), as if its cable was pulled, or
-/// brings it back with its routes.
+/// brings it back with its addresses and routes.
 pub fn set_node_link(node: &NodeLayout, all: &[NodeLayout], up: bool) -> anyhow::Result<()> {
     let state = if up { "up" } else { "down" };
-    run_in(
-        HUB_NETNS,
-        "ip",
-        &["link", "set", &format!("vn{}", node.index), state],
-    )?;
+    run_in(HUB_NETNS, "ip", &["link", "set", &node_peer(node), state])?;
     run_in(&node.netns, "ip", &["link", "set", "eth0", state])?;
     if up {
-        // Routes through eth0 went away with the link; put them back.
-        run_in(
-            &node.netns,
-            "ip",
-            &["route", "replace", layout::SERVICE_RANGE4, "dev", "eth0"],
-        )?;
-        node_routes(node, all)?;
+        restore_node_config(node, all)?;
     }
     Ok(())
+}
+
+/// Takes a node's `eth0` administratively down on the node's side only, as
+/// a host's network manager does, for `down`; then brings it up and
+/// restores what the host's network configuration would.
+pub fn flap_node_link(node: &NodeLayout, all: &[NodeLayout], down: Duration) -> anyhow::Result<()> {
+    run_in(&node.netns, "ip", &["link", "set", "eth0", "down"])?;
+    std::thread::sleep(down);
+    run_in(&node.netns, "ip", &["link", "set", "eth0", "up"])?;
+    restore_node_config(node, all)
+}
+
+/// Deletes a node's `eth0` (its veth pair goes with it, and every address
+/// on it) and makes it again as `up` did: the same name, addresses and
+/// routes on a new interface with a new index and a new random MAC.
+pub fn recreate_node_link(node: &NodeLayout, all: &[NodeLayout]) -> anyhow::Result<()> {
+    run_in(&node.netns, "ip", &["link", "del", "eth0"])?;
+    add_link(&Attachment::node(node))?;
+    node_routes(node, all)
+}
+
+/// Gives a node's `eth0` another MAC address; the link stays up.
+pub fn set_node_mac(node: &NodeLayout, mac: Mac) -> anyhow::Result<()> {
+    run_in(
+        &node.netns,
+        "ip",
+        &["link", "set", "eth0", "address", &mac.to_string()],
+    )?;
+    Ok(())
+}
+
+/// A namespace's `eth0` as the kernel shows it: (interface index, MAC).
+pub fn eth0_link(netns: &str) -> anyhow::Result<(u64, String)> {
+    let text = run_in(netns, "ip", &["-j", "link", "show", "dev", "eth0"])?;
+    let links: serde_json::Value =
+        serde_json::from_str(&text).context("`ip -j link show` printed no JSON")?;
+    let link = &links[0];
+    match (link["ifindex"].as_u64(), link["address"].as_str()) {
+        (Some(ifindex), Some(mac)) => Ok((ifindex, mac.to_string())),
+        _ => anyhow::bail!("`ip -j link show` in {netns} shows no eth0 index and address"),
+    }
+}
+
+/// The addresses on a namespace's `eth0`, with their prefix lengths.
+fn eth0_addresses(netns: &str) -> anyhow::Result<Vec<(IpAddr, u8)>> {
+    let text = run_in(netns, "ip", &["-j", "addr", "show", "dev", "eth0"])?;
+    let links: serde_json::Value =
+        serde_json::from_str(&text).context("`ip -j addr show` printed no JSON")?;
+    Ok(links
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|link| link["addr_info"].as_array().into_iter().flatten())
+        .filter_map(|a| {
+            let ip = a["local"].as_str()?.parse().ok()?;
+            let prefix = u8::try_from(a["prefixlen"].as_u64()?).ok()?;
+            Some((ip, prefix))
+        })
+        .collect())
+}
+
+/// Puts back what a node's network configuration sets up on its `eth0`
+/// once the link is up again: its own addresses where missing (Linux drops
+/// IPv6 addresses from a link that goes down), the Service route and the
+/// routes to the other nodes' pods (routes through a link go away with it).
+fn restore_node_config(node: &NodeLayout, all: &[NodeLayout]) -> anyhow::Result<()> {
+    add_missing_addresses(&Attachment::node(node))?;
+    service_route(&node.netns)?;
+    node_routes(node, all)
 }
 
 /// Deletes every lab namespace (their links go with them).
@@ -200,4 +338,34 @@ pub fn destroy() -> Vec<String> {
         }
     }
     problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_parse_and_print() {
+        let mac: Mac = "02:0A:b:00:ff:1".parse().unwrap();
+        assert_eq!(mac, Mac([0x02, 0x0a, 0x0b, 0, 0xff, 0x01]));
+        assert_eq!(mac.to_string(), "02:0a:0b:00:ff:01");
+        assert_eq!(mac.to_string().parse::<Mac>(), Ok(mac));
+    }
+
+    #[test]
+    fn bad_macs_are_refused() {
+        for text in [
+            "",
+            "02:00:00:00:00",
+            "02:00:00:00:00:01:02",
+            "02:00:00:00:00:001",
+            "02:00:00:00::01",
+            "02-00-00-00-00-01",
+            "02:00:00:00:00:+1",
+            "02:00:00:00:00:zz",
+        ] {
+            let refused = text.parse::<Mac>().unwrap_err();
+            assert!(refused.contains("not a MAC address"), "{text:?}: {refused}");
+        }
+    }
 }

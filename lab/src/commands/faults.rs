@@ -1,13 +1,15 @@
 //! `kvip-lab fault`: killing and reviving nodes, cutting a node from the API
 //! servers and healing it, stopping and starting API servers, crashing the
-//! DaemonSet containers.
+//! DaemonSet containers, and changes to a node's `eth0` that a host sees
+//! (a flap of the link, the link made again, a new MAC).
 
 use super::{load, lock, require_root};
 use crate::control_plane;
-use crate::layout::Role;
+use crate::layout::{NodeLayout, Role};
+use crate::network::{self, Mac};
 use crate::process;
 use crate::state::{LabState, NodeFaults, Paths, ProcessKind};
-use anyhow::bail;
+use anyhow::{Context, bail};
 use std::time::Duration;
 
 /// A fault to inject.
@@ -27,6 +29,24 @@ pub enum Fault {
     /// SIGKILL the DaemonSet containers on a node and start them again at
     /// once, as a kubelet restarts a crashed container.
     CrashDaemons(String),
+    /// Take the node's `eth0` down on its own side for a while, then up with
+    /// the node's addresses and routes restored, as its network manager would.
+    LinkFlap {
+        /// The node.
+        node: String,
+        /// How long the link stays down.
+        down: Duration,
+    },
+    /// Delete the node's `eth0` and make it again: a new interface index
+    /// and MAC, the same name, addresses and routes.
+    RecreateLink(String),
+    /// Give the node's `eth0` another MAC address; the link stays up.
+    SetMac {
+        /// The node.
+        node: String,
+        /// The new MAC.
+        mac: Mac,
+    },
 }
 
 const FAULT_RULES: &str = "table inet kvlab_fault {\n  chain output { type filter hook output priority 0; tcp dport 6443 drop; }\n  chain input { type filter hook input priority 0; tcp dport 6443 drop; }\n}\n";
@@ -49,13 +69,13 @@ pub fn fault(fault: Fault) -> anyhow::Result<()> {
                     process::kill(pid);
                 }
             }
-            crate::network::set_node_link(&node, &state.nodes, false)?;
+            network::set_node_link(&node, &state.nodes, false)?;
             state.faults.entry(name.clone()).or_default().killed = true;
             println!("node {name} killed");
         }
         Fault::ReviveNode(name) => {
             let node = state.node(&name)?.clone();
-            crate::network::set_node_link(&node, &state.nodes, true)?;
+            network::set_node_link(&node, &state.nodes, true)?;
             let faults = state.faults(&name);
             for p in state
                 .processes
@@ -93,6 +113,31 @@ pub fn fault(fault: Fault) -> anyhow::Result<()> {
                 }
             }
             println!("{restarted} DaemonSet container(s) on {name} crashed and restarted");
+        }
+        Fault::LinkFlap { node: name, down } => {
+            let node = live_node(&state, &name)?;
+            network::flap_node_link(&node, &state.nodes, down)
+                .with_context(|| format!("flapping the link of {name}"))?;
+            println!(
+                "node {name}: eth0 down for {} ms, up again",
+                down.as_millis()
+            );
+        }
+        Fault::RecreateLink(name) => {
+            let node = live_node(&state, &name)?;
+            let (old_index, old_mac) = network::eth0_link(&node.netns)?;
+            network::recreate_node_link(&node, &state.nodes)
+                .with_context(|| format!("making the link of {name} again"))?;
+            let (index, mac) = network::eth0_link(&node.netns)?;
+            println!(
+                "node {name}: eth0 made again (ifindex {old_index} -> {index}, MAC {old_mac} -> {mac})"
+            );
+        }
+        Fault::SetMac { node: name, mac } => {
+            let node = state.node(&name)?.clone();
+            let (_, old_mac) = network::eth0_link(&node.netns)?;
+            network::set_node_mac(&node, mac)?;
+            println!("node {name}: eth0 MAC {old_mac} -> {mac}");
         }
         Fault::ApiserverStop(which) => {
             let names = apiserver_nodes(&state, which.as_deref())?;
@@ -145,6 +190,16 @@ pub fn fault(fault: Fault) -> anyhow::Result<()> {
     }
     state.faults.retain(|_, f| *f != NodeFaults::default());
     state.save(&paths)
+}
+
+/// The node called `name`, refused while it is killed: its link is down on
+/// both ends until `revive-node`.
+fn live_node(state: &LabState, name: &str) -> anyhow::Result<NodeLayout> {
+    let node = state.node(name)?.clone();
+    if state.faults(name).killed {
+        bail!("node {name} is killed; revive it first (`kvip-lab fault revive-node {name}`)");
+    }
+    Ok(node)
 }
 
 fn apiserver_nodes(state: &LabState, which: Option<&str>) -> anyhow::Result<Vec<String>> {

@@ -1,14 +1,15 @@
 //! What each `kvip-lab` command does, one file per concern: bringing the lab
 //! up and down (`lifecycle`), running manifests (`daemonsets`), lab pods
-//! (`pods`), faults (`faults`), probes from the client namespace (`probe`)
-//! and the daemons' logs (`logs`); `binaries` finds the kvip and kube-vip
-//! binaries the DaemonSets run. Commands that change the lab hold the lab's
-//! lock; `up` either finishes or tears everything down again, so a failed
-//! `up` leaves nothing half-built.
+//! (`pods`), faults (`faults`), probes and forged address claims from the
+//! client namespace (`probe`, `forge`) and the daemons' logs (`logs`);
+//! `binaries` finds the kvip and kube-vip binaries the DaemonSets run.
+//! Commands that change the lab hold the lab's lock; `up` either finishes or
+//! tears everything down again, so a failed `up` leaves nothing half-built.
 
 mod binaries;
 mod daemonsets;
 mod faults;
+mod forge;
 mod lifecycle;
 mod logs;
 mod pods;
@@ -17,6 +18,7 @@ mod probe;
 pub use binaries::{kube_vip_binary, kvip_binary};
 pub use daemonsets::{deploy, undeploy};
 pub use faults::{Fault, fault};
+pub use forge::forge_claim;
 pub use lifecycle::{down, env, up};
 pub use logs::logs;
 pub use pods::{PodArgs, parse_labels, pod_create, pod_delete};

@@ -440,6 +440,22 @@ pub fn node_mac(node: &str) -> Option<String> {
     Some(out.trim().to_lowercase())
 }
 
+/// `kvip-lab forge-claim`: `count` frames from the client claiming `ip`
+/// for `mac`, `interval_ms` apart; its output (how many went out).
+pub fn forge_claims(ip: &str, mac: &str, count: u32, interval_ms: u64) -> Result<String, String> {
+    lab_ok(&[
+        "forge-claim",
+        "--ip",
+        ip,
+        "--mac",
+        mac,
+        "--count",
+        &count.to_string(),
+        "--interval-ms",
+        &interval_ms.to_string(),
+    ])
+}
+
 /// `GET path` over plain HTTP from the client namespace; the body.
 pub fn http_get(addr: &str, path: &str) -> Result<String, String> {
     use std::io::{Read, Write};
