@@ -51,11 +51,25 @@ impl Assessment {
     /// Takes nodes that cannot place an address of a group out of its
     /// candidates (`problems`: node, then address, then why). A group left
     /// with no candidate goes out of the election, its Services pending
-    /// `NoUsableInterface` naming each node and its problem.
+    /// `NoUsableInterface` naming each node and its problem. A group whose
+    /// address is already on some node without kvip's mark goes out
+    /// whoever could place it, pending `AddressOnNode`.
     pub fn exclude_unplaceable(&mut self, problems: &BTreeMap<String, BTreeMap<IpAddr, String>>) {
         if problems.values().all(BTreeMap::is_empty) {
             return;
         }
+        // Someone else's copy of an address on any node: announcing it
+        // from another would make two hosts answer.
+        self.refuse(|a| {
+            problems.iter().find_map(|(node, p)| {
+                let interface = crate::placement::foreign_interface(p.get(&a)?)?;
+                Some(PendingReason::AddressOnNode {
+                    address: a,
+                    node: node.clone(),
+                    interface: interface.to_string(),
+                })
+            })
+        });
         let mut refused: Vec<(BTreeSet<ServiceKey>, PendingReason)> = Vec::new();
         self.groups.retain_mut(|g| {
             let mut nodes = BTreeMap::new();
@@ -261,6 +275,37 @@ mod tests {
         assert_eq!(nodes.len(), 2);
         assert!(nodes["worker1"].contains("bond0"));
         assert!(nodes["worker2"].contains("down"));
+
+        let mut a = assess(
+            &[svc("one", "Cluster", "10.1.0.1")],
+            [slice("one", "worker1")],
+            &[node("worker1", true), node("worker2", true)],
+            &LbClassRule::default(),
+        );
+        let foreign = crate::placement::Interfaces {
+            configured: None,
+            list: &[crate::plan::InterfaceInfo {
+                name: "eth0".into(),
+                up: true,
+                addresses: vec![(ip("10.1.0.5"), 24), (ip("10.1.0.1"), 32)],
+            }],
+            default_v4: None,
+            default_v6: None,
+        }
+        .problems([ip("10.1.0.1")]);
+        a.exclude_unplaceable(&BTreeMap::from([("worker2".to_string(), foreign)]));
+        assert!(
+            a.groups.is_empty(),
+            "worker1 could place it, but worker2 answers for it"
+        );
+        assert_eq!(
+            a.pending.get(&ServiceKey::new("default", "one")),
+            Some(&PendingReason::AddressOnNode {
+                address: ip("10.1.0.1"),
+                node: "worker2".into(),
+                interface: "eth0".into(),
+            })
+        );
     }
 
     #[test]

@@ -72,6 +72,16 @@ pub enum PendingReason {
         /// Each such node with its problem.
         nodes: BTreeMap<String, String>,
     },
+    /// The address is already on a node's interface, put there by someone
+    /// else: a second announcer would make two hosts answer for it.
+    AddressOnNode {
+        /// The address.
+        address: IpAddr,
+        /// The node.
+        node: String,
+        /// Its interface.
+        interface: String,
+    },
     /// The address is the control-plane VIP (`address`), which only the
     /// control-plane role announces.
     ControlPlaneAddress {
@@ -112,6 +122,7 @@ impl PendingReason {
             PendingReason::NoCommonCandidate { .. } => "NoCommonCandidate",
             PendingReason::NoUsableInterface { .. } => "NoUsableInterface",
             PendingReason::ControlPlaneAddress { .. } => "ControlPlaneAddress",
+            PendingReason::AddressOnNode { .. } => "AddressOnNode",
             PendingReason::AddressInUse { .. } => "AddressInUse",
             PendingReason::SubnetAddress { .. } => "SubnetAddress",
         }
@@ -171,6 +182,15 @@ impl PendingReason {
                     each.join("; ")
                 )
             }
+            PendingReason::AddressOnNode {
+                address,
+                node,
+                interface,
+            } => format!(
+                "address {address} is already on {interface} of node {node}, and kvip did not \
+                 put it there (another tool, or a leftover): that node answers for it, so kvip \
+                 announces it nowhere; remove it there, or choose another address"
+            ),
             PendingReason::ControlPlaneAddress { address } => format!(
                 "address {address} is the control-plane VIP, which only kvip's control-plane \
                  role announces: choose another address"
@@ -457,6 +477,11 @@ mod tests {
             },
             PendingReason::ControlPlaneAddress {
                 address: "10.0.0.1".parse().unwrap(),
+            },
+            PendingReason::AddressOnNode {
+                address: "10.0.0.1".parse().unwrap(),
+                node: "w1".into(),
+                interface: "eth0".into(),
             },
         ];
         let codes: BTreeSet<&str> = reasons.iter().map(PendingReason::reason).collect();

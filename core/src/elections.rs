@@ -393,6 +393,14 @@ impl Elections {
                 .is_some_and(|e| e.campaign.announcing() && e.campaign.names(self.identity()))
     }
 
+    /// The Lease that elects `address`, if one of ours does.
+    pub fn lease_of(&self, address: IpAddr) -> Option<&LeaseKey> {
+        self.by_lease
+            .iter()
+            .find(|(_, e)| e.ballot.addresses.contains(&address))
+            .map(|(key, _)| key)
+    }
+
     /// Another MAC claims `address` (design §7); `convincing` as for
     /// [`Campaign::yield_to_claim`].
     pub fn claim(&mut self, address: IpAddr, now: Mono, convincing: bool) -> ClaimAnswer {

@@ -26,8 +26,40 @@ pub const PLACEMENT_ANNOTATION: &str = "kvip.io/placement";
 /// Instance Lease annotation: the node's Ethernet addresses, comma separated.
 pub const MACS_ANNOTATION: &str = "kvip.io/macs";
 
-/// At most this many addresses are published; the rest are summarised.
-const MAX_PUBLISHED: usize = 4096;
+/// At most this many addresses are published (about 80 kB at worst, well
+/// within an object's annotation limit); the rest are left out.
+const MAX_PUBLISHED: usize = 2000;
+
+/// How a problem that is someone else's copy of the address starts.
+const FOREIGN: &str = "already on ";
+
+/// The problem of an address already on `interface` without kvip's mark.
+/// The problem texts carry no address, so a node's publication groups its
+/// addresses under a few problems.
+fn foreign(interface: &str) -> String {
+    format!(
+        "{FOREIGN}{interface} and kvip did not put it there (another tool, a leftover, or \
+         kvip's other role); kvip leaves it alone"
+    )
+}
+
+/// The interface of a problem that says the address is already there
+/// without kvip's mark: another host address answers for it on that node.
+pub fn foreign_interface(problem: &str) -> Option<&str> {
+    problem.strip_prefix(FOREIGN)?.split(' ').next()
+}
+
+/// Whether a kernel of `release` (`uname -r`, such as `6.1.0-13-amd64`)
+/// keeps address marks: `IFA_PROTO` came with Linux 5.18; older kernels
+/// accept the attribute and drop it.
+pub fn kernel_keeps_marks(release: &str) -> bool {
+    let mut parts = release.trim().split(['.', '-']);
+    let number = |p: Option<&str>| p.and_then(|p| p.parse::<u32>().ok());
+    match (number(parts.next()), number(parts.next())) {
+        (Some(major), Some(minor)) => (major, minor) >= (5, 18),
+        _ => false,
+    }
+}
 
 /// What this node's interfaces look like, for placement.
 #[derive(Debug, Clone, Copy)]
@@ -61,12 +93,14 @@ impl Interfaces<'_> {
             .list
             .iter()
             .find(|i| i.name == interface)
-            .is_some_and(|i| i.addresses.contains(&(address, host)));
+            // IPv6 refuses a /128 next to the same address with another prefix.
+            .is_some_and(|i| {
+                i.addresses
+                    .iter()
+                    .any(|(a, len)| *a == address && (*len == host || address.is_ipv6()))
+            });
         if present {
-            return Err(format!(
-                "{address} is already on {interface} and kvip did not put it there \
-                 (another tool, or kvip's other role); kvip leaves it alone"
-            ));
+            return Err(foreign(&interface));
         }
         Ok(interface)
     }
@@ -180,20 +214,22 @@ mod tests {
             Ok("eth0".into()),
             "kube-ipvs0 holds it, but it belongs on eth0"
         );
-        assert!(
-            here.place(ip("10.0.0.50"))
-                .unwrap_err()
-                .contains("did not put it there")
-        );
+        let taken = here.place(ip("10.0.0.50")).unwrap_err();
+        assert_eq!(foreign_interface(&taken), Some("eth0"), "{taken}");
+        assert_eq!(foreign_interface("interface eth1 is down"), None);
         assert!(
             here.place(ip("10.0.1.9"))
                 .unwrap_err()
                 .contains("eth1 is down")
         );
+        let none = here.place(ip("fd00::1")).unwrap_err();
         assert!(
-            here.place(ip("fd00::1"))
-                .unwrap_err()
-                .contains("no interface for fd00::1")
+            none.contains("no interface") && none.contains("IPv6"),
+            "{none}"
+        );
+        assert!(
+            !none.contains("fd00::1"),
+            "problems name no address: {none}"
         );
         let bond = Interfaces {
             configured: Some("bond0"),
@@ -202,6 +238,16 @@ mod tests {
         let problems = bond.problems([ip("10.0.0.51"), ip("10.0.0.52")]);
         assert_eq!(problems.len(), 2);
         assert!(problems.values().all(|p| p.contains("\"bond0\"")));
+    }
+
+    #[test]
+    fn marks_need_linux_5_18() {
+        assert!(kernel_keeps_marks("6.18.44-fc-v782\n"));
+        assert!(kernel_keeps_marks("5.18.0"));
+        assert!(!kernel_keeps_marks("5.15.0-91-generic"));
+        assert!(!kernel_keeps_marks("4.18.0-513.el8.x86_64"));
+        assert!(!kernel_keeps_marks(""));
+        assert!(!kernel_keeps_marks("garbage"));
     }
 
     #[test]

@@ -71,7 +71,8 @@ pub enum PlanError {
     },
     /// Nothing on this node carries the VIP's family.
     #[error(
-        "no interface for {address}: none has a subnet containing it or a default route of its family; set vip_servicesinterface or vip_interface"
+        "no interface has a subnet containing the address or a default route of its family ({}); set vip_servicesinterface or vip_interface",
+        if address.is_ipv4() { "IPv4" } else { "IPv6" }
     )]
     NoInterfaceForFamily {
         /// The VIP.

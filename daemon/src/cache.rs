@@ -82,6 +82,17 @@ struct Arrival {
     resource_version: String,
     record: LeaseRecord,
     at: Instant,
+    /// What an instance Lease publishes (placement problems, MACs).
+    published: Option<(Option<String>, Option<String>)>,
+}
+
+/// The publications of an instance Lease; `None` for any other Lease.
+fn published(lease: &Lease) -> Option<(Option<String>, Option<String>)> {
+    let annotations = lease.metadata.annotations.as_ref()?;
+    let get = |k: &str| annotations.get(k).cloned();
+    let placement = get(kvip_core::placement::PLACEMENT_ANNOTATION);
+    let macs = get(kvip_core::placement::MACS_ANNOTATION);
+    (placement.is_some() || macs.is_some()).then_some((placement, macs))
 }
 
 impl Terms {
@@ -95,8 +106,11 @@ impl Terms {
         let (Some(record), Some(resource_version)) = (seen.record, seen.resource_version) else {
             return true;
         };
+        let published = published(lease);
         let decide = match self.arrived.get(&key) {
             Some(before) if before.resource_version == resource_version => false,
+            // An instance says something new about what it can place.
+            Some(before) if before.published != published => true,
             Some(before) => {
                 let seconds = before.record.lease_duration_seconds.unwrap_or(0).max(0);
                 let running =
@@ -112,6 +126,7 @@ impl Terms {
                 resource_version,
                 record,
                 at,
+                published,
             },
         );
         decide

@@ -84,6 +84,7 @@ pub struct ControlPlane {
     adopted: bool,
     /// Why this node cannot place the VIP now, as last logged.
     placement_problem: Option<String>,
+    node: String,
 }
 
 impl ControlPlane {
@@ -108,6 +109,7 @@ impl ControlPlane {
             healthy.clone(),
             changed.clone(),
         ));
+        let node_name = node.clone();
         let elections = Elections::new(
             node,
             config.lease_duration,
@@ -128,6 +130,7 @@ impl ControlPlane {
             vips,
             adopted: false,
             placement_problem: None,
+            node: node_name,
         })
     }
 
@@ -194,8 +197,34 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Start-up: an unmarked copy of the VIP on its interface, while the
+    /// Lease names this node, was left by a kvip without marks: keep it.
+    async fn claim_unmarked(&mut self) {
+        let holder = self
+            .leases
+            .lease(&self.lease.namespace, &self.lease.name)
+            .and_then(|l| l.spec.as_ref()?.holder_identity.clone());
+        if holder.as_deref() != Some(self.node.as_str()) {
+            return;
+        }
+        let view = self.vips.placement_view();
+        let placed = view
+            .interfaces(self.config.vip_interface.as_deref())
+            .place(self.address);
+        if let Err(problem) = placed
+            && let Some(interface) = kvip_core::placement::foreign_interface(&problem)
+        {
+            let ours = BTreeMap::from([(self.address, interface.to_string())]);
+            self.vips.claim_unmarked(&ours).await;
+        }
+    }
+
     async fn pass(&mut self, shutting_down: bool) -> Duration {
         let now = self.now();
+        self.vips.check_listeners();
+        if !self.adopted {
+            self.claim_unmarked().await;
+        }
         // A node that cannot put the VIP on an interface now is no candidate.
         let placed = self
             .vips
@@ -225,7 +254,7 @@ impl ControlPlane {
         if !self.adopted {
             self.adopted = true;
             let vips = BTreeSet::from([self.address]);
-            if !self.vips.adopt(&vips).is_empty() {
+            if !self.vips.adopt(&vips).await.is_empty() {
                 let until = now.after(self.config.lease_duration);
                 self.voter.elections_mut().adopt(vips, until);
                 tracing::info!(address = %self.address, "control-plane VIP found on the interface from an earlier run");

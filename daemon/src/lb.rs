@@ -96,7 +96,7 @@ pub struct LbRole {
     /// What the instance Lease last said (placement problems and MACs).
     published: BTreeMap<String, String>,
     /// The MACs of other nodes that run kvip, from their instance Leases.
-    kvip_macs: BTreeSet<[u8; 6]>,
+    kvip_macs: BTreeMap<[u8; 6], String>,
     /// How long the last assessment took (the settle time after a change).
     assess_cost: Duration,
     /// The announcement made by the last step, to write status only on change.
@@ -180,7 +180,7 @@ impl LbRole {
             assessed: Assessed::default(),
             dirty: true,
             published: BTreeMap::new(),
-            kvip_macs: BTreeSet::new(),
+            kvip_macs: BTreeMap::new(),
             assess_cost: Duration::ZERO,
             announced_last: BTreeMap::new(),
             reported: BTreeMap::new(),
@@ -316,7 +316,16 @@ impl LbRole {
     fn conflict(&mut self, conflict: crate::vips::Conflict) -> bool {
         let now = self.now();
         let ip = conflict.claim.ip;
-        let kvip_node = self.kvip_macs.contains(&conflict.claim.mac);
+        // A claim from the MAC of the node the Lease names is that node
+        // announcing what it holds; any other MAC may be forged.
+        let kvip_node = self.kvip_macs.get(&conflict.claim.mac).is_some_and(|node| {
+            self.voter
+                .elections()
+                .lease_of(ip)
+                .and_then(|key| self.cache.leases.lease(&key.namespace, &key.name))
+                .and_then(|l| l.spec.as_ref()?.holder_identity.clone())
+                .is_some_and(|holder| holder == *node)
+        });
         let answered = match self.membership.as_mut() {
             None => self.voter.claim(&conflict, &mut self.vips, kvip_node, now),
             Some(m) if !m.announces(ip) => None,
@@ -477,7 +486,7 @@ impl LbRole {
         }
         annotations.insert(
             placement::MACS_ANNOTATION.to_string(),
-            placement::encode_macs(self.vips.local_macs()),
+            placement::encode_macs(&self.vips.announcing_macs()),
         );
         self.published = annotations.clone();
         LeaseMeta {
@@ -490,7 +499,7 @@ impl LbRole {
     fn publication_stale(&self) -> bool {
         let placement = (!self.assessed.unplaceable.is_empty())
             .then(|| placement::encode(&self.assessed.unplaceable));
-        let macs = placement::encode_macs(self.vips.local_macs());
+        let macs = placement::encode_macs(&self.vips.announcing_macs());
         self.published.get(placement::PLACEMENT_ANNOTATION) != placement.as_ref()
             || self.published.get(placement::MACS_ANNOTATION) != Some(&macs)
     }
@@ -536,6 +545,7 @@ impl LbRole {
     async fn pass(&mut self, shutting_down: bool) -> Duration {
         let now = self.now();
         let mut next = Duration::from_secs(1);
+        self.vips.check_listeners();
         if !shutting_down {
             next = next.min(self.renew_instance(now));
         }
@@ -551,9 +561,10 @@ impl LbRole {
         if stale {
             self.dirty = false;
             let started = Instant::now();
-            self.assess(now, shutting_down);
+            self.assess(now, shutting_down).await;
             self.assess_cost = started.elapsed().min(MAX_SETTLE);
-            // Other nodes learn at once what this node cannot place.
+            // Other nodes learn at once what this node cannot place (in
+            // membership mode with the next renewal, one retry period away).
             if !shutting_down && self.membership.is_none() && self.publication_stale() {
                 self.next_instance_renew = now;
                 next = next.min(self.renew_instance(now));
@@ -573,7 +584,7 @@ impl LbRole {
 
     /// Assesses the whole picture: what the cluster asks for, who runs
     /// kvip, which addresses this node's interfaces allow.
-    fn assess(&mut self, now: Mono, shutting_down: bool) {
+    async fn assess(&mut self, now: Mono, shutting_down: bool) {
         let liveness = self.live_instances(now, shutting_down);
         self.next_expiry = liveness.next_expiry;
         let live = liveness.live;
@@ -624,6 +635,11 @@ impl LbRole {
             .map(|v| v.key.clone())
             .chain(assessment.refused.keys().cloned())
             .collect();
+        // Start-up: unmarked copies of VIPs whose Lease names this node,
+        // left by a kvip without marks, are this node's to keep.
+        if !self.started_adoption {
+            self.claim_unmarked(&assessment.groups).await;
+        }
         // Addresses no host may use, judged on this node's interfaces.
         let interfaces = self.vips.placement_view();
         self.refuse_unusable(&mut assessment, &interfaces);
@@ -699,7 +715,7 @@ impl LbRole {
                 .iter()
                 .flat_map(|v| v.addresses.iter().copied())
                 .collect();
-            let adopted = self.vips.adopt(&vips);
+            let adopted = self.vips.adopt(&vips).await;
             if !adopted.is_empty() {
                 let until = now.after(self.config.lease_duration);
                 let found = adopted.iter().map(|ia| ia.address).collect();
@@ -968,12 +984,43 @@ impl LbRole {
             .collect()
     }
 
+    /// Marks the unmarked copies of addresses of `groups` whose Lease names
+    /// this node, on the interface each belongs on (see [`Vips::claim_unmarked`]).
+    async fn claim_unmarked(&mut self, groups: &[AnnouncementGroup]) {
+        let view = self.vips.placement_view();
+        let places = view.interfaces(self.configured_interface());
+        let mut ours = BTreeMap::new();
+        for g in groups {
+            let holder = self
+                .cache
+                .leases
+                .lease(&g.lease.namespace, &g.lease.name)
+                .and_then(|l| l.spec.as_ref()?.holder_identity.clone());
+            if holder.as_deref() != Some(self.node.as_str()) {
+                continue;
+            }
+            for address in &g.addresses {
+                if let Err(problem) = places.place(*address)
+                    && let Some(interface) = placement::foreign_interface(&problem)
+                {
+                    ours.insert(*address, interface.to_string());
+                }
+            }
+        }
+        if !ours.is_empty() {
+            self.vips.claim_unmarked(&ours).await;
+        }
+    }
+
     /// What the other live instances published: the addresses each cannot
     /// place, and their MACs. Only instance Leases of live nodes in the
     /// instance namespace held by the node they name count.
-    fn published_by_others(&self, live: &BTreeSet<String>) -> (Problems, BTreeSet<[u8; 6]>) {
+    fn published_by_others(
+        &self,
+        live: &BTreeSet<String>,
+    ) -> (Problems, BTreeMap<[u8; 6], String>) {
         let mut problems = BTreeMap::new();
-        let mut macs = BTreeSet::new();
+        let mut macs = BTreeMap::new();
         for lease in self.cache.leases.store.state() {
             if lease.metadata.namespace.as_deref() != Some(self.instance_namespace.as_str()) {
                 continue;
@@ -1010,7 +1057,9 @@ impl LbRole {
                 }
             }
             if let Some(text) = annotations.get(placement::MACS_ANNOTATION) {
-                macs.extend(placement::decode_macs(text));
+                for mac in placement::decode_macs(text) {
+                    macs.insert(mac, instance.node.clone());
+                }
             }
         }
         (problems, macs)

@@ -334,12 +334,15 @@ pub struct Health {
     pub problem: &'static str,
 }
 
-/// Health at `now_ms`: the loop must have beaten, and the kernel's state
-/// been read (`netlink_age_ms`), within `stuck_after_ms`.
+/// Health at `now_ms`: the loop must have beaten within `stuck_after_ms`,
+/// and the kernel's state been read (`netlink_age_ms`) within that plus
+/// the kernel's refresh period.
 pub fn health(now_ms: u64, stuck_after_ms: u64, netlink_age_ms: Option<u64>) -> Health {
     let beat = LOOP_BEAT.load(Ordering::Relaxed);
     let looping = beat == 0 || now_ms.saturating_sub(beat) < stuck_after_ms;
-    let reading = netlink_age_ms.is_none_or(|age| age < stuck_after_ms);
+    // A quiet node reads the kernel every 10 s; a reading may be running.
+    let refresh_ms = u64::try_from(crate::net::kernel::REFRESH.as_millis()).unwrap_or(u64::MAX);
+    let reading = netlink_age_ms.is_none_or(|age| age < stuck_after_ms.saturating_add(refresh_ms));
     let netlink_up = get().netlink_up.get() == 1 || netlink_age_ms.is_none();
     let listening = LISTENERS_DOWN
         .iter()

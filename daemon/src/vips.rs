@@ -149,16 +149,36 @@ impl Vips {
     pub fn placement_view(&self) -> PlacementView {
         let snapshot = self.kernel.borrow();
         let state = &snapshot.state;
+        let mut list = state.without_marked(self.protocol);
+        // What this role holds is its own, even before a reading shows the mark.
+        for interface in &mut list {
+            interface.addresses.retain(|(ip, len)| {
+                *len != crate::net::links::host_prefix(*ip)
+                    || !self.owned.contains(&InterfaceAddress {
+                        interface: interface.name.clone(),
+                        address: *ip,
+                    })
+            });
+        }
         PlacementView {
-            list: state.without_marked(self.protocol),
+            list,
             default_v4: state.default_v4.clone(),
             default_v6: state.default_v6.clone(),
         }
     }
 
-    /// Every MAC of this node.
-    pub fn local_macs(&self) -> &BTreeSet<[u8; 6]> {
-        &self.local_macs
+    /// The MACs of this node's interfaces that could carry a VIP.
+    pub fn announcing_macs(&self) -> BTreeSet<[u8; 6]> {
+        self.kernel.borrow().state.announcing_macs()
+    }
+
+    /// Replaces conflict listeners that stopped (their socket failed), on
+    /// the role's timer as well as on every change.
+    pub fn check_listeners(&mut self) {
+        if self.listeners.values().any(|l| !l.alive()) {
+            self.listeners.retain(|_, l| l.alive());
+            self.listen_where_held();
+        }
     }
 
     /// Brings this role in step with the latest reading of the kernel.
@@ -305,17 +325,86 @@ impl Vips {
             .inc();
     }
 
+    /// Marks as this role's the unmarked host addresses in `ours` (address
+    /// to the interface it belongs on) that are on that interface: copies an
+    /// earlier kvip without marks left while this node held their Lease
+    /// (`ours` holds only such addresses). Returns those now marked.
+    pub async fn claim_unmarked(
+        &mut self,
+        ours: &BTreeMap<IpAddr, String>,
+    ) -> Vec<InterfaceAddress> {
+        let present: Vec<InterfaceAddress> = {
+            let snapshot = self.kernel.borrow();
+            let state = &snapshot.state;
+            let marked: BTreeSet<&InterfaceAddress> = state.marked.values().flatten().collect();
+            ours.iter()
+                .map(|(address, interface)| InterfaceAddress {
+                    interface: interface.clone(),
+                    address: *address,
+                })
+                .filter(|ia| !marked.contains(ia))
+                .filter(|ia| {
+                    let host = if ia.address.is_ipv4() { 32 } else { 128 };
+                    state.interfaces.iter().any(|i| {
+                        i.name == ia.interface && i.addresses.contains(&(ia.address, host))
+                    })
+                })
+                .collect()
+        };
+        let mut claimed = Vec::new();
+        for ia in present {
+            match self
+                .netlink
+                .mark_address(&ia.interface, ia.address, self.protocol)
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(address = %ia.address, interface = %ia.interface, "an unmarked copy of a VIP whose Lease this node holds (left by an earlier kvip): marked as kvip's and kept");
+                    self.owned.insert(ia.clone());
+                    self.added_at.insert(ia.clone(), Instant::now());
+                    claimed.push(ia);
+                }
+                Err(e) => {
+                    tracing::warn!(address = %ia.address, interface = %ia.interface, error = %e, "cannot mark the VIP's unmarked copy")
+                }
+            }
+        }
+        claimed
+    }
+
     /// Takes over addresses from `vips` that carry this role's mark (left by
-    /// an earlier run): they are ours to keep or remove. Nothing else is
-    /// touched, whatever interface it is on.
-    pub fn adopt(&mut self, vips: &BTreeSet<IpAddr>) -> Vec<InterfaceAddress> {
+    /// an earlier run): they are ours to keep or remove. Addresses with the
+    /// mark that no VIP asks for any more (its Service was deleted or
+    /// changed while kvip was down) are removed. Nothing else is touched,
+    /// whatever interface it is on.
+    pub async fn adopt(&mut self, vips: &BTreeSet<IpAddr>) -> Vec<InterfaceAddress> {
         let marked = self.kernel.borrow().state.marked_by(self.protocol);
-        let adopted: Vec<InterfaceAddress> = marked
+        let (mut adopted, stale): (Vec<InterfaceAddress>, Vec<InterfaceAddress>) = marked
             .into_iter()
-            .filter(|ia| vips.contains(&ia.address))
-            .collect();
+            .partition(|ia| vips.contains(&ia.address));
         for ia in &adopted {
             self.owned.insert(ia.clone());
+        }
+        // Unmarked copies just marked as ours count too.
+        let claimed: Vec<InterfaceAddress> = self
+            .owned
+            .iter()
+            .filter(|ia| vips.contains(&ia.address) && !adopted.contains(ia))
+            .cloned()
+            .collect();
+        adopted.extend(claimed);
+        // Without marks, a host address may be anyone's: leave them all.
+        if self.netlink.marks() {
+            for ia in stale {
+                match self.netlink.remove_address(&ia.interface, ia.address).await {
+                    Ok(_) => {
+                        tracing::info!(address = %ia.address, interface = %ia.interface, "removed a VIP an earlier run left, which no Service asks for now")
+                    }
+                    Err(e) => {
+                        tracing::warn!(address = %ia.address, interface = %ia.interface, error = %e, "cannot remove a VIP an earlier run left")
+                    }
+                }
+            }
         }
         self.listen_where_held();
         adopted
@@ -338,11 +427,7 @@ impl Vips {
         for action in &actions {
             match action {
                 Action::Remove(ia) => {
-                    match self
-                        .netlink
-                        .remove_address(&ia.interface, ia.address, self.protocol)
-                        .await
-                    {
+                    match self.netlink.remove_address(&ia.interface, ia.address).await {
                         Ok(_) => {
                             tracing::info!(address = %ia.address, interface = %ia.interface, "VIP withdrawn");
                             self.forget(ia);
@@ -353,15 +438,15 @@ impl Vips {
                     }
                 }
                 Action::Add(ia) => {
-                    let started = Instant::now();
                     match self
                         .netlink
                         .add_address(&ia.interface, ia.address, self.protocol)
                         .await
                     {
                         Ok(_) => {
+                            // A reading that starts after the kernel said yes has it.
                             self.owned.insert(ia.clone());
-                            self.added_at.insert(ia.clone(), started);
+                            self.added_at.insert(ia.clone(), Instant::now());
                             self.schedules.insert(ia.clone(), Schedule::starting_now());
                             added.push(ia.clone());
                         }

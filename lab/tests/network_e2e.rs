@@ -20,6 +20,8 @@ const CP_VIP: &str = "10.77.0.198";
 const VIP: &str = "10.77.0.130";
 const VIP6: &str = "fd00:77::1:30";
 const LOCAL_VIP: &str = "10.77.0.135";
+const STALE_VIP: &str = "10.77.0.137";
+const LEFTOVER_VIP: &str = "10.77.0.138";
 /// A MAC no lab host has, for forged claims.
 const FORGED_MAC: &str = "02:66:6f:72:67:65";
 
@@ -185,7 +187,7 @@ fn a_recreated_interface_is_announced_again() -> Outcome {
     let mac = node_mac(&carrier).ok_or("no MAC")?;
     let frames = capture_claims(VIP, Duration::from_secs(4), || Ok(()))?;
     ensure!(
-        frames.iter().any(|m| *m == mac),
+        frames.contains(&mac),
         "no announcement of {VIP} from {carrier}'s MAC {mac} in 4 s: {frames:?}"
     );
     ensure!(
@@ -323,10 +325,7 @@ fn a_service_cannot_take_the_control_plane_vip() -> Outcome {
     )?;
     println!("    steal: {:?}", events.first().map(|e| &e.1));
     let (_, text) = kvip_status(&["-n", NS, "steal"])?;
-    ensure!(
-        !text.contains("announced"),
-        "kvip status says: {text}"
-    );
+    ensure!(!text.contains("announced"), "kvip status says: {text}");
     ensure!(
         nodes_with_address(CP_VIP) == ["cp1"],
         "the control-plane VIP is on {:?}",
@@ -397,15 +396,16 @@ fn one_forged_frame_during_an_api_outage_takes_no_vip_down() -> Outcome {
             nodes_with_address(VIP) == [node.clone()],
             "the VIP left {node} during the outage before any forged frame"
         );
-        lab_ok(&[
-            "forge-claim",
-            "--ip",
-            VIP,
-            "--mac",
-            FORGED_MAC,
-            "--count",
-            "1",
-        ])?;
+        // One forged frame, then one from the other worker's own MAC (a kvip
+        // node, but not the one the Lease names): neither is convincing.
+        forge_claims(VIP, FORGED_MAC, 1, 10)?;
+        let other = if node == "worker1" {
+            "worker2"
+        } else {
+            "worker1"
+        };
+        let other_mac = node_mac(other).ok_or("no MAC")?;
+        forge_claims(VIP, &other_mac, 1, 10)?;
         for _ in 0..30 {
             ensure!(
                 nodes_with_address(VIP) == [node.clone()],
@@ -446,7 +446,13 @@ fn a_node_without_the_configured_interface_never_wins_and_status_says_why() -> O
         &["link", "set", "eth0", "down"][..],
         &["link", "set", "eth0", "name", "ens5"],
         &["link", "set", "ens5", "up"],
-        &["route", "replace", kvip_lab::layout::SERVICE_RANGE4, "dev", "ens5"],
+        &[
+            "route",
+            "replace",
+            kvip_lab::layout::SERVICE_RANGE4,
+            "dev",
+            "ens5",
+        ],
     ] {
         in_node("worker2", "ip", args)?;
     }
@@ -524,6 +530,148 @@ fn health_reports_the_network_side() -> Outcome {
     Ok(())
 }
 
+fn someone_elses_copy_on_another_node_stops_the_announcement_until_removed() -> Outcome {
+    let holder = holder_of(VIP)?;
+    let other = if holder == "worker1" {
+        "worker2"
+    } else {
+        "worker1"
+    };
+    // As a leftover of kube-vip, or keepalived, would: an unmarked host address.
+    in_node(
+        other,
+        "ip",
+        &["addr", "add", &format!("{VIP}/32"), "dev", "eth0"],
+    )?;
+    let outcome = (|| -> Outcome {
+        let (code, text) = wait_for(
+            "kvip status to name the other node's copy",
+            Duration::from_secs(15),
+            Duration::from_millis(200),
+            || {
+                kvip_status(&["-n", NS, "v4"])
+                    .ok()
+                    .filter(|(_, t)| t.contains("AddressOnNode"))
+            },
+        )?;
+        ensure!(code == 1, "kvip status exited {code}: {text}");
+        ensure!(
+            text.contains(other),
+            "the reason does not name {other}: {text}"
+        );
+        wait_for(
+            "the holder to withdraw (one host answers, not two)",
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+            || (nodes_with_address(VIP) == [other.to_string()]).then_some(()),
+        )?;
+        let have = in_node(other, "ip", &["-o", "addr", "show", "dev", "eth0"])?;
+        ensure!(
+            have.contains(&format!("{VIP}/32")),
+            "kvip removed the copy it did not add from {other}"
+        );
+        Ok(())
+    })();
+    in_node(
+        other,
+        "ip",
+        &["addr", "del", &format!("{VIP}/32"), "dev", "eth0"],
+    )?;
+    outcome?;
+    let took = answers_within(&format!("{VIP}:80"), Duration::from_secs(15))?;
+    let carriers = wait_for(
+        "one node to carry the VIP again",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || {
+            let n = nodes_with_address(VIP);
+            (n.len() == 1).then_some(n)
+        },
+    )?;
+    println!(
+        "    copy on {other}: pending AddressOnNode, {holder} withdrew; copy removed: answering after {} ms from {}",
+        took.as_millis(),
+        carriers[0]
+    );
+    Ok(())
+}
+
+fn a_vip_left_for_a_deleted_service_is_removed_at_restart() -> Outcome {
+    apply(&lb_service(NS, "stale", "Cluster", Some(STALE_VIP), "web"))?;
+    probe_until(
+        &format!("{STALE_VIP}:80"),
+        Duration::from_secs(15),
+        Duration::from_millis(50),
+        |_| true,
+    )?;
+    let node = holder_of(STALE_VIP)?;
+    // The node dies with the VIP on its interface; meanwhile the Service goes.
+    lab_ok(&["fault", "kill-node", &node])?;
+    kubectl(&["delete", "service", "stale", "-n", NS])?;
+    std::thread::sleep(Duration::from_secs(2));
+    lab_ok(&["fault", "revive-node", &node])?;
+    let revived = Instant::now();
+    let gone = wait_for(
+        "the revived node to remove the VIP nobody asks for",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            nodes_with_address(STALE_VIP)
+                .is_empty()
+                .then(|| revived.elapsed())
+        },
+    )?;
+    println!(
+        "    {node} revived: the VIP of the deleted Service removed after {} ms",
+        gone.as_millis()
+    );
+    Ok(())
+}
+
+fn an_unmarked_copy_left_on_the_holder_is_kept_as_its_own() -> Outcome {
+    apply(&lb_service(
+        NS,
+        "leftover",
+        "Cluster",
+        Some(LEFTOVER_VIP),
+        "web",
+    ))?;
+    probe_until(
+        &format!("{LEFTOVER_VIP}:80"),
+        Duration::from_secs(15),
+        Duration::from_millis(50),
+        |_| true,
+    )?;
+    let node = holder_of(LEFTOVER_VIP)?;
+    // A kvip without marks dies holding the VIP: its copy carries no mark.
+    lab_ok(&["fault", "kill-node", &node])?;
+    let cidr = format!("{LEFTOVER_VIP}/32");
+    in_node(&node, "ip", &["addr", "del", &cidr, "dev", "eth0"])?;
+    in_node(&node, "ip", &["addr", "add", &cidr, "dev", "eth0"])?;
+    lab_ok(&["fault", "revive-node", &node])?;
+    // The restarted kvip finds the Lease still naming its node: the copy is its own.
+    std::thread::sleep(Duration::from_secs(8));
+    let carriers = nodes_with_address(LEFTOVER_VIP);
+    ensure!(
+        carriers == [node.clone()],
+        "after the restart {LEFTOVER_VIP} is on {carriers:?}, not only on {node}"
+    );
+    let (code, text) = kvip_status(&["-n", NS, "leftover"])?;
+    ensure!(
+        code == 0 && text.contains("announced"),
+        "kvip status: {text}"
+    );
+    answers_within(&format!("{LEFTOVER_VIP}:80"), Duration::from_secs(5))?;
+    kubectl(&["delete", "service", "leftover", "-n", NS])?;
+    wait_for(
+        "the kept copy to be withdrawn with its Service",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || nodes_with_address(LEFTOVER_VIP).is_empty().then_some(()),
+    )?;
+    Ok(())
+}
+
 fn teardown() -> Outcome {
     lab_down()
 }
@@ -575,6 +723,18 @@ fn main() {
             Scenario {
                 name: "a_node_without_the_configured_interface_never_wins_and_status_says_why",
                 run: a_node_without_the_configured_interface_never_wins_and_status_says_why,
+            },
+            Scenario {
+                name: "someone_elses_copy_on_another_node_stops_the_announcement_until_removed",
+                run: someone_elses_copy_on_another_node_stops_the_announcement_until_removed,
+            },
+            Scenario {
+                name: "a_vip_left_for_a_deleted_service_is_removed_at_restart",
+                run: a_vip_left_for_a_deleted_service_is_removed_at_restart,
+            },
+            Scenario {
+                name: "an_unmarked_copy_left_on_the_holder_is_kept_as_its_own",
+                run: an_unmarked_copy_left_on_the_holder_is_kept_as_its_own,
             },
             Scenario {
                 name: "teardown",

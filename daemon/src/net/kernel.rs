@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use netlink_packet_route::RouteNetlinkMessage;
 use rtnetlink::MulticastGroup;
+use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use tokio::sync::watch;
 
 use super::links::{NetState, Netlink};
@@ -58,6 +60,18 @@ pub async fn watch(
     Ok(rx)
 }
 
+/// Whether a notification can change what placement or kernel truth
+/// sees: links and addresses, and default routes (other routes, such as a
+/// CNI's per-pod routes, cannot).
+fn relevant(message: &NetlinkMessage<RouteNetlinkMessage>) -> bool {
+    match &message.payload {
+        NetlinkPayload::InnerMessage(
+            RouteNetlinkMessage::NewRoute(route) | RouteNetlinkMessage::DelRoute(route),
+        ) => route.header.destination_prefix_length == 0,
+        _ => true,
+    }
+}
+
 fn mark_read(started: Instant) {
     let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     LAST_READ_MS.store(ms.max(1), Ordering::Relaxed);
@@ -72,6 +86,7 @@ async fn follow(netlink: Netlink, tx: watch::Sender<Arc<Snapshot>>, started: Ins
         MulticastGroup::Ipv4Route,
         MulticastGroup::Ipv6Route,
     ];
+    let mut last_read = Instant::now();
     loop {
         let mut messages = match rtnetlink::new_multicast_connection(&groups) {
             Ok((connection, _, messages)) => {
@@ -85,15 +100,20 @@ async fn follow(netlink: Netlink, tx: watch::Sender<Arc<Snapshot>>, started: Ins
             }
         };
         loop {
+            let mut notified = false;
+            let refresh = REFRESH.saturating_sub(last_read.elapsed());
             match messages.as_mut() {
-                Some(m) => match tokio::time::timeout(REFRESH, m.next()).await {
+                Some(m) => match tokio::time::timeout(refresh, m.next()).await {
                     Ok(None) => {
                         tracing::warn!(
                             "the kernel's interface notifications stopped; subscribing again"
                         );
+                        tokio::time::sleep(RETRY).await;
                         break;
                     }
+                    Ok(Some((message, _))) if !relevant(&message) => continue,
                     Ok(Some(_)) => {
+                        notified = true;
                         // Let a burst (an interface going down drops every
                         // address) settle into one reading.
                         let settle = tokio::time::sleep(SETTLE);
@@ -110,10 +130,15 @@ async fn follow(netlink: Netlink, tx: watch::Sender<Arc<Snapshot>>, started: Ins
                 None => tokio::time::sleep(RETRY).await,
             }
             let taken = Instant::now();
+            last_read = taken;
             match netlink.state().await {
                 Ok(state) => {
                     mark_read(started);
-                    let changed = tx.borrow().state != state;
+                    // After a notification the reading goes out even when it
+                    // equals the last one: a VIP added and removed between two
+                    // readings must still be judged against a reading taken
+                    // after the add.
+                    let changed = notified || tx.borrow().state != state;
                     if changed {
                         tx.send_replace(Arc::new(Snapshot { state, taken }));
                     }

@@ -82,6 +82,19 @@ impl NetState {
         self.marked.get(&protocol).cloned().unwrap_or_default()
     }
 
+    /// The Ethernet addresses of interfaces that could carry a VIP (they
+    /// have an address on a subnet): what the node tells the others, so a
+    /// pod's veth coming and going changes nothing published.
+    pub fn announcing_macs(&self) -> BTreeSet<[u8; 6]> {
+        self.interfaces
+            .iter()
+            .filter(|i| i.addresses.iter().any(|(ip, len)| *len < host_prefix(*ip)))
+            .filter_map(|i| self.links.get(&i.name))
+            .map(|l| l.mac)
+            .filter(|m| *m != [0; 6])
+            .collect()
+    }
+
     /// Every Ethernet address of this node.
     pub fn macs(&self) -> BTreeSet<[u8; 6]> {
         self.links
@@ -96,6 +109,8 @@ impl NetState {
 #[derive(Clone)]
 pub struct Netlink {
     handle: Handle,
+    /// The kernel keeps address marks (`IFA_PROTO`, Linux 5.18 and later).
+    marks: bool,
 }
 
 impl Netlink {
@@ -108,7 +123,20 @@ impl Netlink {
         let (connection, handle, _) = rtnetlink::new_connection()
             .map_err(|source| NetError::NetlinkUnavailable { source })?;
         runtime.spawn(connection);
-        Ok(Netlink { handle })
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let marks = kvip_core::placement::kernel_keeps_marks(&release);
+        if !marks {
+            tracing::warn!(
+                kernel = release.trim(),
+                "this kernel does not keep address marks (IFA_PROTO needs Linux 5.18): kvip cannot tell the addresses it added from others', and treats every host address (/32, /128) of a VIP as its own, as before marks"
+            );
+        }
+        Ok(Netlink { handle, marks })
+    }
+
+    /// Whether addresses carry kvip's marks on this kernel.
+    pub fn marks(&self) -> bool {
+        self.marks
     }
 
     /// Every interface with its state and addresses, the default routes and
@@ -130,16 +158,30 @@ impl Netlink {
                 .entry(index)
                 .or_default()
                 .push((ip, message.header.prefix_len));
-            if message.header.prefix_len == host_prefix(ip)
-                && let (Some(protocol), Some(interface)) = (protocol(message), name_of.get(&index))
-            {
-                marked
-                    .entry(protocol)
-                    .or_default()
-                    .insert(InterfaceAddress {
-                        interface: interface.clone(),
-                        address: ip,
-                    });
+            let Some(interface) = name_of.get(&index) else {
+                continue;
+            };
+            if message.header.prefix_len != host_prefix(ip) {
+                continue;
+            }
+            let ia = InterfaceAddress {
+                interface: interface.clone(),
+                address: ip,
+            };
+            match protocol(message) {
+                Some(protocol) => {
+                    marked.entry(protocol).or_default().insert(ia);
+                }
+                // Without marks every host address counts as either role's.
+                None if !self.marks => {
+                    for protocol in [
+                        kvip_core::placement::LB_ADDRESS_PROTOCOL,
+                        kvip_core::placement::CP_ADDRESS_PROTOCOL,
+                    ] {
+                        marked.entry(protocol).or_default().insert(ia.clone());
+                    }
+                }
+                None => {}
             }
         }
         let name = |index: Option<u32>| index.and_then(|i| name_of.get(&i).cloned());
@@ -214,6 +256,7 @@ impl Netlink {
             Ok(()) => Ok(true),
             Err(e) if errno(&e) == Some(libc::EEXIST) => {
                 match self.host_address(link.index, ip).await? {
+                    Some(_) if !self.marks => Ok(false),
                     Some(existing) if protocol_of(&existing) == Some(protocol) => Ok(false),
                     _ => Err(NetError::NotOurs {
                         interface: interface.to_string(),
@@ -229,29 +272,49 @@ impl Netlink {
         }
     }
 
-    /// Deletes the host address `ip` (/32 or /128) marked `protocol` from
-    /// `interface`. `Ok(false)` when it was not there, or is there without
-    /// the mark: the same IP with a wider prefix is the node's own address,
-    /// and an unmarked host address belongs to someone else (kube-proxy's
-    /// `kube-ipvs0`, keepalived, kvip's other role); both are left alone.
-    pub async fn remove_address(
+    /// Puts `protocol`'s mark on the host address `ip` already on
+    /// `interface` (in place: the address stays usable throughout).
+    pub async fn mark_address(
         &self,
         interface: &str,
         ip: IpAddr,
         protocol: u8,
-    ) -> Result<bool, NetError> {
+    ) -> Result<(), NetError> {
         let link = self.link(interface).await?;
-        let action = || format!("remove {ip}/{} from {interface}", host_prefix(ip));
-        let Some(message) = self.host_address(link.index, ip).await? else {
-            return Ok(false);
+        let prefix = host_prefix(ip);
+        let mut request = self.handle.address().add(link.index, ip, prefix).replace();
+        shape_vip_message(request.message_mut(), protocol);
+        request.execute().await.map_err(|e| {
+            NetError::netlink(
+                format!("mark {ip}/{prefix} on {interface} as kvip's"),
+                Capability::NetAdmin,
+                to_io(e),
+            )
+        })
+    }
+
+    /// Deletes the host address `ip` (/32 or /128) from `interface`. The
+    /// caller removes only addresses it holds (added with its mark, or
+    /// adopted with it), so no dump is needed to find it. `Ok(false)` when
+    /// it was not there.
+    pub async fn remove_address(&self, interface: &str, ip: IpAddr) -> Result<bool, NetError> {
+        let link = self.link(interface).await?;
+        let prefix = host_prefix(ip);
+        let action = || format!("remove {ip}/{prefix} from {interface}");
+        let mut message = AddressMessage::default();
+        message.header.family = match ip {
+            IpAddr::V4(_) => netlink_packet_route::AddressFamily::Inet,
+            IpAddr::V6(_) => netlink_packet_route::AddressFamily::Inet6,
         };
-        if protocol_of(&message) != Some(protocol) {
-            tracing::warn!(address = %ip, interface, "the address is there but kvip did not put it there: left alone");
-            return Ok(false);
+        message.header.prefix_len = prefix;
+        message.header.index = link.index;
+        message.attributes.push(AddressAttribute::Address(ip));
+        if ip.is_ipv4() {
+            message.attributes.push(AddressAttribute::Local(ip));
         }
         match self.handle.address().del(message).execute().await {
             Ok(()) => Ok(true),
-            // Deleted by someone else between the dump and the delete.
+            // Not there (deleted by someone else, or never added).
             Err(e) if errno(&e) == Some(libc::EADDRNOTAVAIL) => Ok(false),
             Err(e) => Err(NetError::netlink(action(), Capability::NetAdmin, to_io(e))),
         }
@@ -322,7 +385,7 @@ fn read_error(action: String, error: rtnetlink::Error) -> NetError {
 }
 
 /// The prefix length of a host address of `ip`'s family.
-pub(super) fn host_prefix(ip: IpAddr) -> u8 {
+pub fn host_prefix(ip: IpAddr) -> u8 {
     if ip.is_ipv4() { 32 } else { 128 }
 }
 
