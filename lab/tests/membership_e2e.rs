@@ -313,6 +313,100 @@ fn a_dead_nodes_vips_move_within_the_lease_duration() -> Outcome {
     Ok(())
 }
 
+/// A VIP outside the lab's subnet: only a node with a default route can place it.
+const OFFNET_VIP: &str = "10.78.0.5";
+
+fn default_route(node: &str, present: bool) -> Outcome {
+    let verb = if present { "replace" } else { "del" };
+    in_netns(
+        &format!("kvl-{node}"),
+        "ip",
+        &["route", verb, "default", "dev", "eth0"],
+    )?;
+    Ok(())
+}
+
+fn owners_agree_on_who_cannot_place_an_address() -> Outcome {
+    // The client reaches the other network on its link, as through a router.
+    in_netns(
+        "kvl-client",
+        "ip",
+        &["route", "replace", "10.78.0.0/24", "dev", "eth0"],
+    )?;
+    apply(&lb_service(
+        NS,
+        "offnet",
+        "Cluster",
+        Some(OFFNET_VIP),
+        "api",
+    ))?;
+    let outcome = (|| -> Outcome {
+        // No node has a default route: nobody can place it, and every node says so.
+        let (_, text) = wait_for(
+            "kvip status to say nobody can place the address",
+            Duration::from_secs(15),
+            Duration::from_millis(200),
+            || {
+                kvip_status(&["-n", NS, "offnet"])
+                    .ok()
+                    .filter(|(_, t)| t.contains("NoUsableInterface"))
+            },
+        )?;
+        ensure!(
+            text.contains("worker1") && text.contains("worker2"),
+            "the reason does not name both workers: {text}"
+        );
+        // Only worker1 can place it: every node must agree it is the owner.
+        default_route("worker1", true)?;
+        let (answer, took) = probe_until(
+            &format!("{OFFNET_VIP}:80"),
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            |_| true,
+        )?;
+        ensure!(
+            nodes_with_address(OFFNET_VIP) == ["worker1"],
+            "carried by {:?}",
+            nodes_with_address(OFFNET_VIP)
+        );
+        println!(
+            "    only worker1 can place {OFFNET_VIP}: answered after {} ms ({answer})",
+            took.as_millis()
+        );
+        // The route moves to worker2: so does the address, without waiting for a Lease.
+        default_route("worker2", true)?;
+        default_route("worker1", false)?;
+        let moved = Instant::now();
+        wait_for(
+            "the address to move to worker2",
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || (nodes_with_address(OFFNET_VIP) == ["worker2"]).then_some(()),
+        )?;
+        probe_until(
+            &format!("{OFFNET_VIP}:80"),
+            Duration::from_secs(5),
+            Duration::from_millis(50),
+            |_| true,
+        )?;
+        let took = moved.elapsed();
+        println!(
+            "    default route moved to worker2: answering from there after {} ms",
+            took.as_millis()
+        );
+        ensure!(
+            took < Duration::from_secs(4),
+            "the move took {} ms: the other nodes did not learn at once",
+            took.as_millis()
+        );
+        Ok(())
+    })();
+    let _ = default_route("worker1", false);
+    let _ = default_route("worker2", false);
+    kubectl(&["delete", "service", "offnet", "-n", NS])?;
+    outcome
+}
+
 fn main() {
     run_all(
         "membership_e2e",
@@ -336,6 +430,10 @@ fn main() {
             Scenario {
                 name: "a_dead_nodes_vips_move_within_the_lease_duration",
                 run: a_dead_nodes_vips_move_within_the_lease_duration,
+            },
+            Scenario {
+                name: "owners_agree_on_who_cannot_place_an_address",
+                run: owners_agree_on_who_cannot_place_an_address,
             },
             Scenario {
                 name: "teardown",

@@ -377,6 +377,25 @@ fn a_flood_of_forged_claims_gets_a_bounded_answer_and_the_vip_stays() -> Outcome
         lease_holder(NS, "kubevip-v4").as_deref() == Some(node.as_str()),
         "the Lease left {node}"
     );
+    let events = wait_for(
+        "a VIPAddressConflict Event naming the forged MAC",
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || {
+            let e = kvip_events(NS, "v4");
+            e.iter()
+                .any(|(r, m, _)| r == "VIPAddressConflict" && m.contains(FORGED_MAC))
+                .then_some(e)
+        },
+    )?;
+    let conflicts = events
+        .iter()
+        .filter(|(r, _, _)| r == "VIPAddressConflict")
+        .count();
+    ensure!(
+        conflicts == 1,
+        "{conflicts} conflict Events for one run of claims"
+    );
     // The client's cache was poisoned; the next refresh puts it right.
     let took = answers_within(&format!("{VIP}:80"), Duration::from_secs(5))?;
     println!(
