@@ -13,8 +13,13 @@ use crate::election::Mono;
 /// The shortest time between two defences of one address (RFC 5227's DEFEND_INTERVAL).
 pub const DEFEND_INTERVAL: Duration = Duration::from_secs(10);
 
-/// How long claims by one MAC must keep coming, first to last, to persist.
-pub const PERSIST: Duration = Duration::from_secs(2);
+/// How long claims by one MAC must keep coming, first to last, to persist
+/// (with at least [`PERSIST_FRAMES`] of them): a new holder's takeover burst
+/// does within 400 ms, one forged frame never does.
+pub const PERSIST: Duration = Duration::from_millis(400);
+
+/// Frames a persisting claim has at least.
+pub const PERSIST_FRAMES: u32 = 3;
 
 /// Claims by one MAC for one address in a row, after which an Event names it.
 pub const REPORT_AFTER: u32 = 3;
@@ -76,7 +81,7 @@ impl ClaimGuard {
         };
         run.last = now;
         run.count = run.count.saturating_add(1);
-        let persisted = run.count >= 2 && now.since(run.first) >= PERSIST;
+        let persisted = run.count >= PERSIST_FRAMES && now.since(run.first) >= PERSIST;
         let report = run.count == REPORT_AFTER;
         let may_defend = state
             .last_defence
@@ -137,8 +142,18 @@ mod tests {
         let mut g = ClaimGuard::default();
         let first = g.judge(ip(), MAC, false, at(0));
         assert!(!first.convincing && first.may_defend && !first.report);
-        assert!(!g.judge(ip(), MAC, false, at(1_999)).convincing);
-        assert!(g.judge(ip(), MAC, false, at(2_000)).convincing, "persisted");
+        assert!(!g.judge(ip(), MAC, false, at(150)).convincing);
+        assert!(
+            !g.judge(ip(), MAC, false, at(399)).convincing,
+            "three frames, but not for long enough"
+        );
+        assert!(g.judge(ip(), MAC, false, at(400)).convincing, "persisted");
+        let mut g = ClaimGuard::default();
+        g.judge(ip(), MAC, false, at(0));
+        assert!(
+            !g.judge(ip(), MAC, false, at(5_000)).convincing,
+            "two frames are not enough however far apart"
+        );
         let mut g = ClaimGuard::default();
         assert!(g.judge(ip(), MAC, true, at(0)).convincing, "a kvip node");
     }
@@ -147,9 +162,10 @@ mod tests {
     fn a_run_is_one_mac_without_long_gaps() {
         let mut g = ClaimGuard::default();
         g.judge(ip(), MAC, false, at(0));
-        g.judge(ip(), OTHER, false, at(1_000));
+        g.judge(ip(), MAC, false, at(200));
+        g.judge(ip(), OTHER, false, at(300));
         assert!(
-            !g.judge(ip(), MAC, false, at(2_500)).convincing,
+            !g.judge(ip(), MAC, false, at(500)).convincing,
             "another MAC in between starts a new run"
         );
         let mut g = ClaimGuard::default();
