@@ -62,7 +62,8 @@ impl Assessment {
         // from another would make two hosts answer.
         self.refuse(|a| {
             problems.iter().find_map(|(node, p)| {
-                let interface = crate::placement::foreign_interface(p.get(&a)?)?;
+                let interface =
+                    crate::placement::foreign_interface(crate::placement::problem_for(p, a)?)?;
                 Some(PendingReason::AddressOnNode {
                     address: a,
                     node: node.clone(),
@@ -74,9 +75,11 @@ impl Assessment {
         self.groups.retain_mut(|g| {
             let mut nodes = BTreeMap::new();
             g.candidates.retain(|node| {
-                let problem = problems
-                    .get(node)
-                    .and_then(|p| g.addresses.iter().find_map(|a| p.get(a)));
+                let problem = problems.get(node).and_then(|p| {
+                    g.addresses
+                        .iter()
+                        .find_map(|a| crate::placement::problem_for(p, *a))
+                });
                 match problem {
                     Some(problem) => {
                         nodes.insert(node.clone(), problem.clone());

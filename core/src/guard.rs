@@ -27,6 +27,9 @@ pub const REPORT_AFTER: u32 = 3;
 /// Claims further apart than this start a new run.
 const RUN_GAP: Duration = Duration::from_secs(10);
 
+/// Claimants remembered per address (the oldest is forgotten first).
+const RUNS_PER_ADDRESS: usize = 8;
+
 /// What to do about one claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Judgement {
@@ -50,7 +53,9 @@ struct Run {
 #[derive(Debug, Clone, Default)]
 struct AddressState {
     last_defence: Option<Mono>,
-    run: Option<Run>,
+    /// One run per claimant, so frames of a second MAC (forged, say) do
+    /// not keep a real claimant's run from persisting.
+    runs: Vec<Run>,
 }
 
 /// Claims seen per address.
@@ -70,14 +75,30 @@ impl ClaimGuard {
         now: Mono,
     ) -> Judgement {
         let state = self.by_address.entry(address).or_default();
-        let run = match state.run.as_mut() {
-            Some(run) if run.mac == mac && now.since(run.last) <= RUN_GAP => run,
-            _ => state.run.insert(Run {
-                mac,
-                first: now,
-                last: now,
-                count: 0,
-            }),
+        state.runs.retain(|r| now.since(r.last) <= RUN_GAP);
+        let index = match state.runs.iter().position(|r| r.mac == mac) {
+            Some(i) => i,
+            None => {
+                if state.runs.len() >= RUNS_PER_ADDRESS
+                    && let Some(oldest) = (0..state.runs.len()).min_by_key(|i| state.runs[*i].last)
+                {
+                    state.runs.swap_remove(oldest);
+                }
+                state.runs.push(Run {
+                    mac,
+                    first: now,
+                    last: now,
+                    count: 0,
+                });
+                state.runs.len() - 1
+            }
+        };
+        let Some(run) = state.runs.get_mut(index) else {
+            return Judgement {
+                convincing: kvip_node,
+                may_defend: false,
+                report: false,
+            };
         };
         run.last = now;
         run.count = run.count.saturating_add(1);
@@ -162,11 +183,26 @@ mod tests {
     fn a_run_is_one_mac_without_long_gaps() {
         let mut g = ClaimGuard::default();
         g.judge(ip(), MAC, false, at(0));
+        g.judge(ip(), OTHER, false, at(100));
         g.judge(ip(), MAC, false, at(200));
         g.judge(ip(), OTHER, false, at(300));
         assert!(
-            !g.judge(ip(), MAC, false, at(500)).convincing,
-            "another MAC in between starts a new run"
+            !g.judge(ip(), OTHER, false, at(350)).convincing,
+            "each MAC is its own run: OTHER's has not lasted"
+        );
+        assert!(
+            g.judge(ip(), MAC, false, at(500)).convincing,
+            "frames of another MAC in between do not stop a run persisting"
+        );
+        let mut g = ClaimGuard::default();
+        for i in 0..100u8 {
+            g.judge(ip(), [0x02, 0, 0, 0, 1, i], false, at(u64::from(i)));
+        }
+        assert!(
+            g.by_address
+                .values()
+                .all(|s| s.runs.len() <= RUNS_PER_ADDRESS),
+            "claimants per address are bounded"
         );
         let mut g = ClaimGuard::default();
         g.judge(ip(), MAC, false, at(0));

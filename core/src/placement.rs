@@ -118,15 +118,50 @@ impl Interfaces<'_> {
 }
 
 /// `problems` as the placement annotation: `{"problem": ["address", …]}`.
+/// Beyond [`MAX_PUBLISHED`] addresses, each family's most common problem
+/// is published for the unspecified address (`0.0.0.0`, `::`): every
+/// address of that family. Use [`published`] for what others will read.
 pub fn encode(problems: &BTreeMap<IpAddr, String>) -> String {
     let mut by_problem: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for (address, problem) in problems.iter().take(MAX_PUBLISHED) {
-        by_problem
-            .entry(problem.as_str())
-            .or_default()
-            .push(address.to_string());
+    if problems.len() <= MAX_PUBLISHED {
+        for (address, problem) in problems {
+            by_problem
+                .entry(problem.as_str())
+                .or_default()
+                .push(address.to_string());
+        }
+    } else {
+        for v4 in [true, false] {
+            let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+            for (_, problem) in problems.iter().filter(|(a, _)| a.is_ipv4() == v4) {
+                *counts.entry(problem.as_str()).or_default() += 1;
+            }
+            if let Some((problem, _)) = counts.into_iter().max_by_key(|(_, n)| *n) {
+                let every = if v4 { "0.0.0.0" } else { "::" };
+                by_problem
+                    .entry(problem)
+                    .or_default()
+                    .push(every.to_string());
+            }
+        }
     }
     serde_json::to_string(&by_problem).unwrap_or_default()
+}
+
+/// What the other nodes read of `problems` (see [`encode`]); a node judges
+/// itself by the same, so all agree on its candidacy.
+pub fn published(problems: &BTreeMap<IpAddr, String>) -> BTreeMap<IpAddr, String> {
+    decode(&encode(problems)).unwrap_or_default()
+}
+
+/// The problem `problems` has with `address`, itself or its whole family.
+pub fn problem_for(problems: &BTreeMap<IpAddr, String>, address: IpAddr) -> Option<&String> {
+    let every: IpAddr = if address.is_ipv4() {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    };
+    problems.get(&address).or_else(|| problems.get(&every))
 }
 
 /// The placement annotation back as address to problem; a value that is
@@ -262,6 +297,30 @@ mod tests {
         assert!(decode("[1,2]").unwrap_err().contains(PLACEMENT_ANNOTATION));
         assert!(decode(r#"{"x":["nope"]}"#).unwrap_err().contains("nope"));
         assert_eq!(decode("{}"), Ok(BTreeMap::new()));
+    }
+
+    #[test]
+    fn too_many_problems_are_published_for_the_whole_family() {
+        let problems: BTreeMap<IpAddr, String> = (0..3000u32)
+            .map(|i| {
+                let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+                (ip, "interface \"eth0\" does not exist".to_string())
+            })
+            .chain([(ip("fd00::1"), "no interface (IPv6)".to_string())])
+            .collect();
+        let text = encode(&problems);
+        assert!(text.len() < 200, "{text}");
+        let seen = published(&problems);
+        for (address, problem) in &problems {
+            assert_eq!(problem_for(&seen, *address), Some(problem));
+        }
+        assert!(
+            problem_for(&seen, ip("192.0.2.1")).is_some(),
+            "every IPv4 address"
+        );
+        let few = BTreeMap::from([(ip("10.0.0.1"), "down".to_string())]);
+        assert_eq!(published(&few), few);
+        assert_eq!(problem_for(&few, ip("10.0.0.2")), None);
     }
 
     #[test]

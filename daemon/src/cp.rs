@@ -207,7 +207,9 @@ impl ControlPlane {
         if holder.as_deref() != Some(self.node.as_str()) {
             return;
         }
-        let view = self.vips.placement_view();
+        let view = self
+            .vips
+            .placement_view(self.config.vip_interface.as_deref());
         let placed = view
             .interfaces(self.config.vip_interface.as_deref())
             .place(self.address);
@@ -228,7 +230,7 @@ impl ControlPlane {
         // A node that cannot put the VIP on an interface now is no candidate.
         let placed = self
             .vips
-            .placement_view()
+            .placement_view(self.config.vip_interface.as_deref())
             .interfaces(self.config.vip_interface.as_deref())
             .place(self.address);
         let problem = placed.as_ref().err().cloned();
@@ -254,7 +256,14 @@ impl ControlPlane {
         if !self.adopted {
             self.adopted = true;
             let vips = BTreeSet::from([self.address]);
-            if !self.vips.adopt(&vips).await.is_empty() {
+            // A second control-plane instance may serve the other family.
+            let family = self.address.is_ipv4();
+            if !self
+                .vips
+                .adopt(&vips, &|a| a.is_ipv4() == family)
+                .await
+                .is_empty()
+            {
                 let until = now.after(self.config.lease_duration);
                 self.voter.elections_mut().adopt(vips, until);
                 tracing::info!(address = %self.address, "control-plane VIP found on the interface from an earlier run");

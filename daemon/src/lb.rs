@@ -252,7 +252,7 @@ impl LbRole {
                     // A VIP gone from the kernel is added back by the next pass;
                     // an interface change is assessed again.
                     pass_due |= self.vips.sync();
-                    if self.vips.placement_view() != self.assessed.interfaces {
+                    if self.vips.placement_view(self.configured_interface()) != self.assessed.interfaces {
                         self.dirty = true;
                         pass_due = true;
                     }
@@ -635,22 +635,24 @@ impl LbRole {
             .map(|v| v.key.clone())
             .chain(assessment.refused.keys().cloned())
             .collect();
-        // Start-up: unmarked copies of VIPs whose Lease names this node,
-        // left by a kvip without marks, are this node's to keep.
-        if !self.started_adoption {
-            self.claim_unmarked(&assessment.groups).await;
-        }
         // Addresses no host may use, judged on this node's interfaces.
-        let interfaces = self.vips.placement_view();
+        let mut interfaces = self.vips.placement_view(self.configured_interface());
         self.refuse_unusable(&mut assessment, &interfaces);
-        // Nodes that cannot place an address are no candidates for it.
+        // Start-up: unmarked copies of VIPs whose Lease (or, in membership
+        // mode, claim) names this node, left by a kvip without marks, are
+        // this node's to keep.
+        if !self.started_adoption && self.claim_unmarked(&assessment.groups, &services).await {
+            interfaces = self.vips.placement_view(self.configured_interface());
+        }
+        // Nodes that cannot place an address are no candidates for it; this
+        // node judges itself by what it publishes, as the others do.
         let unplaceable = interfaces.interfaces(self.configured_interface()).problems(
             assessment
                 .views
                 .iter()
                 .flat_map(|v| v.addresses.iter().copied()),
         );
-        problems.insert(self.node.clone(), unplaceable.clone());
+        problems.insert(self.node.clone(), placement::published(&unplaceable));
         assessment.exclude_unplaceable(&problems);
         self.update_pending_metrics(&assessment.pending);
         let wanted = if self.membership.is_some() {
@@ -710,12 +712,17 @@ impl LbRole {
         // Start-up: addresses an earlier run left are kept while we still hold their Lease.
         if !self.started_adoption {
             self.started_adoption = true;
+            // Only addresses an election may give this node: not a refused
+            // Service's (the control-plane VIP, a node's own address).
             let vips: BTreeSet<IpAddr> = a
-                .views
+                .groups
                 .iter()
-                .flat_map(|v| v.addresses.iter().copied())
+                .flat_map(|g| g.addresses.iter().copied())
                 .collect();
-            let adopted = self.vips.adopt(&vips).await;
+            // Instances split by namespace or class share the mark: they
+            // cannot tell which stale address is whose.
+            let alone = self.config.svc_namespace.is_none() && !self.config.lb_class_only;
+            let adopted = self.vips.adopt(&vips, &|_| alone).await;
             if !adopted.is_empty() {
                 let until = now.after(self.config.lease_duration);
                 let found = adopted.iter().map(|ia| ia.address).collect();
@@ -984,19 +991,40 @@ impl LbRole {
             .collect()
     }
 
-    /// Marks the unmarked copies of addresses of `groups` whose Lease names
-    /// this node, on the interface each belongs on (see [`Vips::claim_unmarked`]).
-    async fn claim_unmarked(&mut self, groups: &[AnnouncementGroup]) {
-        let view = self.vips.placement_view();
+    /// Marks the unmarked copies of addresses of `groups` whose Lease (in
+    /// membership mode, whose Services' claim) names this node, on the
+    /// interface each belongs on (see [`Vips::claim_unmarked`]). True when
+    /// any was marked.
+    async fn claim_unmarked(
+        &mut self,
+        groups: &[AnnouncementGroup],
+        services: &[Arc<Service>],
+    ) -> bool {
+        let view = self.vips.placement_view(self.configured_interface());
         let places = view.interfaces(self.configured_interface());
+        let claimed_here: BTreeSet<ServiceKey> = services
+            .iter()
+            .filter(|s| {
+                s.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(kvip_core::service::VIP_HOST_ANNOTATION))
+                    == Some(&self.node)
+            })
+            .map(|s| translate::service_key(s))
+            .collect();
         let mut ours = BTreeMap::new();
         for g in groups {
-            let holder = self
-                .cache
-                .leases
-                .lease(&g.lease.namespace, &g.lease.name)
-                .and_then(|l| l.spec.as_ref()?.holder_identity.clone());
-            if holder.as_deref() != Some(self.node.as_str()) {
+            let names_us = if self.membership.is_some() {
+                g.services.iter().any(|k| claimed_here.contains(k))
+            } else {
+                self.cache
+                    .leases
+                    .lease(&g.lease.namespace, &g.lease.name)
+                    .and_then(|l| l.spec.as_ref()?.holder_identity.clone())
+                    .is_some_and(|h| h == self.node)
+            };
+            if !names_us {
                 continue;
             }
             for address in &g.addresses {
@@ -1007,9 +1035,7 @@ impl LbRole {
                 }
             }
         }
-        if !ours.is_empty() {
-            self.vips.claim_unmarked(&ours).await;
-        }
+        !ours.is_empty() && !self.vips.claim_unmarked(&ours).await.is_empty()
     }
 
     /// What the other live instances published: the addresses each cannot

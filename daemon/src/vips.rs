@@ -145,11 +145,26 @@ impl Vips {
         rx
     }
 
-    /// The interfaces as this role places addresses by, from the latest reading.
-    pub fn placement_view(&self) -> PlacementView {
+    /// The interfaces as this role places addresses by, from the latest
+    /// reading: without link-local addresses (no VIP is one) and without
+    /// interfaces that have no other address and are neither `configured`
+    /// nor a default route's (a pod's veth), so pods coming and going
+    /// change nothing placement sees.
+    pub fn placement_view(&self, configured: Option<&str>) -> PlacementView {
         let snapshot = self.kernel.borrow();
         let state = &snapshot.state;
         let mut list = state.without_marked(self.protocol);
+        for interface in &mut list {
+            interface
+                .addresses
+                .retain(|(ip, _)| !crate::net::links::is_link_local(*ip));
+        }
+        list.retain(|i| {
+            !i.addresses.is_empty()
+                || Some(i.name.as_str()) == configured
+                || state.default_v4.as_deref() == Some(i.name.as_str())
+                || state.default_v6.as_deref() == Some(i.name.as_str())
+        });
         // What this role holds is its own, even before a reading shows the mark.
         for interface in &mut list {
             interface.addresses.retain(|(ip, len)| {
@@ -228,9 +243,20 @@ impl Vips {
             .cloned()
             .collect();
         for ia in &missing {
+            self.forget(ia);
+            // Its interface was renamed: the address is still ours, there.
+            let moved = marked
+                .iter()
+                .find(|m| m.address == ia.address && !self.owned.contains(*m))
+                .cloned();
+            if let Some(moved) = moved {
+                tracing::info!(address = %ia.address, from = %ia.interface, to = %moved.interface, "VIP's interface renamed: held there now");
+                self.owned.insert(moved.clone());
+                self.schedules.insert(moved, Schedule::starting_now());
+                continue;
+            }
             tracing::warn!(address = %ia.address, interface = %ia.interface, "VIP gone from the interface (removed by someone else, or with its link): adding it back");
             metrics::get().addresses_restored.inc();
-            self.forget(ia);
         }
         for ia in self
             .owned
@@ -362,6 +388,7 @@ impl Vips {
                     tracing::info!(address = %ia.address, interface = %ia.interface, "an unmarked copy of a VIP whose Lease this node holds (left by an earlier kvip): marked as kvip's and kept");
                     self.owned.insert(ia.clone());
                     self.added_at.insert(ia.clone(), Instant::now());
+                    self.schedules.insert(ia.clone(), Schedule::starting_now());
                     claimed.push(ia);
                 }
                 Err(e) => {
@@ -375,15 +402,21 @@ impl Vips {
     /// Takes over addresses from `vips` that carry this role's mark (left by
     /// an earlier run): they are ours to keep or remove. Addresses with the
     /// mark that no VIP asks for any more (its Service was deleted or
-    /// changed while kvip was down) are removed. Nothing else is touched,
-    /// whatever interface it is on.
-    pub async fn adopt(&mut self, vips: &BTreeSet<IpAddr>) -> Vec<InterfaceAddress> {
+    /// changed while kvip was down) are removed where `remove_stale` allows.
+    /// Nothing else is touched, whatever interface it is on.
+    pub async fn adopt(
+        &mut self,
+        vips: &BTreeSet<IpAddr>,
+        remove_stale: &(dyn Fn(IpAddr) -> bool + Sync),
+    ) -> Vec<InterfaceAddress> {
         let marked = self.kernel.borrow().state.marked_by(self.protocol);
         let (mut adopted, stale): (Vec<InterfaceAddress>, Vec<InterfaceAddress>) = marked
             .into_iter()
             .partition(|ia| vips.contains(&ia.address));
         for ia in &adopted {
             self.owned.insert(ia.clone());
+            // Announced again at once, then refreshed like any other.
+            self.schedules.insert(ia.clone(), Schedule::starting_now());
         }
         // Unmarked copies just marked as ours count too.
         let claimed: Vec<InterfaceAddress> = self
@@ -393,9 +426,11 @@ impl Vips {
             .cloned()
             .collect();
         adopted.extend(claimed);
-        // Without marks, a host address may be anyone's: leave them all.
+        // Without marks, a host address may be anyone's: leave them all. An
+        // instance that shares its mark with another (split by namespace or
+        // class) cannot tell whose they are either.
         if self.netlink.marks() {
-            for ia in stale {
+            for ia in stale.into_iter().filter(|ia| remove_stale(ia.address)) {
                 match self.netlink.remove_address(&ia.interface, ia.address).await {
                     Ok(_) => {
                         tracing::info!(address = %ia.address, interface = %ia.interface, "removed a VIP an earlier run left, which no Service asks for now")

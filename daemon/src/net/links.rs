@@ -88,7 +88,11 @@ impl NetState {
     pub fn announcing_macs(&self) -> BTreeSet<[u8; 6]> {
         self.interfaces
             .iter()
-            .filter(|i| i.addresses.iter().any(|(ip, len)| *len < host_prefix(*ip)))
+            .filter(|i| {
+                i.addresses
+                    .iter()
+                    .any(|(ip, len)| *len < host_prefix(*ip) && !is_link_local(*ip))
+            })
             .filter_map(|i| self.links.get(&i.name))
             .map(|l| l.mac)
             .filter(|m| *m != [0; 6])
@@ -273,7 +277,9 @@ impl Netlink {
     }
 
     /// Puts `protocol`'s mark on the host address `ip` already on
-    /// `interface` (in place: the address stays usable throughout).
+    /// `interface`: in place where the kernel allows it (IPv6; IPv4 from
+    /// Linux 6.4), else by deleting it and adding it again with the mark (a
+    /// gap of a few milliseconds).
     pub async fn mark_address(
         &self,
         interface: &str,
@@ -282,15 +288,22 @@ impl Netlink {
     ) -> Result<(), NetError> {
         let link = self.link(interface).await?;
         let prefix = host_prefix(ip);
+        let action = || format!("mark {ip}/{prefix} on {interface} as kvip's");
         let mut request = self.handle.address().add(link.index, ip, prefix).replace();
         shape_vip_message(request.message_mut(), protocol);
-        request.execute().await.map_err(|e| {
-            NetError::netlink(
-                format!("mark {ip}/{prefix} on {interface} as kvip's"),
-                Capability::NetAdmin,
-                to_io(e),
-            )
-        })
+        request
+            .execute()
+            .await
+            .map_err(|e| NetError::netlink(action(), Capability::NetAdmin, to_io(e)))?;
+        let marked = self
+            .host_address(link.index, ip)
+            .await?
+            .is_some_and(|m| protocol_of(&m) == Some(protocol));
+        if !marked {
+            self.remove_address(interface, ip).await?;
+            self.add_address(interface, ip, protocol).await?;
+        }
+        Ok(())
     }
 
     /// Deletes the host address `ip` (/32 or /128) from `interface`. The
@@ -382,6 +395,15 @@ impl Netlink {
 /// unusual sandboxes would map to one.
 fn read_error(action: String, error: rtnetlink::Error) -> NetError {
     NetError::netlink(action, Capability::NetAdmin, to_io(error))
+}
+
+/// Link-local addresses (169.254/16, fe80::/10): every pod's veth has one,
+/// and no VIP can be one.
+pub fn is_link_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
+    }
 }
 
 /// The prefix length of a host address of `ip`'s family.
