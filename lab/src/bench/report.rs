@@ -376,11 +376,23 @@ fn scale_goals(
         out,
         "| daemon CPU, busiest node, 100 Services | ≤ kube-vip's (issue 11) | {who} | {cell} | {verdict} |"
     );
-    let (cell, verdict) = versus(
+    let (mut cell, verdict) = versus(
         step(kvip, 100).and_then(|st| st.all_status_s),
         step(kv, 100).and_then(|st| st.all_status_s),
         "s",
     );
+    // The time runs from the first create, so it holds how fast the API
+    // server took the creates while each daemon loaded it: say so.
+    let after_last = |st: &ScaleStep| Some((st.created_s?, served_after_last_create(st)?));
+    if let (Some((ours_created, ours_after)), Some((theirs_created, theirs_after))) = (
+        step(kvip, 100).and_then(after_last),
+        step(kv, 100).and_then(after_last),
+    ) {
+        let _ = write!(
+            cell,
+            "; the API server took the 100 creates in {ours_created:.1} s (kube-vip's run: {theirs_created:.1} s), and the last Service had its status {ours_after:.1} s after its create (kube-vip {theirs_after:.1} s)"
+        );
+    }
     let _ = writeln!(
         out,
         "| every Service has its status, 100 Services | no later than kube-vip (issue 11) | {who} | {cell} | {verdict} |"
@@ -884,7 +896,7 @@ mod tests {
         r.subjects.push(membership);
         let md = render(&r, &[]);
         assert!(md.contains("| daemon CPU, busiest node, 100 Services | ≤ kube-vip's (issue 11) | kvip | 3.1 % of a core (kube-vip 8.7 % of a core) | **pass** |"), "{md}");
-        assert!(md.contains("| every Service has its status, 100 Services | no later than kube-vip (issue 11) | kvip | 7.0 s (kube-vip 8.2 s) | **pass** |"), "{md}");
+        assert!(md.contains("| every Service has its status, 100 Services | no later than kube-vip (issue 11) | kvip | 7.0 s (kube-vip 8.2 s); the API server took the 100 creates in 10.0 s (kube-vip's run: 10.0 s), and the last Service had its status 0.0 s after its create (kube-vip 0.0 s) | **pass** |"), "{md}");
         assert!(
             md.contains("471.0 req/s (379.0 refused or failed); kube-vip 200.0 req/s | **FAIL** |"),
             "{md}"
