@@ -314,6 +314,15 @@ impl Cache {
 }
 
 impl LeaseWatch {
+    /// The holder the cached Lease `key` names, if it exists and names one.
+    pub fn holder(&self, key: &LeaseKey) -> Option<String> {
+        self.lease(&key.namespace, &key.name)?
+            .spec
+            .as_ref()?
+            .holder_identity
+            .clone()
+    }
+
     /// The Lease `namespace/name`, if it exists.
     pub fn lease(&self, namespace: &str, name: &str) -> Option<Arc<Lease>> {
         self.store

@@ -200,11 +200,7 @@ impl ControlPlane {
     /// Start-up: an unmarked copy of the VIP on its interface, while the
     /// Lease names this node, was left by a kvip without marks: keep it.
     async fn claim_unmarked(&mut self) {
-        let holder = self
-            .leases
-            .lease(&self.lease.namespace, &self.lease.name)
-            .and_then(|l| l.spec.as_ref()?.holder_identity.clone());
-        if holder.as_deref() != Some(self.node.as_str()) {
+        if self.leases.holder(&self.lease).as_deref() != Some(self.node.as_str()) {
             return;
         }
         let view = self

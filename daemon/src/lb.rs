@@ -291,11 +291,7 @@ impl LbRole {
                 .ballot(&done.lease)
                 .and_then(|b| b.services.iter().next().cloned());
             if let Some(key) = key {
-                let uid = self
-                    .assessed
-                    .by_key
-                    .get(&key)
-                    .and_then(|s| s.metadata.uid.clone());
+                let uid = self.uid(&key);
                 self.events.record(
                     &key,
                     uid,
@@ -322,8 +318,7 @@ impl LbRole {
             self.voter
                 .elections()
                 .lease_of(ip)
-                .and_then(|key| self.cache.leases.lease(&key.namespace, &key.name))
-                .and_then(|l| l.spec.as_ref()?.holder_identity.clone())
+                .and_then(|key| self.cache.leases.holder(key))
                 .is_some_and(|holder| holder == *node)
         });
         let answered = match self.membership.as_mut() {
@@ -357,6 +352,14 @@ impl LbRole {
         answered.yielded
     }
 
+    /// The uid of Service `key` as last assessed, for its Events.
+    fn uid(&self, key: &ServiceKey) -> Option<String> {
+        self.assessed
+            .by_key
+            .get(key)
+            .and_then(|s| s.metadata.uid.clone())
+    }
+
     /// An Event on each Service of a VIP that another MAC keeps claiming.
     fn report_conflict(&mut self, conflict: &crate::vips::Conflict) {
         let ip = conflict.claim.ip;
@@ -369,11 +372,7 @@ impl LbRole {
             .map(|v| v.key.clone())
             .collect();
         for key in services {
-            let uid = self
-                .assessed
-                .by_key
-                .get(&key)
-                .and_then(|s| s.metadata.uid.clone());
+            let uid = self.uid(&key);
             self.events.record(
                 &key,
                 uid,
@@ -1018,11 +1017,7 @@ impl LbRole {
             let names_us = if self.membership.is_some() {
                 g.services.iter().any(|k| claimed_here.contains(k))
             } else {
-                self.cache
-                    .leases
-                    .lease(&g.lease.namespace, &g.lease.name)
-                    .and_then(|l| l.spec.as_ref()?.holder_identity.clone())
-                    .is_some_and(|h| h == self.node)
+                self.cache.leases.holder(&g.lease).as_deref() == Some(self.node.as_str())
             };
             if !names_us {
                 continue;

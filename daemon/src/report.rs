@@ -755,13 +755,7 @@ fn lease_facts(lease: &Lease) -> Option<(LeaseKey, LeaseFacts)> {
             .unwrap_or_default()
             .into_iter()
             .collect(),
-        annotations: lease
-            .metadata
-            .annotations
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect(),
+        annotations: lease.metadata.annotations.clone().unwrap_or_default(),
         record: translate::observed(Some(lease)).record.unwrap_or_default(),
     };
     Some((key, facts))

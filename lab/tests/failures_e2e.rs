@@ -148,18 +148,6 @@ fn longest(stretches: &[Stretch]) -> BTreeMap<String, Duration> {
     out
 }
 
-fn holder_of(vip: &str) -> Result<String, String> {
-    wait_for(
-        &format!("one node to carry {vip}"),
-        Duration::from_secs(15),
-        Duration::from_millis(100),
-        || {
-            let nodes = nodes_with_address(vip);
-            (nodes.len() == 1).then(|| nodes[0].clone())
-        },
-    )
-}
-
 fn setup() -> Outcome {
     lab_ok(&["down"])?;
     lab_up()?;

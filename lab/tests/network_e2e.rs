@@ -45,24 +45,7 @@ fn setup() -> Outcome {
     deploy_kvip("all.yaml", &flags)?;
     namespace(NS)?;
     apply(&lb_service(NS, "v4", "Cluster", Some(VIP), "web"))?;
-    let six = format!(
-        r#"
-apiVersion: v1
-kind: Service
-metadata:
-  name: v6
-  namespace: {NS}
-  annotations: {{ kube-vip.io/loadbalancerIPs: "{VIP6}" }}
-spec:
-  type: LoadBalancer
-  ipFamilyPolicy: PreferDualStack
-  ipFamilies: [IPv6, IPv4]
-  externalTrafficPolicy: Cluster
-  selector: {{ app: web }}
-  ports: [{{ port: 80, targetPort: 8080 }}]
-"#
-    );
-    apply(&six)?;
+    apply(&lb_service6(NS, "v6", "Cluster", VIP6, "web"))?;
     lab_pod(NS, "web-1", "worker1", "web")?;
     lab_pod(NS, "web-2", "worker2", "web")?;
     for target in [format!("{VIP}:80"), format!("[{VIP6}]:80")] {
@@ -80,19 +63,6 @@ spec:
         || (nodes_with_address(CP_VIP) == ["cp1"]).then_some(()),
     )?;
     Ok(())
-}
-
-/// The one node carrying `vip` on its eth0.
-fn holder_of(vip: &str) -> Result<String, String> {
-    wait_for(
-        &format!("one node to carry {vip}"),
-        Duration::from_secs(15),
-        Duration::from_millis(100),
-        || {
-            let nodes = nodes_with_address(vip);
-            (nodes.len() == 1).then(|| nodes[0].clone())
-        },
-    )
 }
 
 fn in_node(node: &str, program: &str, args: &[&str]) -> Result<String, String> {

@@ -454,24 +454,7 @@ fn ipv6_vip_answers_through_ndp() -> Outcome {
     );
     deploy_lb("lb.yaml", &[])?;
     namespace(NS)?;
-    let yaml = format!(
-        r#"
-apiVersion: v1
-kind: Service
-metadata:
-  name: six
-  namespace: {NS}
-  annotations: {{ kube-vip.io/loadbalancerIPs: "fd00:77::1:10" }}
-spec:
-  type: LoadBalancer
-  ipFamilyPolicy: PreferDualStack
-  ipFamilies: [IPv6, IPv4]
-  externalTrafficPolicy: Local
-  selector: {{ app: six }}
-  ports: [{{ port: 80, targetPort: 8080 }}]
-"#
-    );
-    apply(&yaml)?;
+    apply(&lb_service6(NS, "six", "Local", "fd00:77::1:10", "six"))?;
     pod("six-1", "worker2", "six")?;
     let (answer, took) = probe_until(
         "[fd00:77::1:10]:80",

@@ -588,3 +588,38 @@ pub fn kvip_status(args: &[&str]) -> Result<(i32, String), String> {
     }
     Ok((code, String::from_utf8_lossy(&out.stdout).into_owned()))
 }
+
+/// The one node carrying `vip` on its eth0, once exactly one does (15 s).
+pub fn holder_of(vip: &str) -> Result<String, String> {
+    wait_for(
+        &format!("one node to carry {vip}"),
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        || {
+            let nodes = nodes_with_address(vip);
+            (nodes.len() == 1).then(|| nodes[0].clone())
+        },
+    )
+}
+
+/// A LoadBalancer Service like [`lb_service`] whose address is IPv6
+/// (`PreferDualStack`, IPv6 first).
+pub fn lb_service6(ns: &str, name: &str, policy: &str, vip: &str, selector: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  namespace: {ns}
+  annotations: {{ kube-vip.io/loadbalancerIPs: "{vip}" }}
+spec:
+  type: LoadBalancer
+  ipFamilyPolicy: PreferDualStack
+  ipFamilies: [IPv6, IPv4]
+  externalTrafficPolicy: {policy}
+  selector: {{ app: {selector} }}
+  ports: [{{ port: 80, targetPort: 8080 }}]
+"#
+    )
+}
