@@ -45,6 +45,7 @@ fn service(i: usize) -> ServiceInput {
         ),
         ip_families: vec!["IPv4".into()],
         ports: vec![("TCP".into(), 80)],
+        ..ServiceInput::default()
     }
 }
 

@@ -44,7 +44,31 @@ impl Assessment {
             Some(PendingReason::AddressInUse {
                 address: a,
                 node: node.clone(),
+                mac: None,
             })
+        });
+    }
+
+    /// Takes groups whose address is in the cluster's Service network out of
+    /// the election, pending `ServiceNetwork`: inside one of `ranges` (the
+    /// ServiceCIDRs, as CIDR text), or the ClusterIP of one of `services`.
+    pub fn refuse_service_network(&mut self, ranges: &[String], services: &[ServiceInput]) {
+        let cluster_ips: BTreeMap<IpAddr, &ServiceKey> = services
+            .iter()
+            .flat_map(|s| {
+                s.cluster_ips
+                    .iter()
+                    .filter_map(|ip| ip.parse().ok())
+                    .map(move |ip| (ip, &s.key))
+            })
+            .collect();
+        self.refuse(|a| {
+            // The most specific first: a ClusterIP names its Service.
+            let range = match cluster_ips.get(&a) {
+                Some(service) => format!("the ClusterIP of Service {service}"),
+                None => format!("ServiceCIDR {}", crate::plan::range_holding(ranges, a)?),
+            };
+            Some(PendingReason::ServiceNetwork { address: a, range })
         });
     }
 
@@ -58,12 +82,20 @@ impl Assessment {
         if problems.values().all(BTreeMap::is_empty) {
             return;
         }
-        // Someone else's copy of an address on any node: announcing it
-        // from another would make two hosts answer.
+        // Someone else's copy of an address on any node, or another host
+        // answering for it: announcing it from a node would make two hosts
+        // answer.
         self.refuse(|a| {
             problems.iter().find_map(|(node, p)| {
-                let interface =
-                    crate::placement::foreign_interface(crate::placement::problem_for(p, a)?)?;
+                let problem = crate::placement::problem_for(p, a)?;
+                if let Some(mac) = crate::placement::answering_mac(problem) {
+                    return Some(PendingReason::AddressInUse {
+                        address: a,
+                        node: node.clone(),
+                        mac: Some(mac.to_string()),
+                    });
+                }
+                let interface = crate::placement::foreign_interface(problem)?;
                 Some(PendingReason::AddressOnNode {
                     address: a,
                     node: node.clone(),
@@ -170,6 +202,7 @@ mod tests {
             external_traffic_policy: Some(policy.into()),
             ip_families: vec![],
             ports: vec![("TCP".into(), 80)],
+            ..ServiceInput::default()
         }
     }
 
@@ -227,6 +260,7 @@ mod tests {
         let stolen: IpAddr = "10.1.0.2".parse().unwrap();
         a.refuse(|ip| {
             (ip == stolen).then(|| PendingReason::AddressInUse {
+                mac: None,
                 address: ip,
                 node: "worker1".into(),
             })
@@ -235,6 +269,46 @@ mod tests {
         assert!(matches!(
             a.pending.get(&ServiceKey::new("default", "good")),
             Some(PendingReason::AddressInUse { .. })
+        ));
+    }
+
+    #[test]
+    fn an_address_in_the_service_network_is_refused() {
+        let nodes = [node("worker1", true)];
+        let mut other = svc("api", "Cluster", "");
+        other.type_ = "ClusterIP".into();
+        other.cluster_ips = vec!["10.1.0.3".into()];
+        let inputs = [
+            svc("in-range", "Cluster", "10.96.0.10"),
+            svc("cluster-ip", "Cluster", "10.1.0.3"),
+            svc("fine", "Cluster", "10.1.0.4"),
+            other,
+        ];
+        let slices = ["in-range", "cluster-ip", "fine"].map(|s| slice(s, "worker1"));
+        let mut a = assess(&inputs, slices, &nodes, &LbClassRule::default());
+        a.refuse_service_network(&["10.96.0.0/12".to_string()], &inputs);
+        let reason = |name: &str| a.pending.get(&ServiceKey::new("default", name)).cloned();
+        assert_eq!(
+            reason("in-range"),
+            Some(PendingReason::ServiceNetwork {
+                address: "10.96.0.10".parse().unwrap(),
+                range: "ServiceCIDR 10.96.0.0/12".into()
+            })
+        );
+        assert!(
+            matches!(reason("cluster-ip"), Some(PendingReason::ServiceNetwork { range, .. }) if range == "the ClusterIP of Service default/api")
+        );
+        assert_eq!(reason("fine"), None);
+        assert_eq!(a.groups.len(), 1);
+        // A ClusterIP inside a ServiceCIDR names its Service, the more useful.
+        let mut inputs = inputs.to_vec();
+        inputs[3].cluster_ips.push("10.96.0.10".into());
+        let slices = ["in-range"].map(|s| slice(s, "worker1"));
+        let mut a = assess(&inputs, slices, &nodes, &LbClassRule::default());
+        a.refuse_service_network(&["10.96.0.0/12".to_string()], &inputs);
+        assert!(matches!(
+            a.pending.get(&ServiceKey::new("default", "in-range")),
+            Some(PendingReason::ServiceNetwork { range, .. }) if range == "the ClusterIP of Service default/api"
         ));
     }
 

@@ -88,12 +88,34 @@ pub enum PendingReason {
         /// The address.
         address: IpAddr,
     },
-    /// The address is a node's own address.
+    /// The address is a node's own address, or another host answered for
+    /// it before kvip first took it.
     AddressInUse {
         /// The address.
         address: IpAddr,
-        /// The node that has it.
+        /// The node that has it, or the node that heard the other host.
         node: String,
+        /// The MAC of the host that answered, when it is not a node's own address.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mac: Option<String>,
+    },
+    /// Another Service in the namespace already has this port on the address.
+    PortConflict {
+        /// The shared address.
+        address: IpAddr,
+        /// `TCP`, `UDP` or `SCTP`.
+        protocol: String,
+        /// The port both Services use.
+        port: u16,
+        /// The Service that keeps it.
+        other: ServiceKey,
+    },
+    /// The address is inside the cluster's Service IP range (where ClusterIPs come from).
+    ServiceNetwork {
+        /// The address.
+        address: IpAddr,
+        /// The range, or the Service whose ClusterIP it is.
+        range: String,
     },
     /// The address is the network or broadcast address of the interface's subnet.
     SubnetAddress {
@@ -125,6 +147,8 @@ impl PendingReason {
             PendingReason::AddressOnNode { .. } => "AddressOnNode",
             PendingReason::AddressInUse { .. } => "AddressInUse",
             PendingReason::SubnetAddress { .. } => "SubnetAddress",
+            PendingReason::PortConflict { .. } => "PortConflict",
+            PendingReason::ServiceNetwork { .. } => "ServiceNetwork",
         }
     }
 
@@ -157,7 +181,8 @@ impl PendingReason {
                 list(nodes)
             ),
             PendingReason::AddressConflict { address, other } => format!(
-                "address {address} is already claimed by Service {other} in another namespace: \
+                "address {address} is already claimed by Service {other} in another namespace, which \
+                 had it first: \
                  choose another address"
             ),
             PendingReason::NoCommonCandidate {
@@ -195,9 +220,36 @@ impl PendingReason {
                 "address {address} is the control-plane VIP, which only kvip's control-plane \
                  role announces: choose another address"
             ),
-            PendingReason::AddressInUse { address, node } => format!(
+            PendingReason::AddressInUse {
+                address,
+                node,
+                mac: None,
+            } => format!(
                 "address {address} belongs to node {node}: announcing it would steal the \
                  node's traffic; choose a free address"
+            ),
+            PendingReason::AddressInUse {
+                address,
+                node,
+                mac: Some(mac),
+            } => format!(
+                "address {address} is in use by another host (MAC {mac}, answered node {node}'s \
+                 probe): announcing it would steal that host's traffic, so no node takes it; \
+                 free the address there or choose another (kvip probes again every 30 s)"
+            ),
+            PendingReason::PortConflict {
+                address,
+                protocol,
+                port,
+                other,
+            } => format!(
+                "port {port}/{protocol} on address {address} is already served by Service \
+                 {other}: Services share an address only with different ports; change the port \
+                 or choose another address"
+            ),
+            PendingReason::ServiceNetwork { address, range } => format!(
+                "address {address} is in the cluster's Service network ({range}): it would \
+                 shadow a ClusterIP; choose an address outside it"
             ),
             PendingReason::SubnetAddress { address, interface } => format!(
                 "address {address} is the network or broadcast address of {interface}'s \
@@ -293,6 +345,7 @@ mod tests {
             policy,
             lease_name: "kubevip-web".to_string(),
             ports: vec![],
+            rank: Default::default(),
         }
     }
 

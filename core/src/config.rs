@@ -24,7 +24,11 @@ pub const KVIP_VARIABLES: &[&str] = &[
     "kvip_api_qps",
     "kvip_log_format",
     "kvip_membership",
+    "kvip_probe_ms",
 ];
+
+/// Bounds of `kvip_probe_ms`: 0 turns probing off.
+const PROBE_MS: std::ops::RangeInclusive<u64> = 0..=5_000;
 
 /// Bounds of `kvip_api_qps` and `kvip_api_burst`: writes per second, and the
 /// most sent at once after a quiet spell.
@@ -151,6 +155,9 @@ pub struct Config {
     pub api_qps: u32,
     /// `kvip_api_burst`: how many writes may go at once after a quiet spell.
     pub api_burst: u32,
+    /// `kvip_probe_ms`: how long a node listens after probing an address
+    /// before it first takes it ([`crate::probe`]); zero turns probing off.
+    pub probe_wait: Duration,
 }
 
 impl Default for Config {
@@ -184,6 +191,7 @@ impl Default for Config {
             membership: false,
             api_qps: 50,
             api_burst: 100,
+            probe_wait: crate::probe::DEFAULT_WAIT,
         }
     }
 }
@@ -219,6 +227,12 @@ pub enum ConfigProblem {
         renew: u64,
         /// `vip_retryperiod` in seconds.
         retry: u64,
+    },
+    /// `kvip_probe_ms` is not whole milliseconds within bounds.
+    #[error("kvip_probe_ms={value:?} must be whole milliseconds from 0 (no probe) to 5000")]
+    InvalidProbeWait {
+        /// Its value.
+        value: String,
     },
     /// `vip_arpRate` is not whole milliseconds within bounds.
     #[error("vip_arpRate={value:?} must be whole milliseconds from 100 to 3600000 (one hour)")]
@@ -693,6 +707,19 @@ impl Config {
             },
         };
 
+        let probe_wait = match r.get("kvip_probe_ms") {
+            None => defaults.probe_wait,
+            Some(value) => match value.parse::<u64>() {
+                Ok(ms) if PROBE_MS.contains(&ms) => Duration::from_millis(ms),
+                _ => {
+                    r.problems.push(ConfigProblem::InvalidProbeWait {
+                        value: value.to_string(),
+                    });
+                    defaults.probe_wait
+                }
+            },
+        };
+
         let log_level = match r.get("vip_loglevel") {
             None => defaults.log_level,
             Some(value) => match value.parse::<u8>() {
@@ -790,6 +817,7 @@ impl Config {
             membership,
             api_qps,
             api_burst,
+            probe_wait,
         };
         Ok((config, warnings))
     }
@@ -1133,6 +1161,18 @@ mod tests {
         );
     }
 
+    #[test]
+    fn probe_wait_defaults_bounds_and_off() {
+        let (config, _) = Config::from_env(&env(&[])).unwrap();
+        assert_eq!(config.probe_wait, Duration::from_millis(300));
+        let (config, _) = Config::from_env(&env(&[("kvip_probe_ms", "0")])).unwrap();
+        assert!(config.probe_wait.is_zero());
+        for bad in ["-1", "5001", "soon"] {
+            let text = problems(&[("kvip_probe_ms", bad)])[0].to_string();
+            assert!(text.contains("kvip_probe_ms"), "{text}");
+        }
+    }
+
     /// Every variable from_env reads, plus kvip-only and unsupported ones.
     fn variables() -> Vec<&'static str> {
         let extra = [
@@ -1140,6 +1180,7 @@ mod tests {
             "kvip_api_qps",
             "kvip_log_format",
             "kvip_membership",
+            "kvip_probe_ms",
             "kvip_other",
             "bgp_enable",
             "lb_port",

@@ -102,6 +102,13 @@ struct Election {
     ballot: Ballot,
     /// Still asked for by the last [`Elections::want`].
     wanted: bool,
+    /// A Lease that replaced this one for its addresses (a shared address's
+    /// first Service was deleted), and when: while this node takes it, this
+    /// one stays announced, so the address never leaves the node.
+    successor: Option<(LeaseKey, Option<Mono>)>,
+    /// This Lease replaced one another node holds: leave it to that node for
+    /// one lease duration (from the first step), unless it is taken sooner.
+    defer_to_holder: Option<Option<Mono>>,
 }
 
 /// A change in what this node announces for one Lease.
@@ -202,7 +209,14 @@ impl Elections {
 
     /// Sets what each Lease elects. A Lease no longer asked for stops being
     /// a candidate and is kept until it is withdrawn and released.
+    ///
+    /// A new Lease that elects addresses an old one elected (the group's
+    /// first Service was deleted) is a handover, so the addresses stay
+    /// where they are: the node holding the old Lease takes the new one
+    /// and announces through the old one until it has; the others leave
+    /// the new Lease to it for one lease duration.
     pub fn want(&mut self, wanted: &BTreeMap<LeaseKey, Ballot>) {
+        let me = self.template.identity().to_string();
         for (key, e) in &mut self.by_lease {
             if !wanted.contains_key(key) {
                 e.wanted = false;
@@ -210,17 +224,68 @@ impl Elections {
             }
         }
         for (key, ballot) in wanted {
-            let e = self
-                .by_lease
-                .entry(key.clone())
-                .or_insert_with(|| Election {
-                    campaign: Campaign::new(self.template.clone()),
-                    ballot: Ballot::default(),
-                    wanted: true,
+            if !self.by_lease.contains_key(key) {
+                let replaced = self.by_lease.iter_mut().find(|(_, old)| {
+                    !old.wanted && !old.ballot.addresses.is_disjoint(&ballot.addresses)
                 });
-            e.wanted = true;
-            e.ballot.clone_from(ballot);
+                let mut defer_to_holder = None;
+                if let Some((_, old)) = replaced {
+                    match old.campaign.elector().holder() {
+                        Some(holder) if holder == me => {
+                            old.successor = Some((key.clone(), None));
+                        }
+                        Some(_) => defer_to_holder = Some(None),
+                        None => {}
+                    }
+                }
+                self.by_lease.insert(
+                    key.clone(),
+                    Election {
+                        campaign: Campaign::new(self.template.clone()),
+                        ballot: Ballot::default(),
+                        wanted: true,
+                        successor: None,
+                        defer_to_holder,
+                    },
+                );
+            }
+            if let Some(e) = self.by_lease.get_mut(key) {
+                e.wanted = true;
+                e.ballot.clone_from(ballot);
+            }
         }
+    }
+
+    /// The Leases this node still announces through while it takes their
+    /// successor (see [`Elections::want`]), at `now`.
+    fn handing_over(&mut self, now: Mono) -> BTreeSet<LeaseKey> {
+        let me = self.template.identity();
+        let mut out = BTreeSet::new();
+        for (key, e) in &self.by_lease {
+            let Some((next, since)) = &e.successor else {
+                continue;
+            };
+            let within = since.is_none_or(|s| now.since(s) < self.lease_duration);
+            let taking = self.by_lease.get(next).is_some_and(|n| {
+                n.wanted
+                    && n.ballot.candidate
+                    && !n.campaign.announcing()
+                    && n.campaign.elector().holder().is_none_or(|h| h == me)
+            });
+            if !e.wanted && e.campaign.announcing() && within && taking {
+                out.insert(key.clone());
+            }
+        }
+        for (key, e) in &mut self.by_lease {
+            match &mut e.successor {
+                Some((_, since)) if out.contains(key) => {
+                    since.get_or_insert(now);
+                }
+                Some(_) => e.successor = None,
+                None => {}
+            }
+        }
+        out
     }
 
     /// Addresses an earlier run of this node left on the interface: the
@@ -288,6 +353,7 @@ impl Elections {
         }
         self.pace = pace;
         let adopting = self.adopting.take();
+        let handing_over = self.handing_over(now);
         for (key, e) in &mut self.by_lease {
             let (observed, seen_at) = see(key);
             e.campaign.observe(observed, seen_at);
@@ -301,7 +367,17 @@ impl Elections {
             }
             e.campaign.set_pace(pace);
             let renewing = e.campaign.names(&me);
-            match e.campaign.decide(now, wall, e.ballot.candidate) {
+            let mut candidate = e.ballot.candidate || handing_over.contains(key);
+            if let Some(until) = &mut e.defer_to_holder {
+                let until = *until.get_or_insert(now.after(self.lease_duration));
+                if now < until && e.campaign.elector().holder().is_none() {
+                    candidate = false;
+                    round.next = round.next.min(until.since(now));
+                } else {
+                    e.defer_to_holder = None;
+                }
+            }
+            match e.campaign.decide(now, wall, candidate) {
                 Decision::Wait(d) if renewing => round.next = round.next.min(on_grid(now, d)),
                 Decision::Wait(d) => round.next = round.next.min(d),
                 d @ Decision::Release { .. } => round.releases.push((key.clone(), d)),
@@ -309,7 +385,7 @@ impl Elections {
             }
         }
         for (key, e) in &mut self.by_lease {
-            let candidate = e.ballot.candidate;
+            let candidate = e.ballot.candidate || handing_over.contains(key);
             let announce = e.campaign.may_announce(now, candidate);
             if announce {
                 round.addresses.extend(e.ballot.addresses.iter().copied());
@@ -367,11 +443,13 @@ impl Elections {
     ) -> (Vec<(LeaseKey, Decision)>, Vec<LeaseKey>) {
         let mut send = Vec::new();
         let mut held = Vec::new();
+        // An address another Lease announces now (a handover) is not this one's to withdraw.
+        let up: BTreeSet<IpAddr> = up.difference(&round.addresses).copied().collect();
         for (key, decision) in std::mem::take(&mut round.releases) {
             let still_up = self
                 .by_lease
                 .get(&key)
-                .is_some_and(|e| !e.ballot.addresses.is_disjoint(up));
+                .is_some_and(|e| !e.ballot.addresses.is_disjoint(&up));
             if still_up {
                 self.finished(&key, WriteResult::NotSent, now, now);
                 held.push(key);
@@ -544,6 +622,68 @@ mod tests {
     }
 
     #[test]
+    fn a_new_lease_for_the_same_address_is_handed_over_without_a_gap() {
+        let ms = |m: u64| Mono(Duration::from_millis(m));
+        let mut me = elections("me");
+        let mut other = elections("other");
+        let mut leases = BTreeMap::new();
+        let shared = |candidate| Ballot {
+            addresses: BTreeSet::from([ip(1)]),
+            services: BTreeSet::new(),
+            candidate,
+        };
+        me.want(&BTreeMap::from([(key("kubevip-first"), shared(true))]));
+        other.want(&BTreeMap::from([(key("kubevip-first"), shared(true))]));
+        run(&mut me, &mut leases, ms(1000));
+        run(&mut other, &mut leases, ms(1010));
+        assert_eq!(
+            run(&mut me, &mut leases, ms(1100)).addresses,
+            BTreeSet::from([ip(1)])
+        );
+
+        // The group's first Service is deleted: the next one's Lease elects it.
+        let next = BTreeMap::from([(key("kubevip-second"), shared(true))]);
+        other.want(&next);
+        me.want(&next);
+        let r = run(&mut other, &mut leases, ms(1200));
+        assert!(
+            r.writes.is_empty(),
+            "the other node leaves the new Lease to the holder"
+        );
+        for (i, t) in [1210, 1300, 1400, 1500].into_iter().enumerate() {
+            let r = run(&mut me, &mut leases, ms(t));
+            assert_eq!(
+                r.addresses,
+                BTreeSet::from([ip(1)]),
+                "step {i}: never withdrawn"
+            );
+        }
+        assert!(
+            leases[&key("kubevip-second")]
+                .snapshot()
+                .record
+                .unwrap()
+                .holder()
+                == Some("me")
+        );
+        assert!(
+            !me.leases().any(|k| k == &key("kubevip-first")),
+            "the old Lease is released and forgotten"
+        );
+        let r = run(&mut other, &mut leases, ms(1600));
+        assert!(r.writes.is_empty() && r.addresses.is_empty());
+
+        // Had the holder gone, the other node takes the new Lease after one lease duration.
+        let mut late = elections("late");
+        late.want(&BTreeMap::from([(key("x"), shared(true))]));
+        let mut gone = BTreeMap::from([(key("x"), leases[&key("kubevip-second")].clone())]);
+        run(&mut late, &mut gone, ms(2000));
+        late.want(&BTreeMap::from([(key("y"), shared(true))]));
+        assert!(run(&mut late, &mut gone, ms(2100)).writes.is_empty());
+        assert_eq!(run(&mut late, &mut gone, ms(7200)).writes.len(), 1);
+    }
+
+    #[test]
     fn a_lease_is_not_released_while_its_address_is_still_up() {
         let mut e = elections("me");
         let mut leases = BTreeMap::new();
@@ -683,6 +823,7 @@ mod tests {
             addresses: Vec::new(),
             policy,
             lease_name: format!("kubevip-{name}"),
+            rank: Default::default(),
             ports: Vec::new(),
         };
         let assessment = Assessment {

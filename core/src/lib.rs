@@ -17,6 +17,7 @@
 //! - [`membership`]: membership mode, one Lease per node and rendezvous owners;
 //! - [`plan`](mod@plan): which addresses to add and remove, and on which interface;
 //! - [`placement`]: whether this node can place an address now, and what it publishes;
+//! - [`probe`]: asking the network before an address is first taken;
 //! - [`guard`]: how claims by other hosts on the wire are answered;
 //! - [`packet`]: gratuitous ARP and neighbour advertisement frames.
 
@@ -37,6 +38,7 @@ pub mod membership;
 pub mod packet;
 pub mod placement;
 pub mod plan;
+pub mod probe;
 pub mod service;
 pub mod sharing;
 #[cfg(any(test, feature = "testing"))]

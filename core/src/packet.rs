@@ -93,6 +93,16 @@ fn ethernet(frame: &mut [u8], dst: [u8; 6], src: [u8; 6], ethertype: u16) {
 ///
 /// Gratuitous: sender IP = target IP = the announced address (RFC 5227 §3).
 fn arp(oper: u16, mac: [u8; 6], ip: Ipv4Addr, target_mac: [u8; 6]) -> [u8; ARP_FRAME_LEN] {
+    arp_frame(oper, mac, ip, target_mac, ip)
+}
+
+fn arp_frame(
+    oper: u16,
+    mac: [u8; 6],
+    sender_ip: Ipv4Addr,
+    target_mac: [u8; 6],
+    target_ip: Ipv4Addr,
+) -> [u8; ARP_FRAME_LEN] {
     let mut frame = [0u8; ARP_FRAME_LEN];
     ethernet(&mut frame, BROADCAST_MAC, mac, ETHERTYPE_ARP);
     let p = &mut frame[ETHERNET_LEN..];
@@ -102,9 +112,52 @@ fn arp(oper: u16, mac: [u8; 6], ip: Ipv4Addr, target_mac: [u8; 6]) -> [u8; ARP_F
     p[5] = 4;
     p[6..8].copy_from_slice(&oper.to_be_bytes());
     p[8..14].copy_from_slice(&mac);
-    p[14..18].copy_from_slice(&ip.octets());
+    p[14..18].copy_from_slice(&sender_ip.octets());
     p[18..24].copy_from_slice(&target_mac);
-    p[24..28].copy_from_slice(&ip.octets());
+    p[24..28].copy_from_slice(&target_ip.octets());
+    frame
+}
+
+/// An ARP probe (RFC 5227 §2.1.1): "who has `ip`?" from `mac` with sender
+/// IP 0.0.0.0, so no cache learns anything; a host using `ip` answers.
+pub fn arp_probe(mac: [u8; 6], ip: Ipv4Addr) -> [u8; ARP_FRAME_LEN] {
+    arp_frame(1, mac, Ipv4Addr::UNSPECIFIED, [0; 6], ip)
+}
+
+/// Length of the duplicate address detection solicitation frame.
+pub const DAD_FRAME_LEN: usize = ETHERNET_LEN + IPV6_LEN + NS_LEN;
+/// ICMPv6 type, code, checksum, reserved, target address.
+const NS_LEN: usize = 24;
+const NEIGHBOR_SOLICITATION: u8 = 135;
+
+/// A duplicate address detection probe (RFC 4862 §5.4.2): a neighbour
+/// solicitation for `target` from the unspecified address to its
+/// solicited-node group, with no link-layer option; a host using `target`
+/// answers with a neighbour advertisement to all nodes.
+pub fn dad_neighbor_solicitation(mac: [u8; 6], target: Ipv6Addr) -> Vec<u8> {
+    let t = target.octets();
+    let group = Ipv6Addr::from([
+        0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, t[13], t[14], t[15],
+    ]);
+    let g = group.octets();
+    let mut frame = vec![0u8; DAD_FRAME_LEN];
+    ethernet(
+        &mut frame,
+        [0x33, 0x33, g[12], g[13], g[14], g[15]],
+        mac,
+        ETHERTYPE_IPV6,
+    );
+    let ip = &mut frame[ETHERNET_LEN..ETHERNET_LEN + IPV6_LEN];
+    ip[0] = 0x60;
+    ip[4..6].copy_from_slice(&(NS_LEN as u16).to_be_bytes());
+    ip[6] = ICMPV6;
+    ip[7] = 255;
+    ip[24..40].copy_from_slice(&g);
+    let icmp = &mut frame[ETHERNET_LEN + IPV6_LEN..];
+    icmp[0] = NEIGHBOR_SOLICITATION;
+    icmp[8..24].copy_from_slice(&t);
+    let checksum = icmpv6_checksum(Ipv6Addr::UNSPECIFIED, group, icmp);
+    icmp[2..4].copy_from_slice(&checksum.to_be_bytes());
     frame
 }
 
@@ -358,6 +411,40 @@ mod tests {
             "ffffffffffff0a000001",
         ];
         assert_eq!(hex(&frame), expected.concat());
+    }
+
+    #[test]
+    fn arp_probe_layout() {
+        let frame = arp_probe(MAC, Ipv4Addr::new(10, 0, 0, 1));
+        let expected = [
+            "ffffffffffff0242ac1100020806",
+            "0001080006040001",
+            // sender MAC, sender IP 0.0.0.0: nobody learns from a probe
+            "0242ac11000200000000",
+            "0000000000000a000001",
+        ];
+        assert_eq!(hex(&frame), expected.concat());
+        assert_eq!(decode_claim(&frame), Ok(None), "a probe claims nothing");
+    }
+
+    #[test]
+    fn dad_solicitation_matches_the_known_good_vector() {
+        let frame = dad_neighbor_solicitation(MAC, "2001:db8::10".parse().unwrap());
+        // Checksum computed independently (Python, RFC 4443 algorithm).
+        let expected = [
+            // to the solicited-node group's MAC 33:33:ff:00:00:10
+            "3333ff0000100242ac11000286dd",
+            "6000000000183aff",
+            // from ::
+            "00000000000000000000000000000000",
+            // to ff02::1:ff00:10
+            "ff0200000000000000000001ff000010",
+            // type 135, code 0, checksum, reserved
+            "87004ccf00000000",
+            "20010db8000000000000000000000010",
+        ];
+        assert_eq!(hex(&frame), expected.concat());
+        assert_eq!(decode_claim(&frame), Ok(None));
     }
 
     /// Computed independently (Python, RFC 4443 algorithm) for these inputs.

@@ -49,6 +49,29 @@ pub fn foreign_interface(problem: &str) -> Option<&str> {
     problem.strip_prefix(FOREIGN)?.split(' ').next()
 }
 
+/// How a problem that is another host answering for the address starts.
+const ANSWERED: &str = "answered by ";
+
+/// The problem of an address another host answered a probe for (`mac`,
+/// as `aa:bb:cc:dd:ee:ff`): no node may take it. Always published one by
+/// one, whatever else a node cannot place.
+pub fn answered(mac: &str) -> String {
+    format!("{ANSWERED}{mac}, another host: the address is in use on the network")
+}
+
+/// The MAC of a problem that says another host answered for the address.
+pub fn answering_mac(problem: &str) -> Option<&str> {
+    problem.strip_prefix(ANSWERED)?.split([',', ' ']).next()
+}
+
+/// A MAC as `aa:bb:cc:dd:ee:ff`.
+pub fn mac_text(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 /// Whether a kernel of `release` (`uname -r`, such as `6.1.0-13-amd64`)
 /// keeps address marks: `IFA_PROTO` came with Linux 5.18; older kernels
 /// accept the attribute and drop it.
@@ -123,6 +146,16 @@ impl Interfaces<'_> {
 /// address of that family. Use [`published`] for what others will read.
 pub fn encode(problems: &BTreeMap<IpAddr, String>) -> String {
     let mut by_problem: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    // Another host's address is everybody's problem: never folded.
+    let (answered, problems): (BTreeMap<&IpAddr, &String>, BTreeMap<&IpAddr, &String>) = problems
+        .iter()
+        .partition(|(_, p)| answering_mac(p).is_some());
+    for (address, problem) in answered.into_iter().take(MAX_PUBLISHED) {
+        by_problem
+            .entry(problem.as_str())
+            .or_default()
+            .push(address.to_string());
+    }
     if problems.len() <= MAX_PUBLISHED {
         for (address, problem) in problems {
             by_problem
@@ -183,15 +216,7 @@ pub fn decode(text: &str) -> Result<BTreeMap<IpAddr, String>, String> {
 
 /// MAC addresses as the MAC annotation (`aa:bb:cc:dd:ee:ff,…`).
 pub fn encode_macs(macs: &BTreeSet<[u8; 6]>) -> String {
-    let each: Vec<String> = macs
-        .iter()
-        .map(|m| {
-            m.iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<Vec<_>>()
-                .join(":")
-        })
-        .collect();
+    let each: Vec<String> = macs.iter().map(mac_text).collect();
     each.join(",")
 }
 

@@ -102,6 +102,23 @@ pub fn subnet_contains(network: IpAddr, prefix: u8, address: IpAddr) -> bool {
     }
 }
 
+/// `network/prefix` from CIDR text such as `10.96.0.0/12`; None when it is not one.
+pub fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
+    let (address, prefix) = text.trim().split_once('/')?;
+    let address: IpAddr = address.parse().ok()?;
+    let prefix: u8 = prefix.parse().ok()?;
+    let width = if address.is_ipv4() { 32 } else { 128 };
+    (prefix <= width).then_some((address, prefix))
+}
+
+/// The first of `ranges` (CIDR text) that holds `address`, if any.
+pub fn range_holding(ranges: &[String], address: IpAddr) -> Option<&str> {
+    ranges
+        .iter()
+        .find(|r| parse_cidr(r).is_some_and(|(net, len)| subnet_contains(net, len, address)))
+        .map(String::as_str)
+}
+
 /// True when `address` is the network or broadcast address of an IPv4
 /// subnet on `interface` (hosts must not use those; /31 and /32 have none).
 pub fn is_subnet_edge(address: IpAddr, interface: &InterfaceInfo) -> bool {
@@ -180,6 +197,10 @@ pub fn choose_interface(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
 
     #[test]
     fn subnet_edges_are_recognised() {
@@ -262,6 +283,21 @@ mod tests {
                 Action::Add(ia("eth1", "10.0.0.1"))
             ]
         );
+    }
+
+    #[test]
+    fn cidrs_parse_and_hold_addresses() {
+        assert_eq!(parse_cidr("10.96.0.0/12"), Some((ip("10.96.0.0"), 12)));
+        assert_eq!(parse_cidr("fd00:10:96::/112").map(|c| c.1), Some(112));
+        for bad in ["10.96.0.0", "10.96.0.0/33", "::/129", "x/8", "10.0.0.0/-1"] {
+            assert_eq!(parse_cidr(bad), None, "{bad}");
+        }
+        let ranges = vec!["garbage".to_string(), "10.96.0.0/12".to_string()];
+        assert_eq!(
+            range_holding(&ranges, ip("10.100.1.1")),
+            Some("10.96.0.0/12")
+        );
+        assert_eq!(range_holding(&ranges, ip("10.112.0.1")), None);
     }
 
     #[test]

@@ -20,6 +20,21 @@ pub const LEASE_NAME_ANNOTATION: &str = "kube-vip.io/leaseName";
 pub const VIP_HOST_ANNOTATION: &str = "kube-vip.io/vipHost";
 /// The Service type kvip serves.
 pub const LOAD_BALANCER_TYPE: &str = "LoadBalancer";
+/// The label every Lease kvip creates carries (value [`MANAGED_BY`]); a
+/// `kube-vip.io/leaseName` may name a Lease of any name that has it.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// The value of [`MANAGED_BY_LABEL`] on kvip's Leases.
+pub const MANAGED_BY: &str = "kvip";
+/// Prefixes of the Lease names kvip and kube-vip use: a Service's own
+/// (`kubevip-`), kube-vip's global ones (`plndr-`), kvip's instances (`kvip-`).
+pub const LEASE_NAME_PREFIXES: [&str; 3] = ["kubevip-", "plndr-", "kvip-"];
+
+/// Whether `name` is a Lease name kvip or kube-vip uses: a
+/// `kube-vip.io/leaseName` naming any other Lease (another controller's
+/// leader Lease) is refused unless that Lease carries [`MANAGED_BY_LABEL`].
+pub fn lease_name_is_kvips(name: &str) -> bool {
+    LEASE_NAME_PREFIXES.iter().any(|p| name.starts_with(p))
+}
 
 /// A Service's identity.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -74,6 +89,17 @@ pub struct ServiceInput {
     pub ip_families: Vec<String>,
     /// `spec.ports` as (protocol, port).
     pub ports: Vec<(String, u16)>,
+    /// `metadata.uid`.
+    pub uid: String,
+    /// `metadata.creationTimestamp` in seconds since the epoch.
+    pub created: i64,
+    /// The IPs in `status.loadBalancer.ingress`: what was served.
+    pub ingress_ips: Vec<String>,
+    /// `spec.clusterIPs`.
+    pub cluster_ips: Vec<String>,
+    /// The Lease `kube-vip.io/leaseName` names exists and carries
+    /// [`MANAGED_BY_LABEL`] (only read for names outside [`LEASE_NAME_PREFIXES`]).
+    pub lease_labelled: bool,
 }
 
 /// Which `spec.loadBalancerClass` values are ours (`lb_class_only`, `lb_class_name`).
@@ -108,6 +134,22 @@ pub struct ServiceView {
     pub lease_name: String,
     /// `spec.ports` as (protocol, port).
     pub ports: Vec<(String, u16)>,
+    /// Its place when Services contend for an address.
+    pub rank: ClaimRank,
+}
+
+/// A Service's place when Services contend for an address: the one already
+/// served keeps it, then the oldest, then the smallest uid. A newcomer, in
+/// whatever namespace or under whatever name, never takes an address.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ClaimRank {
+    /// False when `status.loadBalancer.ingress` lists one of its addresses
+    /// (false sorts first).
+    pub unserved: bool,
+    /// `metadata.creationTimestamp` in seconds since the epoch.
+    pub created: i64,
+    /// `metadata.uid`.
+    pub uid: String,
 }
 
 /// A Service field kvip cannot use; reported on the Service as an Event.
@@ -140,6 +182,16 @@ pub enum ServiceError {
         "annotation {IGNORE_ANNOTATION}: {value:?} is not a boolean; use true or false (Go ParseBool spellings)"
     )]
     InvalidIgnore {
+        /// Its value.
+        value: String,
+    },
+    /// `kube-vip.io/leaseName` names a Lease that is neither kvip's nor kube-vip's.
+    #[error(
+        "annotation {LEASE_NAME_ANNOTATION}: {value:?} is not a Lease kvip or kube-vip uses: \
+         use a name starting with kubevip-, plndr- or kvip-, or label the Lease \
+         {MANAGED_BY_LABEL}={MANAGED_BY}"
+    )]
+    ForeignLeaseName {
         /// Its value.
         value: String,
     },
@@ -182,6 +234,10 @@ pub fn unusable_address(address: &IpAddr) -> Option<&'static str> {
     }
     match address {
         IpAddr::V4(v4) if v4.is_broadcast() => Some("is the broadcast address"),
+        IpAddr::V4(v4) if v4.is_link_local() => Some(
+            "is an IPv4 link-local address (169.254.0.0/16, where cloud metadata services live), \
+             which cannot be reached off the link",
+        ),
         IpAddr::V6(v6) if v6.is_unicast_link_local() => {
             Some("is an IPv6 link-local address, which cannot be reached off the link")
         }
@@ -308,6 +364,11 @@ impl ServiceView {
                         reason,
                     });
                 }
+                if !lease_name_is_kvips(name) && !input.lease_labelled {
+                    return Err(ServiceError::ForeignLeaseName {
+                        value: name.clone(),
+                    });
+                }
                 name.clone()
             }
             _ => format!("kubevip-{}", input.key.name),
@@ -315,10 +376,17 @@ impl ServiceView {
 
         Ok(Some(ServiceView {
             key: input.key.clone(),
-            addresses,
             policy,
-            lease_name,
             ports: input.ports.clone(),
+            rank: ClaimRank {
+                unserved: !addresses
+                    .iter()
+                    .any(|a| input.ingress_ips.iter().any(|i| i.parse() == Ok(*a))),
+                created: input.created,
+                uid: input.uid.clone(),
+            },
+            addresses,
+            lease_name,
         }))
     }
 }
@@ -446,6 +514,7 @@ mod tests {
             "ff02::1",
             "255.255.255.255",
             "fe80::1",
+            "169.254.169.254",
             "::ffff:10.0.0.1",
         ] {
             let mut input = lb(&[]);
@@ -456,6 +525,26 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn a_served_address_ranks_first_then_age_then_uid() {
+        let mut input = lb(&[(LOADBALANCER_IPS_ANNOTATION, "10.0.0.1")]);
+        input.created = 1_767_312_000;
+        input.uid = "b".into();
+        let young = view(&input);
+        assert!(young.rank.unserved);
+        input.ingress_ips = vec!["10.0.0.9".into()];
+        assert!(view(&input).rank.unserved, "another address was served");
+        input.ingress_ips = vec!["10.0.0.1".into()];
+        let served = view(&input);
+        assert!(!served.rank.unserved);
+        let mut old = input.clone();
+        old.ingress_ips.clear();
+        old.created = 1_767_225_599;
+        old.uid = "z".into();
+        let old = view(&old);
+        assert!(served.rank < old.rank && old.rank < young.rank);
     }
 
     #[test]
@@ -485,10 +574,34 @@ mod tests {
     fn lease_name() {
         assert_eq!(view(&lb(&[])).lease_name, "kubevip-web");
         assert_eq!(
-            view(&lb(&[(LEASE_NAME_ANNOTATION, "shared.vip-1")])).lease_name,
-            "shared.vip-1"
+            view(&lb(&[(LEASE_NAME_ANNOTATION, "kubevip-shared.vip-1")])).lease_name,
+            "kubevip-shared.vip-1"
         );
-        for bad in ["Upper", "-a", "a..b", "a_b", &"a".repeat(254)] {
+        // Another controller's leader Lease is not kvip's to write ...
+        let foreign = lb(&[(LEASE_NAME_ANNOTATION, "kube-controller-manager")]);
+        assert_eq!(
+            ServiceView::from_input(&foreign, &rule()),
+            Err(ServiceError::ForeignLeaseName {
+                value: "kube-controller-manager".into()
+            })
+        );
+        // ... unless an administrator labelled it kvip's.
+        let mut labelled = foreign.clone();
+        labelled.lease_labelled = true;
+        assert_eq!(view(&labelled).lease_name, "kube-controller-manager");
+        for name in ["plndr-svcs-lock", "kvip-x", "kubevip-y"] {
+            assert!(lease_name_is_kvips(name), "{name}");
+        }
+        for name in ["kube-scheduler", "kubevip", "xkubevip-a", ""] {
+            assert!(!lease_name_is_kvips(name), "{name}");
+        }
+        for bad in [
+            "Upper",
+            "-a",
+            "a..b",
+            "a_b",
+            &format!("kubevip-{}", "a".repeat(254)),
+        ] {
             let err = ServiceView::from_input(&lb(&[(LEASE_NAME_ANNOTATION, bad)]), &rule());
             assert!(
                 matches!(err, Err(ServiceError::InvalidLeaseName { .. })),

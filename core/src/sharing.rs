@@ -4,15 +4,21 @@
 //!
 //! The rule:
 //!
-//! 1. An address belongs to one namespace. Services are taken in key order
-//!    (namespace, then name); a Service that lists an address already claimed
-//!    by a Service of another namespace is left out entirely, pending with
-//!    [`PendingReason::AddressConflict`], so no namespace can hijack another's
-//!    VIP. Claims do not depend on readiness, so ownership does not flap.
-//! 2. The remaining Services are joined when they share an address or name
+//! 1. Services are taken in claim order ([`crate::service::ClaimRank`]): the
+//!    one already served first, then the oldest, then by uid, so a newcomer
+//!    never takes an address, whatever its namespace or name.
+//! 2. An address belongs to one namespace: a Service that lists an address
+//!    already claimed by a Service of another namespace is left out entirely,
+//!    pending with [`PendingReason::AddressConflict`]. In one namespace,
+//!    Services share an address only when their ports (port and protocol) do
+//!    not overlap; a later one that overlaps is left out, pending with
+//!    [`PendingReason::PortConflict`]. Claims do not depend on readiness, so
+//!    ownership does not flap.
+//! 3. The remaining Services are joined when they share an address or name
 //!    the same Lease, transitively (union-find). Each connected set is one
-//!    group, elected through the Lease of its first Service in key order.
-//! 3. A group announces for its members that have candidates; it announces
+//!    group, elected through the Lease of its first Service in claim order:
+//!    adding a Service to a shared address never changes the Lease.
+//! 4. A group announces for its members that have candidates; it announces
 //!    their addresses from a node in the intersection of their candidate
 //!    sets. Members without candidates are pending with their own reason; if
 //!    the intersection is empty every member is pending with
@@ -86,12 +92,17 @@ pub fn plan_groups(
     let mut pending = BTreeMap::new();
 
     // Sort fully so duplicates of a key resolve the same way whatever the input order.
-    let mut sorted: Vec<&ServiceView> = services.iter().collect();
-    sorted.sort();
-    sorted.dedup_by(|later, first| later.key == first.key);
+    let mut unique: Vec<&ServiceView> = services.iter().collect();
+    unique.sort();
+    unique.dedup_by(|later, first| later.key == first.key);
+    // Rule 1: claim order.
+    let mut sorted = unique;
+    sorted.sort_by(|a, b| a.rank.cmp(&b.rank).then_with(|| a.key.cmp(&b.key)));
 
-    // Rule 1: first claim in key order wins each address for its namespace.
+    // Rule 2: the first claim wins each address for its namespace, and its
+    // ports on the address for itself.
     let mut owner: BTreeMap<IpAddr, &ServiceKey> = BTreeMap::new();
+    let mut ports_on: BTreeMap<(IpAddr, &str, u16), &ServiceKey> = BTreeMap::new();
     let mut accepted: Vec<&ServiceView> = Vec::new();
     for view in sorted {
         if view.addresses.is_empty() {
@@ -111,13 +122,35 @@ pub fn plan_groups(
             );
             continue;
         }
+        let overlap = view.addresses.iter().find_map(|address| {
+            view.ports.iter().find_map(|(protocol, port)| {
+                ports_on
+                    .get(&(*address, protocol.as_str(), *port))
+                    .filter(|other| **other != &view.key)
+                    .map(|other| PendingReason::PortConflict {
+                        address: *address,
+                        protocol: protocol.clone(),
+                        port: *port,
+                        other: (*other).clone(),
+                    })
+            })
+        });
+        if let Some(reason) = overlap {
+            pending.insert(view.key.clone(), reason);
+            continue;
+        }
         for address in &view.addresses {
             owner.entry(*address).or_insert(&view.key);
+            for (protocol, port) in &view.ports {
+                ports_on
+                    .entry((*address, protocol.as_str(), *port))
+                    .or_insert(&view.key);
+            }
         }
         accepted.push(view);
     }
 
-    // Rule 2: join by shared address or shared Lease.
+    // Rule 3: join by shared address or shared Lease.
     let mut sets = UnionFind::new(accepted.len());
     let mut first_by_address: BTreeMap<IpAddr, usize> = BTreeMap::new();
     let mut first_by_lease: BTreeMap<(&str, &str), usize> = BTreeMap::new();
@@ -135,7 +168,7 @@ pub fn plan_groups(
         members.entry(sets.find(i)).or_default().push(view);
     }
 
-    // Rule 3: announce the members with candidates, from a node they all accept.
+    // Rule 4: announce the members with candidates, from a node they all accept.
     let mut groups = Vec::new();
     for (root, group_members) in members {
         let first = accepted[root];
@@ -199,7 +232,97 @@ mod tests {
             policy: TrafficPolicy::Cluster,
             lease_name: format!("kubevip-{name}"),
             ports: vec![],
+            rank: Default::default(),
         }
+    }
+
+    fn aged(mut v: ServiceView, created: i64, served: bool) -> ServiceView {
+        v.rank.created = created;
+        v.rank.unserved = !served;
+        v
+    }
+
+    fn ported(mut v: ServiceView, ports: &[(&str, u16)]) -> ServiceView {
+        v.ports = ports.iter().map(|(p, n)| (p.to_string(), *n)).collect();
+        v
+    }
+
+    #[test]
+    fn the_served_then_the_oldest_keeps_a_contested_address_whatever_the_names() {
+        for (first, second) in [("a-new", "z-prod"), ("z-new", "a-prod")] {
+            let prod = aged(view(second, "web", &["10.0.0.1"]), 100, false);
+            let newcomer = aged(view(first, "web", &["10.0.0.1"]), 200, false);
+            let cs = cands(&[(&prod, nodes(&["n1"])), (&newcomer, nodes(&["n1"]))]);
+            let (groups, pending) = plan_groups(&[newcomer.clone(), prod.clone()], &cs);
+            assert_eq!(
+                groups[0].services,
+                keys(&[&prod]),
+                "{first} against {second}"
+            );
+            assert!(matches!(
+                &pending[&newcomer.key],
+                PendingReason::AddressConflict { other, .. } if other == &prod.key
+            ));
+            // Served beats older: the status says who had it.
+            let served = aged(newcomer.clone(), 200, true);
+            let (groups, _) = plan_groups(&[served.clone(), prod.clone()], &cs);
+            assert_eq!(groups[0].services, keys(&[&served]));
+        }
+    }
+
+    #[test]
+    fn services_share_an_address_only_with_different_ports() {
+        let a = ported(
+            aged(view("ns", "a", &["10.0.0.1"]), 100, true),
+            &[("TCP", 80)],
+        );
+        let b = ported(
+            aged(view("ns", "b", &["10.0.0.1"]), 50, false),
+            &[("TCP", 80), ("TCP", 443)],
+        );
+        let c = ported(
+            aged(view("ns", "c", &["10.0.0.1"]), 300, false),
+            &[("UDP", 80)],
+        );
+        let cs = cands(&[
+            (&a, nodes(&["n1"])),
+            (&b, nodes(&["n1"])),
+            (&c, nodes(&["n1"])),
+        ]);
+        let (groups, pending) = plan_groups(&[c.clone(), b.clone(), a.clone()], &cs);
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].services, keys(&[&a, &c]));
+        assert_eq!(
+            groups[0].lease.name, "kubevip-a",
+            "the served Service's Lease"
+        );
+        assert_eq!(
+            pending[&b.key],
+            PendingReason::PortConflict {
+                address: "10.0.0.1".parse().unwrap(),
+                protocol: "TCP".into(),
+                port: 80,
+                other: a.key.clone(),
+            }
+        );
+    }
+
+    #[test]
+    fn adding_a_service_to_a_shared_address_keeps_its_lease() {
+        let a = ported(
+            aged(view("ns", "z-first", &["10.0.0.1"]), 100, true),
+            &[("TCP", 80)],
+        );
+        let cs_one = cands(&[(&a, nodes(&["n1", "n2"]))]);
+        let (before, _) = plan_groups(std::slice::from_ref(&a), &cs_one);
+        let b = ported(
+            aged(view("ns", "a-later", &["10.0.0.1"]), 200, false),
+            &[("TCP", 81)],
+        );
+        let cs = cands(&[(&a, nodes(&["n1", "n2"])), (&b, nodes(&["n1", "n2"]))]);
+        let (after, _) = plan_groups(&[a.clone(), b.clone()], &cs);
+        assert_eq!(before[0].lease, after[0].lease);
+        assert_eq!(after[0].services, keys(&[&a, &b]));
     }
 
     fn nodes(list: &[&str]) -> Result<BTreeSet<String>, PendingReason> {

@@ -18,6 +18,7 @@ use crate::ingress;
 use crate::leases::{self, LeaseMeta, LeaseWrite};
 use crate::membership::Membership;
 use crate::metrics;
+use crate::service_network::ServiceNetwork;
 use crate::translate;
 use crate::vips::{PlacementView, Vips};
 use k8s_openapi::api::core::v1::Service;
@@ -26,6 +27,7 @@ use kvip_core::candidacy::NodeInput;
 use kvip_core::elections::{Ballot, Elections};
 use kvip_core::instances::{self, InstanceTerm, Liveness};
 use kvip_core::placement;
+use kvip_core::probe::Prober;
 use kvip_core::{
     AnnouncementGroup, Config, Elector, InterfaceAddress, LbClassRule, LeaseKey, Mono,
     PendingReason, ServiceKey, assess, choose_interface, plan::is_subnet_edge,
@@ -74,6 +76,8 @@ struct Assessed {
     unplaceable: BTreeMap<IpAddr, String>,
     /// Elections wanted: by Lease, what it elects and our candidacy.
     wanted: BTreeMap<LeaseKey, Ballot>,
+    /// Addresses some Service's status lists: taken without a probe.
+    served: BTreeSet<IpAddr>,
     /// When it was made.
     at: Option<Mono>,
 }
@@ -118,6 +122,12 @@ pub struct LbRole {
     moved_from: BTreeMap<ServiceKey, String>,
     /// When the first live instance Lease runs out unless renewed.
     next_expiry: Option<Mono>,
+    /// Addresses probed before they are first taken, and those found in use.
+    prober: Prober,
+    /// The cluster's ServiceCIDRs.
+    service_network: ServiceNetwork,
+    /// Services this node won whose addresses wait for their probe.
+    probe_held: BTreeSet<ServiceKey>,
 }
 
 impl LbRole {
@@ -168,6 +178,8 @@ impl LbRole {
         )
         .map_err(|e| anyhow::anyhow!(e))?;
         let voter = Voter::new(elections, "lb", client.clone(), config.renew_deadline);
+        let config_probe_wait = config.probe_wait;
+        let client_for_network = client.clone();
         Ok(Self {
             config,
             node,
@@ -193,6 +205,9 @@ impl LbRole {
             claims_rx,
             moved_from: BTreeMap::new(),
             next_expiry: None,
+            prober: Prober::new(config_probe_wait),
+            service_network: ServiceNetwork::start(&client_for_network),
+            probe_held: BTreeSet::new(),
         })
     }
 
@@ -312,6 +327,14 @@ impl LbRole {
     fn conflict(&mut self, conflict: crate::vips::Conflict) -> bool {
         let now = self.now();
         let ip = conflict.claim.ip;
+        // An answer to a probe: another host uses the address, unless it is
+        // a kvip node (a holder the status does not show yet).
+        if !self.vips.holds(ip) && self.prober.listening(ip) {
+            if !self.kvip_macs.contains_key(&conflict.claim.mac) {
+                self.prober.heard(ip, conflict.claim.mac);
+            }
+            return false;
+        }
         // A claim from the MAC of the node the Lease names is that node
         // announcing what it holds; any other MAC may be forged.
         let kvip_node = self.kvip_macs.get(&conflict.claim.mac).is_some_and(|node| {
@@ -594,9 +617,18 @@ impl LbRole {
             class_name: self.config.lb_class_name.clone(),
         };
         let services: Vec<Arc<Service>> = self.cache.services.state();
+        let leases = &self.cache.leases;
         let inputs: Vec<_> = services
             .iter()
-            .map(|s| translate::service_input(s))
+            .map(|s| {
+                let mut input = translate::service_input(s);
+                input.lease_labelled = crate::report::lease_named_is_labelled(&input, |key| {
+                    leases
+                        .lease(&key.namespace, &key.name)
+                        .is_some_and(|l| translate::lease_labelled(&l))
+                });
+                input
+            })
             .collect();
         let nodes: Vec<NodeInput> = self
             .cache
@@ -637,6 +669,7 @@ impl LbRole {
         // Addresses no host may use, judged on this node's interfaces.
         let mut interfaces = self.vips.placement_view(self.configured_interface());
         self.refuse_unusable(&mut assessment, &interfaces);
+        assessment.refuse_service_network(&self.service_network.ranges(), &inputs);
         // Start-up: unmarked copies of VIPs whose Lease (or, in membership
         // mode, claim) names this node, left by a kvip without marks, are
         // this node's to keep.
@@ -645,12 +678,22 @@ impl LbRole {
         }
         // Nodes that cannot place an address are no candidates for it; this
         // node judges itself by what it publishes, as the others do.
-        let unplaceable = interfaces.interfaces(self.configured_interface()).problems(
+        let mut unplaceable = interfaces.interfaces(self.configured_interface()).problems(
             assessment
                 .views
                 .iter()
                 .flat_map(|v| v.addresses.iter().copied()),
         );
+        // Addresses another host answered for: nobody's to take.
+        let asked: BTreeSet<IpAddr> = assessment
+            .views
+            .iter()
+            .flat_map(|v| v.addresses.iter().copied())
+            .collect();
+        self.prober.retain(|a| asked.contains(&a));
+        for (address, mac) in self.prober.in_use() {
+            unplaceable.insert(address, placement::answered(&placement::mac_text(&mac)));
+        }
         problems.insert(self.node.clone(), placement::published(&unplaceable));
         assessment.exclude_unplaceable(&problems);
         self.update_pending_metrics(&assessment.pending);
@@ -685,6 +728,10 @@ impl LbRole {
             interfaces,
             unplaceable,
             wanted,
+            served: inputs
+                .iter()
+                .flat_map(|i| i.ingress_ips.iter().filter_map(|ip| ip.parse().ok()))
+                .collect(),
             at: Some(now),
         };
     }
@@ -785,7 +832,30 @@ impl LbRole {
                 lost.push(services);
             }
         }
-        let desired = self.place(&desired_addresses, &a.interfaces);
+        // An address never served before is probed first: another host may use it.
+        let (allowed, probe_next) = self.probe_first(&desired_addresses, a, now).await;
+        if let Some(d) = probe_next {
+            next = next.min(d);
+        }
+        // A Service whose address waits for its probe is not announced yet:
+        // its status and its Event wait too.
+        announced_services.retain(|_, addresses| addresses.iter().all(|x| allowed.contains(x)));
+        let mut held = std::mem::take(&mut self.probe_held);
+        for set in &mut won {
+            set.retain(|k| announced_services.contains_key(k) || !held.insert(k.clone()));
+        }
+        for set in &mut lost {
+            set.retain(|k| !held.remove(k));
+        }
+        won.push(
+            held.iter()
+                .filter(|k| announced_services.contains_key(*k))
+                .cloned()
+                .collect(),
+        );
+        held.retain(|k| !announced_services.contains_key(k) && a.by_key.contains_key(k));
+        self.probe_held = held;
+        let desired = self.place(&allowed, &a.interfaces);
         let added = self.voter.apply(&mut self.vips, &desired, now).await;
         if let Some(m) = self.membership.as_mut() {
             for ia in &added {
@@ -826,6 +896,48 @@ impl LbRole {
             next = next.min(at.saturating_duration_since(Instant::now()));
         }
         next
+    }
+
+    /// Of the addresses this node should announce (`wanted`), those it may
+    /// put on an interface now: already served (in a Service's status) or
+    /// already here, or probed and unanswered (see [`kvip_core::probe`]).
+    /// Sends the probes due and runs the rechecks of addresses in use; a
+    /// change in what is in use makes the next pass assess again, so every
+    /// node learns it. Returns the allowed and when to step again.
+    async fn probe_first(
+        &mut self,
+        wanted: &BTreeSet<IpAddr>,
+        a: &Assessed,
+        now: Mono,
+    ) -> (BTreeSet<IpAddr>, Option<Duration>) {
+        let before = self.prober.in_use();
+        let vips = &self.vips;
+        let round = self.prober.step(
+            wanted,
+            |address| a.served.contains(&address) || vips.holds(address),
+            now,
+        );
+        if !round.send.is_empty() {
+            let send: BTreeSet<IpAddr> = round.send.iter().copied().collect();
+            for ia in self.place(&send, &a.interfaces) {
+                self.vips.probe(&ia).await;
+            }
+        }
+        let prober = &self.prober;
+        self.vips.keep_probing(|address| prober.listening(address));
+        let after = self.prober.in_use();
+        if after != before {
+            self.dirty = true;
+            for (address, mac) in &after {
+                if before.get(address) != Some(mac) {
+                    tracing::warn!(%address, other_mac = %placement::mac_text(mac), "another host answered for this address before it was first taken: no node takes it (probed again every 30 s)");
+                }
+            }
+            for address in before.keys().filter(|a| !after.contains_key(a)) {
+                tracing::info!(%address, "the host that used this address is gone: it may be taken");
+            }
+        }
+        (round.allowed, round.next)
     }
 
     /// Events for what this pass decided: takeovers by the new holder,

@@ -5,7 +5,7 @@ use crate::budget::Urgency;
 use crate::translate;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Error};
 use kvip_core::{LeaseRecord, Mono, WriteResult};
 use std::collections::BTreeMap;
@@ -25,8 +25,8 @@ pub enum LeaseWrite {
     },
 }
 
-/// The labels and annotations of an instance Lease (kvip's own); an
-/// election Lease is written without any, as client-go writes it.
+/// The labels and annotations of an instance Lease (kvip's own). A write
+/// without them leaves a Lease's metadata as it is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LeaseMeta {
     /// Labels.
@@ -70,6 +70,9 @@ pub async fn write(
         field_manager: Some("kvip".into()),
         ..Default::default()
     };
+    let patch = resource_version
+        .as_deref()
+        .map(|version| replacement(version, record, meta));
     let target = format!("lease/{namespace}/{name}");
     // A release follows a withdraw: it goes at once, so the address is not
     // left unserved until the Lease expires.
@@ -86,9 +89,15 @@ pub async fn write(
     }
     let sent = crate::clock::now();
     let call = async {
-        match resource_version {
+        match &patch {
             None => api.create(&pp, &lease).await,
-            Some(_) => api.replace(name, &pp, &lease).await,
+            Some(patch) => {
+                let params = PatchParams {
+                    field_manager: Some("kvip".into()),
+                    ..Default::default()
+                };
+                api.patch(name, &params, &Patch::Merge(patch)).await
+            }
         }
     };
     let result = match tokio::time::timeout(timeout, call).await {
@@ -128,6 +137,44 @@ pub async fn write(
     (result, sent)
 }
 
+/// The annotations kvip writes on its instance Lease: a write that no
+/// longer carries one removes it.
+const OWNED_ANNOTATIONS: [&str; 2] = [
+    kvip_core::placement::PLACEMENT_ANNOTATION,
+    kvip_core::placement::MACS_ANNOTATION,
+];
+
+/// A merge patch that replaces the election record of a Lease still at
+/// `version` (the API server refuses it with 409 otherwise, as for a
+/// replace), naming every record field so an absent one is cleared. Other
+/// fields, labels and annotations stay as they are: a Lease an
+/// administrator labelled keeps its labels, whoever takes it.
+fn replacement(version: &str, record: &LeaseRecord, meta: Option<&LeaseMeta>) -> serde_json::Value {
+    let spec = translate::lease_spec(record);
+    let mut metadata = serde_json::json!({ "resourceVersion": version });
+    if let Some(meta) = meta {
+        metadata["labels"] = serde_json::json!(meta.labels);
+        let mut annotations = serde_json::Map::new();
+        for key in OWNED_ANNOTATIONS {
+            annotations.insert(key.to_string(), serde_json::Value::Null);
+        }
+        for (k, v) in &meta.annotations {
+            annotations.insert(k.clone(), serde_json::json!(v));
+        }
+        metadata["annotations"] = serde_json::Value::Object(annotations);
+    }
+    serde_json::json!({
+        "metadata": metadata,
+        "spec": {
+            "holderIdentity": spec.holder_identity,
+            "leaseDurationSeconds": spec.lease_duration_seconds,
+            "acquireTime": spec.acquire_time,
+            "renewTime": spec.renew_time,
+            "leaseTransitions": spec.lease_transitions,
+        }
+    })
+}
+
 /// Deletes a Lease (our own instance Lease on shutdown); absent is fine.
 pub async fn delete(client: &Client, namespace: &str, name: &str) {
     let target = format!("lease/{namespace}/{name}");
@@ -140,4 +187,42 @@ pub async fn delete(client: &Client, namespace: &str, name: &str) {
     let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
     let r = api.delete(name, &Default::default()).await;
     crate::budget::answered(&target, "lease", "delete", crate::budget::code(&r));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvip_core::WallTime;
+
+    #[test]
+    fn a_replacement_names_every_record_field_and_keeps_foreign_metadata() {
+        let release = LeaseRecord {
+            holder: None,
+            lease_duration_seconds: Some(1),
+            acquire_time: Some(WallTime(1_764_000_000_000_000)),
+            renew_time: Some(WallTime(1_764_000_000_000_000)),
+            lease_transitions: Some(3),
+        };
+        let patch = replacement("42", &release, None);
+        assert_eq!(
+            patch["metadata"],
+            serde_json::json!({ "resourceVersion": "42" })
+        );
+        let spec = patch["spec"].as_object().unwrap();
+        assert!(spec.contains_key("holderIdentity") && spec["holderIdentity"].is_null());
+        assert_eq!(spec["leaseTransitions"], 3);
+        assert_eq!(spec["renewTime"], "2025-11-24T16:00:00.000000Z");
+
+        let meta = LeaseMeta {
+            labels: BTreeMap::from([("kvip.io/instance".into(), "true".into())]),
+            annotations: BTreeMap::from([(MACS.into(), "02:00:00:00:00:01".into())]),
+        };
+        let patch = replacement("43", &release, Some(&meta));
+        let annotations = &patch["metadata"]["annotations"];
+        assert_eq!(annotations[MACS], "02:00:00:00:00:01");
+        assert!(annotations[kvip_core::placement::PLACEMENT_ANNOTATION].is_null());
+        assert_eq!(patch["metadata"]["labels"]["kvip.io/instance"], "true");
+    }
+
+    const MACS: &str = kvip_core::placement::MACS_ANNOTATION;
 }

@@ -16,6 +16,7 @@ mod membership;
 mod metrics;
 mod net;
 mod report;
+mod service_network;
 mod settings;
 mod translate;
 mod vips;

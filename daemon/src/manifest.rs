@@ -444,6 +444,7 @@ fn variable_of(problem: &ConfigProblem) -> &str {
         ConfigProblem::InvalidArpRate { .. } => "vip_arpRate",
         ConfigProblem::InvalidLogLevel { .. } => "vip_loglevel",
         ConfigProblem::InvalidLogFormat { .. } => "kvip_log_format",
+        ConfigProblem::InvalidProbeWait { .. } => "kvip_probe_ms",
         ConfigProblem::InvalidApiBudget { variable, .. } => variable,
         ConfigProblem::InvalidPrometheusServer { .. } => "prometheus_server",
         ConfigProblem::ControlPlaneWithoutAddress => "address",
@@ -701,6 +702,7 @@ fn cluster_role() -> ClusterRole {
                 &["endpointslices"],
                 &["get", "list", "watch"],
             ),
+            rule("networking.k8s.io", &["servicecidrs"], &["list"]),
             rule(
                 "coordination.k8s.io",
                 &["leases"],
@@ -1267,6 +1269,7 @@ mod tests {
             "endpointslices",
             &["get", "list", "watch"],
         );
+        grant("networking.k8s.io", "servicecidrs", &["list"]);
         let lease_verbs = [
             "get", "list", "watch", "create", "update", "patch", "delete",
         ];

@@ -7,6 +7,7 @@ use crate::translate;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::ServiceCIDR;
 use kube::api::{Api, ListParams};
 use kvip_core::candidacy::NodeInput;
 use kvip_core::config::parse_go_bool;
@@ -74,6 +75,14 @@ pub struct StatusArgs {
     /// kvip's lb_class_name: the loadBalancerClass that is kvip's.
     #[arg(long = "lb-class-name", default_value = "kube-vip.io/kube-vip-class")]
     pub lb_class_name: String,
+    /// The namespace kvip runs in: only instance Leases there count (as the
+    /// daemon has it). Inside kvip's pod, its own namespace.
+    #[arg(
+        long = "instance-namespace",
+        env = "POD_NAMESPACE",
+        default_value = "kube-system"
+    )]
+    pub instance_namespace: String,
 }
 
 /// Why the cluster could not be read; each says what to check.
@@ -142,6 +151,10 @@ pub struct Snapshot {
     pub node_addresses: BTreeMap<IpAddr, String>,
     /// Every Lease outside `kube-node-lease`.
     pub leases: BTreeMap<LeaseKey, LeaseFacts>,
+    /// The namespace kvip runs in: instance Leases elsewhere are not kvip's.
+    pub instance_namespace: String,
+    /// The ServiceCIDRs (empty when the API has none or may not be read).
+    pub service_cidrs: Vec<String>,
     /// When the snapshot was taken, by the wall clock.
     pub now: WallTime,
 }
@@ -333,7 +346,10 @@ pub fn live_holder(record: &LeaseRecord, now: WallTime) -> Option<&str> {
 
 fn instances(snapshot: &Snapshot) -> Vec<InstanceRow> {
     let mut rows = Vec::new();
-    for facts in snapshot.leases.values() {
+    for (key, facts) in &snapshot.leases {
+        if key.namespace != snapshot.instance_namespace {
+            continue;
+        }
         let Some(instance) = instance_of(&facts.labels) else {
             continue;
         };
@@ -440,13 +456,29 @@ pub fn build(snapshot: &Snapshot, class: &LbClassRule) -> Report {
             runs_service_instance: lb_nodes.contains(name.as_str()),
         })
         .collect();
-    let inputs: Vec<ServiceInput> = snapshot.services.iter().map(|s| s.input.clone()).collect();
+    let inputs: Vec<ServiceInput> = snapshot
+        .services
+        .iter()
+        .map(|s| {
+            let mut input = s.input.clone();
+            input.lease_labelled = lease_named_is_labelled(&input, |key| {
+                snapshot.leases.get(key).is_some_and(|f| {
+                    f.labels
+                        .get(kvip_core::service::MANAGED_BY_LABEL)
+                        .map(String::as_str)
+                        == Some(kvip_core::service::MANAGED_BY)
+                })
+            });
+            input
+        })
+        .collect();
     let mut assessment = assess(&inputs, snapshot.slices.iter().cloned(), &nodes, class);
     // As the daemon does before electing. (It also refuses a subnet's
     // network and broadcast addresses, but that needs the node's interfaces,
     // which the API does not show: such a Service stays `electing` here, and
     // its `VIPPending` Event says why.)
     assessment.refuse_node_addresses(&snapshot.node_addresses);
+    assessment.refuse_service_network(&snapshot.service_cidrs, &inputs);
     // Nodes that cannot place an address are no candidates, as the daemon has it.
     let problems: BTreeMap<String, BTreeMap<IpAddr, String>> = instances
         .iter()
@@ -721,6 +753,20 @@ pub fn table(report: &Report, wide: bool) -> String {
     out
 }
 
+/// Whether the Lease a Service's `kube-vip.io/leaseName` names carries
+/// kvip's label, by `labelled` (which looks the Lease up by key).
+pub fn lease_named_is_labelled(input: &ServiceInput, labelled: impl Fn(&LeaseKey) -> bool) -> bool {
+    input
+        .annotations
+        .get(kvip_core::service::LEASE_NAME_ANNOTATION)
+        .is_some_and(|name| {
+            labelled(&LeaseKey {
+                namespace: input.key.namespace.clone(),
+                name: name.clone(),
+            })
+        })
+}
+
 /// The JSON document of `kvip status -o json`.
 pub fn json(report: &Report) -> String {
     // Plain structs of strings, bools and vectors always serialise.
@@ -792,7 +838,10 @@ async fn client(
 }
 
 /// Reads the cluster once: Services, EndpointSlices, Nodes and Leases.
-pub async fn read(client: &kube::Client) -> Result<Snapshot, StatusError> {
+pub async fn read(
+    client: &kube::Client,
+    instance_namespace: &str,
+) -> Result<Snapshot, StatusError> {
     let plain = ListParams::default();
     let services = Api::<Service>::all(client.clone())
         .list(&plain)
@@ -832,13 +881,26 @@ pub async fn read(client: &kube::Client) -> Result<Snapshot, StatusError> {
         nodes: nodes.items.iter().map(translate::node_labels).collect(),
         node_addresses: crate::translate::node_addresses(&nodes.items),
         leases: leases.items.iter().filter_map(lease_facts).collect(),
+        instance_namespace: instance_namespace.to_string(),
+        // Optional: older clusters have no ServiceCIDRs (ClusterIPs still count).
+        service_cidrs: Api::<ServiceCIDR>::all(client.clone())
+            .list(&plain)
+            .await
+            .map(|l| {
+                l.items
+                    .iter()
+                    .filter_map(|c| c.spec.as_ref()?.cidrs.clone())
+                    .flatten()
+                    .collect()
+            })
+            .unwrap_or_default(),
         now: translate::wall_now(),
     })
 }
 
 async fn status(args: &StatusArgs) -> Result<u8, StatusError> {
     let (client, context_namespace) = client(args.kubeconfig.as_deref()).await?;
-    let snapshot = read(&client).await?;
+    let snapshot = read(&client, &args.instance_namespace).await?;
     let class = LbClassRule {
         class_only: args.lb_class_only,
         class_name: args.lb_class_name.clone(),
@@ -963,8 +1025,34 @@ mod tests {
                 "worker2".to_string(),
             )]),
             leases: [instance("cp1", 1)].into_iter().collect(),
+            instance_namespace: "kube-system".into(),
+            service_cidrs: vec!["10.96.0.0/12".into()],
             now: NOW,
         }
+    }
+
+    #[test]
+    fn an_instance_lease_outside_kvips_namespace_does_not_count() {
+        let mut snapshot = broken_layout();
+        let (key, facts) = instance("worker1", 1);
+        let forged = LeaseKey {
+            namespace: "tenant".into(),
+            ..key
+        };
+        snapshot.leases.insert(forged, facts);
+        let report = build(&snapshot, &LbClassRule::default());
+        assert!(
+            report
+                .instances
+                .iter()
+                .any(|i| i.node == "worker1" && !i.live),
+            "{:?}",
+            report.instances
+        );
+        assert_eq!(
+            report.services[0].reason.as_ref().map(|r| r.code.as_str()),
+            Some("EndpointsOnNodesWithoutKvip")
+        );
     }
 
     #[test]

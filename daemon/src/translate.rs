@@ -21,6 +21,11 @@ pub fn service_key(svc: &Service) -> ServiceKey {
 /// A Service as the core reads it.
 pub fn service_input(svc: &Service) -> ServiceInput {
     let spec = svc.spec.clone().unwrap_or_default();
+    let cluster_ips = spec
+        .cluster_ips
+        .clone()
+        .or_else(|| spec.cluster_ip.clone().map(|ip| vec![ip]))
+        .unwrap_or_default();
     ServiceInput {
         key: service_key(svc),
         type_: spec.type_.unwrap_or_else(|| "ClusterIP".into()),
@@ -46,7 +51,27 @@ pub fn service_input(svc: &Service) -> ServiceInput {
                 )
             })
             .collect(),
+        uid: svc.metadata.uid.clone().unwrap_or_default(),
+        // Without a creation time (never from the API server) a Service ranks last.
+        created: svc
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(i64::MAX, |t| t.0.as_second()),
+        ingress_ips: ingress(svc).filter_map(|i| i.ip.clone()).collect(),
+        cluster_ips,
+        lease_labelled: false,
     }
+}
+
+/// Whether `lease` carries kvip's label (`app.kubernetes.io/managed-by: kvip`).
+pub fn lease_labelled(lease: &Lease) -> bool {
+    lease
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(kvip_core::service::MANAGED_BY_LABEL))
+        .is_some_and(|v| v == kvip_core::service::MANAGED_BY)
 }
 
 /// The entries of a Service's `status.loadBalancer.ingress`.

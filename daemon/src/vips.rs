@@ -103,6 +103,9 @@ pub struct Vips {
     schedules: BTreeMap<InterfaceAddress, Schedule>,
     guard: ClaimGuard,
     arp_rate: Duration,
+    /// Addresses probed before their first take (or found in use), and the
+    /// interface each is probed on: claims for them are reported too.
+    probing: BTreeMap<IpAddr, String>,
 }
 
 impl Vips {
@@ -132,6 +135,7 @@ impl Vips {
             schedules: BTreeMap::new(),
             guard: ClaimGuard::default(),
             arp_rate,
+            probing: BTreeMap::new(),
         };
         vips.sync();
         vips
@@ -278,8 +282,12 @@ impl Vips {
     /// Opens a listener on every interface that holds one of our VIPs and
     /// has none, and says how many such interfaces have none working.
     fn listen_where_held(&mut self) {
-        let interfaces: BTreeSet<String> =
-            self.owned.iter().map(|ia| ia.interface.clone()).collect();
+        let interfaces: BTreeSet<String> = self
+            .owned
+            .iter()
+            .map(|ia| ia.interface.clone())
+            .chain(self.probing.values().cloned())
+            .collect();
         for name in &interfaces {
             if self.listeners.contains_key(name) {
                 continue;
@@ -319,9 +327,46 @@ impl Vips {
                 interface: conflict.interface.clone(),
                 address: conflict.claim.ip,
             });
-            if ours {
+            let probed = self.probing.get(&conflict.claim.ip) == Some(&conflict.interface);
+            if ours || probed {
                 return Some(conflict);
             }
+        }
+    }
+
+    /// Whether this role has `address` on an interface.
+    pub fn holds(&self, address: IpAddr) -> bool {
+        self.owned.iter().any(|ia| ia.address == address)
+    }
+
+    /// Sends one probe for `ia.address` on `ia.interface` (an ARP probe or
+    /// a duplicate address detection solicitation) and listens there for
+    /// answers; the claims heard come out of [`Vips::next_conflict`].
+    pub async fn probe(&mut self, ia: &InterfaceAddress) {
+        if self
+            .probing
+            .insert(ia.address, ia.interface.clone())
+            .as_ref()
+            != Some(&ia.interface)
+        {
+            self.listen_where_held();
+        }
+        let sent = match self.announcer(&ia.interface).await {
+            Ok(a) => a.probe(ia.address),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            self.announcers.remove(&ia.interface);
+            tracing::warn!(address = %ia.address, interface = %ia.interface, error = %e, "cannot probe the address");
+        }
+    }
+
+    /// Stops listening for addresses no longer probed or in use (`keep`).
+    pub fn keep_probing(&mut self, keep: impl Fn(IpAddr) -> bool) {
+        let before = self.probing.len();
+        self.probing.retain(|a, _| keep(*a));
+        if self.probing.len() != before {
+            self.listen_where_held();
         }
     }
 

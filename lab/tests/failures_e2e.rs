@@ -21,43 +21,6 @@ fn service(name: &str, namespace: &str, policy: &str, annotation: &str, selector
     lb_service(namespace, name, policy, Some(annotation), selector)
 }
 
-/// Probes targets every 100 ms in the background; a probe fails when no
-/// answer comes within `timeout` (TCP's own SYN retry included).
-struct Prober {
-    stop: Arc<AtomicBool>,
-    handle: std::thread::JoinHandle<(usize, Vec<String>)>,
-}
-
-impl Prober {
-    fn start(targets: &[&str], timeout: Duration) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let targets: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
-        let flag = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let started = Instant::now();
-            let (mut sent, mut failed) = (0, Vec::new());
-            while !flag.load(Ordering::Relaxed) {
-                for t in &targets {
-                    sent += 1;
-                    if kvip_lab::commands::probe(t, timeout).is_err() {
-                        failed.push(format!("{t} at {:.1} s", started.elapsed().as_secs_f64()));
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            (sent, failed)
-        });
-        Self { stop, handle }
-    }
-
-    fn finish(self) -> (usize, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle
-            .join()
-            .unwrap_or((0, vec!["the prober panicked".into()]))
-    }
-}
-
 /// A stretch of time with two or more nodes carrying one VIP.
 struct Stretch {
     vip: String,

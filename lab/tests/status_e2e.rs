@@ -11,7 +11,7 @@ use std::time::Duration;
 use support::*;
 
 const NS: &str = "status-e2e";
-/// Sorts after NS, so NS keeps a contested address (claims go in key order).
+/// Its Service claims an address after NS's: NS keeps it (the first claim wins).
 const NS_OTHER: &str = "status-e2e-other";
 const EXCLUDE: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
 
@@ -22,39 +22,6 @@ fn service(ns: &str, name: &str, policy: &str, vip: Option<&str>, selector: &str
 
 fn pod(name: &str, node: &str, app: &str) -> Result<(), String> {
     lab_pod(NS, name, node, app)
-}
-
-/// `kvip status -n ns name -o json`: (exit code, the Service's entry, the whole document).
-fn row(ns: &str, name: &str) -> Result<(i32, serde_json::Value, serde_json::Value), String> {
-    let (code, text) = kvip_status(&["-n", ns, name, "-o", "json"])?;
-    let doc: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("not JSON ({e}): {text}"))?;
-    let entry = doc["services"]
-        .as_array()
-        .and_then(|s| s.first())
-        .cloned()
-        .unwrap_or(serde_json::Value::Null);
-    Ok((code, entry, doc))
-}
-
-fn code_of(entry: &serde_json::Value) -> &str {
-    entry["reason"]["code"].as_str().unwrap_or_default()
-}
-
-/// Waits until `ns/name` is pending (or refused) with `code`; returns (exit code, entry).
-fn wait_reason(ns: &str, name: &str, code: &str) -> Result<(i32, serde_json::Value), String> {
-    let mut last = serde_json::Value::Null;
-    let found = wait_for(
-        &format!("{ns}/{name} to report {code}"),
-        Duration::from_secs(30),
-        Duration::from_millis(300),
-        || {
-            let (exit, entry, _) = row(ns, name).ok()?;
-            last = entry.clone();
-            (code_of(&entry) == code).then_some((exit, entry))
-        },
-    );
-    found.map_err(|e| format!("{e}; last seen {last}"))
 }
 
 /// Waits until `ns/name` is announced by `node`; returns the exit code.

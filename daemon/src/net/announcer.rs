@@ -6,7 +6,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use kvip_core::packet::{
-    gratuitous_arp_reply, gratuitous_arp_request, unsolicited_neighbor_advertisement,
+    arp_probe, dad_neighbor_solicitation, gratuitous_arp_reply, gratuitous_arp_request,
+    unsolicited_neighbor_advertisement,
 };
 use socket2::Socket;
 
@@ -76,8 +77,18 @@ impl Announcer {
         Ok(frames.len())
     }
 
+    /// Asks whether another host uses `ip`: an ARP probe from 0.0.0.0, or a
+    /// neighbour solicitation from `::`; neither teaches any cache anything.
+    pub fn probe(&self, ip: IpAddr) -> Result<(), NetError> {
+        let frame = match ip {
+            IpAddr::V4(v4) => arp_probe(self.mac, v4).to_vec(),
+            IpAddr::V6(v6) => dad_neighbor_solicitation(self.mac, v6),
+        };
+        self.send(ip, &frame)
+    }
+
     fn send(&self, ip: IpAddr, frame: &[u8]) -> Result<(), NetError> {
-        let action = || format!("send the announcement of {ip} on {}", self.interface);
+        let action = || format!("send a frame for {ip} on {}", self.interface);
         let (destination, ethertype) = frame_header(frame);
         let address = raw::link_address(self.ifindex, ethertype, destination)
             .map_err(|e| NetError::socket(action(), e))?;

@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Result of one scenario.
@@ -622,4 +624,74 @@ spec:
   ports: [{{ port: 80, targetPort: 8080 }}]
 "#
     )
+}
+
+/// `kvip status -n ns name -o json`: (exit code, the Service's entry, the whole document).
+pub fn row(ns: &str, name: &str) -> Result<(i32, serde_json::Value, serde_json::Value), String> {
+    let (code, text) = kvip_status(&["-n", ns, name, "-o", "json"])?;
+    let doc: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("not JSON ({e}): {text}"))?;
+    let entry = doc["services"]
+        .as_array()
+        .and_then(|s| s.first())
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    Ok((code, entry, doc))
+}
+
+pub fn code_of(entry: &serde_json::Value) -> &str {
+    entry["reason"]["code"].as_str().unwrap_or_default()
+}
+
+/// Waits until `ns/name` is pending (or refused) with `code`; returns (exit code, entry).
+pub fn wait_reason(ns: &str, name: &str, code: &str) -> Result<(i32, serde_json::Value), String> {
+    let mut last = serde_json::Value::Null;
+    let found = wait_for(
+        &format!("{ns}/{name} to report {code}"),
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+        || {
+            let (exit, entry, _) = row(ns, name).ok()?;
+            last = entry.clone();
+            (code_of(&entry) == code).then_some((exit, entry))
+        },
+    );
+    found.map_err(|e| format!("{e}; last seen {last}"))
+}
+
+/// Probes targets every 100 ms in the background; a probe fails when no
+/// answer comes within `timeout` (TCP's own SYN retry included).
+pub struct Prober {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<(usize, Vec<String>)>,
+}
+
+impl Prober {
+    pub fn start(targets: &[&str], timeout: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let targets: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let started = Instant::now();
+            let (mut sent, mut failed) = (0, Vec::new());
+            while !flag.load(Ordering::Relaxed) {
+                for t in &targets {
+                    sent += 1;
+                    if kvip_lab::commands::probe(t, timeout).is_err() {
+                        failed.push(format!("{t} at {:.1} s", started.elapsed().as_secs_f64()));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (sent, failed)
+        });
+        Self { stop, handle }
+    }
+
+    pub fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle
+            .join()
+            .unwrap_or((0, vec!["the prober panicked".into()]))
+    }
 }

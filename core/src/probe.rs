@@ -1,0 +1,302 @@
+//! Asking the network before kvip first takes an address. A Service author
+//! can write any address; if another host already uses it (the gateway,
+//! a server, a printer), announcing it would take that host's traffic and
+//! then defend the theft. So before an address is put on an interface for
+//! the first time — not on a failover, which must stay fast — the node
+//! sends probes (an ARP probe from 0.0.0.0, RFC 5227; a neighbour
+//! solicitation from `::`, RFC 4862 duplicate address detection) and
+//! listens. An answer from a MAC that is no kvip node's marks the address
+//! in use: the node publishes it, no node takes it, and the node probes it
+//! again every [`RECHECK_EVERY`] until the other host is gone.
+//!
+//! Pure: the daemon sends the frames, feeds what it hears and the clock.
+
+use crate::election::Mono;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// When probe frames go out, from the start of a probe: two, in case one is lost.
+pub const PROBE_SCHEDULE: [Duration; 2] = [Duration::ZERO, Duration::from_millis(100)];
+/// How long a probe listens by default (`kvip_probe_ms`); hosts on one
+/// link answer within milliseconds.
+pub const DEFAULT_WAIT: Duration = Duration::from_millis(300);
+/// How often an address found in use is probed again.
+pub const RECHECK_EVERY: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Probe {
+    /// Frames going out, answers awaited. `was`: the MAC it was in use by
+    /// (a recheck), which stands until this probe ends.
+    Running {
+        started: Mono,
+        sent: usize,
+        answer: Option<[u8; 6]>,
+        was: Option<[u8; 6]>,
+    },
+    /// Nobody answered, or the address was already served: free to take.
+    Clear,
+    /// Another host answered.
+    InUse { mac: [u8; 6], next_check: Mono },
+}
+
+/// What to do after a [`Prober::step`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProbeRound {
+    /// The wanted addresses that may be put on an interface now.
+    pub allowed: BTreeSet<IpAddr>,
+    /// Addresses to send a probe frame for now.
+    pub send: Vec<IpAddr>,
+    /// Step again within this long at the latest.
+    pub next: Option<Duration>,
+}
+
+/// Every address this node probes or found in use.
+#[derive(Debug, Clone)]
+pub struct Prober {
+    wait: Duration,
+    probes: BTreeMap<IpAddr, Probe>,
+}
+
+impl Prober {
+    /// Probes that listen `wait` each; zero turns probing off.
+    pub fn new(wait: Duration) -> Self {
+        Self {
+            wait,
+            probes: BTreeMap::new(),
+        }
+    }
+
+    /// One step at `now` for the addresses this node `wanted` to announce;
+    /// `settled` says which need no probe (already served, or already on
+    /// the interface). Also runs the rechecks of addresses in use.
+    pub fn step(
+        &mut self,
+        wanted: &BTreeSet<IpAddr>,
+        settled: impl Fn(IpAddr) -> bool,
+        now: Mono,
+    ) -> ProbeRound {
+        let mut round = ProbeRound::default();
+        if self.wait.is_zero() {
+            round.allowed.clone_from(wanted);
+            return round;
+        }
+        for address in wanted {
+            let start = match self.probes.get(address) {
+                None if settled(*address) => {
+                    self.probes.insert(*address, Probe::Clear);
+                    false
+                }
+                None => true,
+                Some(_) => false,
+            };
+            if start {
+                self.probes.insert(
+                    *address,
+                    Probe::Running {
+                        started: now,
+                        sent: 0,
+                        answer: None,
+                        was: None,
+                    },
+                );
+            }
+        }
+        let wait = self.wait;
+        for (address, probe) in &mut self.probes {
+            match probe {
+                Probe::InUse { mac, next_check } if now >= *next_check => {
+                    *probe = Probe::Running {
+                        started: now,
+                        sent: 0,
+                        answer: None,
+                        was: Some(*mac),
+                    };
+                }
+                _ => {}
+            }
+            if let Probe::Running {
+                started,
+                sent,
+                answer,
+                ..
+            } = probe
+            {
+                let elapsed = now.since(*started);
+                if elapsed >= wait {
+                    *probe = match answer {
+                        Some(mac) => Probe::InUse {
+                            mac: *mac,
+                            next_check: now.after(RECHECK_EVERY),
+                        },
+                        None => Probe::Clear,
+                    };
+                } else {
+                    while let Some(at) = PROBE_SCHEDULE.get(*sent)
+                        && *at <= elapsed
+                    {
+                        round.send.push(*address);
+                        *sent += 1;
+                    }
+                    let due = PROBE_SCHEDULE
+                        .get(*sent)
+                        .map_or(wait, |at| (*at).min(wait))
+                        .saturating_sub(elapsed);
+                    round.next = Some(round.next.map_or(due, |n| n.min(due)));
+                }
+            }
+            if let Probe::InUse { next_check, .. } = probe {
+                let due = next_check.since(now);
+                round.next = Some(round.next.map_or(due, |n| n.min(due)));
+            }
+        }
+        round.allowed = wanted
+            .iter()
+            .filter(|a| self.probes.get(a) == Some(&Probe::Clear))
+            .copied()
+            .collect();
+        round
+    }
+
+    /// Another host's frame claims `address` from `mac` (never one of this
+    /// node's or another kvip node's MACs: the caller leaves those out).
+    /// True when a probe was listening for it.
+    pub fn heard(&mut self, address: IpAddr, mac: [u8; 6]) -> bool {
+        match self.probes.get_mut(&address) {
+            Some(Probe::Running { answer, .. }) => {
+                answer.get_or_insert(mac);
+                true
+            }
+            Some(Probe::InUse { .. }) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether frames claiming `address` are wanted ([`Prober::heard`]).
+    pub fn listening(&self, address: IpAddr) -> bool {
+        matches!(
+            self.probes.get(&address),
+            Some(Probe::Running { .. } | Probe::InUse { .. })
+        )
+    }
+
+    /// The addresses being probed now.
+    pub fn running(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.probes
+            .iter()
+            .filter(|(_, p)| matches!(p, Probe::Running { .. }))
+            .map(|(a, _)| *a)
+    }
+
+    /// The addresses another host answered for, with its MAC; a recheck
+    /// under way leaves the address in use until it ends.
+    pub fn in_use(&self) -> BTreeMap<IpAddr, [u8; 6]> {
+        self.probes
+            .iter()
+            .filter_map(|(a, p)| match p {
+                Probe::InUse { mac, .. } => Some((*a, *mac)),
+                Probe::Running { was: Some(mac), .. } => Some((*a, *mac)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Forgets every address `keep` rejects (no Service asks for it any more).
+    pub fn retain(&mut self, keep: impl Fn(IpAddr) -> bool) {
+        self.probes.retain(|a, _| keep(*a));
+    }
+
+    /// Forgets what was learnt of `address` so its next take probes again
+    /// (it left the interface and nobody serves it).
+    pub fn forget(&mut self, address: IpAddr) {
+        if self.probes.get(&address) == Some(&Probe::Clear) {
+            self.probes.remove(&address);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+    const MAC: [u8; 6] = [2, 0, 0, 0, 0, 5];
+
+    fn at(ms: u64) -> Mono {
+        Mono(MS * u32::try_from(ms).unwrap())
+    }
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, last])
+    }
+
+    fn set(list: &[IpAddr]) -> BTreeSet<IpAddr> {
+        list.iter().copied().collect()
+    }
+
+    #[test]
+    fn a_new_address_is_probed_twice_and_taken_when_nobody_answers() {
+        let mut p = Prober::new(DEFAULT_WAIT);
+        let wanted = set(&[ip(1)]);
+        let r = p.step(&wanted, |_| false, at(0));
+        assert!(r.allowed.is_empty(), "not before the probe ends");
+        assert_eq!(r.send, vec![ip(1)]);
+        assert_eq!(r.next, Some(100 * MS));
+        let r = p.step(&wanted, |_| false, at(100));
+        assert_eq!(r.send, vec![ip(1)], "the second frame");
+        assert_eq!(r.next, Some(200 * MS));
+        let r = p.step(&wanted, |_| false, at(300));
+        assert_eq!(r.allowed, wanted);
+        assert!(r.send.is_empty() && r.next.is_none());
+        assert!(p.in_use().is_empty());
+    }
+
+    #[test]
+    fn a_served_address_is_taken_at_once() {
+        let mut p = Prober::new(DEFAULT_WAIT);
+        let r = p.step(&set(&[ip(1), ip(2)]), |a| a == ip(1), at(0));
+        assert_eq!(r.allowed, set(&[ip(1)]));
+        assert_eq!(r.send, vec![ip(2)]);
+    }
+
+    #[test]
+    fn an_answer_marks_the_address_in_use_until_a_recheck_finds_it_free() {
+        let mut p = Prober::new(DEFAULT_WAIT);
+        let wanted = set(&[ip(1)]);
+        p.step(&wanted, |_| false, at(0));
+        assert!(p.listening(ip(1)));
+        assert!(p.heard(ip(1), MAC));
+        assert!(!p.heard(ip(9), MAC), "nobody probes that one");
+        let r = p.step(&wanted, |_| false, at(300));
+        assert!(r.allowed.is_empty());
+        assert_eq!(p.in_use(), BTreeMap::from([(ip(1), MAC)]));
+        assert_eq!(r.next, Some(RECHECK_EVERY));
+        // Rechecked: still in use while the probe runs, and the host answers again.
+        let recheck = at(300).after(RECHECK_EVERY);
+        let r = p.step(&BTreeSet::new(), |_| false, recheck);
+        assert_eq!(r.send, vec![ip(1)]);
+        assert_eq!(p.in_use().len(), 1);
+        p.heard(ip(1), MAC);
+        p.step(&BTreeSet::new(), |_| false, recheck.after(DEFAULT_WAIT));
+        assert_eq!(p.in_use().len(), 1);
+        // The host is gone: the next recheck clears it.
+        let later = recheck.after(DEFAULT_WAIT + RECHECK_EVERY);
+        p.step(&BTreeSet::new(), |_| false, later);
+        let r = p.step(&wanted, |_| false, later.after(DEFAULT_WAIT));
+        assert!(p.in_use().is_empty());
+        assert_eq!(r.allowed, wanted);
+    }
+
+    #[test]
+    fn zero_wait_turns_probing_off_and_forgotten_addresses_go() {
+        let mut off = Prober::new(Duration::ZERO);
+        let wanted = set(&[ip(1)]);
+        assert_eq!(off.step(&wanted, |_| false, at(0)).allowed, wanted);
+        let mut p = Prober::new(DEFAULT_WAIT);
+        p.step(&wanted, |_| false, at(0));
+        p.heard(ip(1), MAC);
+        p.step(&wanted, |_| false, at(300));
+        p.retain(|_| false);
+        assert!(p.in_use().is_empty() && !p.listening(ip(1)));
+    }
+}
