@@ -74,22 +74,9 @@ fn setup() -> Outcome {
     Ok(())
 }
 
-/// A LoadBalancer Service in `ns` on `port` (→ 8080) with `vip`.
+/// A Cluster-policy LoadBalancer Service in `ns` on `port` (→ 8080) with `vip`.
 fn service_on_port(ns: &str, name: &str, vip: &str, port: u16) -> String {
-    format!(
-        r#"
-apiVersion: v1
-kind: Service
-metadata:
-  name: {name}
-  namespace: {ns}
-  annotations: {{ kube-vip.io/loadbalancerIPs: "{vip}" }}
-spec:
-  type: LoadBalancer
-  selector: {{ app: web }}
-  ports: [{{ name: p{port}, port: {port}, targetPort: 8080 }}]
-"#
-    )
+    lb_service_on_port(ns, name, "Cluster", Some(vip), "web", port)
 }
 
 /// No node carries `vip`, checked every 100 ms for `for_`.

@@ -309,7 +309,15 @@ fn a_lease_deleted_under_its_holder_never_leaves_two_holders() -> Outcome {
 
 fn services_sharing_an_address_are_announced_together() -> Outcome {
     apply(&service("share-a", "Local", "10.77.0.102", "share"))?;
-    apply(&service("share-b", "Cluster", "10.77.0.102", "share"))?;
+    // Sharing an address takes different ports (the same port would be a PortConflict).
+    apply(&lb_service_on_port(
+        NS,
+        "share-b",
+        "Cluster",
+        Some("10.77.0.102"),
+        "share",
+        81,
+    ))?;
     pod("share-1", "worker2", "share")?;
     probe_until(
         "10.77.0.102:80",

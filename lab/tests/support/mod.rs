@@ -533,6 +533,18 @@ pub fn kvip_events(namespace: &str, service: &str) -> Vec<(String, String, i64)>
 /// A LoadBalancer Service on port 80 → 8080 selecting `app: selector`;
 /// `vip` None leaves it without an address.
 pub fn lb_service(ns: &str, name: &str, policy: &str, vip: Option<&str>, selector: &str) -> String {
+    lb_service_on_port(ns, name, policy, vip, selector, 80)
+}
+
+/// [`lb_service`] on `port` (→ 8080).
+pub fn lb_service_on_port(
+    ns: &str,
+    name: &str,
+    policy: &str,
+    vip: Option<&str>,
+    selector: &str,
+    port: u16,
+) -> String {
     let annotations = vip
         .map(|v| format!("  annotations: {{ kube-vip.io/loadbalancerIPs: \"{v}\" }}\n"))
         .unwrap_or_default();
@@ -547,7 +559,7 @@ metadata:
   type: LoadBalancer
   externalTrafficPolicy: {policy}
   selector: {{ app: {selector} }}
-  ports: [{{ port: 80, targetPort: 8080 }}]
+  ports: [{{ port: {port}, targetPort: 8080 }}]
 "#
     )
 }
