@@ -1,6 +1,5 @@
-//! The metrics and health endpoint: `/metrics`, `/healthz` (the reconcile
-//! loop is turning and the kernel's interfaces are read) and `/readyz`
-//! (caches synced, interface changes followed, conflict listeners working).
+//! The metrics and health endpoint: `/metrics`, `/healthz` and `/readyz`
+//! (what they judge is [`crate::health`]'s).
 
 use crate::metrics;
 use http_body_util::Full;
@@ -39,11 +38,8 @@ pub async fn serve(
         };
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<hyper::body::Incoming>| async move {
-                let now_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                let stuck_ms = u64::try_from(stuck_after.as_millis()).unwrap_or(u64::MAX);
-                let netlink_age = crate::net::kernel::since_last_read(started)
-                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-                let health = metrics::health(now_ms, stuck_ms, netlink_age);
+                let netlink_age = crate::net::kernel::since_last_read(started);
+                let health = metrics::health(stuck_after, netlink_age);
                 let problem = format!("{}\n", health.problem);
                 let (code, body, kind) = match req.uri().path() {
                     "/metrics" => (

@@ -7,6 +7,7 @@ mod clock;
 mod cp;
 mod elections;
 mod events;
+mod health;
 mod http;
 mod ingress;
 mod lb;
@@ -302,7 +303,11 @@ async fn manager(settings: Vec<String>) -> anyhow::Result<()> {
     if config.svc_enable {
         let instance_namespace =
             std::env::var("POD_NAMESPACE").unwrap_or_else(|_| config.cp_namespace.clone());
-        let cache = cache::Cache::start(&client, config.svc_namespace.as_deref());
+        let cache = cache::Cache::start(
+            &client,
+            config.svc_namespace.as_deref(),
+            health::lease_heartbeat(config.lease_duration),
+        );
         tracing::info!("waiting for the caches to sync");
         cache
             .wait_synced()
@@ -329,7 +334,7 @@ async fn manager(settings: Vec<String>) -> anyhow::Result<()> {
         )?;
         roles.spawn(role.run(shutdown_rx.clone()));
     }
-    metrics::set_ready(true);
+    metrics::set_started();
     if roles.is_empty() {
         tracing::warn!("neither svc_enable nor cp_enable is true: nothing to do");
         let mut rx = shutdown_rx;
