@@ -256,10 +256,10 @@ async fn manager(settings: Vec<String>) -> anyhow::Result<()> {
     clock::start();
     budget::init(config.api_qps, config.api_burst);
     if !config.prometheus_server.is_empty() {
-        let addr = http::listen_address(&config.prometheus_server).map_err(anyhow::Error::msg)?;
+        let listen = http::Listen::parse(&config.prometheus_server).map_err(anyhow::Error::msg)?;
         let stuck_after = (config.lease_duration * 2).max(Duration::from_secs(10));
         tokio::spawn(async move {
-            if let Err(e) = http::serve(addr, started, stuck_after).await {
+            if let Err(e) = http::serve(listen, started, stuck_after).await {
                 tracing::error!(error = %e, "metrics endpoint stopped");
             }
         });

@@ -96,6 +96,12 @@ pub struct Metrics {
     pub defences: Family<StateLabels, Counter>,
     /// VIPs found missing from the kernel (removed by someone else) and put back.
     pub addresses_restored: Counter,
+    /// Connections to the metrics endpoint open now.
+    pub http_connections: Gauge,
+    /// Connections to the metrics endpoint closed by kvip, by reason.
+    pub http_closed: Family<ReasonLabels, Counter>,
+    /// Failed accepts on the metrics endpoint (out of file descriptors, ...).
+    pub http_accept_errors: Counter,
 }
 
 /// Labels carrying a state or outcome.
@@ -141,6 +147,9 @@ pub fn get() -> &'static Metrics {
             claims_dropped: Counter::default(),
             defences: Family::default(),
             addresses_restored: Counter::default(),
+            http_connections: Gauge::default(),
+            http_closed: Family::default(),
+            http_accept_errors: Counter::default(),
         };
         m.lease_stretch.set(1);
         registry.register(
@@ -234,6 +243,21 @@ pub fn get() -> &'static Metrics {
             "VIPs found missing from the kernel (removed by someone else, or by a link flap) and put back",
             m.addresses_restored.clone(),
         );
+        registry.register(
+            "kvip_http_connections",
+            "Connections to the metrics and health endpoint open now",
+            m.http_connections.clone(),
+        );
+        registry.register(
+            "kvip_http_connections_closed",
+            "Connections to the metrics and health endpoint kvip closed: refused (every slot busy answering), evicted (the oldest idle one, to make room), header_timeout, lifetime",
+            m.http_closed.clone(),
+        );
+        registry.register(
+            "kvip_http_accept_errors",
+            "Failed accepts on the metrics and health endpoint (such as out of file descriptors); kvip waits 10 ms doubling to 1 s between them",
+            m.http_accept_errors.clone(),
+        );
         let build: Family<BuildLabels, Gauge> = Family::default();
         build
             .get_or_create(&BuildLabels {
@@ -301,6 +325,14 @@ pub fn render() -> String {
         out.clear();
     }
     out
+}
+
+/// Counts a connection to the metrics endpoint kvip closed, for `why`.
+pub fn http_closed(why: &str) {
+    get()
+        .http_closed
+        .get_or_create(&ReasonLabels { reason: why.into() })
+        .inc();
 }
 
 /// The roles have started (the load-balancer role's caches synced once).
