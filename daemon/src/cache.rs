@@ -3,9 +3,11 @@
 //! change a decision. Never one watch per Service: the API cost stays flat as
 //! Services grow. A Lease renewal of a term still running wakes nobody: the
 //! watch only records when it arrived, which is all an election needs.
-//! Every watch reports what it delivered to readiness ([`crate::health`]).
+//! Objects are trimmed ([`crate::trim`]) before they are stored, and every
+//! watch reports what it delivered to readiness ([`crate::health`]).
 
 use crate::metrics;
+use crate::trim::Trim;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -168,7 +170,7 @@ impl kube::runtime::utils::Backoff for QuickBackoff {
 }
 
 /// Watches `api` as `name` (the word readiness and logs use for it) into a
-/// store.
+/// store of trimmed objects.
 fn watch<K>(
     name: &'static str,
     api: Api<K>,
@@ -176,12 +178,12 @@ fn watch<K>(
     changed: Arc<Notify>,
 ) -> Store<K>
 where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Resource + Trim + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone,
 {
     let (reader, writer) = reflector::store();
-    let stream =
-        reflector::reflector(writer, watcher(api, config)).backoff(QuickBackoff::default());
+    let trimmed = watcher(api, config).modify(K::trim);
+    let stream = reflector::reflector(writer, trimmed).backoff(QuickBackoff::default());
     metrics::watch_started(name, None);
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
@@ -215,8 +217,8 @@ impl LeaseWatch {
     ) -> LeaseWatch {
         let (reader, writer) = reflector::store();
         let terms = Arc::new(Mutex::new(Terms::default()));
-        let stream =
-            reflector::reflector(writer, watcher(api, config)).backoff(QuickBackoff::default());
+        let trimmed = watcher(api, config).modify(Lease::trim);
+        let stream = reflector::reflector(writer, trimmed).backoff(QuickBackoff::default());
         let record = terms.clone();
         metrics::watch_started(name, heartbeat);
         tokio::spawn(async move {

@@ -19,6 +19,7 @@ mod net;
 mod report;
 mod settings;
 mod translate;
+mod trim;
 mod vips;
 
 use anyhow::Context;
