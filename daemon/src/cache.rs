@@ -281,6 +281,8 @@ impl LeaseWatch {
                             .filter(|k| !listed.contains(*k))
                             .cloned()
                             .collect();
+                        t.deleted
+                            .retain(|_, (_, at)| now.duration_since(*at) < TOMBSTONE_KEPT);
                         for key in gone {
                             t.arrived.remove(&key);
                             t.deleted.insert(key, (UNSEEN_DELETE.to_string(), now));
