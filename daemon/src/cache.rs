@@ -3,7 +3,11 @@
 //! change a decision. Never one watch per Service: the API cost stays flat as
 //! Services grow. A Lease renewal of a term still running wakes nobody: the
 //! watch only records when it arrived, which is all an election needs.
+//! Objects are trimmed ([`crate::trim`]) before they are stored, and every
+//! watch reports what it delivered to readiness ([`crate::health`]).
 
+use crate::metrics;
+use crate::trim::Trim;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -165,20 +169,34 @@ impl kube::runtime::utils::Backoff for QuickBackoff {
     }
 }
 
-fn watch<K>(api: Api<K>, config: watcher::Config, changed: Arc<Notify>) -> Store<K>
+/// Watches `api` as `name` (the word readiness and logs use for it) into a
+/// store of trimmed objects.
+fn watch<K>(
+    name: &'static str,
+    api: Api<K>,
+    config: watcher::Config,
+    changed: Arc<Notify>,
+) -> Store<K>
 where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Resource + Trim + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone,
 {
     let (reader, writer) = reflector::store();
-    let stream =
-        reflector::reflector(writer, watcher(api, config)).backoff(QuickBackoff::default());
+    let trimmed = watcher(api, config).modify(K::trim);
+    let stream = reflector::reflector(writer, trimmed).backoff(QuickBackoff::default());
+    metrics::watch_started(name, None);
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             match event {
-                Ok(_) => changed.notify_one(),
-                Err(e) => tracing::warn!(error = %e, "watch failed; retrying with backoff"),
+                Ok(_) => {
+                    metrics::watch_delivered(name);
+                    changed.notify_one();
+                }
+                Err(e) => {
+                    metrics::watch_failed(name);
+                    tracing::warn!(watch = name, error = %e, "watch failed; retrying with backoff");
+                }
             }
         }
     });
@@ -186,18 +204,31 @@ where
 }
 
 impl LeaseWatch {
-    /// Starts watching the Leases `api` and `config` select; wakes `changed`
-    /// only for changes that matter (not another holder's renewal).
-    pub fn start(api: Api<Lease>, config: watcher::Config, changed: Arc<Notify>) -> LeaseWatch {
+    /// Starts watching the Leases `api` and `config` select, as `name` for
+    /// readiness and logs; wakes `changed` only for changes that matter (not
+    /// another holder's renewal). With a `heartbeat`, readiness fails when
+    /// the watch delivers nothing for that long.
+    pub fn start(
+        name: &'static str,
+        api: Api<Lease>,
+        config: watcher::Config,
+        heartbeat: Option<Duration>,
+        changed: Arc<Notify>,
+    ) -> LeaseWatch {
         let (reader, writer) = reflector::store();
         let terms = Arc::new(Mutex::new(Terms::default()));
-        let stream =
-            reflector::reflector(writer, watcher(api, config)).backoff(QuickBackoff::default());
+        let trimmed = watcher(api, config).modify(Lease::trim);
+        let stream = reflector::reflector(writer, trimmed).backoff(QuickBackoff::default());
         let record = terms.clone();
+        metrics::watch_started(name, heartbeat);
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             while let Some(event) = stream.next().await {
                 let now = Instant::now();
+                match &event {
+                    Ok(_) => metrics::watch_delivered(name),
+                    Err(_) => metrics::watch_failed(name),
+                }
                 let mut t = record.lock().unwrap_or_else(|e| e.into_inner());
                 // A watch that failed could not see renewals: every other
                 // holder's term restarts when it sees again — at the first object
@@ -250,6 +281,8 @@ impl LeaseWatch {
                             .filter(|k| !listed.contains(*k))
                             .cloned()
                             .collect();
+                        t.deleted
+                            .retain(|_, (_, at)| now.duration_since(*at) < TOMBSTONE_KEPT);
                         for key in gone {
                             t.arrived.remove(&key);
                             t.deleted.insert(key, (UNSEEN_DELETE.to_string(), now));
@@ -258,7 +291,7 @@ impl LeaseWatch {
                     }
                     Err(e) => {
                         if !t.blind {
-                            tracing::warn!(error = %e, "Lease watch failed; retrying with backoff");
+                            tracing::warn!(watch = name, error = %e, "Lease watch failed; retrying with backoff");
                         }
                         t.blind = true;
                         t.blind_until = Some(now);
@@ -279,8 +312,13 @@ impl LeaseWatch {
 }
 
 impl Cache {
-    /// Starts the four watches.
-    pub fn start(client: &Client, service_namespace: Option<&str>) -> Self {
+    /// Starts the four watches; `lease_heartbeat` is how long the Lease
+    /// watch, which carries every instance's renewals, may stay silent.
+    pub fn start(
+        client: &Client,
+        service_namespace: Option<&str>,
+        lease_heartbeat: Duration,
+    ) -> Self {
         let changed = Arc::new(Notify::new());
         let (services, slices): (Api<Service>, Api<EndpointSlice>) = match service_namespace {
             Some(ns) => (
@@ -291,14 +329,16 @@ impl Cache {
         };
         let plain = watcher::Config::default;
         let leases = LeaseWatch::start(
+            "Lease",
             Api::all(client.clone()),
             plain().fields("metadata.namespace!=kube-node-lease"),
+            Some(lease_heartbeat),
             changed.clone(),
         );
         Self {
-            services: watch(services, plain(), changed.clone()),
-            slices: watch(slices, plain(), changed.clone()),
-            nodes: watch(Api::all(client.clone()), plain(), changed.clone()),
+            services: watch("Service", services, plain(), changed.clone()),
+            slices: watch("EndpointSlice", slices, plain(), changed.clone()),
+            nodes: watch("Node", Api::all(client.clone()), plain(), changed.clone()),
             leases,
             changed,
         }

@@ -101,7 +101,13 @@ impl ControlPlane {
         let api: Api<Lease> = Api::namespaced(client.clone(), &lease.namespace);
         let watch_config =
             watcher::Config::default().fields(&format!("metadata.name={}", lease.name));
-        let leases = LeaseWatch::start(api, watch_config, changed.clone());
+        let leases = LeaseWatch::start(
+            "control-plane Lease",
+            api,
+            watch_config,
+            None,
+            changed.clone(),
+        );
         let healthy = Arc::new(AtomicBool::new(true));
         tokio::spawn(check_health(
             client.clone(),
@@ -164,7 +170,7 @@ impl ControlPlane {
                 self.voter.finish(&done, self.now());
             }
             let next = self.pass(false).await;
-            metrics::beat(u64::try_from(self.now().0.as_millis()).unwrap_or(u64::MAX));
+            metrics::beat("cp", self.now());
             tokio::select! {
                 _ = self.changed.notified() => {}
                 Some(done) = self.voter.next_done() => {

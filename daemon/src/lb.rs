@@ -239,7 +239,7 @@ impl LbRole {
             }
             if pass_due || tokio::time::Instant::now() >= deadline {
                 let next = self.pass(false).await;
-                metrics::beat(u64::try_from(self.now().0.as_millis()).unwrap_or(u64::MAX));
+                metrics::beat("lb", self.now());
                 deadline = tokio::time::Instant::now() + next.min(Duration::from_secs(1));
                 pass_due = false;
             }

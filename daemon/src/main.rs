@@ -7,6 +7,7 @@ mod clock;
 mod cp;
 mod elections;
 mod events;
+mod health;
 mod http;
 mod ingress;
 mod lb;
@@ -19,6 +20,7 @@ mod report;
 mod service_network;
 mod settings;
 mod translate;
+mod trim;
 mod vips;
 
 use anyhow::Context;
@@ -256,10 +258,10 @@ async fn manager(settings: Vec<String>) -> anyhow::Result<()> {
     clock::start();
     budget::init(config.api_qps, config.api_burst);
     if !config.prometheus_server.is_empty() {
-        let addr = http::listen_address(&config.prometheus_server).map_err(anyhow::Error::msg)?;
+        let listen = http::Listen::parse(&config.prometheus_server).map_err(anyhow::Error::msg)?;
         let stuck_after = (config.lease_duration * 2).max(Duration::from_secs(10));
         tokio::spawn(async move {
-            if let Err(e) = http::serve(addr, started, stuck_after).await {
+            if let Err(e) = http::serve(listen, started, stuck_after).await {
                 tracing::error!(error = %e, "metrics endpoint stopped");
             }
         });
@@ -303,7 +305,11 @@ async fn manager(settings: Vec<String>) -> anyhow::Result<()> {
     if config.svc_enable {
         let instance_namespace =
             std::env::var("POD_NAMESPACE").unwrap_or_else(|_| config.cp_namespace.clone());
-        let cache = cache::Cache::start(&client, config.svc_namespace.as_deref());
+        let cache = cache::Cache::start(
+            &client,
+            config.svc_namespace.as_deref(),
+            health::lease_heartbeat(config.lease_duration),
+        );
         tracing::info!("waiting for the caches to sync");
         cache
             .wait_synced()
@@ -330,7 +336,7 @@ async fn manager(settings: Vec<String>) -> anyhow::Result<()> {
         )?;
         roles.spawn(role.run(shutdown_rx.clone()));
     }
-    metrics::set_ready(true);
+    metrics::set_started();
     if roles.is_empty() {
         tracing::warn!("neither svc_enable nor cp_enable is true: nothing to do");
         let mut rx = shutdown_rx;

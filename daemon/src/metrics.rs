@@ -1,15 +1,20 @@
 //! Prometheus metrics (prefix `kvip_`, plus kube-vip's names where the
-//! meaning matches) and the HTTP endpoint serving them with `/healthz` and
-//! `/readyz`.
+//! meaning matches), and the signals `/healthz` and `/readyz` are judged by
+//! ([`crate::health`]): the loops' beats, the start, the conflict
+//! listeners and what each API watch delivered.
 
+use crate::health::{self, Health};
+use kvip_core::Mono;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::sync::OnceLock;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 /// Labels of an API request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -91,6 +96,12 @@ pub struct Metrics {
     pub defences: Family<StateLabels, Counter>,
     /// VIPs found missing from the kernel (removed by someone else) and put back.
     pub addresses_restored: Counter,
+    /// Connections to the metrics endpoint open now.
+    pub http_connections: Gauge,
+    /// Connections to the metrics endpoint closed by kvip, by reason.
+    pub http_closed: Family<ReasonLabels, Counter>,
+    /// Failed accepts on the metrics endpoint (out of file descriptors, ...).
+    pub http_accept_errors: Counter,
 }
 
 /// Labels carrying a state or outcome.
@@ -108,10 +119,6 @@ pub struct ResourceLabels {
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
-static READY: AtomicBool = AtomicBool::new(false);
-static LOOP_BEAT: AtomicU64 = AtomicU64::new(0);
-/// Interfaces without a working listener: the lb role's, then the cp role's.
-static LISTENERS_DOWN: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 
 /// The process-wide metrics.
 pub fn get() -> &'static Metrics {
@@ -140,6 +147,9 @@ pub fn get() -> &'static Metrics {
             claims_dropped: Counter::default(),
             defences: Family::default(),
             addresses_restored: Counter::default(),
+            http_connections: Gauge::default(),
+            http_closed: Family::default(),
+            http_accept_errors: Counter::default(),
         };
         m.lease_stretch.set(1);
         registry.register(
@@ -233,6 +243,21 @@ pub fn get() -> &'static Metrics {
             "VIPs found missing from the kernel (removed by someone else, or by a link flap) and put back",
             m.addresses_restored.clone(),
         );
+        registry.register(
+            "kvip_http_connections",
+            "Connections to the metrics and health endpoint open now",
+            m.http_connections.clone(),
+        );
+        registry.register(
+            "kvip_http_connections_closed",
+            "Connections to the metrics and health endpoint kvip closed: refused (every slot busy answering), evicted (the oldest idle one, to make room), header_timeout, lifetime",
+            m.http_closed.clone(),
+        );
+        registry.register(
+            "kvip_http_accept_errors",
+            "Failed accepts on the metrics and health endpoint (such as out of file descriptors); kvip waits 10 ms doubling to 1 s between them",
+            m.http_accept_errors.clone(),
+        );
         let build: Family<BuildLabels, Gauge> = Family::default();
         build
             .get_or_create(&BuildLabels {
@@ -302,70 +327,111 @@ pub fn render() -> String {
     out
 }
 
-/// Marks the caches synced and the interface usable.
-pub fn set_ready(ready: bool) {
-    READY.store(ready, Ordering::Relaxed);
+/// Counts a connection to the metrics endpoint kvip closed, for `why`.
+pub fn http_closed(why: &str) {
+    get()
+        .http_closed
+        .get_or_create(&ReasonLabels { reason: why.into() })
+        .inc();
 }
 
-/// Called by the reconcile loop on every pass (and at least every second).
-pub fn beat(now_ms: u64) {
-    LOOP_BEAT.store(now_ms, Ordering::Relaxed);
+/// The roles have started (the load-balancer role's caches synced once).
+static STARTED: AtomicBool = AtomicBool::new(false);
+/// Each role's last pass, in milliseconds on [`crate::clock`] plus one (0: none yet):
+/// the lb role's, then the cp role's.
+static LOOP_BEAT: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+/// Interfaces without a working listener: the lb role's, then the cp role's.
+static LISTENERS_DOWN: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+/// The API watches by name: what each delivered, and its heartbeat.
+static WATCHES: Mutex<BTreeMap<&'static str, (health::WatchSeen, Option<Duration>)>> =
+    Mutex::new(BTreeMap::new());
+
+/// The two roles' slots: 0 for `lb`, 1 for `cp`.
+fn slot(role: &str) -> usize {
+    usize::from(role == "cp")
+}
+
+/// Marks the roles started: readiness is judged from now on.
+pub fn set_started() {
+    STARTED.store(true, Ordering::Relaxed);
+}
+
+/// Called by `role`'s reconcile loop on every pass (and at least every second).
+pub fn beat(role: &str, now: Mono) {
+    let ms = u64::try_from(now.0.as_millis()).unwrap_or(u64::MAX - 1);
+    LOOP_BEAT[slot(role)].store(ms + 1, Ordering::Relaxed);
 }
 
 /// How many interfaces holding `role`'s VIPs have no working conflict listener.
 pub fn set_listeners_down(role: &str, down: usize) {
-    let slot = usize::from(role == "cp");
     let down = u64::try_from(down).unwrap_or(u64::MAX);
-    LISTENERS_DOWN[slot].store(down, Ordering::Relaxed);
+    LISTENERS_DOWN[slot(role)].store(down, Ordering::Relaxed);
     get()
         .listeners_down
         .get_or_create(&RoleLabels { role: role.into() })
         .set(i64::try_from(down).unwrap_or(i64::MAX));
 }
 
-/// What the health endpoints judge by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Health {
-    /// The reconcile loop turns and the kernel's state is read.
-    pub alive: bool,
-    /// Caches synced, the kernel followed, every conflict listener working.
-    pub ready: bool,
-    /// Why not, when not.
-    pub problem: &'static str,
+fn watches()
+-> std::sync::MutexGuard<'static, BTreeMap<&'static str, (health::WatchSeen, Option<Duration>)>> {
+    // Nothing in the map can be left half-changed by a panic elsewhere.
+    WATCHES.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Health at `now_ms`: the loop must have beaten within `stuck_after_ms`,
-/// and the kernel's state been read (`netlink_age_ms`) within that plus
-/// the kernel's refresh period.
-pub fn health(now_ms: u64, stuck_after_ms: u64, netlink_age_ms: Option<u64>) -> Health {
-    let beat = LOOP_BEAT.load(Ordering::Relaxed);
-    let looping = beat == 0 || now_ms.saturating_sub(beat) < stuck_after_ms;
-    // A quiet node reads the kernel every 10 s; a reading may be running.
-    let refresh_ms = u64::try_from(crate::net::kernel::REFRESH.as_millis()).unwrap_or(u64::MAX);
-    let reading = netlink_age_ms.is_none_or(|age| age < stuck_after_ms.saturating_add(refresh_ms));
-    let netlink_up = get().netlink_up.get() == 1 || netlink_age_ms.is_none();
-    let listening = LISTENERS_DOWN
-        .iter()
-        .all(|d| d.load(Ordering::Relaxed) == 0);
-    let synced = READY.load(Ordering::Relaxed);
-    let problem = if !looping {
-        "the reconcile loop is stuck"
-    } else if !reading {
-        "the kernel's interfaces cannot be read (netlink)"
-    } else if !synced {
-        "caches not synced yet"
-    } else if !netlink_up {
-        "netlink fails: interface changes are not followed"
-    } else if !listening {
-        "a conflict listener is down on an interface holding VIPs"
-    } else {
-        ""
+/// Registers the API watch `name`; with a `heartbeat`, readiness fails when
+/// it delivers nothing for that long.
+pub fn watch_started(name: &'static str, heartbeat: Option<Duration>) {
+    watches().entry(name).or_default().1 = heartbeat;
+}
+
+/// The API watch `name` delivered something (an object, a delete, a relist).
+pub fn watch_delivered(name: &'static str) {
+    watches()
+        .entry(name)
+        .or_default()
+        .0
+        .delivered(crate::clock::now());
+}
+
+/// The API watch `name` failed.
+pub fn watch_failed(name: &'static str) {
+    watches()
+        .entry(name)
+        .or_default()
+        .0
+        .failed(crate::clock::now());
+}
+
+/// Health now: a role loop that has not passed for `stuck_after` is stuck;
+/// `netlink_age` says how long ago the kernel's state was last read.
+pub fn health(stuck_after: Duration, netlink_age: Option<Duration>) -> Health {
+    let beat = |role: &'static str| {
+        let ms = LOOP_BEAT[slot(role)].load(Ordering::Relaxed);
+        (role, (ms > 0).then(|| Mono(Duration::from_millis(ms - 1))))
     };
-    Health {
-        alive: looping && reading,
-        ready: problem.is_empty(),
-        problem,
-    }
+    let signals = health::Signals {
+        beats: vec![beat("lb"), beat("cp")],
+        netlink_age,
+        netlink_up: get().netlink_up.get() == 1,
+        started: STARTED.load(Ordering::Relaxed),
+        listeners_down: LISTENERS_DOWN
+            .iter()
+            .map(|d| d.load(Ordering::Relaxed))
+            .fold(0, u64::saturating_add),
+        watches: watches()
+            .iter()
+            .map(|(name, (seen, heartbeat))| health::Watch {
+                name,
+                seen: *seen,
+                heartbeat: *heartbeat,
+            })
+            .collect(),
+    };
+    let limits = health::Limits {
+        stuck_after,
+        kernel_refresh: crate::net::kernel::REFRESH,
+    };
+    health::judge(&signals, crate::clock::now(), &limits)
 }
 
 #[cfg(test)]

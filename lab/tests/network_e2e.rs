@@ -3,7 +3,9 @@
 //! interface recreated or given a new MAC is announced again, addresses
 //! kvip did not add (an IPVS `kube-ipvs0`, the control-plane VIP) are never
 //! taken or removed, forged claims get a bounded answer and never take a
-//! VIP down, and a node that cannot place an address never wins it.
+//! VIP down, and a node that cannot place an address never wins it. The
+//! metrics endpoint answers over both families and cannot be starved by
+//! slow or silent clients.
 //!
 //! One kvip process per node runs both roles (`--role all`), as kube-vip's
 //! own manifests do. cp1 carries the control-plane VIP; Service VIPs stay
@@ -519,6 +521,198 @@ fn health_reports_the_network_side() -> Outcome {
     Ok(())
 }
 
+/// Slow clients opened against one node's metrics endpoint.
+const SLOW_CLIENTS: usize = 200;
+/// kvip's header read timeout (`HEADER_READ_TIMEOUT` in daemon/src/http.rs).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How much later than the header timeout a slow client may be closed.
+const CLOSE_MARGIN: Duration = Duration::from_secs(2);
+
+/// One connection that sends nothing, or a request head a byte a second.
+struct SlowClient {
+    stream: std::net::TcpStream,
+    opened: Instant,
+    dribbles: bool,
+    sent: usize,
+    closed: Option<Instant>,
+}
+
+impl SlowClient {
+    /// Whether the server has closed it (checked without blocking).
+    fn check(&mut self) {
+        use std::io::Read;
+        if self.closed.is_some() {
+            return;
+        }
+        let mut buf = [0u8; 256];
+        match self.stream.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            // End of stream, a reset, or (never, for a partial head) an answer.
+            _ => self.closed = Some(Instant::now()),
+        }
+    }
+
+    /// Sends the next byte of a request head that never ends.
+    fn dribble(&mut self) {
+        use std::io::Write;
+        const HEAD: &[u8] =
+            b"GET /metrics HTTP/1.1\r\nHost: slow\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaa";
+        if !self.dribbles || self.closed.is_some() {
+            return;
+        }
+        let byte = HEAD[self.sent % HEAD.len()];
+        if self.stream.write_all(&[byte]).is_err() {
+            self.closed = Some(Instant::now());
+        }
+        self.sent += 1;
+    }
+}
+
+/// `kvip_http_connections_closed_total{reason}` on the endpoint at `addr`.
+fn closed_by(addr: &str, reason: &str) -> Result<u64, String> {
+    let samples = parse_metrics(&http_get(addr, "/metrics")?)?;
+    let name = format!("kvip_http_connections_closed_total{{reason=\"{reason}\"}} ");
+    Ok(samples
+        .iter()
+        .find_map(|s| s.strip_prefix(&name)?.parse::<f64>().ok())
+        .map_or(0, |v| v as u64))
+}
+
+/// GETs `path` at `addr` from the client; fails unless it answers within 1 s.
+fn answers_in_a_second(addr: &str, path: &str) -> Result<Duration, String> {
+    let asked = Instant::now();
+    let body = http_get(addr, path).map_err(|e| format!("GET {path} at {addr}: {e}"))?;
+    let took = asked.elapsed();
+    ensure!(
+        took < Duration::from_secs(1),
+        "GET {path} at {addr} took {} ms",
+        took.as_millis()
+    );
+    ensure!(
+        path != "/metrics" || body.contains("kvip_build_info"),
+        "GET /metrics at {addr}: not the exposition: {body}"
+    );
+    Ok(took)
+}
+
+fn a_slow_client_cannot_exhaust_the_metrics_listener() -> Outcome {
+    // worker1's endpoint, reached on both of its addresses (`:2112` is dual-stack).
+    let (v4, v6) = ("10.77.0.12:2112", "[fd00:77::12]:2112");
+    let evicted_before = closed_by(v4, "evicted")?;
+    let timed_out_before = closed_by(v4, "header_timeout")?;
+    let target: std::net::SocketAddr = v4.parse().map_err(|e| format!("{v4}: {e}"))?;
+    // All from the client namespace, as a host on the node's network would.
+    let opened = kvip_lab::netns::in_netns("kvl-client", move || {
+        (0..SLOW_CLIENTS)
+            .map(|i| {
+                let stream = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(2))?;
+                stream.set_nonblocking(true)?;
+                Ok(SlowClient {
+                    stream,
+                    opened: Instant::now(),
+                    dribbles: i % 2 == 1,
+                    sent: 0,
+                    closed: None,
+                })
+            })
+            .collect::<std::io::Result<Vec<_>>>()
+    })
+    .map_err(|e| format!("{e:#}"))?;
+    let mut clients = opened.map_err(|e| format!("opening {SLOW_CLIENTS} connections: {e}"))?;
+    let first_opened = clients.first().map_or_else(Instant::now, |c| c.opened);
+    for c in &mut clients {
+        c.dribble();
+        c.check();
+    }
+    let open = clients.iter().filter(|c| c.closed.is_none()).count();
+    ensure!(
+        open > 0,
+        "every slow connection was closed at once: the test shows nothing"
+    );
+    ensure!(
+        first_opened.elapsed() < HEADER_TIMEOUT - Duration::from_secs(2),
+        "opening the connections took {} ms: too slow to test the endpoint while they are open",
+        first_opened.elapsed().as_millis()
+    );
+    // While they are open: scrapes and probes answer within a second, on
+    // both families.
+    let mut slowest = Duration::ZERO;
+    for addr in [v4, v6] {
+        slowest = slowest.max(answers_in_a_second(addr, "/metrics")?);
+    }
+    slowest = slowest.max(answers_in_a_second(v4, "/healthz")?);
+    println!(
+        "    {open} of {SLOW_CLIENTS} slow connections open; /metrics (IPv4, IPv6) and /healthz answered, slowest after {} ms",
+        slowest.as_millis()
+    );
+    // Every slow connection is closed by the server within the header
+    // timeout plus the margin, dribbling or not.
+    let bound = HEADER_TIMEOUT + CLOSE_MARGIN;
+    let mut last_byte = Instant::now();
+    while clients.iter().any(|c| c.closed.is_none())
+        && first_opened.elapsed() < bound + Duration::from_secs(1)
+    {
+        if last_byte.elapsed() >= Duration::from_secs(1) {
+            last_byte = Instant::now();
+            for c in &mut clients {
+                c.dribble();
+            }
+        }
+        for c in &mut clients {
+            c.check();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let late: Vec<String> = clients
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| {
+            c.closed
+                .is_none_or(|at| at.duration_since(c.opened) > bound)
+        })
+        .map(|(i, c)| {
+            format!(
+                "#{i} ({}, {})",
+                if c.dribbles { "dribbling" } else { "silent" },
+                c.closed.map_or("still open".into(), |at| format!(
+                    "closed after {} ms",
+                    at.duration_since(c.opened).as_millis()
+                ))
+            )
+        })
+        .collect();
+    ensure!(
+        late.is_empty(),
+        "{} slow connections were not closed within {} ms: {}",
+        late.len(),
+        bound.as_millis(),
+        late.join(", ")
+    );
+    let longest = clients
+        .iter()
+        .filter_map(|c| Some(c.closed?.duration_since(c.opened)))
+        .max()
+        .unwrap_or_default();
+    println!(
+        "    every slow connection closed by the server, the last after {} ms",
+        longest.as_millis()
+    );
+    // Answers again once they are gone, and says what it closed.
+    answers_in_a_second(v6, "/metrics")?;
+    let evicted = closed_by(v4, "evicted")?.saturating_sub(evicted_before);
+    let timed_out = closed_by(v4, "header_timeout")?.saturating_sub(timed_out_before);
+    ensure!(
+        evicted >= 100,
+        "only {evicted} connections were evicted to make room (expected most of the {SLOW_CLIENTS} beyond the cap of 64)"
+    );
+    ensure!(
+        timed_out >= 1,
+        "no connection was closed for its header timeout"
+    );
+    println!("    kvip counted {evicted} evicted, {timed_out} header timeouts");
+    Ok(())
+}
+
 fn someone_elses_copy_on_another_node_stops_the_announcement_until_removed() -> Outcome {
     let holder = holder_of(VIP)?;
     let other = if holder == "worker1" {
@@ -676,6 +870,10 @@ fn main() {
             Scenario {
                 name: "health_reports_the_network_side",
                 run: health_reports_the_network_side,
+            },
+            Scenario {
+                name: "a_slow_client_cannot_exhaust_the_metrics_listener",
+                run: a_slow_client_cannot_exhaust_the_metrics_listener,
             },
             Scenario {
                 name: "an_address_removed_by_hand_comes_back",

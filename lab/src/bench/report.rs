@@ -17,6 +17,8 @@ pub const FAILOVER_SLACK_MS: f64 = 500.0;
 pub const SPEEDUP_GOAL: f64 = 10.0;
 /// kvip's API requests at 1000 Services should be at most this share of kube-vip's.
 pub const API_SHARE_GOAL: f64 = 0.2;
+/// The scale steps whose memory issue 13 asks for.
+pub const RSS_STEPS: [usize; 2] = [1000, 3000];
 
 /// Chooses one latency series of a daemon's results.
 type Pick = fn(&SubjectResults) -> &Series;
@@ -94,6 +96,20 @@ fn net_rate(s: &SubjectResults, api: &ApiRates) -> f64 {
 
 fn max_rss(usage: &[NodeUsage]) -> Option<u64> {
     usage.iter().map(|u| u.rss_kib).max()
+}
+
+fn max_peak_rss(usage: &[NodeUsage]) -> Option<u64> {
+    usage.iter().filter_map(|u| u.peak_rss_kib).max()
+}
+
+/// The largest daemon's RSS at the end of a step's window and the largest
+/// peak over the step: `64.9 MB, peak 80.1 MB`.
+fn rss_end_and_peak(st: &ScaleStep) -> Option<String> {
+    let end = max_rss(&st.usage)?;
+    Some(match max_peak_rss(&st.usage) {
+        Some(peak) => format!("{:.1} MB, peak {:.1} MB", mb(end), mb(peak)),
+        None => format!("{:.1} MB", mb(end)),
+    })
 }
 
 fn secs(v: Option<f64>) -> String {
@@ -318,6 +334,7 @@ fn goals(out: &mut String, r: &Results, kv: Option<&SubjectResults>, kvip: &Subj
         }
     );
     scale_goals(out, kv, kvip, who);
+    rss_goals(out, r, kv, kvip, who);
     let idle = kvip.and_then(|s| max_rss(&s.idle));
     let _ = writeln!(
         out,
@@ -327,6 +344,41 @@ fn goals(out: &mut String, r: &Results, kv: Option<&SubjectResults>, kvip: &Subj
             mb(k) * 1e6 < IDLE_RSS_GOAL_BYTES
         ))
     );
+}
+
+/// The memory rows of issue 13: the daemon's RSS at the end of the 1000-
+/// and 3000-Service steps and its peak over each, beside kube-vip's.
+fn rss_goals(
+    out: &mut String,
+    r: &Results,
+    kv: Option<&SubjectResults>,
+    kvip: Option<&SubjectResults>,
+    who: &str,
+) {
+    let kv_ran = kv.is_some_and(|k| k.unavailable.is_none());
+    for n in RSS_STEPS
+        .into_iter()
+        .filter(|n| r.settings.scale.contains(n))
+    {
+        let not_run = n > crate::bench::PER_SERVICE_LEASES_MAX;
+        let theirs = match step(kv, n).and_then(rss_end_and_peak) {
+            Some(cell) => format!("kube-vip {cell}"),
+            None if !kv_ran => "kube-vip did not run ¹".into(),
+            None if not_run => "kube-vip: not run at this scale (one Lease per Service)".into(),
+            None => "kube-vip: not measured".into(),
+        };
+        let (cell, verdict) = match step(kvip, n).and_then(rss_end_and_peak) {
+            Some(ours) => (format!("{ours} ({theirs})"), "measured"),
+            None if not_run && !who.contains("membership") => {
+                ("not run: one Lease per Service".to_string(), "—")
+            }
+            None => (format!("not measured ({theirs})"), "**not measured**"),
+        };
+        let _ = writeln!(
+            out,
+            "| daemon RSS, largest node, {n} Services: at the end, and the peak of the step | measured (issue 13) | {who} | {cell} | {verdict} |"
+        );
+    }
 }
 
 /// The busiest daemon's CPU over a step's window, percent of one core.
@@ -616,9 +668,10 @@ fn scale_table(
                     .map(|a| format!("{:.1} req/s", a.failed_per_second()))
             },
         ),
-        ("4. daemon RSS, largest node", |_, st| {
-            max_rss(&st.usage).map(|k| format!("{:.1} MB", mb(k)))
-        }),
+        (
+            "4. daemon RSS, largest node: at the end, and the peak of the step",
+            |_, st| rss_end_and_peak(st),
+        ),
         ("4. daemon CPU, busiest node", |_, st| {
             st.usage
                 .iter()
@@ -679,7 +732,7 @@ fn scale_details(out: &mut String, r: &Results) {
     for s in r.subjects.iter().filter(|s| s.unavailable.is_none()) {
         let _ = writeln!(
             out,
-            "## Scale details: {}\n\n| Services (created) | creates sent in | all have status | sampled VIPs answer | req/s total | req/s baseline | req/s refused (429) or failed (5xx) | req/s on Leases (by verb) | req/s on services/status | RSS MB cp1 / worker1 / worker2 | CPU % cp1 / worker1 / worker2 | VIPs per node | on two nodes | all withdrawn after delete |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "## Scale details: {}\n\n| Services (created) | creates sent in | all have status | sampled VIPs answer | req/s total | req/s baseline | req/s refused (429) or failed (5xx) | req/s on Leases (by verb) | req/s on services/status | RSS MB at the end (peak) cp1 / worker1 / worker2 | CPU % cp1 / worker1 / worker2 | VIPs per node | on two nodes | all withdrawn after delete |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
             s.subject
         );
         let base = s.baseline.as_ref().map(|b| b.total_per_second);
@@ -721,7 +774,10 @@ fn scale_details(out: &mut String, r: &Results) {
                     format!("no: {}/{}", st.answered, st.sample_size)
                 },
                 base.map_or("—".into(), |b| format!("{b:.1}")),
-                per_node(&|u| format!("{:.1}", mb(u.rss_kib))),
+                per_node(&|u| match u.peak_rss_kib {
+                    Some(peak) => format!("{:.1} ({:.1})", mb(u.rss_kib), mb(peak)),
+                    None => format!("{:.1}", mb(u.rss_kib)),
+                }),
                 per_node(&|u| u.cpu_percent.map_or("—".into(), |c| format!("{c:.1}"))),
                 st.vips_per_node
                     .iter()
@@ -814,7 +870,9 @@ API server from `apiserver_request_total` (`kubectl get --raw /metrics` before a
 included — the baseline row is the same window with no daemon deployed — and split by verb, resource \
 and answer code: 429 means the API server's in-flight limit refused the request, 504 that it timed \
 out, 409 a lost Lease race), and each daemon's RSS \
-(`VmRSS` from `/proc/PID/status` at the end) and CPU (utime + stime delta from `/proc/PID/stat` \
+(`VmRSS` from `/proc/PID/status` at the end of the window, and its peak `VmHWM` over the whole step: \
+reset through `/proc/PID/clear_refs` when the step begins, so it covers the creates, convergence, \
+settling and the window) and CPU (utime + stime delta from `/proc/PID/stat` \
 over the window, percent of one core). Daemons are found as the processes whose command line is the \
 daemon binary followed by `manager`; their node is the network namespace they run in. Then the \
 Services are deleted and the time until the last VIP leaves the interfaces is taken. Creates stop at \
@@ -865,6 +923,7 @@ mod tests {
                 node: "worker1".into(),
                 pid: 1,
                 rss_kib: 1,
+                peak_rss_kib: None,
                 cpu_percent: Some(cpu),
             }],
             ..Default::default()
@@ -952,6 +1011,7 @@ mod tests {
                         node: "cp1".into(),
                         pid: 1,
                         rss_kib: 9000,
+                        peak_rss_kib: Some(9500),
                         cpu_percent: None,
                     }],
                     scale: vec![ScaleStep {
@@ -983,5 +1043,68 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("kvip — scale 1: boom"), "{md}");
+    }
+
+    /// Usage of two nodes' daemons: RSS at the end and peak, MB.
+    fn usage(worker1: (f64, f64), worker2: (f64, f64)) -> Vec<NodeUsage> {
+        let kib = |mb: f64| (mb * 1e6 / 1024.0).round() as u64;
+        [("worker1", worker1), ("worker2", worker2)]
+            .into_iter()
+            .map(|(node, (end, peak))| NodeUsage {
+                node: node.into(),
+                pid: 1,
+                rss_kib: kib(end),
+                peak_rss_kib: Some(kib(peak)),
+                cpu_percent: Some(1.0),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rss_at_1000_and_3000_services_is_reported_with_its_peak_beside_kube_vip() {
+        let mut r = results();
+        r.settings.scale = vec![100, 1000, 3000];
+        let mut kv_1000 = scale_step(1000, 9.0, 400.0, 200.0, 0.0);
+        kv_1000.usage = usage((98.5, 120.0), (90.0, 130.2));
+        r.subjects[0] = SubjectResults {
+            subject: "kube-vip".into(),
+            scale: vec![scale_step(100, 8.7, 8.2, 225.0, 0.0), kv_1000],
+            ..Default::default()
+        };
+        let mut ours_1000 = scale_step(1000, 20.0, 60.0, 100.0, 0.0);
+        ours_1000.usage = usage((52.4, 61.0), (64.9, 80.1));
+        r.subjects[1].scale = vec![scale_step(100, 3.1, 7.0, 100.0, 0.0), ours_1000.clone()];
+        let mut membership = r.subjects[1].clone();
+        membership.subject = "kvip membership".into();
+        let mut ours_3000 = scale_step(3000, 5.0, 13.0, 4.0, 0.0);
+        ours_3000.usage = usage((111.9, 150.0), (100.0, 140.0));
+        membership.scale = vec![ours_1000, ours_3000];
+        r.subjects.push(membership);
+        let md = render(&r, &[]);
+        let goal = "| daemon RSS, largest node, 1000 Services: at the end, and the peak of the step | measured (issue 13) |";
+        assert!(
+            md.contains(&format!(
+                "{goal} kvip | 64.9 MB, peak 80.1 MB (kube-vip 98.5 MB, peak 130.2 MB) | measured |"
+            )),
+            "{md}"
+        );
+        let goal = "| daemon RSS, largest node, 3000 Services: at the end, and the peak of the step | measured (issue 13) |";
+        assert!(
+            md.contains(&format!(
+                "{goal} kvip | not run: one Lease per Service | — |"
+            )),
+            "{md}"
+        );
+        assert!(
+            md.contains(&format!("{goal} kvip membership | 111.9 MB, peak 150.0 MB (kube-vip: not run at this scale (one Lease per Service)) | measured |")),
+            "{md}"
+        );
+        // The scale table: kube-vip, kvip, membership, then the ratios of the ends.
+        assert!(
+            md.contains("| 4. daemon RSS, largest node: at the end, and the peak of the step — 1000 Services | 98.5 MB, peak 130.2 MB | 64.9 MB, peak 80.1 MB | 64.9 MB, peak 80.1 MB | 1.5× | 1.5× |"),
+            "{md}"
+        );
+        // Per node in the details: the end, the peak in brackets.
+        assert!(md.contains("| — / 52.4 (61.0) / 64.9 (80.1) |"), "{md}");
     }
 }

@@ -76,6 +76,11 @@ pub struct NodeUsage {
     pub pid: i32,
     /// Resident set size at the end of the window, KiB.
     pub rss_kib: u64,
+    /// The largest resident set size (`VmHWM`), KiB: for a scale step, over
+    /// the whole step (creates, convergence and the window; the peak is reset
+    /// when the step begins); for the idle reading, since the daemon started.
+    #[serde(default)]
+    pub peak_rss_kib: Option<u64>,
     /// CPU used over the window, percent of one core.
     pub cpu_percent: Option<f64>,
 }

@@ -311,6 +311,13 @@ fn scale_step(
         .collect();
     let sample = sample_indices(n, plan.sample);
     step.sample_size = sample.len();
+    // The step's peak RSS counts from here: creates, convergence, the window.
+    for (d, e) in tb.reset_peaks(plan.binary) {
+        log(&format!(
+            "  scale {n}: cannot reset the peak RSS of {} on {}: {e}",
+            d.pid, d.node
+        ));
+    }
     let started = Instant::now();
     let (created, refused) = tb.create_services(&services, 16);
     step.created = created;
@@ -346,13 +353,19 @@ fn scale_step(
     let rates = crate::bench::apiserver::rates(&counts_before, &counts_after, window.as_secs_f64());
     step.usage = Testbed::usage_between(&usage_before, &usage_after, window);
     log(&format!(
-        "  scale {n}: {:.1} API requests/s ({:.1} on leases, {:.1} refused or failed); RSS {}",
+        "  scale {n}: {:.1} API requests/s ({:.1} on leases, {:.1} refused or failed); RSS at the end (peak) {}",
         rates.total_per_second,
         rates.resource("leases"),
         rates.failed_per_second(),
         step.usage
             .iter()
-            .map(|u| format!("{} {:.1} MB", u.node, u.rss_kib as f64 * 1024.0 / 1e6))
+            .map(|u| format!(
+                "{} {:.1} MB ({})",
+                u.node,
+                u.rss_kib as f64 * 1024.0 / 1e6,
+                u.peak_rss_kib
+                    .map_or("—".into(), |p| format!("{:.1}", p as f64 * 1024.0 / 1e6))
+            ))
             .collect::<Vec<_>>()
             .join(", ")
     ));

@@ -350,6 +350,15 @@ impl Testbed {
             .collect()
     }
 
+    /// Starts the peak RSS of every `binary manager` process again from now;
+    /// the processes whose peak could not be reset, with why.
+    pub fn reset_peaks(&self, binary: &Path) -> Vec<(usage::DaemonProcess, String)> {
+        usage::find_daemons(binary, &self.nodes)
+            .into_iter()
+            .filter_map(|d| usage::reset_peak(d.pid).err().map(|e| (d, e.to_string())))
+            .collect()
+    }
+
     /// Usage over a window from two rounds of samples.
     pub fn usage_between(
         before: &[(usage::DaemonProcess, ProcSample)],
@@ -370,6 +379,7 @@ impl Testbed {
                     node: d.node.clone(),
                     pid: d.pid,
                     rss_kib: end.rss_kib,
+                    peak_rss_kib: end.peak_rss_kib,
                     cpu_percent,
                 }
             })

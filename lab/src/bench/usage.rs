@@ -24,6 +24,9 @@ pub struct DaemonProcess {
 pub struct ProcSample {
     /// Resident set size (`VmRSS`), KiB.
     pub rss_kib: u64,
+    /// The largest resident set size since the process started or its peak
+    /// was last reset ([`reset_peak`]): `VmHWM`, KiB.
+    pub peak_rss_kib: Option<u64>,
     /// User plus system CPU time, clock ticks.
     pub cpu_ticks: u64,
 }
@@ -65,17 +68,35 @@ pub fn sample(pid: i32) -> Option<ProcSample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     Some(ProcSample {
         rss_kib: parse_vmrss_kib(&status)?,
+        peak_rss_kib: parse_vmhwm_kib(&status),
         cpu_ticks: parse_cpu_ticks(&stat)?,
     })
 }
 
-/// `VmRSS:   12345 kB` from `/proc/PID/status`.
-pub fn parse_vmrss_kib(status: &str) -> Option<u64> {
+/// Starts `pid`'s peak RSS (`VmHWM`) again from its present RSS, so the
+/// next reading's peak is the peak since now (`/proc/PID/clear_refs`, value
+/// 5; needs root, as the benchmark runs).
+pub fn reset_peak(pid: i32) -> std::io::Result<()> {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
+}
+
+/// The KiB value of the `/proc/PID/status` line starting with `field`.
+fn status_kib(status: &str, field: &str) -> Option<u64> {
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
+}
+
+/// `VmRSS:   12345 kB` from `/proc/PID/status`.
+pub fn parse_vmrss_kib(status: &str) -> Option<u64> {
+    status_kib(status, "VmRSS")
+}
+
+/// `VmHWM:   23456 kB` (the peak RSS) from `/proc/PID/status`.
+pub fn parse_vmhwm_kib(status: &str) -> Option<u64> {
+    status_kib(status, "VmHWM")
 }
 
 /// utime + stime (fields 14 and 15) from `/proc/PID/stat`; the command name
@@ -97,6 +118,15 @@ mod tests {
         let status = "Name:\tkvip\nVmPeak:\t  99 kB\nVmRSS:\t    8124 kB\nThreads:\t3\n";
         assert_eq!(parse_vmrss_kib(status), Some(8124));
         assert_eq!(parse_vmrss_kib("Name:\tkthreadd\n"), None);
+    }
+
+    #[test]
+    fn the_peak_is_vmhwm_not_vmpeak() {
+        let status =
+            "Name:\tkvip\nVmPeak:\t  991234 kB\nVmHWM:\t   10240 kB\nVmRSS:\t    8124 kB\n";
+        assert_eq!(parse_vmhwm_kib(status), Some(10240));
+        assert_eq!(parse_vmrss_kib(status), Some(8124));
+        assert_eq!(parse_vmhwm_kib("VmRSS:\t 1 kB\n"), None);
     }
 
     #[test]
