@@ -7,6 +7,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 use kube::{Client, Error};
+use kvip_core::lease_names::{MANAGED_BY, MANAGED_BY_LABEL};
 use kvip_core::{LeaseRecord, Mono, WriteResult};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -26,7 +27,8 @@ pub enum LeaseWrite {
 }
 
 /// The labels and annotations of an instance Lease (kvip's own); an
-/// election Lease is written without any, as client-go writes it.
+/// election Lease is written without any, as client-go writes it, except
+/// kvip's managed-by label, which every write carries.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LeaseMeta {
     /// Labels.
@@ -53,19 +55,7 @@ pub async fn write(
             resource_version,
         } => (record, Some(resource_version.clone())),
     };
-    let lease = Lease {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            namespace: Some(namespace.to_string()),
-            resource_version: resource_version.clone(),
-            labels: meta.map(|m| m.labels.clone()),
-            annotations: meta
-                .filter(|m| !m.annotations.is_empty())
-                .map(|m| m.annotations.clone()),
-            ..Default::default()
-        },
-        spec: Some(translate::lease_spec(record)),
-    };
+    let lease = lease_object(namespace, name, record, resource_version.clone(), meta);
     let pp = PostParams {
         field_manager: Some("kvip".into()),
         ..Default::default()
@@ -128,6 +118,35 @@ pub async fn write(
     (result, sent)
 }
 
+/// The Lease a write sends. Every write carries kvip's managed-by label
+/// beside `meta`'s labels, a replace as well as a create: a replace sends the
+/// whole object, so without it the label would be gone after the first
+/// renewal, and the admission policy lets kvip write a Lease outside its
+/// names only while the stored Lease carries the label.
+fn lease_object(
+    namespace: &str,
+    name: &str,
+    record: &LeaseRecord,
+    resource_version: Option<String>,
+    meta: Option<&LeaseMeta>,
+) -> Lease {
+    let mut labels = meta.map(|m| m.labels.clone()).unwrap_or_default();
+    labels.insert(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string());
+    Lease {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
+            resource_version,
+            labels: Some(labels),
+            annotations: meta
+                .filter(|m| !m.annotations.is_empty())
+                .map(|m| m.annotations.clone()),
+            ..Default::default()
+        },
+        spec: Some(translate::lease_spec(record)),
+    }
+}
+
 /// Deletes a Lease (our own instance Lease on shutdown); absent is fine.
 pub async fn delete(client: &Client, namespace: &str, name: &str) {
     let target = format!("lease/{namespace}/{name}");
@@ -140,4 +159,63 @@ pub async fn delete(client: &Client, namespace: &str, name: &str) {
     let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
     let r = api.delete(name, &Default::default()).await;
     crate::budget::answered(&target, "lease", "delete", crate::budget::code(&r));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvip_core::instances;
+
+    fn record() -> LeaseRecord {
+        LeaseRecord {
+            holder: Some("worker1".to_string()),
+            lease_duration_seconds: Some(5),
+            ..Default::default()
+        }
+    }
+
+    fn labels(lease: &Lease) -> BTreeMap<String, String> {
+        lease.metadata.labels.clone().unwrap_or_default()
+    }
+
+    #[test]
+    fn an_election_lease_carries_only_the_managed_by_label() {
+        for version in [None, Some("7".to_string())] {
+            let lease = lease_object("shop", "kubevip-web", &record(), version.clone(), None);
+            assert_eq!(
+                labels(&lease),
+                BTreeMap::from([(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string())])
+            );
+            assert_eq!(lease.metadata.annotations, None);
+            assert_eq!(lease.metadata.resource_version, version);
+            assert_eq!(lease.metadata.namespace.as_deref(), Some("shop"));
+            assert_eq!(lease.metadata.name.as_deref(), Some("kubevip-web"));
+            assert!(kvip_core::lease_names::labelled_kvips(
+                lease.metadata.labels.as_ref()
+            ));
+        }
+    }
+
+    #[test]
+    fn an_instance_lease_keeps_its_labels_and_annotations_beside_it() {
+        let meta = LeaseMeta {
+            labels: instances::instance_labels("worker1", &[instances::LB_ROLE]),
+            annotations: BTreeMap::from([("kvip.io/macs".to_string(), "[]".to_string())]),
+        };
+        for version in [None, Some("7".to_string())] {
+            let lease = lease_object(
+                "kube-system",
+                "kvip-lb-worker1",
+                &record(),
+                version,
+                Some(&meta),
+            );
+            let mut expected = meta.labels.clone();
+            expected.insert(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string());
+            assert_eq!(labels(&lease), expected);
+            assert_eq!(lease.metadata.annotations.as_ref(), Some(&meta.annotations));
+            let instance = instances::instance_of(&labels(&lease));
+            assert_eq!(instance.map(|i| i.node), Some("worker1".to_string()));
+        }
+    }
 }
