@@ -14,6 +14,7 @@
 //! - [`campaign`]: the election with outage hold, yield, adoption and stale-write rules;
 //! - [`elections`]: every Lease of a role stepped as one, for both roles;
 //! - [`instances`]: which nodes run a live kvip instance;
+//! - [`lease_names`]: which Leases are kvip's to write;
 //! - [`membership`]: membership mode, one Lease per node and rendezvous owners;
 //! - [`plan`](mod@plan): which addresses to add and remove, and on which interface;
 //! - [`placement`]: whether this node can place an address now, and what it publishes;
@@ -34,6 +35,7 @@ pub mod elections;
 pub mod endpoints;
 pub mod guard;
 pub mod instances;
+pub mod lease_names;
 pub mod membership;
 pub mod packet;
 pub mod placement;

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::config::parse_go_bool;
+use crate::lease_names::{MANAGED_BY, MANAGED_BY_LABEL, lease_name_is_kvips};
 
 /// Comma-separated VIPs of both families; wins over `spec.loadBalancerIP`.
 pub const LOADBALANCER_IPS_ANNOTATION: &str = "kube-vip.io/loadbalancerIPs";
@@ -20,22 +21,6 @@ pub const LEASE_NAME_ANNOTATION: &str = "kube-vip.io/leaseName";
 pub const VIP_HOST_ANNOTATION: &str = "kube-vip.io/vipHost";
 /// The Service type kvip serves.
 pub const LOAD_BALANCER_TYPE: &str = "LoadBalancer";
-/// The label every Lease kvip creates carries (value [`MANAGED_BY`]); a
-/// `kube-vip.io/leaseName` may name a Lease of any name that has it.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-/// The value of [`MANAGED_BY_LABEL`] on kvip's Leases.
-pub const MANAGED_BY: &str = "kvip";
-/// Prefixes of the Lease names kvip and kube-vip use: a Service's own
-/// (`kubevip-`), kube-vip's global ones (`plndr-`), kvip's instances (`kvip-`).
-pub const LEASE_NAME_PREFIXES: [&str; 3] = ["kubevip-", "plndr-", "kvip-"];
-
-/// Whether `name` is a Lease name kvip or kube-vip uses: a
-/// `kube-vip.io/leaseName` naming any other Lease (another controller's
-/// leader Lease) is refused unless that Lease carries [`MANAGED_BY_LABEL`].
-pub fn lease_name_is_kvips(name: &str) -> bool {
-    LEASE_NAME_PREFIXES.iter().any(|p| name.starts_with(p))
-}
-
 /// A Service's identity.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ServiceKey {
@@ -98,7 +83,8 @@ pub struct ServiceInput {
     /// `spec.clusterIPs`.
     pub cluster_ips: Vec<String>,
     /// The Lease `kube-vip.io/leaseName` names exists and carries
-    /// [`MANAGED_BY_LABEL`] (only read for names outside [`LEASE_NAME_PREFIXES`]).
+    /// [`MANAGED_BY_LABEL`] (only read for names outside
+    /// [`crate::lease_names::LEASE_NAME_PREFIXES`]).
     pub lease_labelled: bool,
 }
 
@@ -589,12 +575,7 @@ mod tests {
         let mut labelled = foreign.clone();
         labelled.lease_labelled = true;
         assert_eq!(view(&labelled).lease_name, "kube-controller-manager");
-        for name in ["plndr-svcs-lock", "kvip-x", "kubevip-y"] {
-            assert!(lease_name_is_kvips(name), "{name}");
-        }
-        for name in ["kube-scheduler", "kubevip", "xkubevip-a", ""] {
-            assert!(!lease_name_is_kvips(name), "{name}");
-        }
+
         for bad in [
             "Upper",
             "-a",

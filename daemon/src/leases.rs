@@ -7,6 +7,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Error};
+use kvip_core::lease_names::{MANAGED_BY, MANAGED_BY_LABEL};
 use kvip_core::{LeaseRecord, Mono, WriteResult};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -25,8 +26,9 @@ pub enum LeaseWrite {
     },
 }
 
-/// The labels and annotations of an instance Lease (kvip's own). A write
-/// without them leaves a Lease's metadata as it is.
+/// The labels and annotations of an instance Lease (kvip's own). Every
+/// write carries kvip's managed-by label besides; a write without `meta`
+/// leaves a Lease's other labels and annotations as they are.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LeaseMeta {
     /// Labels.
@@ -53,26 +55,14 @@ pub async fn write(
             resource_version,
         } => (record, Some(resource_version.clone())),
     };
-    let lease = Lease {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            namespace: Some(namespace.to_string()),
-            resource_version: resource_version.clone(),
-            labels: meta.map(|m| m.labels.clone()),
-            annotations: meta
-                .filter(|m| !m.annotations.is_empty())
-                .map(|m| m.annotations.clone()),
-            ..Default::default()
-        },
-        spec: Some(translate::lease_spec(record)),
-    };
+    let lease = lease_object(namespace, name, record, None, meta);
+    let patch = resource_version
+        .as_deref()
+        .map(|version| replacement(version, record, meta));
     let pp = PostParams {
         field_manager: Some("kvip".into()),
         ..Default::default()
     };
-    let patch = resource_version
-        .as_deref()
-        .map(|version| replacement(version, record, meta));
     let target = format!("lease/{namespace}/{name}");
     // A release follows a withdraw: it goes at once, so the address is not
     // left unserved until the Lease expires.
@@ -137,6 +127,34 @@ pub async fn write(
     (result, sent)
 }
 
+/// The Lease a create sends. Every write carries kvip's managed-by label
+/// beside `meta`'s labels, a create as well as a replace ([`replacement`]):
+/// the admission policy lets kvip write a Lease outside its names only
+/// while the stored Lease carries the label.
+fn lease_object(
+    namespace: &str,
+    name: &str,
+    record: &LeaseRecord,
+    resource_version: Option<String>,
+    meta: Option<&LeaseMeta>,
+) -> Lease {
+    let mut labels = meta.map(|m| m.labels.clone()).unwrap_or_default();
+    labels.insert(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string());
+    Lease {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
+            resource_version,
+            labels: Some(labels),
+            annotations: meta
+                .filter(|m| !m.annotations.is_empty())
+                .map(|m| m.annotations.clone()),
+            ..Default::default()
+        },
+        spec: Some(translate::lease_spec(record)),
+    }
+}
+
 /// The annotations kvip writes on its instance Lease: a write that no
 /// longer carries one removes it.
 const OWNED_ANNOTATIONS: [&str; 2] = [
@@ -151,9 +169,10 @@ const OWNED_ANNOTATIONS: [&str; 2] = [
 /// administrator labelled keeps its labels, whoever takes it.
 fn replacement(version: &str, record: &LeaseRecord, meta: Option<&LeaseMeta>) -> serde_json::Value {
     let spec = translate::lease_spec(record);
-    let mut metadata = serde_json::json!({ "resourceVersion": version });
+    let mut labels = meta.map(|m| m.labels.clone()).unwrap_or_default();
+    labels.insert(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string());
+    let mut metadata = serde_json::json!({ "resourceVersion": version, "labels": labels });
     if let Some(meta) = meta {
-        metadata["labels"] = serde_json::json!(meta.labels);
         let mut annotations = serde_json::Map::new();
         for key in OWNED_ANNOTATIONS {
             annotations.insert(key.to_string(), serde_json::Value::Null);
@@ -192,10 +211,20 @@ pub async fn delete(client: &Client, namespace: &str, name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kvip_core::WallTime;
+    use kvip_core::instances;
+
+    fn record() -> LeaseRecord {
+        LeaseRecord {
+            holder: Some("worker1".to_string()),
+            lease_duration_seconds: Some(5),
+            ..Default::default()
+        }
+    }
 
     #[test]
     fn a_replacement_names_every_record_field_and_keeps_foreign_metadata() {
+        use kvip_core::WallTime;
+        let macs = kvip_core::placement::MACS_ANNOTATION;
         let release = LeaseRecord {
             holder: None,
             lease_duration_seconds: Some(1),
@@ -206,7 +235,8 @@ mod tests {
         let patch = replacement("42", &release, None);
         assert_eq!(
             patch["metadata"],
-            serde_json::json!({ "resourceVersion": "42" })
+            serde_json::json!({ "resourceVersion": "42", "labels": { MANAGED_BY_LABEL: MANAGED_BY } }),
+            "only our label: the Lease's other labels and annotations stay"
         );
         let spec = patch["spec"].as_object().unwrap();
         assert!(spec.contains_key("holderIdentity") && spec["holderIdentity"].is_null());
@@ -215,14 +245,57 @@ mod tests {
 
         let meta = LeaseMeta {
             labels: BTreeMap::from([("kvip.io/instance".into(), "true".into())]),
-            annotations: BTreeMap::from([(MACS.into(), "02:00:00:00:00:01".into())]),
+            annotations: BTreeMap::from([(macs.into(), "02:00:00:00:00:01".into())]),
         };
         let patch = replacement("43", &release, Some(&meta));
         let annotations = &patch["metadata"]["annotations"];
-        assert_eq!(annotations[MACS], "02:00:00:00:00:01");
+        assert_eq!(annotations[macs], "02:00:00:00:00:01");
         assert!(annotations[kvip_core::placement::PLACEMENT_ANNOTATION].is_null());
         assert_eq!(patch["metadata"]["labels"]["kvip.io/instance"], "true");
     }
 
-    const MACS: &str = kvip_core::placement::MACS_ANNOTATION;
+    fn labels(lease: &Lease) -> BTreeMap<String, String> {
+        lease.metadata.labels.clone().unwrap_or_default()
+    }
+
+    #[test]
+    fn an_election_lease_carries_only_the_managed_by_label() {
+        for version in [None, Some("7".to_string())] {
+            let lease = lease_object("shop", "kubevip-web", &record(), version.clone(), None);
+            assert_eq!(
+                labels(&lease),
+                BTreeMap::from([(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string())])
+            );
+            assert_eq!(lease.metadata.annotations, None);
+            assert_eq!(lease.metadata.resource_version, version);
+            assert_eq!(lease.metadata.namespace.as_deref(), Some("shop"));
+            assert_eq!(lease.metadata.name.as_deref(), Some("kubevip-web"));
+            assert!(kvip_core::lease_names::labelled_kvips(
+                lease.metadata.labels.as_ref()
+            ));
+        }
+    }
+
+    #[test]
+    fn an_instance_lease_keeps_its_labels_and_annotations_beside_it() {
+        let meta = LeaseMeta {
+            labels: instances::instance_labels("worker1", &[instances::LB_ROLE]),
+            annotations: BTreeMap::from([("kvip.io/macs".to_string(), "[]".to_string())]),
+        };
+        for version in [None, Some("7".to_string())] {
+            let lease = lease_object(
+                "kube-system",
+                "kvip-lb-worker1",
+                &record(),
+                version,
+                Some(&meta),
+            );
+            let mut expected = meta.labels.clone();
+            expected.insert(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string());
+            assert_eq!(labels(&lease), expected);
+            assert_eq!(lease.metadata.annotations.as_ref(), Some(&meta.annotations));
+            let instance = instances::instance_of(&labels(&lease));
+            assert_eq!(instance.map(|i| i.node), Some("worker1".to_string()));
+        }
+    }
 }

@@ -51,7 +51,7 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         settings: Vec<String>,
     },
-    /// Print ready-to-apply YAML: the DaemonSet of a role, the RBAC, or both.
+    /// Print ready-to-apply YAML: the DaemonSet of a role, its access (RBAC and admission policy), or both.
     Manifest {
         #[command(subcommand)]
         what: ManifestCommand,
@@ -70,13 +70,19 @@ enum Command {
 enum ManifestCommand {
     /// The DaemonSet of one role.
     Daemonset(ManifestFlags),
-    /// ServiceAccount, least-privilege ClusterRole and binding.
+    /// A role's ServiceAccount, least-privilege roles and bindings, and admission policy.
     Rbac {
-        /// Namespace of the ServiceAccount.
+        /// Namespace of the ServiceAccounts, the instance Leases and the control-plane Lease.
         #[arg(long, default_value = "kube-system")]
         namespace: String,
+        /// cp, lb or all; unset: cp and lb, the two-instance layout.
+        #[arg(long)]
+        role: Option<manifest::Role>,
+        /// Also print the ValidatingAdmissionPolicy and its binding (false where the cluster lacks the API).
+        #[arg(long = "admission-policy")]
+        admission_policy: Option<bool>,
     },
-    /// RBAC and the DaemonSet in one stream.
+    /// The role's access (as rbac prints it) and its DaemonSet in one stream.
     All(ManifestFlags),
 }
 
@@ -137,6 +143,9 @@ struct ManifestFlags {
     /// Extra environment, NAME=VALUE (repeatable).
     #[arg(long = "env")]
     env: Vec<String>,
+    /// With all: also print the ValidatingAdmissionPolicy and its binding (default true).
+    #[arg(long = "admission-policy")]
+    admission_policy: Option<bool>,
 }
 
 impl ManifestFlags {
@@ -189,6 +198,9 @@ impl ManifestFlags {
         }
         if let Some(v) = self.log_level {
             o.log_level = v;
+        }
+        if let Some(v) = self.admission_policy {
+            o.admission_policy = v;
         }
         for pair in self.env {
             let (k, v) = pair
@@ -363,7 +375,16 @@ fn main() -> std::process::ExitCode {
         Command::Manifest { what } => (|| -> anyhow::Result<()> {
             let text = match what {
                 ManifestCommand::Daemonset(flags) => manifest::daemonset(&flags.options()?)?,
-                ManifestCommand::Rbac { namespace } => manifest::rbac(&namespace)?,
+                ManifestCommand::Rbac {
+                    namespace,
+                    role,
+                    admission_policy,
+                } => manifest::rbac(&manifest::RbacOptions {
+                    roles: role
+                        .map_or_else(|| vec![manifest::Role::Cp, manifest::Role::Lb], |r| vec![r]),
+                    namespace,
+                    admission_policy: admission_policy.unwrap_or(true),
+                })?,
                 ManifestCommand::All(flags) => manifest::all(&flags.options()?)?,
             };
             print!("{text}");

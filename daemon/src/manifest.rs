@@ -1,7 +1,10 @@
-//! `kvip manifest`: the DaemonSet and RBAC objects that run kvip, built from
-//! k8s-openapi types and printed as YAML. Flags are checked with the same
-//! `Config::from_env` that `kvip manager` runs at start-up, so a manifest is
-//! refused for exactly the values the daemon would refuse.
+//! `kvip manifest`: the DaemonSet, RBAC and admission policy objects that run
+//! kvip, built from k8s-openapi types and printed as YAML. Flags are checked
+//! with the same `Config::from_env` that `kvip manager` runs at start-up, so a
+//! manifest is refused for exactly the values the daemon would refuse.
+
+mod access;
+mod policy;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,15 +19,17 @@ use k8s_openapi::api::core::v1::{
     PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext,
     ServiceAccount, Toleration,
 };
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, Role as NamespacedRole, RoleBinding, RoleRef, Subject,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kvip_core::config::{Config, ConfigProblem};
 use serde::Serialize;
 
-/// The ServiceAccount, ClusterRole and ClusterRoleBinding all carry this name.
-const ACCOUNT: &str = "kvip";
+/// The value of the name label on every kvip object.
+const APP: &str = "kvip";
 
 /// The label every kvip object carries; the component label tells the roles apart.
 const NAME_LABEL: &str = "app.kubernetes.io/name";
@@ -55,6 +60,12 @@ impl Role {
             Role::Lb => "kvip-lb",
             Role::All => "kvip",
         }
+    }
+
+    /// The DaemonSet's ServiceAccount, and its roles, bindings and admission
+    /// policy: one account per DaemonSet, named like it.
+    fn account(self) -> &'static str {
+        self.daemonset_name()
     }
 
     fn control_plane(self) -> bool {
@@ -139,6 +150,9 @@ pub struct ManifestOptions {
     pub log_level: u8,
     /// `--env NAME=VALUE`: extra variables; one named like a generated variable replaces it.
     pub extra_env: Vec<(String, String)>,
+    /// `--admission-policy`: print the ValidatingAdmissionPolicy and its
+    /// binding with the RBAC (clusters before Kubernetes 1.30 lack the API).
+    pub admission_policy: bool,
 }
 
 impl ManifestOptions {
@@ -163,6 +177,7 @@ impl ManifestOptions {
             metrics_port: None,
             log_level: 4,
             extra_env: Vec::new(),
+            admission_policy: true,
         }
     }
 
@@ -325,6 +340,11 @@ fn settings(opts: &ManifestOptions) -> Vec<Setting> {
 
 /// Checks every flag and reports all problems at once, as `kvip manager` does.
 pub fn validate(opts: &ManifestOptions) -> Result<(), ManifestError> {
+    checked(opts).map(|_| ())
+}
+
+/// [`validate`], returning the configuration `kvip manager` will read.
+fn checked(opts: &ManifestOptions) -> Result<Config, ManifestError> {
     let mut problems = Vec::new();
     let mut refuse = |flag: &'static str, message: String| {
         problems.push(FlagProblem { flag, message });
@@ -404,25 +424,28 @@ pub fn validate(opts: &ManifestOptions) -> Result<(), ManifestError> {
             Source::Field(_) => None,
         })
         .collect();
-    if let Err(err) = Config::from_env(&vars) {
-        for problem in err.problems {
-            let flag = flag_for(&settings, variable_of(&problem));
-            let message = match problem {
-                ConfigProblem::ControlPlaneWithoutAddress => format!(
-                    "role {} announces the control-plane VIP, so it needs one, \
-                     such as --address 192.168.1.10",
-                    opts.role
-                ),
-                other => other.to_string(),
-            };
-            refuse(flag, message);
+    let config = match Config::from_env(&vars) {
+        Ok((config, _)) => Some(config),
+        Err(err) => {
+            for problem in err.problems {
+                let flag = flag_for(&settings, variable_of(&problem));
+                let message = match problem {
+                    ConfigProblem::ControlPlaneWithoutAddress => format!(
+                        "role {} announces the control-plane VIP, so it needs one, \
+                         such as --address 192.168.1.10",
+                        opts.role
+                    ),
+                    other => other.to_string(),
+                };
+                refuse(flag, message);
+            }
+            None
         }
-    }
+    };
 
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(ManifestError::InvalidFlags { problems })
+    match config {
+        Some(config) if problems.is_empty() => Ok(config),
+        _ => Err(ManifestError::InvalidFlags { problems }),
     }
 }
 
@@ -491,7 +514,7 @@ fn env_name_rule(name: &str) -> Option<&'static str> {
 
 fn labels(role: Role) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (NAME_LABEL.to_string(), ACCOUNT.to_string()),
+        (NAME_LABEL.to_string(), APP.to_string()),
         (
             "app.kubernetes.io/component".to_string(),
             role.as_str().to_string(),
@@ -657,7 +680,7 @@ fn build_daemonset(opts: &ManifestOptions) -> DaemonSet {
                 }),
                 spec: Some(PodSpec {
                     host_network: Some(true),
-                    service_account_name: Some(ACCOUNT.to_string()),
+                    service_account_name: Some(role.account().to_string()),
                     priority_class_name: Some("system-node-critical".to_string()),
                     // Long enough to withdraw each VIP and release its Lease.
                     termination_grace_period_seconds: Some(10),
@@ -673,56 +696,12 @@ fn build_daemonset(opts: &ManifestOptions) -> DaemonSet {
     }
 }
 
-fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
-    PolicyRule {
-        api_groups: Some(strings(&[group])),
-        resources: Some(strings(resources)),
-        verbs: strings(verbs),
-        ..Default::default()
-    }
-}
-
-/// Only what the daemon calls: Services and their status, EndpointSlices,
-/// Leases and Nodes, and Events in both API groups.
-fn cluster_role() -> ClusterRole {
-    ClusterRole {
-        metadata: account_meta(None),
-        rules: Some(vec![
-            rule(
-                "",
-                &["services"],
-                &["get", "list", "watch", "update", "patch"],
-            ),
-            rule("", &["services/status"], &["update", "patch"]),
-            rule("", &["nodes"], &["get", "list", "watch"]),
-            rule("", &["events"], &["create", "patch"]),
-            rule("events.k8s.io", &["events"], &["create", "patch"]),
-            rule(
-                "discovery.k8s.io",
-                &["endpointslices"],
-                &["get", "list", "watch"],
-            ),
-            rule("networking.k8s.io", &["servicecidrs"], &["list"]),
-            rule(
-                "coordination.k8s.io",
-                &["leases"],
-                &[
-                    "get", "list", "watch", "create", "update", "patch", "delete",
-                ],
-            ),
-        ]),
-        ..Default::default()
-    }
-}
-
-fn account_meta(namespace: Option<&str>) -> ObjectMeta {
+/// Metadata of `role`'s access objects: named after its account.
+fn access_meta(role: Role, namespace: Option<&str>) -> ObjectMeta {
     ObjectMeta {
-        name: Some(ACCOUNT.to_string()),
+        name: Some(role.account().to_string()),
         namespace: namespace.map(str::to_string),
-        labels: Some(BTreeMap::from([(
-            NAME_LABEL.to_string(),
-            ACCOUNT.to_string(),
-        )])),
+        labels: Some(labels(role)),
         ..Default::default()
     }
 }
@@ -731,30 +710,106 @@ fn yaml<T: Serialize>(kind: &'static str, object: &T) -> Result<String, Manifest
     serde_yaml::to_string(object).map_err(|source| ManifestError::Yaml { kind, source })
 }
 
-fn rbac_documents(namespace: &str) -> Result<Vec<String>, ManifestError> {
-    let account = ServiceAccount {
-        metadata: account_meta(Some(namespace)),
+/// What the access objects of one role are built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct AccessInput {
+    role: Role,
+    names: access::Names,
+    /// `vip_leasename` and `svc_leasename` as the role uses them.
+    lease_names: Vec<String>,
+    admission_policy: bool,
+}
+
+impl AccessInput {
+    /// The names `config` gives `role`, its DaemonSet in `namespace`.
+    fn new(role: Role, namespace: &str, config: &Config, admission_policy: bool) -> Self {
+        let mut lease_names = Vec::new();
+        if role.control_plane() {
+            lease_names.push(config.vip_leasename.clone());
+        }
+        if role.services() {
+            lease_names.push(config.svc_leasename.clone());
+        }
+        AccessInput {
+            role,
+            names: access::Names {
+                namespace: namespace.to_string(),
+                cp_namespace: config.cp_namespace.clone(),
+                cp_lease: config.vip_leasename.clone(),
+            },
+            lease_names,
+            admission_policy,
+        }
+    }
+}
+
+/// The ServiceAccount, its ClusterRole and Roles with their bindings, and
+/// the admission policy with its binding, one YAML document each.
+fn access_documents(input: &AccessInput) -> Result<Vec<String>, ManifestError> {
+    let role = input.role;
+    let namespace = input.names.namespace.as_str();
+    let subject = Subject {
+        kind: "ServiceAccount".to_string(),
+        name: role.account().to_string(),
+        namespace: Some(namespace.to_string()),
         ..Default::default()
     };
-    let binding = ClusterRoleBinding {
-        metadata: account_meta(None),
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".to_string(),
-            kind: "ClusterRole".to_string(),
-            name: ACCOUNT.to_string(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".to_string(),
-            name: ACCOUNT.to_string(),
-            namespace: Some(namespace.to_string()),
-            ..Default::default()
-        }]),
+    let role_ref = |kind: &str| RoleRef {
+        api_group: "rbac.authorization.k8s.io".to_string(),
+        kind: kind.to_string(),
+        name: role.account().to_string(),
     };
-    Ok(vec![
-        yaml("ServiceAccount", &account)?,
-        yaml("ClusterRole", &cluster_role())?,
-        yaml("ClusterRoleBinding", &binding)?,
-    ])
+    let grants = access::grants(role, &input.names);
+    let mut documents = vec![yaml(
+        "ServiceAccount",
+        &ServiceAccount {
+            metadata: access_meta(role, Some(namespace)),
+            ..Default::default()
+        },
+    )?];
+    if !grants.cluster.is_empty() {
+        let cluster_role = ClusterRole {
+            metadata: access_meta(role, None),
+            rules: Some(grants.cluster),
+            ..Default::default()
+        };
+        let binding = ClusterRoleBinding {
+            metadata: access_meta(role, None),
+            role_ref: role_ref("ClusterRole"),
+            subjects: Some(vec![subject.clone()]),
+        };
+        documents.push(yaml("ClusterRole", &cluster_role)?);
+        documents.push(yaml("ClusterRoleBinding", &binding)?);
+    }
+    for (rules_namespace, rules) in grants.namespaced {
+        let namespaced_role = NamespacedRole {
+            metadata: access_meta(role, Some(&rules_namespace)),
+            rules: Some(rules),
+        };
+        let binding = RoleBinding {
+            metadata: access_meta(role, Some(&rules_namespace)),
+            role_ref: role_ref("Role"),
+            subjects: Some(vec![subject.clone()]),
+        };
+        documents.push(yaml("Role", &namespaced_role)?);
+        documents.push(yaml("RoleBinding", &binding)?);
+    }
+    if input.admission_policy {
+        let policy_input = policy::PolicyInput {
+            account: role.account(),
+            namespace,
+            lease_names: &input.lease_names,
+        };
+        documents.push(yaml(
+            "ValidatingAdmissionPolicy",
+            &policy::policy(&policy_input, access_meta(role, None)),
+        )?);
+        documents.push(yaml(
+            "ValidatingAdmissionPolicyBinding",
+            &policy::binding(access_meta(role, None)),
+        )?);
+    }
+    Ok(documents)
 }
 
 /// The DaemonSet for `opts.role` as YAML, after [`validate`] accepts the flags.
@@ -763,21 +818,45 @@ pub fn daemonset(opts: &ManifestOptions) -> Result<String, ManifestError> {
     yaml("DaemonSet", &build_daemonset(opts))
 }
 
-/// ServiceAccount, ClusterRole and ClusterRoleBinding `kvip` as multi-document YAML.
-pub fn rbac(namespace: &str) -> Result<String, ManifestError> {
-    if let Some(rule) = dns_label_rule(namespace) {
-        return Err(ManifestError::single(
-            "--namespace",
-            format!("{namespace:?} is not a namespace name: {rule}"),
-        ));
-    }
-    Ok(rbac_documents(namespace)?.join("---\n"))
+/// What `kvip manifest rbac` is asked for; each field names the flag that sets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RbacOptions {
+    /// `--role`: whose access; unset is cp and lb, the two-instance layout.
+    pub roles: Vec<Role>,
+    /// `--namespace`: where the ServiceAccounts, the instance Leases and the
+    /// control-plane Lease live.
+    pub namespace: String,
+    /// `--admission-policy`: also print the admission policy and its binding.
+    pub admission_policy: bool,
 }
 
-/// RBAC and DaemonSet in one multi-document stream, ready for `kubectl apply -f -`.
+/// The access objects of `opts.roles` for kvip's default Lease names, as
+/// multi-document YAML. A DaemonSet with other Lease names or another
+/// `cp_namespace` (`--env`) needs [`all`], which follows them.
+pub fn rbac(opts: &RbacOptions) -> Result<String, ManifestError> {
+    if let Some(rule) = dns_label_rule(&opts.namespace) {
+        return Err(ManifestError::single(
+            "--namespace",
+            format!("{:?} is not a namespace name: {rule}", opts.namespace),
+        ));
+    }
+    let config = Config {
+        cp_namespace: opts.namespace.clone(),
+        ..Config::default()
+    };
+    let mut documents = Vec::new();
+    for &role in &opts.roles {
+        let input = AccessInput::new(role, &opts.namespace, &config, opts.admission_policy);
+        documents.extend(access_documents(&input)?);
+    }
+    Ok(documents.join("---\n"))
+}
+
+/// Access objects and the DaemonSet in one stream, ready for `kubectl apply -f -`.
 pub fn all(opts: &ManifestOptions) -> Result<String, ManifestError> {
-    validate(opts)?;
-    let mut documents = rbac_documents(&opts.namespace)?;
+    let config = checked(opts)?;
+    let input = AccessInput::new(opts.role, &opts.namespace, &config, opts.admission_policy);
+    let mut documents = access_documents(&input)?;
     documents.push(yaml("DaemonSet", &build_daemonset(opts))?);
     Ok(documents.join("---\n"))
 }
@@ -865,6 +944,39 @@ mod tests {
             .collect()
     }
 
+    /// `kvip manifest rbac` for `roles` in kube-system, with the policy.
+    fn access(roles: &[Role]) -> RbacOptions {
+        RbacOptions {
+            roles: roles.to_vec(),
+            namespace: "kube-system".to_string(),
+            admission_policy: true,
+        }
+    }
+
+    /// The documents of a YAML stream, as values.
+    fn documents(text: &str) -> Vec<serde_yaml::Value> {
+        serde_yaml::Deserializer::from_str(text)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .collect()
+    }
+
+    /// `Kind namespace/name` of each document.
+    fn objects(text: &str) -> Vec<String> {
+        documents(text)
+            .iter()
+            .map(|d| {
+                let meta = &d["metadata"];
+                let namespace = meta["namespace"].as_str().map(|n| format!("{n}/"));
+                format!(
+                    "{} {}{}",
+                    d["kind"].as_str().unwrap(),
+                    namespace.unwrap_or_default(),
+                    meta["name"].as_str().unwrap()
+                )
+            })
+            .collect()
+    }
+
     fn refused(opts: &ManifestOptions) -> Vec<FlagProblem> {
         match validate(opts) {
             Err(ManifestError::InvalidFlags { problems }) => problems,
@@ -881,7 +993,9 @@ mod tests {
                 (name, daemonset(&fixed(role)).unwrap())
             })
             .collect();
-        outputs.push(("rbac.yaml".to_string(), rbac("kube-system").unwrap()));
+        for role in ROLES {
+            outputs.push((format!("rbac-{role}.yaml"), rbac(&access(&[role])).unwrap()));
+        }
         let mismatches: Vec<String> = outputs
             .iter()
             .filter_map(|(name, text)| snapshot_mismatch(name, text))
@@ -951,7 +1065,11 @@ mod tests {
             let ds = parse_daemonset(&fixed(role));
             let pod = pod_spec(&ds);
             assert_eq!(pod.host_network, Some(true));
-            assert_eq!(pod.service_account_name.as_deref(), Some("kvip"));
+            assert_eq!(
+                pod.service_account_name.as_deref(),
+                ds.metadata.name.as_deref(),
+                "one account per DaemonSet, named like it"
+            );
             assert_eq!(
                 pod.priority_class_name.as_deref(),
                 Some("system-node-critical")
@@ -1224,95 +1342,175 @@ mod tests {
     }
 
     #[test]
-    fn rbac_grants_only_what_the_daemon_uses() {
-        let text = rbac("kvip-system").unwrap();
-        let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
-            .map(|d| serde::Deserialize::deserialize(d).unwrap())
-            .collect();
-        let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
-        assert_eq!(
-            kinds,
-            ["ServiceAccount", "ClusterRole", "ClusterRoleBinding"]
-        );
-
-        let account: ServiceAccount = serde_yaml::from_value(docs[0].clone()).unwrap();
-        assert_eq!(account.metadata.name.as_deref(), Some("kvip"));
-        assert_eq!(account.metadata.namespace.as_deref(), Some("kvip-system"));
-
-        let role: ClusterRole = serde_yaml::from_value(docs[1].clone()).unwrap();
-        assert_eq!(role.metadata.name.as_deref(), Some("kvip"));
-        let mut granted = BTreeSet::new();
-        for rule in role.rules.unwrap() {
-            assert_eq!(rule.resource_names, None);
-            assert_eq!(rule.non_resource_urls, None);
-            for group in rule.api_groups.unwrap() {
-                for resource in rule.resources.clone().unwrap() {
-                    for verb in &rule.verbs {
-                        granted.insert(format!("{group}/{resource}:{verb}"));
+    fn each_role_has_its_own_account_roles_and_policy() {
+        let cases: [(Role, &[&str]); 3] = [
+            (
+                Role::Cp,
+                &[
+                    "ServiceAccount kvip-system/kvip-cp",
+                    "Role kvip-system/kvip-cp",
+                    "RoleBinding kvip-system/kvip-cp",
+                    "ValidatingAdmissionPolicy kvip-cp",
+                    "ValidatingAdmissionPolicyBinding kvip-cp",
+                ],
+            ),
+            (
+                Role::Lb,
+                &[
+                    "ServiceAccount kvip-system/kvip-lb",
+                    "ClusterRole kvip-lb",
+                    "ClusterRoleBinding kvip-lb",
+                    "Role kvip-system/kvip-lb",
+                    "RoleBinding kvip-system/kvip-lb",
+                    "ValidatingAdmissionPolicy kvip-lb",
+                    "ValidatingAdmissionPolicyBinding kvip-lb",
+                ],
+            ),
+            (
+                Role::All,
+                &[
+                    "ServiceAccount kvip-system/kvip",
+                    "ClusterRole kvip",
+                    "ClusterRoleBinding kvip",
+                    "Role kvip-system/kvip",
+                    "RoleBinding kvip-system/kvip",
+                    "ValidatingAdmissionPolicy kvip",
+                    "ValidatingAdmissionPolicyBinding kvip",
+                ],
+            ),
+        ];
+        for (role, want) in cases {
+            let mut opts = access(&[role]);
+            opts.namespace = "kvip-system".to_string();
+            let text = rbac(&opts).unwrap();
+            assert_eq!(objects(&text), want, "{role}");
+            for doc in documents(&text) {
+                let labels = &doc["metadata"]["labels"];
+                assert_eq!(labels[NAME_LABEL].as_str(), Some("kvip"));
+                assert_eq!(
+                    labels["app.kubernetes.io/component"].as_str(),
+                    Some(role.as_str())
+                );
+                match doc["kind"].as_str().unwrap() {
+                    kind @ ("RoleBinding" | "ClusterRoleBinding") => {
+                        let role_ref = &doc["roleRef"];
+                        assert_eq!(role_ref["name"].as_str(), Some(role.account()));
+                        assert_eq!(role_ref["kind"].as_str(), kind.strip_suffix("Binding"));
+                        let subjects: Vec<Subject> =
+                            serde_yaml::from_value(doc["subjects"].clone()).unwrap();
+                        assert_eq!(subjects.len(), 1);
+                        assert_eq!(subjects[0].kind, "ServiceAccount");
+                        assert_eq!(subjects[0].name, role.account());
+                        assert_eq!(subjects[0].namespace.as_deref(), Some("kvip-system"));
                     }
+                    "ValidatingAdmissionPolicy" => {
+                        let text = serde_yaml::to_string(&doc).unwrap();
+                        let user =
+                            format!("'system:serviceaccount:kvip-system:{}'", role.account());
+                        assert!(text.contains(&user), "{role}: {text}");
+                    }
+                    _ => {}
                 }
             }
         }
-        let mut expected = BTreeSet::new();
-        let mut grant = |group: &str, resource: &str, verbs: &[&str]| {
-            for verb in verbs {
-                expected.insert(format!("{group}/{resource}:{verb}"));
-            }
-        };
-        grant("", "services", &["get", "list", "watch", "update", "patch"]);
-        grant("", "services/status", &["update", "patch"]);
-        grant("", "nodes", &["get", "list", "watch"]);
-        grant("", "events", &["create", "patch"]);
-        grant("events.k8s.io", "events", &["create", "patch"]);
-        grant(
-            "discovery.k8s.io",
-            "endpointslices",
-            &["get", "list", "watch"],
-        );
-        grant("networking.k8s.io", "servicecidrs", &["list"]);
-        let lease_verbs = [
-            "get", "list", "watch", "create", "update", "patch", "delete",
-        ];
-        grant("coordination.k8s.io", "leases", &lease_verbs);
-        assert_eq!(granted, expected);
-        assert!(!text.contains('*'), "no wildcards:\n{text}");
-
-        let binding: ClusterRoleBinding = serde_yaml::from_value(docs[2].clone()).unwrap();
-        assert_eq!(binding.role_ref.kind, "ClusterRole");
-        assert_eq!(binding.role_ref.name, "kvip");
-        let subjects = binding.subjects.unwrap();
-        assert_eq!(subjects.len(), 1);
-        assert_eq!(subjects[0].kind, "ServiceAccount");
-        assert_eq!(subjects[0].name, "kvip");
-        assert_eq!(subjects[0].namespace.as_deref(), Some("kvip-system"));
     }
 
     #[test]
-    fn all_is_rbac_then_the_daemonset() {
-        let mut opts = fixed(Role::Cp);
-        opts.namespace = "kvip-system".to_string();
-        let text = all(&opts).unwrap();
-        let kinds: Vec<String> = serde_yaml::Deserializer::from_str(&text)
-            .map(|d| {
-                let v: serde_yaml::Value = serde::Deserialize::deserialize(d).unwrap();
-                v["kind"].as_str().unwrap().to_string()
-            })
-            .collect();
-        assert_eq!(
-            kinds,
-            [
-                "ServiceAccount",
-                "ClusterRole",
-                "ClusterRoleBinding",
-                "DaemonSet"
-            ]
-        );
+    fn rbac_alone_is_the_two_instance_layout_unless_a_role_is_named() {
+        let text = rbac(&access(&[Role::Cp, Role::Lb])).unwrap();
         let expected = format!(
             "{}---\n{}",
-            rbac("kvip-system").unwrap(),
-            daemonset(&opts).unwrap()
+            rbac(&access(&[Role::Cp])).unwrap(),
+            rbac(&access(&[Role::Lb])).unwrap()
         );
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn all_is_the_access_then_the_daemonset() {
+        for role in ROLES {
+            let mut opts = fixed(role);
+            opts.namespace = "kvip-system".to_string();
+            let text = all(&opts).unwrap();
+            let mut access = access(&[role]);
+            access.namespace = "kvip-system".to_string();
+            let expected = format!(
+                "{}---\n{}",
+                rbac(&access).unwrap(),
+                daemonset(&opts).unwrap()
+            );
+            assert_eq!(text, expected, "{role}");
+            let ds: DaemonSet = serde_yaml::from_value(documents(&text).pop().unwrap()).unwrap();
+            let account = pod_spec(&ds).service_account_name.clone();
+            assert!(
+                objects(&text)
+                    .contains(&format!("ServiceAccount kvip-system/{}", account.unwrap())),
+                "{role}: the DaemonSet runs under the account printed with it"
+            );
+        }
+    }
+
+    /// A DaemonSet told to use other Lease names or another control-plane
+    /// namespace gets access to exactly those.
+    #[test]
+    fn all_follows_the_lease_names_the_daemonset_uses() {
+        let mut opts = fixed(Role::All);
+        opts.extra_env = vec![
+            ("vip_leasename".to_string(), "my-cp-lock".to_string()),
+            ("cp_namespace".to_string(), "control".to_string()),
+            ("svc_leasename".to_string(), "kubevip-global".to_string()),
+        ];
+        let text = all(&opts).unwrap();
+        let docs = documents(&text);
+        let role = docs
+            .iter()
+            .find(|d| d["kind"] == "Role" && d["metadata"]["namespace"] == "control");
+        // Both roles in one account: the cluster-wide Lease rules cover the
+        // control-plane Lease, wherever it is.
+        assert!(role.is_none(), "{text}");
+        let policy = docs
+            .iter()
+            .find(|d| d["kind"] == "ValidatingAdmissionPolicy")
+            .map(|d| serde_yaml::to_string(d).unwrap())
+            .unwrap();
+        assert!(policy.contains("'my-cp-lock'"), "{policy}");
+        assert!(
+            !policy.contains("'kubevip-global'"),
+            "covered by its prefix: {policy}"
+        );
+
+        let mut opts = fixed(Role::Cp);
+        opts.extra_env = vec![
+            ("vip_leasename".to_string(), "my-cp-lock".to_string()),
+            ("cp_namespace".to_string(), "control".to_string()),
+        ];
+        let text = all(&opts).unwrap();
+        let role: NamespacedRole = documents(&text)
+            .into_iter()
+            .find(|d| d["kind"] == "Role")
+            .map(|d| serde_yaml::from_value(d).unwrap())
+            .unwrap();
+        assert_eq!(role.metadata.namespace.as_deref(), Some("control"));
+        let names: Vec<_> = role
+            .rules
+            .unwrap()
+            .into_iter()
+            .filter_map(|r| r.resource_names)
+            .collect();
+        assert_eq!(names, [vec!["my-cp-lock".to_string()]]);
+        assert!(objects(&text).contains(&"ServiceAccount kube-system/kvip-cp".to_string()));
+    }
+
+    #[test]
+    fn the_admission_policy_can_be_left_out() {
+        let mut opts = fixed(Role::Lb);
+        opts.admission_policy = false;
+        let text = all(&opts).unwrap();
+        assert!(!text.contains("admissionregistration"), "{text}");
+        assert_eq!(objects(&text).len(), 6);
+        let mut access = access(&[Role::Cp]);
+        access.admission_policy = false;
+        assert_eq!(objects(&rbac(&access).unwrap()).len(), 3);
     }
 
     #[test]
@@ -1495,7 +1693,9 @@ mod tests {
 
     #[test]
     fn rbac_refuses_a_bad_namespace() {
-        let err = rbac("-x").unwrap_err().to_string();
+        let mut opts = access(&[Role::Lb]);
+        opts.namespace = "-x".to_string();
+        let err = rbac(&opts).unwrap_err().to_string();
         assert!(err.starts_with("--namespace: "), "{err}");
     }
 }

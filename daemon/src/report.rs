@@ -462,12 +462,10 @@ pub fn build(snapshot: &Snapshot, class: &LbClassRule) -> Report {
         .map(|s| {
             let mut input = s.input.clone();
             input.lease_labelled = lease_named_is_labelled(&input, |key| {
-                snapshot.leases.get(key).is_some_and(|f| {
-                    f.labels
-                        .get(kvip_core::service::MANAGED_BY_LABEL)
-                        .map(String::as_str)
-                        == Some(kvip_core::service::MANAGED_BY)
-                })
+                snapshot
+                    .leases
+                    .get(key)
+                    .is_some_and(|f| kvip_core::lease_names::labelled_kvips(Some(&f.labels)))
             });
             input
         })

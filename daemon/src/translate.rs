@@ -66,12 +66,7 @@ pub fn service_input(svc: &Service) -> ServiceInput {
 
 /// Whether `lease` carries kvip's label (`app.kubernetes.io/managed-by: kvip`).
 pub fn lease_labelled(lease: &Lease) -> bool {
-    lease
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(kvip_core::service::MANAGED_BY_LABEL))
-        .is_some_and(|v| v == kvip_core::service::MANAGED_BY)
+    kvip_core::lease_names::labelled_kvips(lease.metadata.labels.as_ref())
 }
 
 /// The entries of a Service's `status.loadBalancer.ingress`.
