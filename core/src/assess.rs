@@ -6,7 +6,7 @@
 use crate::candidacy::{NodeInput, PendingReason, candidates};
 use crate::endpoints::{EndpointIndex, SliceInput};
 use crate::service::{LbClassRule, ServiceError, ServiceInput, ServiceKey, ServiceView};
-use crate::sharing::{AnnouncementGroup, CandidateMap, plan_groups};
+use crate::sharing::{AnnouncementGroup, CandidateMap, LeaseKey, plan_groups};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -137,21 +137,85 @@ impl Assessment {
         }
     }
 
-    /// Takes every group with an address `unusable` objects to out of the
-    /// election; its Services become pending with that reason.
+    /// Takes the Services that list an address `unusable` objects to out of
+    /// their groups, pending with that reason. The rest of a group stays as
+    /// it is, with its Lease: a newcomer that adds a bad address to a shared
+    /// one never takes the shared address down. A group left without
+    /// Services goes out of the election.
     pub fn refuse(&mut self, unusable: impl Fn(IpAddr) -> Option<PendingReason>) {
-        let mut refused: Vec<(BTreeSet<ServiceKey>, PendingReason)> = Vec::new();
-        self.groups
-            .retain(|g| match g.addresses.iter().find_map(|a| unusable(*a)) {
-                Some(reason) => {
-                    refused.push((g.services.clone(), reason));
-                    false
+        let addresses: BTreeMap<&ServiceKey, &Vec<IpAddr>> =
+            self.views.iter().map(|v| (&v.key, &v.addresses)).collect();
+        let mut refused: Vec<(ServiceKey, PendingReason)> = Vec::new();
+        for g in &mut self.groups {
+            if !g.addresses.iter().any(|a| unusable(*a).is_some()) {
+                continue;
+            }
+            let mut keep = BTreeSet::new();
+            for key in &g.services {
+                let own = addresses.get(key).map(|a| a.as_slice()).unwrap_or_default();
+                match own.iter().find_map(|a| unusable(*a)) {
+                    Some(reason) => refused.push((key.clone(), reason)),
+                    None => {
+                        keep.insert(key.clone());
+                    }
                 }
-                None => true,
-            });
-        for (services, reason) in refused {
-            for s in services {
-                self.pending.insert(s, reason.clone());
+            }
+            g.addresses = keep
+                .iter()
+                .filter_map(|k| addresses.get(k))
+                .flat_map(|a| a.iter().copied())
+                .collect();
+            g.services = keep;
+        }
+        self.groups.retain(|g| !g.services.is_empty());
+        for (service, reason) in refused {
+            self.pending.insert(service, reason);
+        }
+    }
+
+    /// Elects a group of several Services through the Lease that elects it
+    /// now: its members' announcer (`announcer`: the node a served member's
+    /// `kube-vip.io/vipHost` names) holds one of their Leases (`holder`), so
+    /// the group keeps it, whatever joins. By rule a group is elected through
+    /// its oldest member's Lease, which changes when an older Service joins,
+    /// and the address must not change hands for that.
+    pub fn keep_held_leases(
+        &mut self,
+        holder: impl Fn(&LeaseKey) -> Option<String>,
+        announcer: impl Fn(&ServiceKey) -> Option<String>,
+    ) {
+        let views: BTreeMap<&ServiceKey, &ServiceView> =
+            self.views.iter().map(|v| (&v.key, v)).collect();
+        for g in &mut self.groups {
+            if g.services.len() < 2 {
+                continue;
+            }
+            let mut members: Vec<&ServiceView> = g
+                .services
+                .iter()
+                .filter_map(|k| views.get(k).copied())
+                .collect();
+            let served = |v: &ServiceView| v.served.iter().any(|a| g.addresses.contains(a));
+            let announcers: BTreeSet<String> = members
+                .iter()
+                .filter(|v| served(v))
+                .filter_map(|v| announcer(&v.key))
+                .collect();
+            let announcers: Vec<String> = announcers.into_iter().collect();
+            let [node] = announcers.as_slice() else {
+                continue;
+            };
+            members
+                .sort_by(|a, b| (!served(a), &a.rank, &a.key).cmp(&(!served(b), &b.rank, &b.key)));
+            let current = members
+                .iter()
+                .map(|v| LeaseKey {
+                    namespace: v.key.namespace.clone(),
+                    name: v.lease_name.clone(),
+                })
+                .find(|k| holder(k).as_deref() == Some(node.as_str()));
+            if let Some(key) = current {
+                g.lease = key;
             }
         }
     }
@@ -310,6 +374,83 @@ mod tests {
             a.pending.get(&ServiceKey::new("default", "in-range")),
             Some(PendingReason::ServiceNetwork { range, .. }) if range == "the ClusterIP of Service default/api"
         ));
+    }
+
+    #[test]
+    fn a_newcomer_with_a_bad_second_address_leaves_the_shared_address_alone() {
+        let nodes = [node("worker1", true)];
+        let mut newcomer = svc("new", "Cluster", "10.1.0.2,10.1.0.9");
+        newcomer.ports = vec![("TCP".into(), 81)];
+        newcomer.created = 200;
+        let mut web = svc("web", "Cluster", "10.1.0.2");
+        web.created = 100;
+        let mut a = assess(
+            &[web, newcomer],
+            [slice("web", "worker1"), slice("new", "worker1")],
+            &nodes,
+            &LbClassRule::default(),
+        );
+        assert_eq!(a.groups.len(), 1);
+        let lease = a.groups[0].lease.clone();
+        let bad: IpAddr = "10.1.0.9".parse().unwrap();
+        a.refuse(|ip| {
+            (ip == bad).then(|| PendingReason::AddressInUse {
+                mac: Some("02:00:00:00:00:09".into()),
+                address: ip,
+                node: "worker1".into(),
+            })
+        });
+        assert_eq!(
+            a.groups.len(),
+            1,
+            "the shared address stays in the election"
+        );
+        let g = &a.groups[0];
+        assert_eq!(
+            g.services,
+            BTreeSet::from([ServiceKey::new("default", "web")])
+        );
+        assert_eq!(g.addresses, BTreeSet::from(["10.1.0.2".parse().unwrap()]));
+        assert_eq!(g.lease, lease);
+        assert!(matches!(
+            a.pending.get(&ServiceKey::new("default", "new")),
+            Some(PendingReason::AddressInUse { .. })
+        ));
+    }
+
+    #[test]
+    fn a_shared_group_keeps_the_lease_that_is_held() {
+        let nodes = [node("worker1", true)];
+        let mut alpha = svc("alpha", "Cluster", "10.1.0.2");
+        alpha.created = 200;
+        alpha.ports = vec![("TCP".into(), 81)];
+        let mut older = svc("older", "Cluster", "10.1.0.2");
+        older.created = 100;
+        let inputs = [alpha, older];
+        let slices = [slice("alpha", "worker1"), slice("older", "worker1")];
+        let mut inputs = inputs;
+        inputs[0].ingress_ips = vec!["10.1.0.2".into()];
+        let mut a = assess(&inputs, slices.clone(), &nodes, &LbClassRule::default());
+        assert_eq!(
+            a.groups[0].lease.name, "kubevip-older",
+            "the oldest member's by rule"
+        );
+        // alpha is served by worker1, which holds its Lease; older's Lease is
+        // still held elsewhere (it elected another address until now).
+        let holder = |k: &LeaseKey| match k.name.as_str() {
+            "kubevip-alpha" => Some("worker1".to_string()),
+            _ => Some("worker2".to_string()),
+        };
+        let announcer = |_: &ServiceKey| Some("worker1".to_string());
+        a.keep_held_leases(holder, announcer);
+        assert_eq!(
+            a.groups[0].lease.name, "kubevip-alpha",
+            "the Lease that elects it now"
+        );
+        // Nobody announces it: the rule stands.
+        let mut b = assess(&inputs, slices, &nodes, &LbClassRule::default());
+        b.keep_held_leases(holder, |_| None);
+        assert_eq!(b.groups[0].lease.name, "kubevip-older");
     }
 
     #[test]

@@ -346,6 +346,7 @@ mod tests {
             lease_name: "kubevip-web".to_string(),
             ports: vec![],
             rank: Default::default(),
+            served: vec![],
         }
     }
 

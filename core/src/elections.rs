@@ -824,6 +824,7 @@ mod tests {
             policy,
             lease_name: format!("kubevip-{name}"),
             rank: Default::default(),
+            served: vec![],
             ports: Vec::new(),
         };
         let assessment = Assessment {

@@ -44,6 +44,24 @@ pub fn may_write(
     lease_name_is_kvips(name) || configured.contains(&name) || labelled_kvips(labels)
 }
 
+/// Whether a Service's `kube-vip.io/leaseName` may name the Lease `name`
+/// with `labels` though it is no `kubevip-` name: an administrator labelled
+/// it kvip's, and it is none of kvip's or kube-vip's control Leases
+/// (`plndr-*`, `kvip-*`, an instance Lease, or one of `control`, the
+/// configured `vip_leasename` and `svc_leasename`).
+pub fn service_may_name(
+    name: &str,
+    labels: Option<&BTreeMap<String, String>>,
+    control: &[&str],
+) -> bool {
+    let instance = labels.is_some_and(|l| l.contains_key(crate::instances::INSTANCE_LABEL));
+    labelled_kvips(labels)
+        && !instance
+        && !control.contains(&name)
+        && !name.starts_with("plndr-")
+        && !name.starts_with("kvip-")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +122,25 @@ mod tests {
         assert!(!may_write("team-lease", None, &configured));
         assert!(!may_write("kube-controller-manager", None, &configured));
         assert!(!may_write("my-cp-lock", None, &[]));
+    }
+
+    #[test]
+    fn a_service_may_name_a_labelled_lease_but_no_control_lease() {
+        let labelled = BTreeMap::from([(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string())]);
+        assert!(service_may_name(
+            "team-vip",
+            Some(&labelled),
+            &["my-cp-lock"]
+        ));
+        assert!(!service_may_name("team-vip", None, &[]));
+        for name in ["plndr-cp-lock", "kvip-lb-worker1", "my-cp-lock"] {
+            assert!(
+                !service_may_name(name, Some(&labelled), &["my-cp-lock"]),
+                "{name}"
+            );
+        }
+        let mut instance = labelled.clone();
+        instance.insert(crate::instances::INSTANCE_LABEL.into(), "true".into());
+        assert!(!service_may_name("renamed", Some(&instance), &[]));
     }
 }

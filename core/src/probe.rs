@@ -6,8 +6,10 @@
 //! sends probes (an ARP probe from 0.0.0.0, RFC 5227; a neighbour
 //! solicitation from `::`, RFC 4862 duplicate address detection) and
 //! listens. An answer from a MAC that is no kvip node's marks the address
-//! in use: the node publishes it, no node takes it, and the node probes it
-//! again every [`RECHECK_EVERY`] until the other host is gone.
+//! in use — when it answers at least [`ANSWERS_NEEDED`] of the probes, so a
+//! single forged frame cannot deny an address: the node publishes it, no
+//! node takes it, and the node probes it again every [`RECHECK_EVERY`]
+//! until the other host is gone.
 //!
 //! Pure: the daemon sends the frames, feeds what it hears and the clock.
 
@@ -16,8 +18,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
-/// When probe frames go out, from the start of a probe: two, in case one is lost.
-pub const PROBE_SCHEDULE: [Duration; 2] = [Duration::ZERO, Duration::from_millis(100)];
+/// When probe frames go out, from the start of a probe: three, 100 ms apart.
+pub const PROBE_SCHEDULE: [Duration; 3] = [
+    Duration::ZERO,
+    Duration::from_millis(100),
+    Duration::from_millis(200),
+];
+/// Answers from one MAC that make an address in use: a host using it
+/// answers every probe, while one forged frame proves nothing.
+pub const ANSWERS_NEEDED: u32 = 2;
 /// How long a probe listens by default (`kvip_probe_ms`); hosts on one
 /// link answer within milliseconds.
 pub const DEFAULT_WAIT: Duration = Duration::from_millis(300);
@@ -31,7 +40,7 @@ enum Probe {
     Running {
         started: Mono,
         sent: usize,
-        answer: Option<[u8; 6]>,
+        answers: BTreeMap<[u8; 6], u32>,
         was: Option<[u8; 6]>,
     },
     /// Nobody answered, or the address was already served: free to take.
@@ -96,7 +105,7 @@ impl Prober {
                     Probe::Running {
                         started: now,
                         sent: 0,
-                        answer: None,
+                        answers: BTreeMap::new(),
                         was: None,
                     },
                 );
@@ -109,7 +118,7 @@ impl Prober {
                     *probe = Probe::Running {
                         started: now,
                         sent: 0,
-                        answer: None,
+                        answers: BTreeMap::new(),
                         was: Some(*mac),
                     };
                 }
@@ -118,15 +127,20 @@ impl Prober {
             if let Probe::Running {
                 started,
                 sent,
-                answer,
+                answers,
                 ..
             } = probe
             {
                 let elapsed = now.since(*started);
                 if elapsed >= wait {
-                    *probe = match answer {
+                    let answered = answers
+                        .iter()
+                        .filter(|(_, n)| **n >= ANSWERS_NEEDED)
+                        .max_by_key(|(_, n)| **n)
+                        .map(|(mac, _)| *mac);
+                    *probe = match answered {
                         Some(mac) => Probe::InUse {
-                            mac: *mac,
+                            mac,
                             next_check: now.after(RECHECK_EVERY),
                         },
                         None => Probe::Clear,
@@ -163,8 +177,11 @@ impl Prober {
     /// True when a probe was listening for it.
     pub fn heard(&mut self, address: IpAddr, mac: [u8; 6]) -> bool {
         match self.probes.get_mut(&address) {
-            Some(Probe::Running { answer, .. }) => {
-                answer.get_or_insert(mac);
+            Some(Probe::Running { answers, .. }) => {
+                // Bounded: a flood of forged MACs keeps at most this many.
+                if answers.len() < 64 || answers.contains_key(&mac) {
+                    *answers.entry(mac).or_default() += 1;
+                }
                 true
             }
             Some(Probe::InUse { .. }) => true,
@@ -206,12 +223,11 @@ impl Prober {
         self.probes.retain(|a, _| keep(*a));
     }
 
-    /// Forgets what was learnt of `address` so its next take probes again
-    /// (it left the interface and nobody serves it).
-    pub fn forget(&mut self, address: IpAddr) {
-        if self.probes.get(&address) == Some(&Probe::Clear) {
-            self.probes.remove(&address);
-        }
+    /// Forgets the addresses found free that `keep` rejects (no longer
+    /// wanted here, not on the interface, not served): the next take, maybe
+    /// days later, probes again.
+    pub fn forget_clear(&mut self, keep: impl Fn(IpAddr) -> bool) {
+        self.probes.retain(|a, p| *p != Probe::Clear || keep(*a));
     }
 }
 
@@ -235,7 +251,7 @@ mod tests {
     }
 
     #[test]
-    fn a_new_address_is_probed_twice_and_taken_when_nobody_answers() {
+    fn a_new_address_is_probed_three_times_and_taken_when_nobody_answers() {
         let mut p = Prober::new(DEFAULT_WAIT);
         let wanted = set(&[ip(1)]);
         let r = p.step(&wanted, |_| false, at(0));
@@ -244,7 +260,9 @@ mod tests {
         assert_eq!(r.next, Some(100 * MS));
         let r = p.step(&wanted, |_| false, at(100));
         assert_eq!(r.send, vec![ip(1)], "the second frame");
-        assert_eq!(r.next, Some(200 * MS));
+        let r = p.step(&wanted, |_| false, at(250));
+        assert_eq!(r.send, vec![ip(1)], "the third, late");
+        assert_eq!(r.next, Some(50 * MS));
         let r = p.step(&wanted, |_| false, at(300));
         assert_eq!(r.allowed, wanted);
         assert!(r.send.is_empty() && r.next.is_none());
@@ -266,6 +284,7 @@ mod tests {
         p.step(&wanted, |_| false, at(0));
         assert!(p.listening(ip(1)));
         assert!(p.heard(ip(1), MAC));
+        assert!(p.heard(ip(1), MAC));
         assert!(!p.heard(ip(9), MAC), "nobody probes that one");
         let r = p.step(&wanted, |_| false, at(300));
         assert!(r.allowed.is_empty());
@@ -276,6 +295,7 @@ mod tests {
         let r = p.step(&BTreeSet::new(), |_| false, recheck);
         assert_eq!(r.send, vec![ip(1)]);
         assert_eq!(p.in_use().len(), 1);
+        p.heard(ip(1), MAC);
         p.heard(ip(1), MAC);
         p.step(&BTreeSet::new(), |_| false, recheck.after(DEFAULT_WAIT));
         assert_eq!(p.in_use().len(), 1);
@@ -295,8 +315,39 @@ mod tests {
         let mut p = Prober::new(DEFAULT_WAIT);
         p.step(&wanted, |_| false, at(0));
         p.heard(ip(1), MAC);
+        p.heard(ip(1), MAC);
         p.step(&wanted, |_| false, at(300));
         p.retain(|_| false);
         assert!(p.in_use().is_empty() && !p.listening(ip(1)));
+    }
+
+    #[test]
+    fn one_forged_frame_or_a_flood_of_one_frame_each_proves_nothing() {
+        let mut p = Prober::new(DEFAULT_WAIT);
+        let wanted = set(&[ip(1)]);
+        p.step(&wanted, |_| false, at(0));
+        p.heard(ip(1), MAC);
+        for i in 0..=255u8 {
+            p.heard(ip(1), [2, 0, 0, 0, 1, i]);
+        }
+        let r = p.step(&wanted, |_| false, at(300));
+        assert_eq!(r.allowed, wanted);
+        assert!(p.in_use().is_empty());
+    }
+
+    #[test]
+    fn a_free_address_left_behind_is_probed_again_at_its_next_take() {
+        let mut p = Prober::new(DEFAULT_WAIT);
+        let wanted = set(&[ip(1)]);
+        p.step(&wanted, |_| false, at(0));
+        assert_eq!(p.step(&wanted, |_| false, at(300)).allowed, wanted);
+        // Still wanted or held: kept.
+        p.forget_clear(|a| a == ip(1));
+        assert_eq!(p.step(&wanted, |_| false, at(400)).allowed, wanted);
+        // Gone from the node and unserved: forgotten.
+        p.forget_clear(|_| false);
+        let r = p.step(&wanted, |_| false, at(500));
+        assert!(r.allowed.is_empty());
+        assert_eq!(r.send, vec![ip(1)]);
     }
 }

@@ -9,7 +9,12 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::config::parse_go_bool;
-use crate::lease_names::{MANAGED_BY, MANAGED_BY_LABEL, lease_name_is_kvips};
+use crate::lease_names::{MANAGED_BY, MANAGED_BY_LABEL};
+
+/// The prefix of the Lease names a Service's election may use by itself
+/// (`kubevip-<name>` by default): kube-vip's and kvip's own control Leases
+/// (`plndr-*`, `kvip-*`) are not a Service's to hold.
+pub const SERVICE_LEASE_PREFIX: &str = "kubevip-";
 
 /// Comma-separated VIPs of both families; wins over `spec.loadBalancerIP`.
 pub const LOADBALANCER_IPS_ANNOTATION: &str = "kube-vip.io/loadbalancerIPs";
@@ -82,9 +87,9 @@ pub struct ServiceInput {
     pub ingress_ips: Vec<String>,
     /// `spec.clusterIPs`.
     pub cluster_ips: Vec<String>,
-    /// The Lease `kube-vip.io/leaseName` names exists and carries
-    /// [`MANAGED_BY_LABEL`] (only read for names outside
-    /// [`crate::lease_names::LEASE_NAME_PREFIXES`]).
+    /// The Lease `kube-vip.io/leaseName` names exists, carries
+    /// [`MANAGED_BY_LABEL`] and is none of kvip's control Leases (only read
+    /// for names outside [`SERVICE_LEASE_PREFIX`]).
     pub lease_labelled: bool,
 }
 
@@ -120,18 +125,25 @@ pub struct ServiceView {
     pub lease_name: String,
     /// `spec.ports` as (protocol, port).
     pub ports: Vec<(String, u16)>,
-    /// Its place when Services contend for an address.
+    /// Its age, when Services contend for an address.
     pub rank: ClaimRank,
+    /// Those of its addresses its `status.loadBalancer.ingress` lists: it
+    /// has them, and keeps them against any other claim.
+    pub served: Vec<IpAddr>,
 }
 
-/// A Service's place when Services contend for an address: the one already
-/// served keeps it, then the oldest, then the smallest uid. A newcomer, in
-/// whatever namespace or under whatever name, never takes an address.
+impl ServiceView {
+    /// Its priority for `address` against other claims: served first, then older.
+    pub fn claim_on(&self, address: IpAddr) -> (bool, &ClaimRank, &ServiceKey) {
+        (!self.served.contains(&address), &self.rank, &self.key)
+    }
+}
+
+/// A Service's age when Services contend for an address: the older first,
+/// then the smaller uid. Whether a Service already has the address counts
+/// before its age, address by address ([`ServiceView::served`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct ClaimRank {
-    /// False when `status.loadBalancer.ingress` lists one of its addresses
-    /// (false sorts first).
-    pub unserved: bool,
     /// `metadata.creationTimestamp` in seconds since the epoch.
     pub created: i64,
     /// `metadata.uid`.
@@ -173,9 +185,9 @@ pub enum ServiceError {
     },
     /// `kube-vip.io/leaseName` names a Lease that is neither kvip's nor kube-vip's.
     #[error(
-        "annotation {LEASE_NAME_ANNOTATION}: {value:?} is not a Lease kvip or kube-vip uses: \
-         use a name starting with kubevip-, plndr- or kvip-, or label the Lease \
-         {MANAGED_BY_LABEL}={MANAGED_BY}"
+        "annotation {LEASE_NAME_ANNOTATION}: {value:?} is not a Service's Lease: use a name \
+         starting with {SERVICE_LEASE_PREFIX}, or label the Lease {MANAGED_BY_LABEL}={MANAGED_BY} \
+         (another controller's Lease, and kvip's or kube-vip's control Leases, are refused)"
     )]
     ForeignLeaseName {
         /// Its value.
@@ -350,7 +362,7 @@ impl ServiceView {
                         reason,
                     });
                 }
-                if !lease_name_is_kvips(name) && !input.lease_labelled {
+                if !name.starts_with(SERVICE_LEASE_PREFIX) && !input.lease_labelled {
                     return Err(ServiceError::ForeignLeaseName {
                         value: name.clone(),
                     });
@@ -365,12 +377,14 @@ impl ServiceView {
             policy,
             ports: input.ports.clone(),
             rank: ClaimRank {
-                unserved: !addresses
-                    .iter()
-                    .any(|a| input.ingress_ips.iter().any(|i| i.parse() == Ok(*a))),
                 created: input.created,
                 uid: input.uid.clone(),
             },
+            served: addresses
+                .iter()
+                .filter(|a| input.ingress_ips.iter().any(|i| i.parse() == Ok(**a)))
+                .copied()
+                .collect(),
             addresses,
             lease_name,
         }))
@@ -515,22 +529,26 @@ mod tests {
 
     #[test]
     fn a_served_address_ranks_first_then_age_then_uid() {
-        let mut input = lb(&[(LOADBALANCER_IPS_ANNOTATION, "10.0.0.1")]);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut input = lb(&[(LOADBALANCER_IPS_ANNOTATION, "10.0.0.1,10.0.0.2")]);
         input.created = 1_767_312_000;
         input.uid = "b".into();
         let young = view(&input);
-        assert!(young.rank.unserved);
-        input.ingress_ips = vec!["10.0.0.9".into()];
-        assert!(view(&input).rank.unserved, "another address was served");
+        assert!(young.served.is_empty());
+        input.ingress_ips = vec!["10.0.0.2".into(), "10.0.0.9".into()];
+        assert_eq!(
+            view(&input).served,
+            ips(&["10.0.0.2"]),
+            "address by address"
+        );
         input.ingress_ips = vec!["10.0.0.1".into()];
         let served = view(&input);
-        assert!(!served.rank.unserved);
         let mut old = input.clone();
         old.ingress_ips.clear();
         old.created = 1_767_225_599;
         old.uid = "z".into();
         let old = view(&old);
-        assert!(served.rank < old.rank && old.rank < young.rank);
+        assert!(served.claim_on(a) < old.claim_on(a) && old.claim_on(a) < young.claim_on(a));
     }
 
     #[test]
@@ -563,6 +581,13 @@ mod tests {
             view(&lb(&[(LEASE_NAME_ANNOTATION, "kubevip-shared.vip-1")])).lease_name,
             "kubevip-shared.vip-1"
         );
+        // kvip's and kube-vip's control Leases are not a Service's.
+        for name in ["kvip-lb-worker1", "plndr-cp-lock", "plndr-svcs-lock"] {
+            assert!(matches!(
+                ServiceView::from_input(&lb(&[(LEASE_NAME_ANNOTATION, name)]), &rule()),
+                Err(ServiceError::ForeignLeaseName { .. })
+            ));
+        }
         // Another controller's leader Lease is not kvip's to write ...
         let foreign = lb(&[(LEASE_NAME_ANNOTATION, "kube-controller-manager")]);
         assert_eq!(

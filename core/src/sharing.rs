@@ -4,20 +4,24 @@
 //!
 //! The rule:
 //!
-//! 1. Services are taken in claim order ([`crate::service::ClaimRank`]): the
-//!    one already served first, then the oldest, then by uid, so a newcomer
-//!    never takes an address, whatever its namespace or name.
-//! 2. An address belongs to one namespace: a Service that lists an address
-//!    already claimed by a Service of another namespace is left out entirely,
-//!    pending with [`PendingReason::AddressConflict`]. In one namespace,
-//!    Services share an address only when their ports (port and protocol) do
-//!    not overlap; a later one that overlaps is left out, pending with
+//! 1. Claims on an address go in claim order: the Service that has it
+//!    (its status lists this address) first, then the oldest
+//!    ([`crate::service::ClaimRank`]), then by uid, so a newcomer never takes
+//!    an address, whatever its namespace or name, nor an old Service that
+//!    adds another's address to its list.
+//! 2. An address belongs to the namespace of its first claim: a Service that
+//!    lists an address of another namespace is left out entirely, pending
+//!    with [`PendingReason::AddressConflict`]. In one namespace, Services
+//!    share an address only when their ports (port and protocol) do not
+//!    overlap; a later claim that overlaps is left out, pending with
 //!    [`PendingReason::PortConflict`]. Claims do not depend on readiness, so
 //!    ownership does not flap.
 //! 3. The remaining Services are joined when they share an address or name
 //!    the same Lease, transitively (union-find). Each connected set is one
-//!    group, elected through the Lease of its first Service in claim order:
-//!    adding a Service to a shared address never changes the Lease.
+//!    group, elected through the Lease of its oldest Service (the daemon
+//!    keeps a member's Lease that is already held, see
+//!    [`crate::assess::Assessment::keep_held_leases`], so adding a Service
+//!    never changes it).
 //! 4. A group announces for its members that have candidates; it announces
 //!    their addresses from a node in the intersection of their candidate
 //!    sets. Members without candidates are pending with their own reason; if
@@ -95,60 +99,83 @@ pub fn plan_groups(
     let mut unique: Vec<&ServiceView> = services.iter().collect();
     unique.sort();
     unique.dedup_by(|later, first| later.key == first.key);
-    // Rule 1: claim order.
+    // Rule 1: claim order, address by address: the Service that has the
+    // address (its status lists it), then the oldest, then by uid. The first
+    // claim's namespace owns the address.
     let mut sorted = unique;
     sorted.sort_by(|a, b| a.rank.cmp(&b.rank).then_with(|| a.key.cmp(&b.key)));
+    let mut owner: BTreeMap<IpAddr, &ServiceView> = BTreeMap::new();
+    for view in &sorted {
+        for address in &view.addresses {
+            let best = owner.entry(*address).or_insert(view);
+            if view.claim_on(*address) < best.claim_on(*address) {
+                *best = view;
+            }
+        }
+    }
 
-    // Rule 2: the first claim wins each address for its namespace, and its
-    // ports on the address for itself.
-    let mut owner: BTreeMap<IpAddr, &ServiceKey> = BTreeMap::new();
-    let mut ports_on: BTreeMap<(IpAddr, &str, u16), &ServiceKey> = BTreeMap::new();
-    let mut accepted: Vec<&ServiceView> = Vec::new();
-    for view in sorted {
+    // Rule 2: another namespace's address is refused; in the namespace, a
+    // port already taken on the address is refused, in the same claim order.
+    let mut refused: BTreeSet<&ServiceKey> = BTreeSet::new();
+    for view in &sorted {
         if view.addresses.is_empty() {
             pending.insert(view.key.clone(), PendingReason::NoAddress);
+            refused.insert(&view.key);
             continue;
         }
         let conflict = view.addresses.iter().find_map(|address| {
             owner
                 .get(address)
-                .filter(|other| other.namespace != view.key.namespace)
-                .map(|other| (*address, (*other).clone()))
+                .filter(|other| other.key.namespace != view.key.namespace)
+                .map(|other| (*address, other.key.clone()))
         });
         if let Some((address, other)) = conflict {
             pending.insert(
                 view.key.clone(),
                 PendingReason::AddressConflict { address, other },
             );
-            continue;
+            refused.insert(&view.key);
         }
-        let overlap = view.addresses.iter().find_map(|address| {
+    }
+    // Refusing one claim frees its ports everywhere: go again until none is refused.
+    loop {
+        let mut taken: BTreeMap<(IpAddr, &str, u16), &ServiceView> = BTreeMap::new();
+        let mut claims: Vec<(IpAddr, &ServiceView)> = sorted
+            .iter()
+            .filter(|v| !refused.contains(&v.key))
+            .flat_map(|v| v.addresses.iter().map(move |a| (*a, *v)))
+            .collect();
+        claims.sort_by(|(a, x), (b, y)| a.cmp(b).then_with(|| x.claim_on(*a).cmp(&y.claim_on(*b))));
+        let overlap = claims.iter().find_map(|(address, view)| {
             view.ports.iter().find_map(|(protocol, port)| {
-                ports_on
-                    .get(&(*address, protocol.as_str(), *port))
-                    .filter(|other| **other != &view.key)
-                    .map(|other| PendingReason::PortConflict {
-                        address: *address,
-                        protocol: protocol.clone(),
-                        port: *port,
-                        other: (*other).clone(),
-                    })
+                let first = taken
+                    .entry((*address, protocol.as_str(), *port))
+                    .or_insert(view);
+                (first.key != view.key).then(|| {
+                    (
+                        *view,
+                        PendingReason::PortConflict {
+                            address: *address,
+                            protocol: protocol.clone(),
+                            port: *port,
+                            other: first.key.clone(),
+                        },
+                    )
+                })
             })
         });
-        if let Some(reason) = overlap {
-            pending.insert(view.key.clone(), reason);
-            continue;
-        }
-        for address in &view.addresses {
-            owner.entry(*address).or_insert(&view.key);
-            for (protocol, port) in &view.ports {
-                ports_on
-                    .entry((*address, protocol.as_str(), *port))
-                    .or_insert(&view.key);
+        match overlap {
+            Some((view, reason)) => {
+                pending.insert(view.key.clone(), reason);
+                refused.insert(&view.key);
             }
+            None => break,
         }
-        accepted.push(view);
     }
+    let accepted: Vec<&ServiceView> = sorted
+        .into_iter()
+        .filter(|v| !refused.contains(&v.key))
+        .collect();
 
     // Rule 3: join by shared address or shared Lease.
     let mut sets = UnionFind::new(accepted.len());
@@ -233,12 +260,13 @@ mod tests {
             lease_name: format!("kubevip-{name}"),
             ports: vec![],
             rank: Default::default(),
+            served: vec![],
         }
     }
 
     fn aged(mut v: ServiceView, created: i64, served: bool) -> ServiceView {
         v.rank.created = created;
-        v.rank.unserved = !served;
+        v.served = if served { v.addresses.clone() } else { vec![] };
         v
     }
 
@@ -268,6 +296,33 @@ mod tests {
             let (groups, _) = plan_groups(&[served.clone(), prod.clone()], &cs);
             assert_eq!(groups[0].services, keys(&[&served]));
         }
+    }
+
+    #[test]
+    fn an_old_service_adding_a_served_address_to_its_list_does_not_take_it() {
+        let victim = aged(view("prod", "web", &["10.0.0.1"]), 200, true);
+        let mut old = aged(view("evil", "old", &["10.0.0.2", "10.0.0.1"]), 100, false);
+        old.served = vec!["10.0.0.2".parse().unwrap()];
+        let cs = cands(&[(&victim, nodes(&["n1"])), (&old, nodes(&["n1"]))]);
+        let (groups, pending) = plan_groups(&[old.clone(), victim.clone()], &cs);
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].services, keys(&[&victim]));
+        assert!(matches!(
+            &pending[&old.key],
+            PendingReason::AddressConflict { other, .. } if other == &victim.key
+        ));
+        // In one namespace the same: the served claim keeps its port.
+        let mut same = old.clone();
+        same.key.namespace = "prod".into();
+        let victim = ported(victim, &[("TCP", 80)]);
+        let same = ported(same, &[("TCP", 80)]);
+        let cs = cands(&[(&victim, nodes(&["n1"])), (&same, nodes(&["n1"]))]);
+        let (_, pending) = plan_groups(&[same.clone(), victim.clone()], &cs);
+        assert!(matches!(
+            &pending[&same.key],
+            PendingReason::PortConflict { other, .. } if other == &victim.key
+        ));
+        assert!(!pending.contains_key(&victim.key));
     }
 
     #[test]

@@ -26,6 +26,7 @@ use kube::Client;
 use kvip_core::candidacy::NodeInput;
 use kvip_core::elections::{Ballot, Elections};
 use kvip_core::instances::{self, InstanceTerm, Liveness};
+use kvip_core::lease_names;
 use kvip_core::placement;
 use kvip_core::probe::Prober;
 use kvip_core::{
@@ -49,6 +50,10 @@ const MAX_SETTLE: Duration = Duration::from_millis(250);
 
 /// The longest the whole picture goes without being assessed again.
 const RESYNC: Duration = Duration::from_secs(10);
+
+/// How long a MAC a kvip node published stays kvip's after the node
+/// stopped renewing its instance Lease: it may still answer for what it held.
+const KVIP_MAC_MEMORY: Duration = Duration::from_secs(600);
 
 /// What the last assessment of the whole picture found; the elections step
 /// over it until something it was built from changes.
@@ -99,8 +104,11 @@ pub struct LbRole {
     dirty: bool,
     /// What the instance Lease last said (placement problems and MACs).
     published: BTreeMap<String, String>,
-    /// The MACs of other nodes that run kvip, from their instance Leases.
+    /// The MACs of other nodes that run kvip, from their instance Leases
+    /// (for [`KVIP_MAC_MEMORY`] after they were last published).
     kvip_macs: BTreeMap<[u8; 6], String>,
+    /// When each kvip MAC was last published, and by which node.
+    kvip_macs_seen: BTreeMap<[u8; 6], (String, Instant)>,
     /// How long the last assessment took (the settle time after a change).
     assess_cost: Duration,
     /// The announcement made by the last step, to write status only on change.
@@ -193,6 +201,7 @@ impl LbRole {
             dirty: true,
             published: BTreeMap::new(),
             kvip_macs: BTreeMap::new(),
+            kvip_macs_seen: BTreeMap::new(),
             assess_cost: Duration::ZERO,
             announced_last: BTreeMap::new(),
             reported: BTreeMap::new(),
@@ -611,21 +620,41 @@ impl LbRole {
         self.next_expiry = liveness.next_expiry;
         let live = liveness.live;
         let (mut problems, kvip_macs) = self.published_by_others(&live);
-        self.kvip_macs = kvip_macs;
+        // A node that stopped renewing may still answer for what it held:
+        // its MACs stay kvip's for a while, so its answer is no other host.
+        let seen = Instant::now();
+        for (mac, node) in kvip_macs {
+            self.kvip_macs_seen.insert(mac, (node, seen));
+        }
+        self.kvip_macs_seen
+            .retain(|_, (_, at)| seen.duration_since(*at) < KVIP_MAC_MEMORY);
+        self.kvip_macs = self
+            .kvip_macs_seen
+            .iter()
+            .map(|(mac, (node, _))| (*mac, node.clone()))
+            .collect();
         let rule = LbClassRule {
             class_only: self.config.lb_class_only,
             class_name: self.config.lb_class_name.clone(),
         };
         let services: Vec<Arc<Service>> = self.cache.services.state();
         let leases = &self.cache.leases;
+        let control = [
+            self.config.vip_leasename.as_str(),
+            self.config.svc_leasename.as_str(),
+        ];
         let inputs: Vec<_> = services
             .iter()
             .map(|s| {
                 let mut input = translate::service_input(s);
                 input.lease_labelled = crate::report::lease_named_is_labelled(&input, |key| {
-                    leases
-                        .lease(&key.namespace, &key.name)
-                        .is_some_and(|l| translate::lease_labelled(&l))
+                    leases.lease(&key.namespace, &key.name).is_some_and(|l| {
+                        lease_names::service_may_name(
+                            &key.name,
+                            l.metadata.labels.as_ref(),
+                            &control,
+                        )
+                    })
                 });
                 input
             })
@@ -696,6 +725,19 @@ impl LbRole {
         }
         problems.insert(self.node.clone(), placement::published(&unplaceable));
         assessment.exclude_unplaceable(&problems);
+        let leases = &self.cache.leases;
+        let hosts: BTreeMap<ServiceKey, String> = services
+            .iter()
+            .filter_map(|s| {
+                let host = s
+                    .metadata
+                    .annotations
+                    .as_ref()?
+                    .get(kvip_core::service::VIP_HOST_ANNOTATION)?;
+                Some((translate::service_key(s), host.clone()))
+            })
+            .collect();
+        assessment.keep_held_leases(|key| leases.holder(key), |key| hosts.get(key).cloned());
         self.update_pending_metrics(&assessment.pending);
         let wanted = if self.membership.is_some() {
             BTreeMap::new()
@@ -716,6 +758,13 @@ impl LbRole {
             .iter()
             .map(|s| (translate::service_key(s), s.clone()))
             .collect();
+        // Only what kvip's own Services have, address by address: another
+        // load balancer's status must not spare an address its probe.
+        let served = assessment
+            .views
+            .iter()
+            .flat_map(|v| v.served.iter().copied())
+            .collect();
         self.assessed = Assessed {
             services,
             by_key,
@@ -728,10 +777,7 @@ impl LbRole {
             interfaces,
             unplaceable,
             wanted,
-            served: inputs
-                .iter()
-                .flat_map(|i| i.ingress_ips.iter().filter_map(|ip| ip.parse().ok()))
-                .collect(),
+            served,
             at: Some(now),
         };
     }
@@ -911,7 +957,19 @@ impl LbRole {
         now: Mono,
     ) -> (BTreeSet<IpAddr>, Option<Duration>) {
         let before = self.prober.in_use();
+        // Answers already heard count before a probe is judged: at scale
+        // the loop may reach this step before it read them.
+        while let Some(conflict) = self.vips.try_next_conflict() {
+            if self.conflict(conflict) {
+                self.dirty = true;
+            }
+        }
         let vips = &self.vips;
+        let served = &a.served;
+        // A free address that left the node and nobody serves is probed
+        // again at its next take.
+        self.prober
+            .forget_clear(|x| wanted.contains(&x) || served.contains(&x) || vips.holds(x));
         let round = self.prober.step(
             wanted,
             |address| a.served.contains(&address) || vips.holds(address),

@@ -1,5 +1,10 @@
 //! Lease writes for the election: create, or replace guarded by
 //! resourceVersion, translated into the core's `WriteResult` (409 = lost).
+//!
+//! A replace is a merge patch, so a Lease's other labels and annotations
+//! stay. Where RBAC grants `update` on Leases but not `patch` (kube-vip's
+//! published ClusterRole), the first patch is refused with 403: from then on
+//! the process replaces Leases whole (PUT), as kube-vip does.
 
 use crate::budget::Urgency;
 use crate::translate;
@@ -10,6 +15,7 @@ use kube::{Client, Error};
 use kvip_core::lease_names::{MANAGED_BY, MANAGED_BY_LABEL};
 use kvip_core::{LeaseRecord, Mono, WriteResult};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// What a write asks for.
@@ -55,10 +61,12 @@ pub async fn write(
             resource_version,
         } => (record, Some(resource_version.clone())),
     };
-    let lease = lease_object(namespace, name, record, None, meta);
+    let method = PATCH.method(resource_version.is_some());
     let patch = resource_version
         .as_deref()
         .map(|version| replacement(version, record, meta));
+    // What a create sends, and a replace sent whole (with the version).
+    let lease = lease_object(namespace, name, record, resource_version, meta);
     let pp = PostParams {
         field_manager: Some("kvip".into()),
         ..Default::default()
@@ -78,16 +86,33 @@ pub async fn write(
         return (WriteResult::NotSent, crate::clock::now());
     }
     let sent = crate::clock::now();
+    // Only the last answer counts, for the budget as for the result: a
+    // patch refused by RBAC is sent again at once as a replace, and its 403
+    // is no refusal of the write.
     let call = async {
-        match &patch {
-            None => api.create(&pp, &lease).await,
-            Some(patch) => {
+        match (method, &patch) {
+            (Method::Patch, Some(patch)) => {
                 let params = PatchParams {
                     field_manager: Some("kvip".into()),
                     ..Default::default()
                 };
-                api.patch(name, &params, &Patch::Merge(patch)).await
+                match api.patch(name, &params, &Patch::Merge(patch)).await {
+                    Err(Error::Api(status))
+                        if patch_refused_by_rbac(status.code, &status.message) =>
+                    {
+                        if PATCH.refused() {
+                            tracing::warn!(
+                                lease = %format!("{namespace}/{name}"),
+                                "RBAC does not grant patch on leases (coordination.k8s.io), only update: kvip falls back to update, replacing each Lease it writes whole, so labels and annotations others put on a Lease kvip takes are replaced (kvip's managed-by label and its instance Lease's labels and annotations are still written); grant patch on leases, as `kvip manifest rbac` does, to keep them"
+                            );
+                        }
+                        api.replace(name, &pp, &lease).await
+                    }
+                    other => other,
+                }
             }
+            (Method::Replace, Some(_)) => api.replace(name, &pp, &lease).await,
+            _ => api.create(&pp, &lease).await,
         }
     };
     let result = match tokio::time::timeout(timeout, call).await {
@@ -127,7 +152,61 @@ pub async fn write(
     (result, sent)
 }
 
-/// The Lease a create sends. Every write carries kvip's managed-by label
+/// How a write goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    /// POST: the Lease is new.
+    Create,
+    /// A merge patch guarded by resourceVersion ([`replacement`]).
+    Patch,
+    /// PUT of the whole Lease with its resourceVersion ([`lease_object`]).
+    Replace,
+}
+
+/// Whether Leases may be patched, as the API server has answered so far:
+/// once refused, never tried again in this process (a `patch` granted later
+/// is used after a restart).
+struct PatchVerb {
+    forbidden: AtomicBool,
+}
+
+impl PatchVerb {
+    const fn new() -> Self {
+        PatchVerb {
+            forbidden: AtomicBool::new(false),
+        }
+    }
+
+    /// The method of a write: a create, else a patch until one was
+    /// refused, then a replace.
+    fn method(&self, replace: bool) -> Method {
+        match (replace, self.forbidden.load(Ordering::Relaxed)) {
+            (false, _) => Method::Create,
+            (true, false) => Method::Patch,
+            (true, true) => Method::Replace,
+        }
+    }
+
+    /// Records that RBAC refused a patch; true the first time (the caller
+    /// says so once).
+    fn refused(&self) -> bool {
+        !self.forbidden.swap(true, Ordering::Relaxed)
+    }
+}
+
+/// Process-wide: whether patching Leases is forbidden.
+static PATCH: PatchVerb = PatchVerb::new();
+
+/// A 403 answer to a Lease patch that RBAC gave (the verb is not granted),
+/// not an admission policy or webhook: that one would refuse the replace
+/// too, and says nothing of the verb.
+fn patch_refused_by_rbac(code: u16, message: &str) -> bool {
+    code == 403
+        && !message.contains("ValidatingAdmissionPolicy")
+        && !message.contains("admission webhook")
+}
+
+/// The Lease a create sends, and a replace when patching is forbidden. Every write carries kvip's managed-by label
 /// beside `meta`'s labels, a create as well as a replace ([`replacement`]):
 /// the admission policy lets kvip write a Lease outside its names only
 /// while the stored Lease carries the label.
@@ -252,6 +331,61 @@ mod tests {
         assert_eq!(annotations[macs], "02:00:00:00:00:01");
         assert!(annotations[kvip_core::placement::PLACEMENT_ANNOTATION].is_null());
         assert_eq!(patch["metadata"]["labels"]["kvip.io/instance"], "true");
+    }
+
+    #[test]
+    fn a_refused_patch_turns_every_later_replace_into_an_update() {
+        let verb = PatchVerb::new();
+        assert_eq!(verb.method(false), Method::Create);
+        assert_eq!(verb.method(true), Method::Patch);
+        assert!(verb.refused(), "the first refusal is news (one warning)");
+        assert_eq!(verb.method(true), Method::Replace);
+        assert_eq!(
+            verb.method(false),
+            Method::Create,
+            "a create stays a create"
+        );
+        assert!(!verb.refused(), "a second refusal says nothing again");
+        assert_eq!(verb.method(true), Method::Replace, "sticky");
+    }
+
+    #[test]
+    fn only_rbac_refusing_the_verb_makes_a_patch_fall_back() {
+        let rbac = r#"leases.coordination.k8s.io "kvip-lb-worker1" is forbidden: User "system:serviceaccount:kube-system:kube-vip" cannot patch resource "leases" in API group "coordination.k8s.io" in the namespace "kube-system""#;
+        assert!(patch_refused_by_rbac(403, rbac));
+        let policy = r#"leases.coordination.k8s.io "kube-scheduler" is forbidden: ValidatingAdmissionPolicy 'kvip-lb' with binding 'kvip-lb' denied request: failed expression"#;
+        assert!(!patch_refused_by_rbac(403, policy));
+        let webhook = r#"admission webhook "leases.example.com" denied the request: no"#;
+        assert!(!patch_refused_by_rbac(403, webhook));
+        for code in [404, 409, 422, 429, 500] {
+            assert!(
+                !patch_refused_by_rbac(code, rbac),
+                "{code} is no refusal of the verb"
+            );
+        }
+    }
+
+    #[test]
+    fn a_replace_sent_whole_carries_the_version_and_our_metadata() {
+        let meta = LeaseMeta {
+            labels: instances::instance_labels("worker1", &[instances::LB_ROLE]),
+            annotations: BTreeMap::from([(
+                kvip_core::placement::MACS_ANNOTATION.to_string(),
+                "[]".to_string(),
+            )]),
+        };
+        let lease = lease_object(
+            "kube-system",
+            "kvip-lb-worker1",
+            &record(),
+            Some("42".to_string()),
+            Some(&meta),
+        );
+        assert_eq!(lease.metadata.resource_version.as_deref(), Some("42"));
+        assert_eq!(labels(&lease)[MANAGED_BY_LABEL], MANAGED_BY);
+        assert_eq!(lease.metadata.annotations.as_ref(), Some(&meta.annotations));
+        let spec = lease.spec.as_ref().map(|s| s.holder_identity.clone());
+        assert_eq!(spec, Some(Some("worker1".to_string())));
     }
 
     fn labels(lease: &Lease) -> BTreeMap<String, String> {

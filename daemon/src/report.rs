@@ -462,10 +462,9 @@ pub fn build(snapshot: &Snapshot, class: &LbClassRule) -> Report {
         .map(|s| {
             let mut input = s.input.clone();
             input.lease_labelled = lease_named_is_labelled(&input, |key| {
-                snapshot
-                    .leases
-                    .get(key)
-                    .is_some_and(|f| kvip_core::lease_names::labelled_kvips(Some(&f.labels)))
+                snapshot.leases.get(key).is_some_and(|f| {
+                    kvip_core::lease_names::service_may_name(&key.name, Some(&f.labels), &[])
+                })
             });
             input
         })
@@ -491,6 +490,18 @@ pub fn build(snapshot: &Snapshot, class: &LbClassRule) -> Report {
         })
         .collect();
     assessment.exclude_unplaceable(&problems);
+    // A shared address keeps the Lease that elects it now, as the daemon has it.
+    assessment.keep_held_leases(
+        |key| snapshot.leases.get(key)?.record.holder.clone(),
+        |key| {
+            snapshot
+                .services
+                .iter()
+                .find(|s| &s.input.key == key)?
+                .vip_host
+                .clone()
+        },
+    );
 
     let mut services = Vec::new();
     for facts in &snapshot.services {

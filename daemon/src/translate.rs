@@ -64,11 +64,6 @@ pub fn service_input(svc: &Service) -> ServiceInput {
     }
 }
 
-/// Whether `lease` carries kvip's label (`app.kubernetes.io/managed-by: kvip`).
-pub fn lease_labelled(lease: &Lease) -> bool {
-    kvip_core::lease_names::labelled_kvips(lease.metadata.labels.as_ref())
-}
-
 /// The entries of a Service's `status.loadBalancer.ingress`.
 pub fn ingress(svc: &Service) -> impl Iterator<Item = &LoadBalancerIngress> {
     svc.status

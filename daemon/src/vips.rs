@@ -315,23 +315,37 @@ impl Vips {
         metrics::set_listeners_down(self.role, down);
     }
 
-    /// The next claim by another host for one of the VIPs this role holds,
-    /// heard on the interface that holds it; our own MACs never count.
+    /// The next claim by another host for one of the VIPs this role holds
+    /// (or probes), heard on the interface that holds it; our own MACs never
+    /// count.
     pub async fn next_conflict(&mut self) -> Option<Conflict> {
         loop {
             let conflict = self.conflicts_rx.recv().await?;
-            if self.local_macs.contains(&conflict.claim.mac) {
-                continue;
-            }
-            let ours = self.owned.contains(&InterfaceAddress {
-                interface: conflict.interface.clone(),
-                address: conflict.claim.ip,
-            });
-            let probed = self.probing.get(&conflict.claim.ip) == Some(&conflict.interface);
-            if ours || probed {
+            if self.concerns_us(&conflict) {
                 return Some(conflict);
             }
         }
+    }
+
+    /// [`Vips::next_conflict`] among the claims already heard, without waiting.
+    pub fn try_next_conflict(&mut self) -> Option<Conflict> {
+        while let Ok(conflict) = self.conflicts_rx.try_recv() {
+            if self.concerns_us(&conflict) {
+                return Some(conflict);
+            }
+        }
+        None
+    }
+
+    fn concerns_us(&self, conflict: &Conflict) -> bool {
+        if self.local_macs.contains(&conflict.claim.mac) {
+            return false;
+        }
+        let ours = self.owned.contains(&InterfaceAddress {
+            interface: conflict.interface.clone(),
+            address: conflict.claim.ip,
+        });
+        ours || self.probing.get(&conflict.claim.ip) == Some(&conflict.interface)
     }
 
     /// Whether this role has `address` on an interface.

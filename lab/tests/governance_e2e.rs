@@ -558,6 +558,229 @@ fn chrono_now() -> String {
         .unwrap_or_default()
 }
 
+fn an_old_service_cannot_take_a_served_address_by_adding_it_to_its_list() -> Outcome {
+    // gov-a/old is older and served on its own address; gov-z/web is served on .171.
+    apply(&service_on_port("gov-a", "old", "10.77.0.172", 80))?;
+    probe_until(
+        "10.77.0.172:80",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        |_| true,
+    )?;
+    apply(&service_on_port("gov-z", "web", "10.77.0.171", 80))?;
+    let target = "10.77.0.171:80";
+    probe_until(
+        target,
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        |_| true,
+    )?;
+    let holder = holder_of("10.77.0.171")?;
+    let probes = Prober::start(&[target], Duration::from_millis(1500));
+    kubectl(&[
+        "annotate",
+        "--overwrite",
+        "service",
+        "old",
+        "-n",
+        "gov-a",
+        "kube-vip.io/loadbalancerIPs=10.77.0.172,10.77.0.171",
+    ])?;
+    let (_, entry) = wait_reason("gov-a", "old", "AddressConflict")?;
+    let message = entry["reason"]["message"].as_str().unwrap_or_default();
+    ensure!(message.contains("gov-z/web"), "{message}");
+    std::thread::sleep(Duration::from_secs(3));
+    let (sent, failed) = probes.finish();
+    ensure!(failed.is_empty(), "failed probes: {failed:?}");
+    ensure!(holder_of("10.77.0.171")? == holder, "the address moved");
+    println!("    gov-a/old added gov-z/web's address: refused; {sent} probes, none failed");
+    kubectl(&["delete", "service", "old", "-n", "gov-a"])?;
+    kubectl(&["delete", "service", "web", "-n", "gov-z"])?;
+    Ok(())
+}
+
+fn another_load_balancers_status_does_not_spare_the_probe() -> Outcome {
+    let address = "10.77.0.170";
+    // A Service of another load balancer, its status claiming the address.
+    apply(&format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {{ name: elsewhere, namespace: {NS} }}
+spec:
+  type: LoadBalancer
+  loadBalancerClass: other.example/lb
+  selector: {{ app: web }}
+  ports: [{{ port: 80, targetPort: 8080 }}]
+"#
+    ))?;
+    kubectl(&[
+        "patch",
+        "service",
+        "elsewhere",
+        "-n",
+        NS,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &format!(r#"{{"status":{{"loadBalancer":{{"ingress":[{{"ip":"{address}"}}]}}}}}}"#),
+    ])?;
+    in_netns(
+        "kvl-client",
+        "ip",
+        &["addr", "add", &format!("{address}/24"), "dev", "eth0"],
+    )?;
+    apply(&service_on_port("gov-a", "late", address, 80))?;
+    let outcome = (|| {
+        let (_, entry) = wait_reason("gov-a", "late", "AddressInUse")?;
+        let mac = client_mac()?;
+        let message = entry["reason"]["message"].as_str().unwrap_or_default();
+        ensure!(message.contains(&mac), "{message}");
+        nobody_carries(address, Duration::from_secs(2))
+    })();
+    in_netns(
+        "kvl-client",
+        "ip",
+        &["addr", "del", &format!("{address}/24"), "dev", "eth0"],
+    )?;
+    kubectl(&["delete", "service", "late", "-n", "gov-a"])?;
+    kubectl(&["delete", "service", "elsewhere", "-n", NS])?;
+    outcome
+}
+
+fn a_newcomer_with_an_address_in_use_does_not_take_a_shared_address_down() -> Outcome {
+    let vip = "10.77.0.174";
+    apply(&service_on_port(NS, "shared-web", vip, 80))?;
+    let target = format!("{vip}:80");
+    probe_until(
+        &target,
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        |_| true,
+    )?;
+    let holder = holder_of(vip)?;
+    let probes = Prober::start(&[&target], Duration::from_millis(1500));
+    apply(&lb_service_on_port(
+        NS,
+        "shared-new",
+        "Cluster",
+        Some(&format!("{vip},{CLIENT_V4}")),
+        "web",
+        81,
+    ))?;
+    let (_, entry) = wait_reason(NS, "shared-new", "AddressInUse")?;
+    std::thread::sleep(Duration::from_secs(5));
+    let (sent, failed) = probes.finish();
+    ensure!(failed.is_empty(), "failed probes: {failed:?}");
+    ensure!(holder_of(vip)? == holder, "the shared address moved");
+    let (_, web, _) = row(NS, "shared-web")?;
+    ensure!(web["state"] == "announced", "shared-web: {web}");
+    println!(
+        "    shared-new: {}; shared-web kept {vip}: {sent} probes, none failed",
+        entry["reason"]["code"]
+    );
+    kubectl(&["delete", "service", "shared-new", "shared-web", "-n", NS])?;
+    Ok(())
+}
+
+fn an_older_service_joining_a_shared_address_does_not_move_it() -> Outcome {
+    let vip = "10.77.0.177";
+    apply(&service_on_port(NS, "join-old", "10.77.0.178", 80))?;
+    probe_until(
+        "10.77.0.178:80",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        |_| true,
+    )?;
+    std::thread::sleep(Duration::from_secs(1));
+    apply(&service_on_port(NS, "join-alpha", vip, 81))?;
+    let target = format!("{vip}:81");
+    probe_until(
+        &target,
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        |_| true,
+    )?;
+    let holder = holder_of(vip)?;
+    let probes = Prober::start(&[&target], Duration::from_millis(1500));
+    // The older Service moves onto the shared address, port 80.
+    kubectl(&[
+        "annotate",
+        "--overwrite",
+        "service",
+        "join-old",
+        "-n",
+        NS,
+        &format!("kube-vip.io/loadbalancerIPs={vip}"),
+    ])?;
+    probe_until(
+        &format!("{vip}:80"),
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        |_| true,
+    )?;
+    let mut carriers = std::collections::BTreeSet::new();
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        carriers.insert(nodes_with_address(vip));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (sent, failed) = probes.finish();
+    ensure!(failed.is_empty(), "failed probes: {failed:?}");
+    ensure!(
+        carriers == std::collections::BTreeSet::from([vec![holder.clone()]]),
+        "carriers seen: {carriers:?}"
+    );
+    ensure!(
+        lease_holder(NS, "kubevip-join-alpha").as_deref() == Some(holder.as_str()),
+        "join-alpha's Lease: {:?}",
+        lease_holder(NS, "kubevip-join-alpha")
+    );
+    println!(
+        "    an older Service joined {vip}: it stayed on {holder}; {sent} probes, none failed"
+    );
+    kubectl(&["delete", "service", "join-old", "join-alpha", "-n", NS])?;
+    Ok(())
+}
+
+fn a_service_cannot_point_its_election_at_kvips_own_leases() -> Outcome {
+    for (name, lease) in [
+        ("grab-instance", "kvip-lb-worker1"),
+        ("grab-cp", "plndr-cp-lock"),
+    ] {
+        apply(&format!(
+            r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  namespace: kube-system
+  annotations: {{ kube-vip.io/loadbalancerIPs: "10.77.0.179", kube-vip.io/leaseName: {lease} }}
+spec:
+  type: LoadBalancer
+  selector: {{ app: web }}
+  ports: [{{ port: 80, targetPort: 8080 }}]
+"#
+        ))?;
+        let (_, entry) = wait_reason("kube-system", name, "InvalidInput")?;
+        let message = entry["reason"]["message"].as_str().unwrap_or_default();
+        ensure!(message.contains(lease), "{message}");
+        kubectl(&["delete", "service", name, "-n", "kube-system"])?;
+    }
+    ensure!(
+        lease_holder("kube-system", "kvip-lb-worker1").as_deref() == Some("worker1"),
+        "worker1's instance Lease: {:?}",
+        lease_holder("kube-system", "kvip-lb-worker1")
+    );
+    ensure!(
+        lease_holder("kube-system", "plndr-cp-lock").as_deref() == Some("cp1"),
+        "the control-plane Lease: {:?}",
+        lease_holder("kube-system", "plndr-cp-lock")
+    );
+    nobody_carries("10.77.0.179", Duration::from_millis(300))?;
+    Ok(())
+}
+
 fn teardown() -> Outcome {
     lab_down()
 }
@@ -605,6 +828,26 @@ fn main() {
             Scenario {
                 name: "a_forged_instance_lease_in_another_namespace_does_not_count",
                 run: a_forged_instance_lease_in_another_namespace_does_not_count,
+            },
+            Scenario {
+                name: "an_old_service_cannot_take_a_served_address_by_adding_it_to_its_list",
+                run: an_old_service_cannot_take_a_served_address_by_adding_it_to_its_list,
+            },
+            Scenario {
+                name: "another_load_balancers_status_does_not_spare_the_probe",
+                run: another_load_balancers_status_does_not_spare_the_probe,
+            },
+            Scenario {
+                name: "a_newcomer_with_an_address_in_use_does_not_take_a_shared_address_down",
+                run: a_newcomer_with_an_address_in_use_does_not_take_a_shared_address_down,
+            },
+            Scenario {
+                name: "an_older_service_joining_a_shared_address_does_not_move_it",
+                run: an_older_service_joining_a_shared_address_does_not_move_it,
+            },
+            Scenario {
+                name: "a_service_cannot_point_its_election_at_kvips_own_leases",
+                run: a_service_cannot_point_its_election_at_kvips_own_leases,
             },
             Scenario {
                 name: "teardown",

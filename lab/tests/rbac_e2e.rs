@@ -6,6 +6,8 @@
 //! tried and must be refused with 403 (by the policy where RBAC allows the
 //! verb, by RBAC elsewhere), while the writes kvip does make must succeed
 //! with the same token, so a token that does not work cannot pass the test.
+//! Last, the load balancer runs under kube-vip's published RBAC instead
+//! (Leases updated, never patched) and must keep serving.
 
 mod support;
 
@@ -859,6 +861,204 @@ fn stopping_releases_and_deletes_under_the_policy() -> Outcome {
     Ok(())
 }
 
+/// kube-vip's published ClusterRole, as kube-vip's docs apply it: `update`
+/// on Leases and Services, never `patch` on either, no `delete` on Leases,
+/// no ServiceCIDRs.
+const KUBE_VIP_ROLE: &str = "kvip-e2e-kube-vip-role";
+
+fn kube_vip_rbac() -> String {
+    format!(
+        r#"apiVersion: v1
+kind: ServiceAccount
+metadata: {{ name: kvip-lb, namespace: {KVIP_NS} }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{ name: {KUBE_VIP_ROLE} }}
+rules:
+- {{ apiGroups: [""], resources: ["services/status"], verbs: ["update"] }}
+- {{ apiGroups: [""], resources: ["services"], verbs: ["get", "list", "watch", "update"] }}
+- {{ apiGroups: [""], resources: ["nodes"], verbs: ["get", "list", "watch"] }}
+- {{ apiGroups: ["discovery.k8s.io"], resources: ["endpointslices"], verbs: ["get", "list", "watch"] }}
+- {{ apiGroups: ["coordination.k8s.io"], resources: ["leases"], verbs: ["get", "list", "watch", "update", "create"] }}
+- {{ apiGroups: [""], resources: ["events"], verbs: ["create", "patch"] }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{ name: {KUBE_VIP_ROLE} }}
+roleRef: {{ apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {KUBE_VIP_ROLE} }}
+subjects:
+- {{ kind: ServiceAccount, name: kvip-lb, namespace: {KVIP_NS} }}
+"#
+    )
+}
+
+/// `spec.renewTime` of Lease `namespace/name` (a MicroTime: fixed width,
+/// so later is greater) with its holder.
+fn renewal(namespace: &str, name: &str) -> Option<(String, String)> {
+    let lease = get_json(&["lease", name, "-n", namespace]).ok()?;
+    Some((
+        lease["spec"]["holderIdentity"].as_str()?.to_string(),
+        lease["spec"]["renewTime"].as_str()?.to_string(),
+    ))
+}
+
+/// The load balancer under kube-vip's published RBAC in place of kvip's
+/// own (and without kvip's admission policy), as a drop-in replacement
+/// runs: Leases may be updated but not patched, so kvip's first Lease patch
+/// is refused and it replaces Leases whole from then on. For 30 s the
+/// Service keeps answering and its Lease and the instance Lease are renewed.
+/// Runs after kvip is stopped; leaves the load balancer running (teardown
+/// follows).
+fn kvip_works_under_kube_vips_rbac() -> Outcome {
+    const ACCOUNT: &str = "kvip-lb";
+    // kvip's own grants and policy for the account go; kube-vip's come.
+    kubectl(&[
+        "delete",
+        "--ignore-not-found",
+        "clusterrolebinding/kvip-lb",
+        "clusterrole/kvip-lb",
+        "validatingadmissionpolicybinding/kvip-lb",
+        "validatingadmissionpolicy/kvip-lb",
+    ])?;
+    kubectl(&[
+        "-n",
+        KVIP_NS,
+        "delete",
+        "--ignore-not-found",
+        "rolebinding/kvip-lb",
+        "role/kvip-lb",
+    ])?;
+    apply(&kube_vip_rbac())?;
+    // The authorizer follows RBAC objects through an informer: wait until it
+    // answers as kube-vip's role says, which also checks that role.
+    let expected: [Expectation<'_>; 8] = [
+        ("update", "leases", NS, None, true),
+        ("create", "leases", NS, None, true),
+        ("patch", "leases", NS, None, false),
+        ("patch", "leases", KVIP_NS, None, false),
+        ("delete", "leases", KVIP_NS, None, false),
+        ("update", "services/status", NS, None, true),
+        ("patch", "services/status", NS, None, false),
+        ("list", "servicecidrs", "", None, false),
+    ];
+    let mut last = String::new();
+    wait_for(
+        "kvip-lb to hold exactly kube-vip's role",
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || match block_on(check_permissions(ACCOUNT, &expected)) {
+            Ok(Ok(())) => Some(()),
+            Ok(Err(e)) | Err(e) => {
+                last = e;
+                None
+            }
+        },
+    )
+    .map_err(|e| format!("{e}: {last}"))?;
+
+    let mut args = vec!["manifest", "daemonset", "--role", "lb"];
+    args.extend_from_slice(&TIMINGS);
+    let daemonset = kvip(&args)?;
+    let file = temp_file(
+        "lb-kube-vip-rbac.yaml",
+        &format!("{}---\n{daemonset}", kube_vip_rbac()),
+    )?;
+    lab_ok(&["deploy", &file.display().to_string()])?;
+
+    // The Service of the first scenario, its Lease released at the stop:
+    // taking it is a replace of a Lease that exists.
+    let target = format!("{VIP}:80");
+    probe_until(
+        &target,
+        Duration::from_secs(15),
+        Duration::from_millis(50),
+        |a| a == "worker1/web-1",
+    )?;
+    let leases = [
+        (NS.to_string(), "kubevip-web".to_string()),
+        (KVIP_NS.to_string(), "kvip-lb-worker1".to_string()),
+    ];
+    let mut seen: Vec<String> = Vec::new();
+    for (namespace, name) in &leases {
+        let (holder, renewed) = wait_for(
+            &format!("{namespace}/{name} held by worker1"),
+            Duration::from_secs(10),
+            Duration::from_millis(200),
+            || renewal(namespace, name).filter(|(h, _)| h == "worker1"),
+        )?;
+        println!("    {namespace}/{name}: held by {holder}, renewed {renewed}");
+        seen.push(renewed);
+    }
+
+    // Sampled every second for 30 s: the Service's Lease is renewed every
+    // retry period (1 s), the instance Lease every 5 s (it runs 15 s).
+    struct Renewals {
+        last: String,
+        at: std::time::Instant,
+        count: usize,
+        longest_gap: Duration,
+    }
+    let started = std::time::Instant::now();
+    let mut renewals: Vec<Renewals> = seen
+        .into_iter()
+        .map(|last| Renewals {
+            last,
+            at: started,
+            count: 0,
+            longest_gap: Duration::ZERO,
+        })
+        .collect();
+    let prober = Prober::start(&[target.as_str()], Duration::from_secs(1));
+    while started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_secs(1));
+        for ((namespace, name), r) in leases.iter().zip(renewals.iter_mut()) {
+            let Some((holder, renewed)) = renewal(namespace, name) else {
+                continue;
+            };
+            if holder == "worker1" && renewed > r.last {
+                r.longest_gap = r.longest_gap.max(r.at.elapsed());
+                r.at = std::time::Instant::now();
+                r.count += 1;
+                r.last = renewed;
+            }
+        }
+    }
+    let (sent, failed) = prober.finish();
+    println!("    30 s: {sent} probes, {} failed", failed.len());
+    ensure!(sent > 0, "no probe was sent");
+    ensure!(
+        failed.is_empty(),
+        "{VIP} stopped answering under kube-vip's RBAC: {failed:?}"
+    );
+    for ((namespace, name), r) in leases.iter().zip(&mut renewals) {
+        r.longest_gap = r.longest_gap.max(r.at.elapsed());
+        println!(
+            "    {namespace}/{name}: renewed {} times by worker1, longest gap {:.1} s",
+            r.count,
+            r.longest_gap.as_secs_f64()
+        );
+        ensure!(
+            r.count >= 4 && r.longest_gap <= Duration::from_secs(8),
+            "{namespace}/{name} not kept renewed: {} renewals by worker1 in 30 s, longest gap {:.1} s",
+            r.count,
+            r.longest_gap.as_secs_f64()
+        );
+    }
+
+    // The fallback was taken, and said so once.
+    let log = lab_ok(&["logs", "worker1"])?;
+    let warnings = log.matches("falls back to update").count();
+    ensure!(
+        warnings == 1,
+        "worker1 logged the fallback to update {warnings} times"
+    );
+    // Service status and vipHost are merge patches too, which kube-vip's
+    // role does not grant: shown, not required.
+    println!("    {NS}/web status: {:?}", service_status(NS, "web"));
+    Ok(())
+}
+
 fn main() {
     run_all(
         "rbac",
@@ -890,6 +1090,10 @@ fn main() {
             Scenario {
                 name: "stopping_releases_and_deletes_under_the_policy",
                 run: stopping_releases_and_deletes_under_the_policy,
+            },
+            Scenario {
+                name: "kvip_works_under_kube_vips_rbac",
+                run: kvip_works_under_kube_vips_rbac,
             },
             Scenario {
                 name: "teardown",
