@@ -266,7 +266,7 @@ impl Elector {
 
     /// We hold the Lease and renewed it within the renew deadline: the API is reachable.
     pub fn holds_fresh(&self, now: Mono) -> bool {
-        self.within(now, self.renew_deadline * self.held_stretch)
+        self.within(now, self.renew_deadline * self.honoured_stretch())
     }
 
     /// Same as [`Elector::holds_fresh`]: client-go's "still leading".
@@ -297,9 +297,22 @@ impl Elector {
         self.holder() == Some(self.identity.as_str())
     }
 
-    /// The `leaseDurationSeconds` of our last successful write, as a duration.
+    /// The `leaseDurationSeconds` observers may honour for our term, as a
+    /// duration: that of our last successful write, or a shorter one in flight.
     fn written_duration(&self) -> Duration {
-        self.lease_duration * self.held_stretch
+        self.lease_duration * self.honoured_stretch()
+    }
+
+    /// The stretch of our last successful write, or of the write in flight
+    /// if that is shorter: once sent it may be stored and watched at any
+    /// moment, and an observer then waits out only its shorter duration,
+    /// counted from no earlier than our last successful write was sent (as
+    /// after [`WriteResult::Error`]).
+    fn honoured_stretch(&self) -> u32 {
+        match self.in_flight {
+            Some(_) => self.held_stretch.min(self.in_flight_stretch),
+            None => self.held_stretch,
+        }
     }
 
     /// The `leaseDurationSeconds` our next write carries.
@@ -1020,6 +1033,37 @@ mod tests {
             e.decide(at(0.3), wall(0), false),
             Decision::Release { .. }
         ));
+    }
+
+    #[test]
+    fn an_unstretched_renewal_in_flight_shortens_the_term_at_once() {
+        // a holds a term written at twice its 3 s lease, then un-stretches
+        // and renews with 3 s: the renewal is stored and watched, its answer
+        // is lost. b may take over 3 s after it saw the renewal, so a must
+        // count its term by the shorter duration from the moment it sends.
+        let mut a = Elector::new("a", 3 * SEC, 2 * SEC, SEC).unwrap();
+        let mut b = elector("b");
+        a.set_stretch(2);
+        a.observe(Observed::default(), at(0.0));
+        let create = a.decide(at(0.0), wall(0), true);
+        a.write_result(ok(&create, "1"), at(0.0));
+        assert_eq!(a.announce_deadline(), Some(at(6.0)));
+        a.set_stretch(1);
+        let renew = a.decide(at(1.0), wall(1), true);
+        let Decision::Update { record, .. } = &renew else {
+            panic!("{renew:?}")
+        };
+        assert_eq!(record.lease_duration_seconds, Some(3));
+        b.observe(observed(record.clone(), "2"), at(1.0));
+        assert_eq!(a.announce_deadline(), Some(at(3.0)));
+        assert!(a.may_announce(at(2.999)) && !a.may_announce(at(3.0)));
+        assert!(!a.holds_fresh(at(2.0)));
+        let takeover = b.decide(at(4.0), wall(4), true);
+        assert!(matches!(takeover, Decision::Update { .. }), "{takeover:?}");
+        b.write_result(ok(&takeover, "3"), at(4.0));
+        assert!(b.may_announce(at(4.0)) && !a.may_announce(at(4.0)));
+        a.write_result(WriteResult::Error, at(4.5));
+        assert!(!a.may_announce(at(4.5)));
     }
 
     // A simulated API server shared by several electors, with a lossy network,
