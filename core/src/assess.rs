@@ -202,18 +202,37 @@ impl Assessment {
                 .filter_map(|v| announcer(&v.key))
                 .collect();
             let announcers: Vec<String> = announcers.into_iter().collect();
-            let [node] = announcers.as_slice() else {
-                continue;
-            };
             members
                 .sort_by(|a, b| (!served(a), &a.rank, &a.key).cmp(&(!served(b), &b.rank, &b.key)));
-            let current = members
+            let leases: Vec<(LeaseKey, Option<String>)> = members
                 .iter()
-                .map(|v| LeaseKey {
-                    namespace: v.key.namespace.clone(),
-                    name: v.lease_name.clone(),
+                .map(|v| {
+                    let key = LeaseKey {
+                        namespace: v.key.namespace.clone(),
+                        name: v.lease_name.clone(),
+                    };
+                    let held = holder(&key).filter(|h| !h.is_empty());
+                    (key, held)
                 })
-                .find(|k| holder(k).as_deref() == Some(node.as_str()));
+                .collect();
+            let current = match announcers.as_slice() {
+                // The announcer's, when the status says who announces.
+                [node] => leases
+                    .iter()
+                    .find(|(_, h)| h.as_deref() == Some(node.as_str()))
+                    .map(|(k, _)| k.clone()),
+                // Before any status is written: the one member Lease that is held.
+                [] => match leases
+                    .iter()
+                    .filter(|(_, h)| h.is_some())
+                    .collect::<Vec<_>>()
+                    .as_slice()
+                {
+                    [(key, _)] => Some(key.clone()),
+                    _ => None,
+                },
+                _ => None,
+            };
             if let Some(key) = current {
                 g.lease = key;
             }
@@ -447,10 +466,19 @@ mod tests {
             a.groups[0].lease.name, "kubevip-alpha",
             "the Lease that elects it now"
         );
-        // Nobody announces it: the rule stands.
-        let mut b = assess(&inputs, slices, &nodes, &LbClassRule::default());
+        // Nobody announces it, and both Leases are held: the rule stands.
+        let mut b = assess(&inputs, slices.clone(), &nodes, &LbClassRule::default());
         b.keep_held_leases(holder, |_| None);
         assert_eq!(b.groups[0].lease.name, "kubevip-older");
+        // Before any status: the one member Lease that is held.
+        let mut fresh = inputs.clone();
+        fresh[0].ingress_ips.clear();
+        let mut c = assess(&fresh, slices, &nodes, &LbClassRule::default());
+        c.keep_held_leases(
+            |k| (k.name == "kubevip-alpha").then(|| "worker1".to_string()),
+            |_| None,
+        );
+        assert_eq!(c.groups[0].lease.name, "kubevip-alpha");
     }
 
     #[test]
