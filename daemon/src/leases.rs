@@ -87,31 +87,51 @@ pub async fn write(
     }
     let sent = crate::clock::now();
     // Only the last answer counts, for the budget as for the result: a
-    // patch refused by RBAC is sent again at once as a replace, and its 403
-    // is no refusal of the write.
+    // write RBAC refuses with one verb is sent again at once with the other,
+    // and the process keeps to the verb that last went through. (An API
+    // server that has just started refuses every verb for a moment: then
+    // neither goes through and nothing changes.)
     let call = async {
+        let params = PatchParams {
+            field_manager: Some("kvip".into()),
+            ..Default::default()
+        };
+        let patched = |patch: &serde_json::Value| {
+            let api = api.clone();
+            let params = params.clone();
+            let patch = patch.clone();
+            async move { api.patch(name, &params, &Patch::Merge(&patch)).await }
+        };
+        let refused = |r: &kube::Result<Lease>| matches!(r, Err(Error::Api(status)) if patch_refused_by_rbac(status.code, &status.message));
         match (method, &patch) {
             (Method::Patch, Some(patch)) => {
-                let params = PatchParams {
-                    field_manager: Some("kvip".into()),
-                    ..Default::default()
-                };
-                match api.patch(name, &params, &Patch::Merge(patch)).await {
-                    Err(Error::Api(status))
-                        if patch_refused_by_rbac(status.code, &status.message) =>
-                    {
-                        if PATCH.refused() {
-                            tracing::warn!(
-                                lease = %format!("{namespace}/{name}"),
-                                "RBAC does not grant patch on leases (coordination.k8s.io), only update: kvip falls back to update, replacing each Lease it writes whole, so labels and annotations others put on a Lease kvip takes are replaced (kvip's managed-by label and its instance Lease's labels and annotations are still written); grant patch on leases, as `kvip manifest rbac` does, to keep them"
-                            );
-                        }
-                        api.replace(name, &pp, &lease).await
-                    }
-                    other => other,
+                let first = patched(patch).await;
+                if !refused(&first) {
+                    return first;
                 }
+                let second = api.replace(name, &pp, &lease).await;
+                if second.is_ok() && PATCH.refused() {
+                    tracing::warn!(
+                        lease = %format!("{namespace}/{name}"),
+                        "RBAC does not grant patch on leases (coordination.k8s.io), only update: kvip falls back to update, replacing each Lease it writes whole, so labels and annotations others put on a Lease kvip takes are replaced (kvip's managed-by label and its instance Lease's labels and annotations are still written); grant patch on leases, as `kvip manifest rbac` does, to keep them"
+                    );
+                }
+                second
             }
-            (Method::Replace, Some(_)) => api.replace(name, &pp, &lease).await,
+            (Method::Replace, Some(patch)) => {
+                let first = api.replace(name, &pp, &lease).await;
+                if !refused(&first) {
+                    return first;
+                }
+                let second = patched(patch).await;
+                if second.is_ok() {
+                    PATCH.granted();
+                    tracing::info!(
+                        "RBAC grants patch on leases again: kvip writes Leases with a merge patch"
+                    );
+                }
+                second
+            }
             _ => api.create(&pp, &lease).await,
         }
     };
@@ -163,9 +183,8 @@ enum Method {
     Replace,
 }
 
-/// Whether Leases may be patched, as the API server has answered so far:
-/// once refused, never tried again in this process (a `patch` granted later
-/// is used after a restart).
+/// Whether Leases are patched or replaced: the verb that last went through
+/// after the other was refused by RBAC.
 struct PatchVerb {
     forbidden: AtomicBool,
 }
@@ -187,10 +206,15 @@ impl PatchVerb {
         }
     }
 
-    /// Records that RBAC refused a patch; true the first time (the caller
-    /// says so once).
+    /// Records that RBAC refused a patch and a replace went through; true
+    /// when that is news (the caller says so once).
     fn refused(&self) -> bool {
         !self.forbidden.swap(true, Ordering::Relaxed)
+    }
+
+    /// Records that RBAC refused a replace and a patch went through.
+    fn granted(&self) {
+        self.forbidden.store(false, Ordering::Relaxed);
     }
 }
 
@@ -346,7 +370,11 @@ mod tests {
             "a create stays a create"
         );
         assert!(!verb.refused(), "a second refusal says nothing again");
-        assert_eq!(verb.method(true), Method::Replace, "sticky");
+        assert_eq!(verb.method(true), Method::Replace, "kept");
+        // Patch granted again (the RBAC changed): back to patching.
+        verb.granted();
+        assert_eq!(verb.method(true), Method::Patch);
+        assert!(verb.refused(), "news again");
     }
 
     #[test]
