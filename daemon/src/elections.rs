@@ -251,12 +251,12 @@ impl Voter {
         let yielded = match self.elections.claim(ip, now, judgement.convincing) {
             ClaimAnswer::NotOurs => return None,
             ClaimAnswer::Yielded(key) => {
-                tracing::warn!(address = %ip, other_mac = %mac(&conflict.claim.mac), lease = %format!("{}/{}", key.namespace, key.name), "another node announces this VIP and our Lease is unconfirmed: withdrawing at once");
+                tracing::warn!(address = %ip, other_mac = %kvip_core::placement::mac_text(&conflict.claim.mac), lease = %format!("{}/{}", key.namespace, key.name), "another node announces this VIP and our Lease is unconfirmed: withdrawing at once");
                 true
             }
             ClaimAnswer::Defend(_) => {
                 if judgement.may_defend {
-                    tracing::warn!(address = %ip, other_mac = %mac(&conflict.claim.mac), "address conflict: another MAC claims a VIP whose Lease we hold; announcing again (at most once per 10 s)");
+                    tracing::warn!(address = %ip, other_mac = %kvip_core::placement::mac_text(&conflict.claim.mac), "address conflict: another MAC claims a VIP whose Lease we hold; announcing again (at most once per 10 s)");
                 }
                 vips.defend(conflict, judgement);
                 false
@@ -304,15 +304,6 @@ pub struct Answered {
     pub yielded: bool,
     /// The same MAC has kept claiming it: worth an Event.
     pub report: bool,
-}
-
-/// A MAC address as `aa:bb:…`.
-pub fn mac(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 /// A finished Lease write, sent back to the loop that asked for it.

@@ -359,7 +359,7 @@ impl LbRole {
             Some(m) => {
                 metrics::get().conflicts.inc();
                 let judgement = self.vips.judge(&conflict, kvip_node, now);
-                let mac = elections::mac(&conflict.claim.mac);
+                let mac = placement::mac_text(&conflict.claim.mac);
                 let yielded = m.campaign().yield_to_claim(now, judgement.convincing);
                 if yielded {
                     tracing::warn!(address = %ip, other_mac = %mac, "another node announces this VIP and our membership is unconfirmed: withdrawing every VIP at once");
@@ -395,7 +395,7 @@ impl LbRole {
     /// An Event on each Service of a VIP that another MAC keeps claiming.
     fn report_conflict(&mut self, conflict: &crate::vips::Conflict) {
         let ip = conflict.claim.ip;
-        let mac = elections::mac(&conflict.claim.mac);
+        let mac = placement::mac_text(&conflict.claim.mac);
         let services: Vec<ServiceKey> = self
             .assessed
             .views

@@ -26,13 +26,7 @@ const BORROWED: &str = "10.77.0.6";
 const EXCLUDE: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
 
 fn setup() -> Outcome {
-    lab_ok(&["down"])?;
-    let up = lab(&["up", "--ipv6"]);
-    ensure!(
-        up.status.success(),
-        "lab up --ipv6: {}",
-        String::from_utf8_lossy(&up.stderr)
-    );
+    fresh_lab_ipv6()?;
     kubectl(&["label", "node", "cp1", &format!("{EXCLUDE}=true")])?;
     let mut flags = vec![
         "--role",
@@ -65,12 +59,7 @@ fn setup() -> Outcome {
         Some("10.77.0.160"),
         "web",
     ))?;
-    probe_until(
-        "10.77.0.160:80",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        |_| true,
-    )?;
+    answers("10.77.0.160:80")?;
     Ok(())
 }
 
@@ -264,12 +253,7 @@ fn the_clusters_own_addresses_are_refused() -> Outcome {
 fn first_claim_keeps(first: (&str, &str), second: (&str, &str), vip: &str) -> Outcome {
     apply(&service_on_port(first.0, first.1, vip, 80))?;
     let target = format!("{vip}:80");
-    probe_until(
-        &target,
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        |_| true,
-    )?;
+    answers(&target)?;
     let holder = holder_of(vip)?;
     let probes = Prober::start(&[&target], Duration::from_millis(1500));
     apply(&service_on_port(second.0, second.1, vip, 80))?;
@@ -303,12 +287,7 @@ fn a_contested_address_stays_with_the_first_claim_in_both_name_orders() -> Outco
 fn an_overlapping_port_is_refused_naming_the_other() -> Outcome {
     let vip = "10.77.0.163";
     apply(&service_on_port(NS, "port-one", vip, 80))?;
-    probe_until(
-        &format!("{vip}:80"),
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        |_| true,
-    )?;
+    answers(&format!("{vip}:80"))?;
     apply(&service_on_port(NS, "port-two", vip, 80))?;
     apply(&service_on_port(NS, "port-three", vip, 8443))?;
     let (exit, entry) = wait_reason(NS, "port-two", "PortConflict")?;
@@ -338,20 +317,10 @@ fn services_added_to_and_deleted_from_a_shared_address_never_interrupt_it() -> O
     let vip = "10.77.0.164";
     // "alpha" is first: the group is elected through its Lease.
     apply(&service_on_port(NS, "alpha", vip, 81))?;
-    probe_until(
-        &format!("{vip}:81"),
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        |_| true,
-    )?;
+    answers(&format!("{vip}:81"))?;
     apply(&service_on_port(NS, "beta", vip, 80))?;
     let target = format!("{vip}:80");
-    probe_until(
-        &target,
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        |_| true,
-    )?;
+    answers(&target)?;
     let holder = holder_of(vip)?;
     ensure!(
         lease_holder(NS, "kubevip-alpha").as_deref() == Some(holder.as_str()),
@@ -561,20 +530,10 @@ fn chrono_now() -> String {
 fn an_old_service_cannot_take_a_served_address_by_adding_it_to_its_list() -> Outcome {
     // gov-a/old is older and served on its own address; gov-z/web is served on .171.
     apply(&service_on_port("gov-a", "old", "10.77.0.172", 80))?;
-    probe_until(
-        "10.77.0.172:80",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        |_| true,
-    )?;
+    answers("10.77.0.172:80")?;
     apply(&service_on_port("gov-z", "web", "10.77.0.171", 80))?;
     let target = "10.77.0.171:80";
-    probe_until(
-        target,
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        |_| true,
-    )?;
+    answers(target)?;
     let holder = holder_of("10.77.0.171")?;
     let probes = Prober::start(&[target], Duration::from_millis(1500));
     kubectl(&[
@@ -652,12 +611,7 @@ fn a_newcomer_with_an_address_in_use_does_not_take_a_shared_address_down() -> Ou
     let vip = "10.77.0.174";
     apply(&service_on_port(NS, "shared-web", vip, 80))?;
     let target = format!("{vip}:80");
-    probe_until(
-        &target,
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        |_| true,
-    )?;
+    answers(&target)?;
     let holder = holder_of(vip)?;
     let probes = Prober::start(&[&target], Duration::from_millis(1500));
     apply(&lb_service_on_port(
@@ -686,21 +640,11 @@ fn a_newcomer_with_an_address_in_use_does_not_take_a_shared_address_down() -> Ou
 fn an_older_service_joining_a_shared_address_does_not_move_it() -> Outcome {
     let vip = "10.77.0.177";
     apply(&service_on_port(NS, "join-old", "10.77.0.178", 80))?;
-    probe_until(
-        "10.77.0.178:80",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        |_| true,
-    )?;
+    answers("10.77.0.178:80")?;
     std::thread::sleep(Duration::from_secs(1));
     apply(&service_on_port(NS, "join-alpha", vip, 81))?;
     let target = format!("{vip}:81");
-    probe_until(
-        &target,
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        |_| true,
-    )?;
+    answers(&target)?;
     let holder = holder_of(vip)?;
     let probes = Prober::start(&[&target], Duration::from_millis(1500));
     // The older Service moves onto the shared address, port 80.

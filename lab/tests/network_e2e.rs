@@ -28,13 +28,7 @@ const LEFTOVER_VIP: &str = "10.77.0.138";
 const FORGED_MAC: &str = "02:66:6f:72:67:65";
 
 fn setup() -> Outcome {
-    lab_ok(&["down"])?;
-    let up = lab(&["up", "--ipv6"]);
-    ensure!(
-        up.status.success(),
-        "lab up --ipv6: {}",
-        String::from_utf8_lossy(&up.stderr)
-    );
+    fresh_lab_ipv6()?;
     // The lab's only API server runs on cp1; keep Service VIPs on the workers.
     kubectl(&[
         "label",

@@ -453,13 +453,7 @@ fn global_leader_mode_still_serves_local_services() -> Outcome {
 }
 
 fn ipv6_vip_answers_through_ndp() -> Outcome {
-    lab_ok(&["down"])?;
-    let up = lab(&["up", "--ipv6"]);
-    ensure!(
-        up.status.success(),
-        "lab up --ipv6: {}",
-        String::from_utf8_lossy(&up.stderr)
-    );
+    fresh_lab_ipv6()?;
     deploy_lb("lb.yaml", &[])?;
     namespace(NS)?;
     apply(&lb_service6(NS, "six", "Local", "fd00:77::1:10", "six"))?;

@@ -165,6 +165,29 @@ pub fn in_netns(netns: &str, program: &str, args: &[&str]) -> Result<String, Str
     }
 }
 
+/// `kvip-lab down`, then `kvip-lab up --ipv6`: a fresh dual-stack lab.
+pub fn fresh_lab_ipv6() -> Outcome {
+    lab_ok(&["down"])?;
+    let up = lab(&["up", "--ipv6"]);
+    ensure!(
+        up.status.success(),
+        "lab up --ipv6: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    Ok(())
+}
+
+/// Waits up to 30 s for `target` to answer from the client; how long it took.
+pub fn answers(target: &str) -> Result<Duration, String> {
+    probe_until(
+        target,
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        |_| true,
+    )
+    .map(|(_, took)| took)
+}
+
 /// A named scenario.
 pub struct Scenario {
     /// Printed name.
