@@ -93,6 +93,17 @@ pub struct ServiceInput {
     pub lease_labelled: bool,
 }
 
+impl ServiceInput {
+    /// The Lease its `kube-vip.io/leaseName` names, in its namespace.
+    pub fn named_lease(&self) -> Option<crate::sharing::LeaseKey> {
+        let name = self.annotations.get(LEASE_NAME_ANNOTATION)?;
+        Some(crate::sharing::LeaseKey {
+            namespace: self.key.namespace.clone(),
+            name: name.clone(),
+        })
+    }
+}
+
 /// Which `spec.loadBalancerClass` values are ours (`lb_class_only`, `lb_class_name`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LbClassRule {

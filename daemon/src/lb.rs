@@ -647,7 +647,7 @@ impl LbRole {
             .iter()
             .map(|s| {
                 let mut input = translate::service_input(s);
-                input.lease_labelled = crate::report::lease_named_is_labelled(&input, |key| {
+                input.lease_labelled = input.named_lease().is_some_and(|key| {
                     leases.lease(&key.namespace, &key.name).is_some_and(|l| {
                         lease_names::service_may_name(
                             &key.name,
@@ -888,17 +888,25 @@ impl LbRole {
         announced_services.retain(|_, addresses| addresses.iter().all(|x| allowed.contains(x)));
         let mut held = std::mem::take(&mut self.probe_held);
         for set in &mut won {
-            set.retain(|k| announced_services.contains_key(k) || !held.insert(k.clone()));
+            // Held back, and never "won" until its address is up.
+            set.retain(|k| {
+                announced_services.contains_key(k) || {
+                    held.insert(k.clone());
+                    false
+                }
+            });
         }
         for set in &mut lost {
             set.retain(|k| !held.remove(k));
         }
-        won.push(
-            held.iter()
-                .filter(|k| announced_services.contains_key(*k))
-                .cloned()
-                .collect(),
-        );
+        let released: BTreeSet<ServiceKey> = held
+            .iter()
+            .filter(|k| announced_services.contains_key(*k))
+            .cloned()
+            .collect();
+        if !released.is_empty() {
+            won.push(released);
+        }
         held.retain(|k| !announced_services.contains_key(k) && a.by_key.contains_key(k));
         self.probe_held = held;
         let desired = self.place(&allowed, &a.interfaces);

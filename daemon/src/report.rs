@@ -461,8 +461,8 @@ pub fn build(snapshot: &Snapshot, class: &LbClassRule) -> Report {
         .iter()
         .map(|s| {
             let mut input = s.input.clone();
-            input.lease_labelled = lease_named_is_labelled(&input, |key| {
-                snapshot.leases.get(key).is_some_and(|f| {
+            input.lease_labelled = input.named_lease().is_some_and(|key| {
+                snapshot.leases.get(&key).is_some_and(|f| {
                     kvip_core::lease_names::service_may_name(&key.name, Some(&f.labels), &[])
                 })
             });
@@ -762,20 +762,6 @@ pub fn table(report: &Report, wide: bool) -> String {
     out
 }
 
-/// Whether the Lease a Service's `kube-vip.io/leaseName` names carries
-/// kvip's label, by `labelled` (which looks the Lease up by key).
-pub fn lease_named_is_labelled(input: &ServiceInput, labelled: impl Fn(&LeaseKey) -> bool) -> bool {
-    input
-        .annotations
-        .get(kvip_core::service::LEASE_NAME_ANNOTATION)
-        .is_some_and(|name| {
-            labelled(&LeaseKey {
-                namespace: input.key.namespace.clone(),
-                name: name.clone(),
-            })
-        })
-}
-
 /// The JSON document of `kvip status -o json`.
 pub fn json(report: &Report) -> String {
     // Plain structs of strings, bools and vectors always serialise.
@@ -895,13 +881,7 @@ pub async fn read(
         service_cidrs: Api::<ServiceCIDR>::all(client.clone())
             .list(&plain)
             .await
-            .map(|l| {
-                l.items
-                    .iter()
-                    .filter_map(|c| c.spec.as_ref()?.cidrs.clone())
-                    .flatten()
-                    .collect()
-            })
+            .map(|l| crate::service_network::ranges_of(&l.items))
             .unwrap_or_default(),
         now: translate::wall_now(),
     })

@@ -14,6 +14,15 @@ use std::time::Duration;
 /// How often the ServiceCIDRs are read again.
 const REFRESH: Duration = Duration::from_secs(60);
 
+/// The CIDRs of `cidrs`, as text.
+pub fn ranges_of(cidrs: &[ServiceCIDR]) -> Vec<String> {
+    cidrs
+        .iter()
+        .filter_map(|c| c.spec.as_ref()?.cidrs.clone())
+        .flatten()
+        .collect()
+}
+
 /// The Service network's ranges as last read.
 #[derive(Clone, Default)]
 pub struct ServiceNetwork {
@@ -31,12 +40,7 @@ impl ServiceNetwork {
             loop {
                 match api.list(&ListParams::default()).await {
                     Ok(list) => {
-                        let read: Vec<String> = list
-                            .items
-                            .iter()
-                            .filter_map(|c| c.spec.as_ref()?.cidrs.clone())
-                            .flatten()
-                            .collect();
+                        let read = ranges_of(&list.items);
                         if let Ok(mut r) = ranges.lock() {
                             if *r != read {
                                 tracing::info!(ranges = ?read, "Service network read: addresses inside it are refused");
