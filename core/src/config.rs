@@ -1164,7 +1164,7 @@ mod tests {
     #[test]
     fn probe_wait_defaults_bounds_and_off() {
         let (config, _) = Config::from_env(&env(&[])).unwrap();
-        assert_eq!(config.probe_wait, Duration::from_millis(300));
+        assert_eq!(config.probe_wait, Duration::from_millis(100));
         let (config, _) = Config::from_env(&env(&[("kvip_probe_ms", "0")])).unwrap();
         assert!(config.probe_wait.is_zero());
         for bad in ["-1", "5001", "soon"] {

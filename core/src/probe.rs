@@ -18,18 +18,22 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
-/// When probe frames go out, from the start of a probe: three, 100 ms apart.
-pub const PROBE_SCHEDULE: [Duration; 3] = [
-    Duration::ZERO,
-    Duration::from_millis(100),
-    Duration::from_millis(200),
-];
+/// Probe frames sent per probe. Each goes a third of the wait after the one
+/// before it *was sent*, and the probe is judged a third of the wait after
+/// the last: at 0, 33 and 67 ms, judged at 100 ms by default. A node busy
+/// for longer than that (assessing thousands of Services) sends its frames
+/// later, never fewer, and still listens a third of the wait after the last.
+pub const FRAMES: u32 = 3;
 /// Answers from one MAC that make an address in use: a host using it
 /// answers every probe, while one forged frame proves nothing.
 pub const ANSWERS_NEEDED: u32 = 2;
-/// How long a probe listens by default (`kvip_probe_ms`); hosts on one
-/// link answer within milliseconds.
-pub const DEFAULT_WAIT: Duration = Duration::from_millis(300);
+/// How long a probe listens by default (`kvip_probe_ms`). Hosts on one wired
+/// link answer an ARP probe or a neighbour solicitation within a millisecond
+/// or two, and routers that answer ARP in software within tens; hosts that
+/// answer later (Wi-Fi clients in power save answer broadcasts only at the
+/// next DTIM beacon, proxy ARP waits up to its `proxy_delay`) need a longer
+/// `kvip_probe_ms`.
+pub const DEFAULT_WAIT: Duration = Duration::from_millis(100);
 /// How often an address found in use is probed again.
 pub const RECHECK_EVERY: Duration = Duration::from_secs(30);
 
@@ -38,8 +42,9 @@ enum Probe {
     /// Frames going out, answers awaited. `was`: the MAC it was in use by
     /// (a recheck), which stands until this probe ends.
     Running {
-        started: Mono,
-        sent: usize,
+        /// When the last frame went out (none yet: the next step sends one).
+        last: Option<Mono>,
+        sent: u32,
         answers: BTreeMap<[u8; 6], u32>,
         was: Option<[u8; 6]>,
     },
@@ -103,7 +108,7 @@ impl Prober {
                 self.probes.insert(
                     *address,
                     Probe::Running {
-                        started: now,
+                        last: None,
                         sent: 0,
                         answers: BTreeMap::new(),
                         was: None,
@@ -111,12 +116,12 @@ impl Prober {
                 );
             }
         }
-        let wait = self.wait;
+        let gap = self.wait / FRAMES;
         for (address, probe) in &mut self.probes {
             match probe {
                 Probe::InUse { mac, next_check } if now >= *next_check => {
                     *probe = Probe::Running {
-                        started: now,
+                        last: None,
                         sent: 0,
                         answers: BTreeMap::new(),
                         was: Some(*mac),
@@ -125,14 +130,20 @@ impl Prober {
                 _ => {}
             }
             if let Probe::Running {
-                started,
+                last,
                 sent,
                 answers,
                 ..
             } = probe
             {
-                let elapsed = now.since(*started);
-                if elapsed >= wait {
+                // The next frame, or the verdict, a gap after the last frame.
+                let due = last.map_or(now, |l| l.after(gap));
+                if now < due {
+                } else if *sent < FRAMES {
+                    round.send.push(*address);
+                    *sent += 1;
+                    *last = Some(now);
+                } else {
                     let answered = answers
                         .iter()
                         .filter(|(_, n)| **n >= ANSWERS_NEEDED)
@@ -145,17 +156,9 @@ impl Prober {
                         },
                         None => Probe::Clear,
                     };
-                } else {
-                    while let Some(at) = PROBE_SCHEDULE.get(*sent)
-                        && *at <= elapsed
-                    {
-                        round.send.push(*address);
-                        *sent += 1;
-                    }
-                    let due = PROBE_SCHEDULE
-                        .get(*sent)
-                        .map_or(wait, |at| (*at).min(wait))
-                        .saturating_sub(elapsed);
+                }
+                if let Probe::Running { last: Some(l), .. } = probe {
+                    let due = l.after(gap).since(now);
                     round.next = Some(round.next.map_or(due, |n| n.min(due)));
                 }
             }
@@ -250,6 +253,24 @@ mod tests {
         list.iter().copied().collect()
     }
 
+    /// Steps at each of `steps` (ms): when frames went out, and the first
+    /// step at which `wanted` was allowed.
+    fn drive(
+        p: &mut Prober,
+        wanted: &BTreeSet<IpAddr>,
+        steps: impl IntoIterator<Item = u64>,
+    ) -> (Vec<u64>, Option<u64>) {
+        let mut frames = Vec::new();
+        for ms in steps {
+            let r = p.step(wanted, |_| false, at(ms));
+            frames.extend(r.send.iter().map(|_| ms));
+            if !r.allowed.is_empty() {
+                return (frames, Some(ms));
+            }
+        }
+        (frames, None)
+    }
+
     #[test]
     fn a_new_address_is_probed_three_times_and_taken_when_nobody_answers() {
         let mut p = Prober::new(DEFAULT_WAIT);
@@ -257,16 +278,42 @@ mod tests {
         let r = p.step(&wanted, |_| false, at(0));
         assert!(r.allowed.is_empty(), "not before the probe ends");
         assert_eq!(r.send, vec![ip(1)]);
-        assert_eq!(r.next, Some(100 * MS));
-        let r = p.step(&wanted, |_| false, at(100));
-        assert_eq!(r.send, vec![ip(1)], "the second frame");
-        let r = p.step(&wanted, |_| false, at(250));
-        assert_eq!(r.send, vec![ip(1)], "the third, late");
-        assert_eq!(r.next, Some(50 * MS));
-        let r = p.step(&wanted, |_| false, at(300));
-        assert_eq!(r.allowed, wanted);
-        assert!(r.send.is_empty() && r.next.is_none());
+        assert_eq!(r.next, Some(DEFAULT_WAIT / 3));
+        let (frames, allowed) = drive(&mut p, &wanted, 1..200);
+        assert_eq!(frames, vec![34, 68], "a third of the wait apart");
+        assert_eq!(allowed, Some(102), "a third of the wait after the last");
         assert!(p.in_use().is_empty());
+    }
+
+    #[test]
+    fn a_busy_node_sends_every_frame_late_and_still_listens_after_the_last() {
+        let mut p = Prober::new(DEFAULT_WAIT);
+        let wanted = set(&[ip(1)]);
+        // Steps 250 ms apart, as when each pass assesses thousands of Services.
+        let (frames, allowed) = drive(&mut p, &wanted, (0..10).map(|n| n * 250));
+        assert_eq!(
+            frames,
+            vec![0, 250, 500],
+            "one frame per step, never merged"
+        );
+        assert_eq!(allowed, Some(750));
+        // Answers to the late frames still count.
+        let mut p = Prober::new(DEFAULT_WAIT);
+        drive(&mut p, &wanted, [0, 250]);
+        p.heard(ip(1), MAC);
+        p.heard(ip(1), MAC);
+        let (_, allowed) = drive(&mut p, &wanted, [500, 750, 1000]);
+        assert_eq!(allowed, None);
+        assert_eq!(p.in_use(), BTreeMap::from([(ip(1), MAC)]));
+    }
+
+    #[test]
+    fn a_longer_wait_spreads_the_frames_over_it() {
+        let mut p = Prober::new(Duration::from_millis(300));
+        let wanted = set(&[ip(1)]);
+        let (frames, allowed) = drive(&mut p, &wanted, 0..1000);
+        assert_eq!(frames, vec![0, 100, 200]);
+        assert_eq!(allowed, Some(300));
     }
 
     #[test]
@@ -286,23 +333,33 @@ mod tests {
         assert!(p.heard(ip(1), MAC));
         assert!(p.heard(ip(1), MAC));
         assert!(!p.heard(ip(9), MAC), "nobody probes that one");
-        let r = p.step(&wanted, |_| false, at(300));
-        assert!(r.allowed.is_empty());
+        let (_, allowed) = drive(&mut p, &wanted, 1..200);
+        assert_eq!(allowed, None);
         assert_eq!(p.in_use(), BTreeMap::from([(ip(1), MAC)]));
-        assert_eq!(r.next, Some(RECHECK_EVERY));
+        assert_eq!(
+            p.step(&wanted, |_| false, at(200)).next,
+            Some(RECHECK_EVERY - 98 * MS),
+            "judged at 102 ms, rechecked 30 s later"
+        );
         // Rechecked: still in use while the probe runs, and the host answers again.
-        let recheck = at(300).after(RECHECK_EVERY);
+        let recheck = at(102).after(RECHECK_EVERY);
         let r = p.step(&BTreeSet::new(), |_| false, recheck);
         assert_eq!(r.send, vec![ip(1)]);
         assert_eq!(p.in_use().len(), 1);
         p.heard(ip(1), MAC);
         p.heard(ip(1), MAC);
-        p.step(&BTreeSet::new(), |_| false, recheck.after(DEFAULT_WAIT));
+        let later = |ms: u64| recheck.after(MS * u32::try_from(ms).unwrap());
+        for ms in [34, 68, 102] {
+            p.step(&BTreeSet::new(), |_| false, later(ms));
+        }
         assert_eq!(p.in_use().len(), 1);
         // The host is gone: the next recheck clears it.
-        let later = recheck.after(DEFAULT_WAIT + RECHECK_EVERY);
-        p.step(&BTreeSet::new(), |_| false, later);
-        let r = p.step(&wanted, |_| false, later.after(DEFAULT_WAIT));
+        let next = later(102).after(RECHECK_EVERY);
+        for ms in [0, 34, 68] {
+            p.step(&BTreeSet::new(), |_| false, next.after(MS * ms));
+        }
+        assert_eq!(p.in_use().len(), 1, "in use until the recheck ends");
+        let r = p.step(&wanted, |_| false, next.after(MS * 102));
         assert!(p.in_use().is_empty());
         assert_eq!(r.allowed, wanted);
     }
@@ -316,7 +373,8 @@ mod tests {
         p.step(&wanted, |_| false, at(0));
         p.heard(ip(1), MAC);
         p.heard(ip(1), MAC);
-        p.step(&wanted, |_| false, at(300));
+        drive(&mut p, &wanted, 1..200);
+        assert_eq!(p.in_use().len(), 1);
         p.retain(|_| false);
         assert!(p.in_use().is_empty() && !p.listening(ip(1)));
     }
@@ -330,8 +388,8 @@ mod tests {
         for i in 0..=255u8 {
             p.heard(ip(1), [2, 0, 0, 0, 1, i]);
         }
-        let r = p.step(&wanted, |_| false, at(300));
-        assert_eq!(r.allowed, wanted);
+        let (_, allowed) = drive(&mut p, &wanted, 1..200);
+        assert_eq!(allowed, Some(102));
         assert!(p.in_use().is_empty());
     }
 
@@ -339,8 +397,7 @@ mod tests {
     fn a_free_address_left_behind_is_probed_again_at_its_next_take() {
         let mut p = Prober::new(DEFAULT_WAIT);
         let wanted = set(&[ip(1)]);
-        p.step(&wanted, |_| false, at(0));
-        assert_eq!(p.step(&wanted, |_| false, at(300)).allowed, wanted);
+        assert_eq!(drive(&mut p, &wanted, 0..200).1, Some(102));
         // Still wanted or held: kept.
         p.forget_clear(|a| a == ip(1));
         assert_eq!(p.step(&wanted, |_| false, at(400)).allowed, wanted);

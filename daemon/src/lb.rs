@@ -879,7 +879,7 @@ impl LbRole {
             }
         }
         // An address never served before is probed first: another host may use it.
-        let (allowed, probe_next) = self.probe_first(&desired_addresses, a, now).await;
+        let (allowed, probe_next) = self.probe_first(&desired_addresses, a).await;
         if let Some(d) = probe_next {
             next = next.min(d);
         }
@@ -962,7 +962,6 @@ impl LbRole {
         &mut self,
         wanted: &BTreeSet<IpAddr>,
         a: &Assessed,
-        now: Mono,
     ) -> (BTreeSet<IpAddr>, Option<Duration>) {
         let before = self.prober.in_use();
         // Answers already heard count before a probe is judged: at scale
@@ -978,10 +977,13 @@ impl LbRole {
         // again at its next take.
         self.prober
             .forget_clear(|x| wanted.contains(&x) || served.contains(&x) || vips.holds(x));
+        // The pass read its clock before assessing, which at thousands of
+        // Services takes tens of milliseconds: a probe's frames and verdict
+        // go by the clock of now.
         let round = self.prober.step(
             wanted,
             |address| a.served.contains(&address) || vips.holds(address),
-            now,
+            self.now(),
         );
         if !round.send.is_empty() {
             let send: BTreeSet<IpAddr> = round.send.iter().copied().collect();

@@ -800,14 +800,24 @@ fn access_documents(input: &AccessInput) -> Result<Vec<String>, ManifestError> {
             namespace,
             lease_names: &input.lease_names,
         };
-        documents.push(yaml(
-            "ValidatingAdmissionPolicy",
-            &policy::policy(&policy_input, access_meta(role, None)),
-        )?);
-        documents.push(yaml(
-            "ValidatingAdmissionPolicyBinding",
-            &policy::binding(access_meta(role, None)),
-        )?);
+        let mut services_meta = access_meta(role, None);
+        services_meta.name = Some(format!("{}{}", role.account(), policy::SERVICES_SUFFIX));
+        for (policy, meta) in [
+            (
+                policy::policy(&policy_input, access_meta(role, None)),
+                access_meta(role, None),
+            ),
+            (
+                policy::service_policy(&policy_input, services_meta.clone()),
+                services_meta,
+            ),
+        ] {
+            documents.push(yaml("ValidatingAdmissionPolicy", &policy)?);
+            documents.push(yaml(
+                "ValidatingAdmissionPolicyBinding",
+                &policy::binding(meta),
+            )?);
+        }
     }
     Ok(documents)
 }
@@ -1352,6 +1362,8 @@ mod tests {
                     "RoleBinding kvip-system/kvip-cp",
                     "ValidatingAdmissionPolicy kvip-cp",
                     "ValidatingAdmissionPolicyBinding kvip-cp",
+                    "ValidatingAdmissionPolicy kvip-cp-services",
+                    "ValidatingAdmissionPolicyBinding kvip-cp-services",
                 ],
             ),
             (
@@ -1364,6 +1376,8 @@ mod tests {
                     "RoleBinding kvip-system/kvip-lb",
                     "ValidatingAdmissionPolicy kvip-lb",
                     "ValidatingAdmissionPolicyBinding kvip-lb",
+                    "ValidatingAdmissionPolicy kvip-lb-services",
+                    "ValidatingAdmissionPolicyBinding kvip-lb-services",
                 ],
             ),
             (
@@ -1376,6 +1390,8 @@ mod tests {
                     "RoleBinding kvip-system/kvip",
                     "ValidatingAdmissionPolicy kvip",
                     "ValidatingAdmissionPolicyBinding kvip",
+                    "ValidatingAdmissionPolicy kvip-services",
+                    "ValidatingAdmissionPolicyBinding kvip-services",
                 ],
             ),
         ];
@@ -1402,6 +1418,9 @@ mod tests {
                         assert_eq!(subjects[0].kind, "ServiceAccount");
                         assert_eq!(subjects[0].name, role.account());
                         assert_eq!(subjects[0].namespace.as_deref(), Some("kvip-system"));
+                    }
+                    "ValidatingAdmissionPolicyBinding" => {
+                        assert_eq!(doc["spec"]["policyName"], doc["metadata"]["name"]);
                     }
                     "ValidatingAdmissionPolicy" => {
                         let text = serde_yaml::to_string(&doc).unwrap();

@@ -23,6 +23,8 @@ const CLIENT_V4: &str = "10.77.0.5";
 const CLIENT_V6: &str = "fd00:77::5";
 /// An address the client takes for a while, then gives up.
 const BORROWED: &str = "10.77.0.6";
+/// An address the client holds while many Services arrive at once.
+const BUSY: &str = "10.77.0.7";
 const EXCLUDE: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
 
 fn setup() -> Outcome {
@@ -157,6 +159,93 @@ fn an_address_freed_by_its_host_is_taken_after_a_recheck() -> Outcome {
         freed.elapsed().as_millis()
     );
     kubectl(&["delete", "service", "borrow", "-n", NS])?;
+    Ok(())
+}
+
+/// A node assessing many Services at once steps far apart: its probe must
+/// still send every frame and listen after the last, or a host answering
+/// them looks like nobody. 120 IPv6 Services arrive in one apply with one
+/// that asks for an address the client holds; the client sees three probes
+/// from the node that takes it up, and the Service is refused naming its MAC.
+fn an_address_in_use_is_found_while_many_services_arrive_at_once() -> Outcome {
+    let mac = client_mac()?;
+    in_netns(
+        "kvl-client",
+        "ip",
+        &["addr", "add", &format!("{BUSY}/24"), "dev", "eth0"],
+    )?;
+    let capture = std::env::temp_dir().join("governance-e2e-probes.txt");
+    let out = std::fs::File::create(&capture).map_err(|e| e.to_string())?;
+    // ARP probes (sender 0.0.0.0) for BUSY, with the sender's MAC first.
+    let mut tcpdump = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            "kvl-client",
+            "tcpdump",
+            "-l",
+            "-n",
+            "-e",
+            "-t",
+            "-i",
+            "eth0",
+            "arp and arp[6:2] == 1 and arp[14:4] == 0 and arp[24:4] == 0x0a4d0007",
+        ])
+        .stdout(out)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("tcpdump: {e}"))?;
+    std::thread::sleep(Duration::from_millis(500));
+    let mut many: Vec<String> = (0..120)
+        .map(|i| {
+            lb_service6(
+                NS,
+                &format!("many-{i}"),
+                "Cluster",
+                &format!("fd00:77::1:{i:x}"),
+                "web",
+            )
+        })
+        .collect();
+    many.push(service_on_port(NS, "busy", BUSY, 80));
+    let created = Instant::now();
+    apply(&many.join("\n---\n"))?;
+    let found = wait_reason(NS, "busy", "AddressInUse");
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = tcpdump.kill();
+    let _ = tcpdump.wait();
+    let (_, entry) = found?;
+    let message = entry["reason"]["message"].as_str().unwrap_or_default();
+    ensure!(
+        message.contains(&mac),
+        "the reason should name the client's MAC {mac}: {message}"
+    );
+    let text = std::fs::read_to_string(&capture).map_err(|e| e.to_string())?;
+    let mut per_node: std::collections::BTreeMap<&str, usize> = Default::default();
+    for line in text.lines() {
+        if let Some(sender) = line.split_whitespace().next() {
+            *per_node.entry(sender).or_default() += 1;
+        }
+    }
+    println!(
+        "    AddressInUse after {} ms among 120 new Services; probes by sender MAC: {per_node:?}",
+        created.elapsed().as_millis()
+    );
+    ensure!(
+        per_node.values().any(|n| *n >= 3),
+        "no node sent all three probes: {per_node:?}"
+    );
+    nobody_carries(BUSY, Duration::from_secs(2))?;
+    let mut names: Vec<String> = (0..120).map(|i| format!("many-{i}")).collect();
+    names.push("busy".to_string());
+    let mut args = vec!["delete", "service", "-n", NS, "--wait=false"];
+    args.extend(names.iter().map(String::as_str));
+    kubectl(&args)?;
+    in_netns(
+        "kvl-client",
+        "ip",
+        &["addr", "del", &format!("{BUSY}/24"), "dev", "eth0"],
+    )?;
     Ok(())
 }
 
@@ -748,6 +837,10 @@ fn main() {
             Scenario {
                 name: "an_address_freed_by_its_host_is_taken_after_a_recheck",
                 run: an_address_freed_by_its_host_is_taken_after_a_recheck,
+            },
+            Scenario {
+                name: "an_address_in_use_is_found_while_many_services_arrive_at_once",
+                run: an_address_in_use_is_found_while_many_services_arrive_at_once,
             },
             Scenario {
                 name: "the_clusters_own_addresses_are_refused",

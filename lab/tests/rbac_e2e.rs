@@ -116,21 +116,23 @@ async fn account_client(account: &str) -> Result<Client, String> {
     Ok(client)
 }
 
-/// The write was refused with 403 by `account`'s admission policy.
-fn denied_by_policy<T>(what: &str, account: &str, result: kube::Result<T>) -> Outcome {
+/// The write was refused with 403 by the admission policy `policy` (an
+/// account's Lease policy has the account's name, its Service policy that
+/// name with `-services`).
+fn denied_by_policy<T>(what: &str, policy: &str, result: kube::Result<T>) -> Outcome {
     match result {
-        Ok(_) => Err(format!("{what}: allowed for {account}")),
+        Ok(_) => Err(format!("{what}: allowed despite the policy {policy}")),
         Err(kube::Error::Api(status))
             if status.code == 403
                 && status
                     .message
-                    .contains(&format!("ValidatingAdmissionPolicy '{account}'")) =>
+                    .contains(&format!("ValidatingAdmissionPolicy '{policy}'")) =>
         {
             println!("    {what}: 403 {}", status.message);
             Ok(())
         }
         Err(e) => Err(format!(
-            "{what}: refused, but not by the policy {account}: {e}"
+            "{what}: refused, but not by the policy {policy}: {e}"
         )),
     }
 }
@@ -333,21 +335,41 @@ fn setup() -> Outcome {
     // refuses what it must, with a dry run that changes nothing either way.
     block_on(async {
         let lb = account_client("kvip-lb").await?;
-        let api: Api<Lease> = Api::namespaced(lb, KVIP_NS);
+        let api: Api<Lease> = Api::namespaced(lb.clone(), KVIP_NS);
         let dry = PostParams {
             dry_run: true,
             ..Default::default()
         };
         let probe = lease(KVIP_NS, "kube-scheduler", "worker1", &[]);
+        let services: Api<Service> = Api::namespaced(lb, "default");
+        let dry_patch = PatchParams {
+            dry_run: true,
+            ..Default::default()
+        };
+        let label =
+            Patch::Merge(serde_json::json!({ "metadata": { "labels": { "rbac-e2e": "probe" } } }));
+        let refused = |r: kube::Result<_>, policy: &str| {
+            matches!(r, Err(kube::Error::Api(s))
+                if s.message.contains(&format!("ValidatingAdmissionPolicy '{policy}'")))
+        };
         for _ in 0..100 {
-            match api.create(&dry, &probe).await {
-                Err(kube::Error::Api(s)) if s.message.contains("ValidatingAdmissionPolicy") => {
-                    return Ok(());
-                }
-                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            if refused(api.create(&dry, &probe).await.map(|_| ()), "kvip-lb")
+                && refused(
+                    services
+                        .patch("kubernetes", &dry_patch, &label)
+                        .await
+                        .map(|_| ()),
+                    "kvip-lb-services",
+                )
+            {
+                return Ok(());
             }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Err("the admission policy kvip-lb is not in force after 10 s".to_string())
+        Err(
+            "the admission policies kvip-lb and kvip-lb-services are not in force after 10 s"
+                .to_string(),
+        )
     })?
 }
 
@@ -597,6 +619,7 @@ fn lb_token_cannot_write_other_components_leases() -> Outcome {
 /// only status and `kube-vip.io/vipHost` change.
 fn lb_token_changes_only_status_and_viphost() -> Outcome {
     const ACCOUNT: &str = "kvip-lb";
+    const POLICY: &str = "kvip-lb-services";
     apply(&format!(
         r#"
 apiVersion: v1
@@ -621,7 +644,7 @@ spec:
 
         denied_by_policy(
             "patch spec.selector",
-            ACCOUNT,
+            POLICY,
             api.patch(
                 TARGET,
                 &params,
@@ -631,7 +654,7 @@ spec:
         )?;
         denied_by_policy(
             "patch spec.externalIPs",
-            ACCOUNT,
+            POLICY,
             api.patch(
                 TARGET,
                 &params,
@@ -641,7 +664,7 @@ spec:
         )?;
         denied_by_policy(
             "patch a label",
-            ACCOUNT,
+            POLICY,
             api.patch(
                 TARGET,
                 &params,
@@ -651,7 +674,7 @@ spec:
         )?;
         denied_by_policy(
             "add a label",
-            ACCOUNT,
+            POLICY,
             api.patch(
                 TARGET,
                 &params,
@@ -661,7 +684,7 @@ spec:
         )?;
         denied_by_policy(
             "patch another annotation",
-            ACCOUNT,
+            POLICY,
             api.patch(
                 TARGET,
                 &params,
@@ -671,7 +694,7 @@ spec:
         )?;
         denied_by_policy(
             "add kube-vip.io/loadbalancerIPs",
-            ACCOUNT,
+            POLICY,
             api.patch(
                 TARGET,
                 &params,
@@ -681,7 +704,7 @@ spec:
         )?;
         denied_by_policy(
             "add a finalizer",
-            ACCOUNT,
+            POLICY,
             api.patch(
                 TARGET,
                 &params,
@@ -691,7 +714,7 @@ spec:
         )?;
         denied_by_policy(
             "change a label through the status subresource",
-            ACCOUNT,
+            POLICY,
             api.patch_status(
                 TARGET,
                 &params,
@@ -920,6 +943,8 @@ fn kvip_works_under_kube_vips_rbac() -> Outcome {
         "clusterrole/kvip-lb",
         "validatingadmissionpolicybinding/kvip-lb",
         "validatingadmissionpolicy/kvip-lb",
+        "validatingadmissionpolicybinding/kvip-lb-services",
+        "validatingadmissionpolicy/kvip-lb-services",
     ])?;
     kubectl(&[
         "-n",

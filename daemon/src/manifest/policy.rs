@@ -1,5 +1,5 @@
-//! The ValidatingAdmissionPolicy that holds one kvip ServiceAccount to what
-//! kvip writes, where RBAC cannot: RBAC grants Lease writes by namespace, not
+//! The ValidatingAdmissionPolicies (one for Leases, one for Services) that
+//! hold one kvip ServiceAccount to what kvip writes, where RBAC cannot: RBAC grants Lease writes by namespace, not
 //! by name, and a Service patch whole. The API server then refuses, with
 //! 403, any Lease write outside kvip's names ([`kvip_core::lease_names`]) and
 //! any Service change other than its status and the `kube-vip.io/vipHost`
@@ -14,7 +14,9 @@ use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicyBinding, ValidatingAdmissionPolicyBindingSpec,
     ValidatingAdmissionPolicySpec, Validation, Variable,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta,
+};
 use kvip_core::lease_names::{LEASE_NAME_PREFIXES, MANAGED_BY, MANAGED_BY_LABEL};
 use kvip_core::service::VIP_HOST_ANNOTATION;
 
@@ -114,7 +116,46 @@ pub fn username(namespace: &str, account: &str) -> String {
     format!("system:serviceaccount:{namespace}:{account}")
 }
 
-/// The policy: Lease writes and Service changes by `input.account` only.
+/// The suffix of the Service policy's name (the Lease policy has the account's).
+pub const SERVICES_SUFFIX: &str = "-services";
+
+/// What the policies match: `rules`, writes by `input.account` only.
+fn spec(
+    input: &PolicyInput<'_>,
+    rules: Vec<NamedRuleWithOperations>,
+    object_selector: Option<LabelSelector>,
+    variables: Vec<Variable>,
+    validations: Vec<Validation>,
+) -> ValidatingAdmissionPolicySpec {
+    ValidatingAdmissionPolicySpec {
+        failure_policy: Some("Fail".to_string()),
+        match_constraints: Some(MatchResources {
+            resource_rules: Some(rules),
+            object_selector,
+            ..Default::default()
+        }),
+        match_conditions: Some(vec![MatchCondition {
+            name: "kvip-service-account".to_string(),
+            expression: format!(
+                "request.userInfo.username == {}",
+                cel_string(&username(input.namespace, input.account))
+            ),
+        }]),
+        variables: Some(variables),
+        validations: Some(validations),
+        ..Default::default()
+    }
+}
+
+/// The Lease policy: Lease writes by `input.account` only, named after it.
+///
+/// A write whose Lease carries kvip's label before and after it (every
+/// renewal of a Lease kvip wrote) is allowed by the rule anyway, so an
+/// object selector leaves it out before any expression runs: at hundreds
+/// of Leases renewed a second, evaluating the policy on each renewal costs
+/// the API server more than the write itself. A create is judged by the
+/// Lease it makes and an update or delete by the Lease stored, so a write
+/// that adds the label to a Lease without it is still judged.
 pub fn policy(input: &PolicyInput<'_>, metadata: ObjectMeta) -> ValidatingAdmissionPolicy {
     let extra_names: Vec<&str> = input
         .lease_names
@@ -133,12 +174,6 @@ pub fn policy(input: &PolicyInput<'_>, metadata: ObjectMeta) -> ValidatingAdmiss
         prose(&lease_names)
     );
     let variables = vec![
-        variable(
-            "isLease",
-            "request.resource.group == 'coordination.k8s.io' \
-             && request.resource.resource == 'leases'"
-                .to_string(),
-        ),
         variable(
             "leaseName",
             "request.operation == 'DELETE' ? oldObject.metadata.name : object.metadata.name"
@@ -170,14 +205,41 @@ pub fn policy(input: &PolicyInput<'_>, metadata: ObjectMeta) -> ValidatingAdmiss
                 cel_string(MANAGED_BY)
             ),
         ),
-        variable(
-            "isService",
-            "request.resource.group == '' && request.resource.resource == 'services'".to_string(),
-        ),
-        variable(
-            "serviceUpdate",
-            "variables.isService && request.operation == 'UPDATE'".to_string(),
-        ),
+    ];
+    let mut lease_check = forbid_unless(
+        "variables.leaseNamedForKvip || variables.leaseLabelledKvip".to_string(),
+        lease_rule.clone(),
+    );
+    lease_check.message_expression = Some(format!(
+        "'Lease ' + request.namespace + '/' + variables.leaseName + ': ' + {}",
+        cel_string(&lease_rule)
+    ));
+    let unlabelled = LabelSelector {
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: MANAGED_BY_LABEL.to_string(),
+            operator: "NotIn".to_string(),
+            values: Some(vec![MANAGED_BY.to_string()]),
+        }]),
+        ..Default::default()
+    };
+    ValidatingAdmissionPolicy {
+        metadata,
+        spec: Some(spec(
+            input,
+            vec![rule("coordination.k8s.io", &["leases"])],
+            Some(unlabelled),
+            variables,
+            vec![lease_check],
+        )),
+        ..Default::default()
+    }
+}
+
+/// The Service policy (named after the account with [`SERVICES_SUFFIX`]):
+/// Service changes by `input.account` only.
+pub fn service_policy(input: &PolicyInput<'_>, metadata: ObjectMeta) -> ValidatingAdmissionPolicy {
+    let variables = vec![
+        variable("serviceUpdate", "request.operation == 'UPDATE'".to_string()),
         variable("allowedLabels", cel_list(SERVICE_LABELS.iter().copied())),
         variable(
             "allowedAnnotations",
@@ -200,21 +262,11 @@ pub fn policy(input: &PolicyInput<'_>, metadata: ObjectMeta) -> ValidatingAdmiss
             "object.metadata.?annotations.orValue({})".to_string(),
         ),
     ];
-    let mut lease_check = forbid_unless(
-        "!variables.isLease || variables.leaseNamedForKvip || variables.leaseLabelledKvip"
-            .to_string(),
-        lease_rule.clone(),
-    );
-    lease_check.message_expression = Some(format!(
-        "'Lease ' + request.namespace + '/' + variables.leaseName + ': ' + {}",
-        cel_string(&lease_rule)
-    ));
     // The API server itself keeps the status of a write to the Service and
     // the spec of a write to its status; these checks cover both.
     let validations = vec![
-        lease_check,
         forbid_unless(
-            "!variables.isService || request.operation == 'UPDATE'".to_string(),
+            "variables.serviceUpdate".to_string(),
             "kvip never creates or deletes Services".to_string(),
         ),
         forbid_unless(
@@ -254,26 +306,13 @@ pub fn policy(input: &PolicyInput<'_>, metadata: ObjectMeta) -> ValidatingAdmiss
     ];
     ValidatingAdmissionPolicy {
         metadata,
-        spec: Some(ValidatingAdmissionPolicySpec {
-            failure_policy: Some("Fail".to_string()),
-            match_constraints: Some(MatchResources {
-                resource_rules: Some(vec![
-                    rule("coordination.k8s.io", &["leases"]),
-                    rule("", &["services", "services/status"]),
-                ]),
-                ..Default::default()
-            }),
-            match_conditions: Some(vec![MatchCondition {
-                name: "kvip-service-account".to_string(),
-                expression: format!(
-                    "request.userInfo.username == {}",
-                    cel_string(&username(input.namespace, input.account))
-                ),
-            }]),
-            variables: Some(variables),
-            validations: Some(validations),
-            ..Default::default()
-        }),
+        spec: Some(spec(
+            input,
+            vec![rule("", &["services", "services/status"])],
+            None,
+            variables,
+            validations,
+        )),
         ..Default::default()
     }
 }
@@ -320,50 +359,71 @@ mod tests {
     #[test]
     fn applies_only_to_the_account_and_fails_closed() {
         let names = vec!["plndr-svcs-lock".to_string()];
-        let policy = policy(&input(&names), ObjectMeta::default());
-        let spec = spec(&policy);
-        assert_eq!(spec.failure_policy.as_deref(), Some("Fail"));
-        let conditions = spec.match_conditions.as_ref().unwrap();
-        assert_eq!(conditions.len(), 1);
-        assert_eq!(
-            conditions[0].expression,
-            "request.userInfo.username == 'system:serviceaccount:kvip-system:kvip-lb'"
-        );
-        let rules = spec
+        let writes = vec!["CREATE".to_string(), "UPDATE".into(), "DELETE".into()];
+        let leases = policy(&input(&names), ObjectMeta::default());
+        let services = service_policy(&input(&names), ObjectMeta::default());
+        for (policy, group, resources) in [
+            (&leases, "coordination.k8s.io", vec!["leases"]),
+            (&services, "", vec!["services", "services/status"]),
+        ] {
+            let spec = spec(policy);
+            assert_eq!(spec.failure_policy.as_deref(), Some("Fail"));
+            let conditions = spec.match_conditions.as_ref().unwrap();
+            assert_eq!(conditions.len(), 1);
+            assert_eq!(
+                conditions[0].expression,
+                "request.userInfo.username == 'system:serviceaccount:kvip-system:kvip-lb'"
+            );
+            let rules = spec
+                .match_constraints
+                .as_ref()
+                .and_then(|m| m.resource_rules.clone())
+                .unwrap();
+            let covered: Vec<(Vec<String>, Vec<String>, Vec<String>)> = rules
+                .into_iter()
+                .map(|r| {
+                    (
+                        r.api_groups.unwrap(),
+                        r.resources.unwrap(),
+                        r.operations.unwrap(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                covered,
+                [(
+                    vec![group.to_string()],
+                    resources.iter().map(|r| r.to_string()).collect(),
+                    writes.clone()
+                )]
+            );
+            for check in spec.validations.iter().flatten() {
+                assert_eq!(check.reason.as_deref(), Some("Forbidden"), "{check:?}");
+                assert!(check.message.is_some(), "{check:?}");
+            }
+        }
+        // Leases kvip labelled, before and after the write, are left out
+        // before any expression runs: the rule allows them anyway.
+        let selector = spec(&leases)
             .match_constraints
             .as_ref()
-            .and_then(|m| m.resource_rules.clone())
+            .and_then(|m| m.object_selector.clone())
             .unwrap();
-        let covered: Vec<(Vec<String>, Vec<String>, Vec<String>)> = rules
-            .into_iter()
-            .map(|r| {
-                (
-                    r.api_groups.unwrap(),
-                    r.resources.unwrap(),
-                    r.operations.unwrap(),
-                )
-            })
-            .collect();
-        let writes = vec!["CREATE".to_string(), "UPDATE".into(), "DELETE".into()];
-        assert_eq!(
-            covered,
-            [
-                (
-                    vec!["coordination.k8s.io".to_string()],
-                    vec!["leases".to_string()],
-                    writes.clone()
-                ),
-                (
-                    vec![String::new()],
-                    vec!["services".to_string(), "services/status".to_string()],
-                    writes
-                ),
-            ]
+        let requirement = &selector.match_expressions.unwrap()[0];
+        assert_eq!(requirement.key, MANAGED_BY_LABEL);
+        assert_eq!(requirement.operator, "NotIn");
+        assert_eq!(requirement.values, Some(vec![MANAGED_BY.to_string()]));
+        assert!(
+            variable_of(&leases, "leaseLabelledKvip").contains(MANAGED_BY_LABEL),
+            "a Lease without the label is judged by the label it had"
         );
-        for check in spec.validations.iter().flatten() {
-            assert_eq!(check.reason.as_deref(), Some("Forbidden"), "{check:?}");
-            assert!(check.message.is_some(), "{check:?}");
-        }
+        // A Service's labels never exempt a write to it.
+        assert!(
+            spec(&services)
+                .match_constraints
+                .as_ref()
+                .is_some_and(|m| m.object_selector.is_none())
+        );
         let meta = ObjectMeta {
             name: Some("kvip-lb".to_string()),
             ..Default::default()
@@ -406,7 +466,7 @@ mod tests {
 
     #[test]
     fn service_changes_allowed_are_the_listed_ones() {
-        let policy = policy(&input(&[]), ObjectMeta::default());
+        let policy = service_policy(&input(&[]), ObjectMeta::default());
         assert_eq!(
             variable_of(&policy, "allowedAnnotations"),
             "['kube-vip.io/vipHost']"
