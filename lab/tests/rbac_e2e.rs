@@ -599,6 +599,37 @@ fn lb_token_cannot_write_other_components_leases() -> Outcome {
             )
             .await,
         )?;
+        // Renewals of a labelled Lease skip the policy's expressions (its
+        // object selector); every other write is still judged.
+        denied_by_policy(
+            "create rbac-e2e/other-lease labelled managed-by=KVIP",
+            ACCOUNT,
+            mine.create(
+                &params,
+                &lease(NS, "other-lease", "worker1", &[(MANAGED_BY.0, "KVIP")]),
+            )
+            .await,
+        )?;
+        allowed(
+            "update rbac-e2e/team-lease removing kvip's label (judged by the Lease stored)",
+            ACCOUNT,
+            mine.patch(
+                "team-lease",
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "metadata": { "labels": { MANAGED_BY.0: null } } })),
+            )
+            .await,
+        )?;
+        denied_by_policy(
+            "update rbac-e2e/team-lease, stored without kvip's label",
+            ACCOUNT,
+            mine.patch(
+                "team-lease",
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": { "holderIdentity": "worker2" } })),
+            )
+            .await,
+        )?;
         denied_by_rbac(
             "delete rbac-e2e/kubevip-x (outside kvip's namespace)",
             ACCOUNT,
