@@ -222,15 +222,13 @@ impl Assessment {
                     .find(|(_, h)| h.as_deref() == Some(node.as_str()))
                     .map(|(k, _)| k.clone()),
                 // Before any status is written: the one member Lease that is held.
-                [] => match leases
-                    .iter()
-                    .filter(|(_, h)| h.is_some())
-                    .collect::<Vec<_>>()
-                    .as_slice()
-                {
-                    [(key, _)] => Some(key.clone()),
-                    _ => None,
-                },
+                [] => {
+                    let mut held = leases.iter().filter(|(_, h)| h.is_some());
+                    match (held.next(), held.next()) {
+                        (Some((key, _)), None) => Some(key.clone()),
+                        _ => None,
+                    }
+                }
                 _ => None,
             };
             if let Some(key) = current {

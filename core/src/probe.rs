@@ -138,12 +138,11 @@ impl Prober {
             {
                 // The next frame, or the verdict, a gap after the last frame.
                 let due = last.map_or(now, |l| l.after(gap));
-                if now < due {
-                } else if *sent < FRAMES {
+                if now >= due && *sent < FRAMES {
                     round.send.push(*address);
                     *sent += 1;
                     *last = Some(now);
-                } else {
+                } else if now >= due {
                     let answered = answers
                         .iter()
                         .filter(|(_, n)| **n >= ANSWERS_NEEDED)

@@ -800,12 +800,13 @@ fn access_documents(input: &AccessInput) -> Result<Vec<String>, ManifestError> {
             namespace,
             lease_names: &input.lease_names,
         };
-        let mut services_meta = access_meta(role, None);
+        let lease_meta = access_meta(role, None);
+        let mut services_meta = lease_meta.clone();
         services_meta.name = Some(format!("{}{}", role.account(), policy::SERVICES_SUFFIX));
         for (policy, meta) in [
             (
-                policy::policy(&policy_input, access_meta(role, None)),
-                access_meta(role, None),
+                policy::lease_policy(&policy_input, lease_meta.clone()),
+                lease_meta,
             ),
             (
                 policy::service_policy(&policy_input, services_meta.clone()),

@@ -174,28 +174,6 @@ fn an_address_in_use_is_found_while_many_services_arrive_at_once() -> Outcome {
         "ip",
         &["addr", "add", &format!("{BUSY}/24"), "dev", "eth0"],
     )?;
-    let capture = std::env::temp_dir().join("governance-e2e-probes.txt");
-    let out = std::fs::File::create(&capture).map_err(|e| e.to_string())?;
-    // ARP probes (sender 0.0.0.0) for BUSY, with the sender's MAC first.
-    let mut tcpdump = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            "kvl-client",
-            "tcpdump",
-            "-l",
-            "-n",
-            "-e",
-            "-t",
-            "-i",
-            "eth0",
-            "arp and arp[6:2] == 1 and arp[14:4] == 0 and arp[24:4] == 0x0a4d0007",
-        ])
-        .stdout(out)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| format!("tcpdump: {e}"))?;
-    std::thread::sleep(Duration::from_millis(500));
     let mut many: Vec<String> = (0..120)
         .map(|i| {
             lb_service6(
@@ -209,21 +187,24 @@ fn an_address_in_use_is_found_while_many_services_arrive_at_once() -> Outcome {
         .collect();
     many.push(service_on_port(NS, "busy", BUSY, 80));
     let created = Instant::now();
-    apply(&many.join("\n---\n"))?;
-    let found = wait_reason(NS, "busy", "AddressInUse");
-    std::thread::sleep(Duration::from_millis(500));
-    let _ = tcpdump.kill();
-    let _ = tcpdump.wait();
-    let (_, entry) = found?;
+    // ARP probes (sender 0.0.0.0) for BUSY.
+    let ((_, entry), text) = capture_in_client(
+        "arp and arp[6:2] == 1 and arp[14:4] == 0 and arp[24:4] == 0x0a4d0007",
+        Duration::ZERO,
+        || {
+            apply(&many.join("\n---\n"))?;
+            wait_reason(NS, "busy", "AddressInUse")
+        },
+    )?;
     let message = entry["reason"]["message"].as_str().unwrap_or_default();
     ensure!(
         message.contains(&mac),
         "the reason should name the client's MAC {mac}: {message}"
     );
-    let text = std::fs::read_to_string(&capture).map_err(|e| e.to_string())?;
     let mut per_node: std::collections::BTreeMap<&str, usize> = Default::default();
     for line in text.lines() {
-        if let Some(sender) = line.split_whitespace().next() {
+        // The sender's MAC follows the timestamp.
+        if let Some(sender) = line.split_whitespace().nth(1) {
             *per_node.entry(sender).or_default() += 1;
         }
     }

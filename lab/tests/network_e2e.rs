@@ -13,7 +13,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -192,34 +191,7 @@ fn capture_claims(
     window: Duration,
     during: impl FnOnce() -> Result<(), String>,
 ) -> Result<Vec<String>, String> {
-    let seconds = window.as_secs().max(1).to_string();
-    let child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            "kvl-client",
-            "timeout",
-            &seconds,
-            "tcpdump",
-            "-i",
-            "eth0",
-            "-nn",
-            "-e",
-            "-l",
-            "arp",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| format!("tcpdump: {e}"))?;
-    // Let tcpdump open its socket first.
-    std::thread::sleep(Duration::from_millis(500));
-    let result = during();
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("tcpdump: {e}"))?;
-    result?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let ((), text) = capture_in_client("arp", window, during)?;
     Ok(claims_in(&text, ip))
 }
 

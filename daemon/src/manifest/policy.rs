@@ -156,7 +156,7 @@ fn spec(
 /// the API server more than the write itself. A create is judged by the
 /// Lease it makes and an update or delete by the Lease stored, so a write
 /// that adds the label to a Lease without it is still judged.
-pub fn policy(input: &PolicyInput<'_>, metadata: ObjectMeta) -> ValidatingAdmissionPolicy {
+pub fn lease_policy(input: &PolicyInput<'_>, metadata: ObjectMeta) -> ValidatingAdmissionPolicy {
     let extra_names: Vec<&str> = input
         .lease_names
         .iter()
@@ -360,7 +360,7 @@ mod tests {
     fn applies_only_to_the_account_and_fails_closed() {
         let names = vec!["plndr-svcs-lock".to_string()];
         let writes = vec!["CREATE".to_string(), "UPDATE".into(), "DELETE".into()];
-        let leases = policy(&input(&names), ObjectMeta::default());
+        let leases = lease_policy(&input(&names), ObjectMeta::default());
         let services = service_policy(&input(&names), ObjectMeta::default());
         for (policy, group, resources) in [
             (&leases, "coordination.k8s.io", vec!["leases"]),
@@ -436,7 +436,7 @@ mod tests {
     #[test]
     fn lease_names_come_from_the_core_rule_and_the_configuration() {
         let names = vec!["plndr-cp-lock".to_string(), "my-cp-lock".to_string()];
-        let policy = policy(&input(&names), ObjectMeta::default());
+        let policy = lease_policy(&input(&names), ObjectMeta::default());
         assert_eq!(
             variable_of(&policy, "leaseNamedForKvip"),
             "['kubevip-', 'plndr-', 'kvip-'].exists(p, variables.leaseName.startsWith(p)) \
@@ -448,7 +448,7 @@ mod tests {
              .metadata.?labels[?'app.kubernetes.io/managed-by'].orValue('') == 'kvip'"
         );
         let defaults = vec!["plndr-cp-lock".to_string(), "plndr-svcs-lock".to_string()];
-        let policy = super::policy(&input(&defaults), ObjectMeta::default());
+        let policy = super::lease_policy(&input(&defaults), ObjectMeta::default());
         assert_eq!(
             variable_of(&policy, "leaseNamedForKvip"),
             "['kubevip-', 'plndr-', 'kvip-'].exists(p, variables.leaseName.startsWith(p))"

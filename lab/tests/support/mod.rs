@@ -165,6 +165,46 @@ pub fn in_netns(netns: &str, program: &str, args: &[&str]) -> Result<String, Str
     }
 }
 
+/// What tcpdump `-e` printed of the frames matching `filter` that the client
+/// hears while `during` runs, capturing for at least `at_least` in all.
+pub fn capture_in_client<T>(
+    filter: &str,
+    at_least: Duration,
+    during: impl FnOnce() -> Result<T, String>,
+) -> Result<(T, String), String> {
+    let started = Instant::now();
+    let mut child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            "kvl-client",
+            "tcpdump",
+            "-i",
+            "eth0",
+            "-nn",
+            "-e",
+            "-l",
+            filter,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("tcpdump: {e}"))?;
+    // Let tcpdump open its socket first.
+    std::thread::sleep(Duration::from_millis(500));
+    let result = during();
+    std::thread::sleep(
+        at_least
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(500)),
+    );
+    let _ = child.kill();
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("tcpdump: {e}"))?;
+    Ok((result?, String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
 /// `kvip-lab down`, then `kvip-lab up --ipv6`: a fresh dual-stack lab.
 pub fn fresh_lab_ipv6() -> Outcome {
     lab_ok(&["down"])?;
