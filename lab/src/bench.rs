@@ -242,6 +242,7 @@ fn run_subject(
         nodes: 3,
         control_plane: 1,
         ipv6: false,
+        ipvs_dummy: false,
     }) {
         sr.notes.push(format!("the lab did not come up: {e:#}"));
         return sr;
@@ -345,7 +346,7 @@ fn check_daemons(
     sr: &mut SubjectResults,
 ) -> anyhow::Result<()> {
     let namespaces = crate::network::lab_namespaces();
-    if namespaces.len() < tb.nodes.len() + 3 {
+    if namespaces.len() < tb.nodes.len() + crate::layout::SHARED_NAMESPACES {
         anyhow::bail!(
             "the lab disappeared {when} (namespaces left: {namespaces:?}): someone else's `kvip-lab down`, \
              an end-to-end test's teardown perhaps, removed it; run the benchmark again when the machine's lab is free"

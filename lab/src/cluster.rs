@@ -12,8 +12,11 @@ use std::time::{Duration, Instant};
 
 /// Label and taint kubeadm gives control-plane nodes.
 pub const CONTROL_PLANE_LABEL: &str = "node-role.kubernetes.io/control-plane";
+/// The other label kubeadm gives control-plane nodes.
+pub const EXCLUDE_LB_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
 
-/// Creates (or updates) the Node object of `node` and marks it Ready.
+/// Creates (or updates) the Node object of `node` and marks it Ready; a
+/// control-plane node carries kubeadm's labels and taint.
 pub async fn register_node(client: &Client, node: &NodeLayout) -> anyhow::Result<()> {
     let api: Api<Node> = Api::all(client.clone());
     let mut labels = json!({
@@ -24,6 +27,7 @@ pub async fn register_node(client: &Client, node: &NodeLayout) -> anyhow::Result
     let mut taints = json!([]);
     if node.role == Role::ControlPlane {
         labels[CONTROL_PLANE_LABEL] = json!("");
+        labels[EXCLUDE_LB_LABEL] = json!("");
         taints = json!([{ "key": CONTROL_PLANE_LABEL, "effect": "NoSchedule" }]);
     }
     let mut cidrs = vec![node.pod_cidr4()];

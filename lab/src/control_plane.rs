@@ -81,7 +81,6 @@ pub fn apiserver_launch(
             "--authorization-mode=Node,RBAC".into(),
             "--allow-privileged=true".into(),
             "--endpoint-reconciler-type=lease".into(),
-            "--enable-priority-and-fairness=false".into(),
             "--profiling=false".into(),
             "--v=1".into(),
         ],
@@ -202,6 +201,68 @@ pub fn wait_apiserver(
                 "the API server on {} did not become ready within {timeout:?}; see {}",
                 node.name,
                 paths.log(&node.name, "kube-apiserver").display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Writes the kubeconfig of the nodes' kube-proxy: the lab's API endpoint in
+/// the infra namespace, which leads to the healthy API servers (kube-proxy
+/// cannot use the `kubernetes` ClusterIP: it is what programs it).
+pub fn write_endpoint_kubeconfig(paths: &Paths, pki: &Pki) -> anyhow::Result<()> {
+    let server = format!("https://{}:{}", layout::INFRA_IPV4, layout::APISERVER_PORT);
+    std::fs::write(
+        paths.endpoint_kubeconfig(),
+        crate::pki::kubeconfig(&server, &pki.ca_cert, &pki.controller_manager_token),
+    )
+    .context("writing the kube-proxy kubeconfig")
+}
+
+/// How to start kube-proxy on `node`: nftables mode, leaving the conntrack
+/// sysctls of the namespace as they are.
+pub fn kube_proxy_launch(paths: &Paths, bin: &Path, node: &NodeLayout, ipv6: bool) -> Launch {
+    let mut cluster_cidr = layout::POD_RANGE4.to_string();
+    if ipv6 {
+        cluster_cidr = format!("{cluster_cidr},{}", layout::POD_RANGE6);
+    }
+    Launch {
+        netns: Some(node.netns.clone()),
+        argv: vec![
+            bin.join("kube-proxy").display().to_string(),
+            format!("--kubeconfig={}", paths.endpoint_kubeconfig().display()),
+            format!("--hostname-override={}", node.name),
+            "--proxy-mode=nftables".into(),
+            format!("--cluster-cidr={cluster_cidr}"),
+            "--conntrack-max-per-core=0".into(),
+            "--conntrack-tcp-timeout-established=0s".into(),
+            "--conntrack-tcp-timeout-close-wait=0s".into(),
+            "--metrics-bind-address=127.0.0.1:10249".into(),
+            "--v=1".into(),
+        ],
+        env: base_env(),
+        service_account_dir: None,
+        log: paths.log(&node.name, "kube-proxy"),
+    }
+}
+
+/// Waits until kube-proxy on `node` has programmed the `kubernetes`
+/// ClusterIP: from then on the node's pods reach the API.
+pub fn wait_kube_proxy(paths: &Paths, node: &NodeLayout, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let wanted = layout::KUBERNETES_SERVICE_IP.to_string();
+    loop {
+        let rules =
+            crate::process::run_in(&node.netns, "nft", &["list", "table", "ip", "kube-proxy"])
+                .unwrap_or_default();
+        if rules.contains(&wanted) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "kube-proxy on {} did not program the kubernetes ClusterIP within {timeout:?}; see {}",
+                node.name,
+                paths.log(&node.name, "kube-proxy").display()
             );
         }
         std::thread::sleep(Duration::from_millis(250));

@@ -131,6 +131,7 @@ pub fn run() -> anyhow::Result<()> {
         nodes: 3,
         control_plane: 1,
         ipv6: false,
+        ipvs_dummy: false,
     })?;
     show(&["get", "nodes", "-o", "wide"])?;
 

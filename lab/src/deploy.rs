@@ -405,6 +405,7 @@ spec:
             nodes: 3,
             control_plane: 1,
             ipv6: false,
+            ipvs_dummy: false,
         }
         .layout()
         .unwrap();
@@ -424,6 +425,7 @@ spec:
             nodes: 2,
             control_plane: 1,
             ipv6: false,
+            ipvs_dummy: false,
         }
         .layout()
         .unwrap();
@@ -444,6 +446,7 @@ spec:
             nodes: 1,
             control_plane: 1,
             ipv6: false,
+            ipvs_dummy: false,
         }
         .layout()
         .unwrap();
@@ -471,6 +474,7 @@ spec:
             nodes: 1,
             control_plane: 1,
             ipv6: false,
+            ipvs_dummy: false,
         }
         .layout()
         .unwrap();

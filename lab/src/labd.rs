@@ -1,23 +1,23 @@
 //! The lab daemon, `kvip-lab labd`: started by `up`, it
 //! - forwards the host's `127.0.0.1:16443` to a healthy API server, so the
 //!   admin kubeconfig works from the host without any lab address there;
-//! - probes the API servers and routes the `kubernetes` ClusterIP in every
-//!   namespace to the healthy ones;
-//! - plays kube-proxy for LoadBalancer Services in every node namespace
-//!   (see [`crate::proxy`]), following Services and EndpointSlices.
+//! - probes the API servers and keeps the lab's API endpoint (see
+//!   [`crate::endpoint`]) leading to the healthy ones;
+//! - with `--ipvs-dummy`, binds every LoadBalancer address to every node's
+//!   `kube-ipvs0`, as kube-proxy's IPVS mode does (see [`crate::ipvs`]).
 
+use crate::endpoint;
+use crate::ipvs;
 use crate::layout::{self, INFRA_NETNS};
 use crate::netns::connect_in;
-use crate::proxy::{self, ProxyInput};
 use crate::state::{LabState, Paths};
 use anyhow::Context;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
-use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -51,7 +51,7 @@ pub fn run() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(proxy_loop(paths, healthy, changed))
+    runtime.block_on(endpoint_loop(paths, healthy, changed))
 }
 
 /// Every 300 ms: which API servers accept connections.
@@ -114,84 +114,59 @@ fn relay(client: TcpStream, server: TcpStream) {
     let _ = upstream.join();
 }
 
-async fn proxy_loop(paths: Paths, healthy: Healthy, changed: Arc<Notify>) -> anyhow::Result<()> {
-    // The admin client goes through our own forwarder; until an API server is
-    // up that fails, and the ClusterIP rules are still written below.
-    let client = loop {
-        match admin_client(&paths).await {
-            Ok(c) => break c,
-            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
-    };
-    let (services, svc_writer) = reflector::store::<Service>();
-    let (slices, slice_writer) = reflector::store::<EndpointSlice>();
-    let svc_stream = reflector(
-        svc_writer,
-        watcher(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .backoff(QuickBackoff::default())
-    .touched_objects();
-    let slice_stream = reflector(
-        slice_writer,
-        watcher(
-            Api::<EndpointSlice>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .backoff(QuickBackoff::default())
-    .touched_objects();
-    {
+async fn endpoint_loop(paths: Paths, healthy: Healthy, changed: Arc<Notify>) -> anyhow::Result<()> {
+    let ipvs_dummy = LabState::load(&paths)?.is_some_and(|s| s.shape.ipvs_dummy);
+    // With `--ipvs-dummy`, follow the Services for their addresses. The admin
+    // client goes through our own forwarder, which fails until an API server
+    // is up; the endpoint's rules are written meanwhile.
+    let services = if ipvs_dummy {
+        let (reader, writer) = reflector::store::<Service>();
         let changed = changed.clone();
+        let paths = paths.clone();
         tokio::spawn(async move {
-            let both = futures::stream::select(svc_stream.map(|_| ()), slice_stream.map(|_| ()));
-            let mut both = std::pin::pin!(both);
-            while both.next().await.is_some() {
+            let client = loop {
+                match admin_client(&paths).await {
+                    Ok(c) => break c,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
+            };
+            let stream = reflector(
+                writer,
+                watcher(Api::<Service>::all(client), watcher::Config::default()),
+            )
+            .backoff(QuickBackoff::default())
+            .touched_objects();
+            let mut stream = std::pin::pin!(stream);
+            while stream.next().await.is_some() {
                 changed.notify_one();
             }
         });
-    }
-    let mut applied: BTreeMap<String, String> = BTreeMap::new();
+        Some(reader)
+    } else {
+        None
+    };
+    let mut applied: Option<String> = None;
+    let mut bound: BTreeMap<String, BTreeSet<IpAddr>> = BTreeMap::new();
     loop {
         let state = match LabState::load(&paths) {
             Ok(Some(s)) => s,
             _ => return Ok(()),
         };
-        let input = ProxyInput {
-            services: services.state().iter().map(|s| (**s).clone()).collect(),
-            slices: slices.state().iter().map(|s| (**s).clone()).collect(),
-            apiservers: healthy.read().map(|h| h.clone()).unwrap_or_default(),
-        };
-        let changes: Vec<(String, String)> = proxy::namespaces(&state)
-            .into_iter()
-            .filter_map(|ns| {
-                let node = state.nodes.iter().find(|n| n.netns == ns);
-                let rules = proxy::render(&input, node, state.shape.ipv6);
-                (applied.get(&ns) != Some(&rules)).then_some((ns, rules))
-            })
-            .collect();
-        // Every node's kube-proxy acts on its own: program them in parallel.
-        let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
-            let handles: Vec<_> = changes
-                .iter()
-                .map(|(ns, rules)| s.spawn(move || proxy::apply(ns, rules)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("the nft thread panicked")))
-                })
-                .collect()
-        });
-        for ((ns, rules), result) in changes.into_iter().zip(results) {
-            match result {
-                Ok(()) => {
-                    applied.insert(ns, rules);
+        let apiservers = healthy.read().map(|h| h.clone()).unwrap_or_default();
+        let rules = endpoint::render(&apiservers);
+        if applied.as_ref() != Some(&rules) {
+            match endpoint::apply(INFRA_NETNS, &rules) {
+                Ok(()) => applied = Some(rules),
+                Err(e) => eprintln!("labd: programming the API endpoint: {e:#}"),
+            }
+        }
+        if let Some(services) = &services {
+            let wanted = ipvs::addresses(services.state().iter().map(|s| s.as_ref()));
+            for node in &state.nodes {
+                let have = bound.entry(node.netns.clone()).or_default();
+                if let Err(e) = ipvs::sync(&node.netns, have, &wanted) {
+                    eprintln!("labd: {} on {}: {e:#}", layout::IPVS_DUMMY, node.name);
                 }
-                Err(e) => eprintln!("labd: programming {ns}: {e:#}"),
             }
         }
         // Wake on any change; also every second, for the state file.
@@ -201,7 +176,7 @@ async fn proxy_loop(paths: Paths, healthy: Healthy, changed: Arc<Notify>) -> any
 }
 
 /// Reconnect watches within 2 s once an API server is back (kube's default
-/// backoff grows to 30 s, which would leave kube-proxy's stand-in stale).
+/// backoff grows to 30 s, which would leave `kube-ipvs0` stale).
 #[derive(Debug, Clone)]
 struct QuickBackoff(Duration);
 

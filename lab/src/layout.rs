@@ -26,6 +26,8 @@ pub const HUB_NETNS: &str = "kvl-hub";
 pub const INFRA_NETNS: &str = "kvl-infra";
 /// Namespace that plays the user's laptop.
 pub const CLIENT_NETNS: &str = "kvl-client";
+/// How many lab namespaces are not nodes: hub, infra, client and router.
+pub const SHARED_NAMESPACES: usize = 4;
 /// The bridge inside [`HUB_NETNS`].
 pub const BRIDGE: &str = "br0";
 /// The bridge's IPv4 subnet.
@@ -40,6 +42,10 @@ pub const VIP_RANGE6: (Ipv6Addr, Ipv6Addr) = (
     Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 1, 0),
     Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 1, 0xff),
 );
+/// Every node's pod CIDR lies inside this (kube-proxy's `--cluster-cidr`).
+pub const POD_RANGE4: &str = "10.78.0.0/16";
+/// Every node's IPv6 pod CIDR lies inside this.
+pub const POD_RANGE6: &str = "fd00:78::/32";
 /// Service ClusterIP range given to the API server.
 pub const SERVICE_RANGE4: &str = "10.96.0.0/16";
 /// IPv6 Service ClusterIP range (with `--ipv6`).
@@ -120,6 +126,11 @@ pub struct LabShape {
     pub control_plane: u8,
     /// Whether the bridge and pods also carry IPv6.
     pub ipv6: bool,
+    /// Whether every node has a `kube-ipvs0` carrying every LoadBalancer
+    /// address, as kube-proxy's IPVS mode binds them (this kernel has no
+    /// IPVS; the lab's kube-proxy forwards with nftables either way).
+    #[serde(default)]
+    pub ipvs_dummy: bool,
 }
 
 /// Largest lab the address plan allows.
@@ -169,6 +180,15 @@ impl LabShape {
 pub const INFRA_IPV4: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 /// IPv6 address of the infra namespace.
 pub const INFRA_IPV6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 2);
+/// Namespace that plays the site's router: every node's default route leads
+/// here, and it drops whatever is not for the lab (it has no other link).
+pub const ROUTER_NETNS: &str = "kvl-router";
+/// Address of the router namespace on the bridge: the nodes' default gateway.
+pub const ROUTER_IPV4: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+/// IPv6 address of the router namespace.
+pub const ROUTER_IPV6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 1);
+/// The interface that kube-proxy's IPVS mode binds Service addresses to.
+pub const IPVS_DUMMY: &str = "kube-ipvs0";
 /// Address of the client namespace on the bridge.
 pub const CLIENT_IPV4: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 5);
 /// IPv6 address of the client namespace.
@@ -198,6 +218,7 @@ mod tests {
             nodes: 3,
             control_plane: 1,
             ipv6: false,
+            ipvs_dummy: false,
         }
         .layout()
         .unwrap();
@@ -215,6 +236,7 @@ mod tests {
             nodes: MAX_NODES,
             control_plane: 3,
             ipv6: true,
+            ipvs_dummy: false,
         }
         .layout()
         .unwrap();
@@ -232,7 +254,8 @@ mod tests {
             LabShape {
                 nodes: 0,
                 control_plane: 0,
-                ipv6: false
+                ipv6: false,
+                ipvs_dummy: false,
             }
             .layout()
             .is_err()
@@ -241,7 +264,8 @@ mod tests {
             LabShape {
                 nodes: 2,
                 control_plane: 3,
-                ipv6: false
+                ipv6: false,
+                ipvs_dummy: false,
             }
             .layout()
             .is_err()
@@ -250,7 +274,8 @@ mod tests {
             LabShape {
                 nodes: 200,
                 control_plane: 1,
-                ipv6: false
+                ipv6: false,
+                ipvs_dummy: false,
             }
             .layout()
             .is_err()

@@ -31,6 +31,10 @@ enum Command {
         /// Give the bridge and pods IPv6 addresses too.
         #[arg(long)]
         ipv6: bool,
+        /// Give every node a `kube-ipvs0` holding every LoadBalancer address,
+        /// as kube-proxy's IPVS mode does.
+        #[arg(long = "ipvs-dummy")]
+        ipvs_dummy: bool,
     },
     /// Print shell `export` lines for the running lab.
     Env,
@@ -180,10 +184,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             nodes,
             control_plane,
             ipv6,
+            ipvs_dummy,
         } => commands::up(LabShape {
             nodes,
             control_plane,
             ipv6,
+            ipvs_dummy,
         }),
         Command::Env => commands::env(),
         Command::Deploy { file } => commands::deploy(&file),

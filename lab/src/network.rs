@@ -1,10 +1,13 @@
 //! The lab's layer-2 network: one bridge in a hub namespace, a veth from it to
-//! every node, the infra namespace and the client. Addresses and routes are
-//! set only inside those namespaces; none of them has a default route.
+//! every node, the infra namespace, the client and the router. Addresses and
+//! routes are set only inside those namespaces. Every node has a default
+//! route, as real nodes do, to the router namespace, which has no link but
+//! its own on the bridge and drops (and counts) every packet not addressed
+//! to itself: nothing the lab sends can leave the machine.
 
 use crate::layout::{
     self, BRIDGE, CLIENT_IPV4, CLIENT_IPV6, CLIENT_NETNS, HUB_NETNS, INFRA_IPV4, INFRA_IPV6,
-    INFRA_NETNS, NETNS_PREFIX, NodeLayout,
+    INFRA_NETNS, IPVS_DUMMY, NETNS_PREFIX, NodeLayout, ROUTER_IPV4, ROUTER_IPV6, ROUTER_NETNS,
 };
 use crate::process::{run, run_in};
 use anyhow::Context;
@@ -87,8 +90,9 @@ pub fn lab_namespaces() -> Vec<String> {
         .collect()
 }
 
-/// Builds the bridge and attaches the infra, client and node namespaces.
-pub fn create(nodes: &[NodeLayout], ipv6: bool) -> anyhow::Result<()> {
+/// Builds the bridge and attaches the infra, client, router and node
+/// namespaces; with `ipvs_dummy`, every node gets an empty `kube-ipvs0`.
+pub fn create(nodes: &[NodeLayout], ipv6: bool, ipvs_dummy: bool) -> anyhow::Result<()> {
     run("ip", &["netns", "add", HUB_NETNS])?;
     run_in(HUB_NETNS, "ip", &["link", "set", "lo", "up"])?;
     run_in(HUB_NETNS, "ip", &["link", "add", BRIDGE, "type", "bridge"])?;
@@ -123,15 +127,76 @@ pub fn create(nodes: &[NodeLayout], ipv6: bool) -> anyhow::Result<()> {
             ipv4: CLIENT_IPV4,
             ipv6: ipv6.then_some(CLIENT_IPV6),
         },
+        Attachment {
+            netns: ROUTER_NETNS,
+            peer: "vrouter".into(),
+            ipv4: ROUTER_IPV4,
+            ipv6: ipv6.then_some(ROUTER_IPV6),
+        },
     ];
     attachments.extend(nodes.iter().map(Attachment::node));
     for a in &attachments {
         attach(a).with_context(|| format!("attaching {} to the bridge", a.netns))?;
     }
+    crate::process::run_with_input(
+        "ip",
+        &["netns", "exec", ROUTER_NETNS, "nft", "-f", "-"],
+        ROUTER_RULES,
+    )
+    .context("giving the router namespace its rules")?;
     for node in nodes {
         node_routes(node, nodes).with_context(|| format!("routing pods for {}", node.name))?;
+        if ipvs_dummy {
+            // kube-proxy's IPVS mode makes a dummy link and leaves it down;
+            // an empty bridge holds addresses the same way.
+            run_in(
+                &node.netns,
+                "ip",
+                &["link", "add", IPVS_DUMMY, "type", "bridge"],
+            )?;
+        }
     }
     Ok(())
+}
+
+/// The router's rules: whatever reaches it that is not addressed to it
+/// (a node's traffic for anywhere off the lab) is counted in `leaving` and
+/// dropped; it has no route and no link to send it on anyway.
+const ROUTER_RULES: &str = "table inet kvlab_router {
+  counter leaving {}
+  chain prerouting {
+    type filter hook prerouting priority -300; policy accept;
+    fib daddr type { local, broadcast, multicast } accept
+    counter name leaving drop
+  }
+}
+";
+
+/// Name of the router's counter of packets that were headed out of the lab.
+pub const ROUTER_COUNTER: &str = "leaving";
+
+/// Packets the router has dropped because they were headed out of the lab.
+pub fn router_dropped() -> anyhow::Result<u64> {
+    let text = run_in(
+        ROUTER_NETNS,
+        "nft",
+        &[
+            "-j",
+            "list",
+            "counter",
+            "inet",
+            "kvlab_router",
+            ROUTER_COUNTER,
+        ],
+    )?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).context("`nft -j list counter` printed no JSON")?;
+    json["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|item| item["counter"]["packets"].as_u64())
+        .context("the router's counter is missing")
 }
 
 /// Makes the namespace of `a`, sets its sysctls and puts it on the bridge.
@@ -216,8 +281,34 @@ fn service_route(netns: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Routes to every other node's pod CIDR through that node.
+/// The node's default route to the router, and routes to every other
+/// node's pod CIDR through that node.
 fn node_routes(node: &NodeLayout, all: &[NodeLayout]) -> anyhow::Result<()> {
+    run_in(
+        &node.netns,
+        "ip",
+        &[
+            "route",
+            "replace",
+            "default",
+            "via",
+            &ROUTER_IPV4.to_string(),
+        ],
+    )?;
+    if node.ipv6.is_some() {
+        run_in(
+            &node.netns,
+            "ip",
+            &[
+                "-6",
+                "route",
+                "replace",
+                "default",
+                "via",
+                &ROUTER_IPV6.to_string(),
+            ],
+        )?;
+    }
     for other in all.iter().filter(|o| o.name != node.name) {
         run_in(
             &node.netns,

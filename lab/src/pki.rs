@@ -64,6 +64,7 @@ fn server_addresses(nodes: &[NodeLayout]) -> Vec<IpAddr> {
     let mut ips: Vec<IpAddr> = vec![
         IpAddr::from([127, 0, 0, 1]),
         IpAddr::from(layout::KUBERNETES_SERVICE_IP),
+        IpAddr::from(layout::INFRA_IPV4),
     ];
     for n in nodes {
         ips.push(n.ipv4.into());

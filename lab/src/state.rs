@@ -12,6 +12,7 @@ pub fn state_dir() -> PathBuf {
 }
 
 /// Files inside the state folder.
+#[derive(Debug, Clone)]
 pub struct Paths {
     /// The state folder itself.
     pub root: PathBuf,
@@ -41,6 +42,13 @@ impl Paths {
     /// kubeconfig used inside the lab (through the `kubernetes` ClusterIP).
     pub fn incluster_kubeconfig(&self) -> PathBuf {
         self.root.join("incluster.kubeconfig")
+    }
+
+    /// Kubeconfig of the nodes' own agents (kube-proxy): the lab's API
+    /// endpoint in front of the API servers, as kubeadm's
+    /// `controlPlaneEndpoint`.
+    pub fn endpoint_kubeconfig(&self) -> PathBuf {
+        self.root.join("endpoint.kubeconfig")
     }
     /// Log file of one process.
     pub fn log(&self, owner: &str, name: &str) -> PathBuf {
@@ -79,8 +87,10 @@ pub enum ProcessKind {
     Apiserver,
     /// kube-controller-manager in the infra namespace.
     ControllerManager,
-    /// The lab daemon: API forwarder and kube-proxy stand-in.
+    /// The lab daemon: API forwarder and the lab's API endpoint.
     Labd,
+    /// kube-proxy of a node.
+    KubeProxy,
     /// A container of a DaemonSet pod started by `deploy`.
     DaemonSet {
         /// `namespace/name` of the DaemonSet.

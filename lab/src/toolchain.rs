@@ -12,7 +12,12 @@ pub fn go_module_dir() -> PathBuf {
 }
 
 /// Binaries the lab needs from the Go module.
-pub const BINARIES: [&str; 3] = ["kube-apiserver", "kube-controller-manager", "kubectl"];
+pub const BINARIES: [&str; 4] = [
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-proxy",
+    "kubectl",
+];
 
 /// Where built binaries are kept between runs (the machine keeps this folder).
 pub fn cache_root() -> PathBuf {
@@ -124,7 +129,7 @@ pub fn ensure_control_plane(log: &mut dyn FnMut(&str)) -> anyhow::Result<(PathBu
         "the lab builds Kubernetes {version} from source with it"
     ))?;
     log(&format!(
-        "building kube-apiserver, kube-controller-manager and kubectl {version} (first time only; several minutes on 2 cores)"
+        "building kube-apiserver, kube-controller-manager, kube-proxy and kubectl {version} (first time only; several minutes on 2 cores)"
     ));
     let (major, minor) = major_minor(&version);
     let mut ldflags = String::from("-s -w");

@@ -296,6 +296,89 @@ fn endpointslice_controller_and_probe() -> Outcome {
     Ok(())
 }
 
+/// The lab looks like a kubeadm cluster: kubeadm's labels and taint on the
+/// control plane, API priority and fairness on, the real kube-proxy on every
+/// node, and a default route on every node to a router that lets nothing out.
+fn kubeadm_shaped() -> Outcome {
+    let cp = get_json(&["node", "cp1"])?;
+    let labels = &cp["metadata"]["labels"];
+    for label in [
+        "node-role.kubernetes.io/control-plane",
+        "node.kubernetes.io/exclude-from-external-load-balancers",
+    ] {
+        ensure!(labels.get(label).is_some(), "cp1 lacks {label}: {labels}");
+    }
+    let taints = cp["spec"]["taints"].to_string();
+    ensure!(
+        taints.contains("node-role.kubernetes.io/control-plane") && taints.contains("NoSchedule"),
+        "cp1 lacks kubeadm's taint: {taints}"
+    );
+    let worker = get_json(&["node", "worker1"])?;
+    ensure!(
+        worker["metadata"]["labels"]
+            .get("node.kubernetes.io/exclude-from-external-load-balancers")
+            .is_none(),
+        "a worker carries the control plane's label"
+    );
+    // Priority and fairness on: its objects are served and it classifies.
+    let schemas = kubectl(&["get", "flowschemas", "-o", "name"])?;
+    ensure!(
+        schemas.contains("flowschema.flowcontrol.apiserver.k8s.io/service-accounts"),
+        "no API priority and fairness: {schemas}"
+    );
+    // The real kube-proxy runs on every node, in nftables mode.
+    for node in ["cp1", "worker1", "worker2"] {
+        let ns = format!("kvl-{node}");
+        let rules = in_netns(&ns, "nft", &["list", "table", "ip", "kube-proxy"])?;
+        ensure!(
+            rules.contains("10.96.0.1"),
+            "{node}: kube-proxy has not programmed the kubernetes ClusterIP"
+        );
+        let route = in_netns(&ns, "ip", &["route", "show", "default"])?;
+        ensure!(
+            route.contains("default via 10.77.0.1 dev eth0"),
+            "{node}: no default route to the lab router: {route}"
+        );
+    }
+    // The router has no link but its own on the bridge...
+    let links = in_netns("kvl-router", "ip", &["-o", "link", "show"])?;
+    let names: Vec<&str> = links
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .map(|n| n.trim().split('@').next().unwrap_or_default())
+        .collect();
+    ensure!(
+        names == ["lo", "eth0"],
+        "the router has links other than lo and eth0: {names:?}"
+    );
+    ensure!(
+        in_netns("kvl-router", "ip", &["route", "show", "default"])?
+            .trim()
+            .is_empty(),
+        "the router has a default route"
+    );
+    // ...and drops what a node sends off the lab (a documentation address:
+    // it has no route anywhere), counting it.
+    let dropped = || kvip_lab::network::router_dropped().map_err(|e| format!("{e:#}"));
+    let before = dropped()?;
+    let reached = in_netns(
+        "kvl-worker1",
+        "bash",
+        &["-c", "timeout 2 bash -c '</dev/tcp/192.0.2.1/443'"],
+    );
+    ensure!(reached.is_err(), "a connection off the lab succeeded");
+    let after = dropped()?;
+    ensure!(
+        after > before,
+        "the router counted no packet headed off the lab ({before} -> {after})"
+    );
+    println!(
+        "    router dropped {} packet(s) headed off the lab",
+        after - before
+    );
+    Ok(())
+}
+
 fn isolate_api_cuts_only_that_node() -> Outcome {
     let api_from = |ns: &str| {
         in_netns(
@@ -391,6 +474,10 @@ fn main() {
             Scenario {
                 name: "endpointslice_controller_and_probe",
                 run: endpointslice_controller_and_probe,
+            },
+            Scenario {
+                name: "kubeadm_shaped",
+                run: kubeadm_shaped,
             },
             Scenario {
                 name: "isolate_api_cuts_only_that_node",

@@ -482,6 +482,93 @@ fn ipv6_vip_answers_through_ndp() -> Outcome {
     Ok(())
 }
 
+/// kube-proxy's IPVS mode binds every LoadBalancer address to `kube-ipvs0`
+/// on every node: each node's kernel takes the address as its own. kvip
+/// still announces it from one node only, follows the pod, and the other
+/// nodes' copies answer nobody (strict ARP, as IPVS mode needs).
+fn ipvs_mode_every_node_holds_the_address_one_answers() -> Outcome {
+    lab_ok(&["down"])?;
+    let up = lab(&["up", "--ipvs-dummy"]);
+    ensure!(
+        up.status.success(),
+        "lab up --ipvs-dummy: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    deploy_lb("lb.yaml", &[])?;
+    namespace(NS)?;
+    apply(&service("ipvs", "Local", "10.77.0.120", "ipvs"))?;
+    apply(&service("ipvs-cluster", "Cluster", "10.77.0.121", "ipvs"))?;
+    pod("ipvs-1", "worker1", "ipvs")?;
+    let (answer, _) = probe_until(
+        "10.77.0.120:80",
+        Duration::from_secs(15),
+        Duration::from_millis(50),
+        |_| true,
+    )?;
+    ensure!(answer == "worker1/ipvs-1", "answered by {answer}");
+    answers("10.77.0.121:80")?;
+    let on_ipvs0 = |node: &str| {
+        in_netns(
+            &format!("kvl-{node}"),
+            "ip",
+            &["-o", "addr", "show", "dev", "kube-ipvs0"],
+        )
+        .unwrap_or_default()
+    };
+    wait_for(
+        "both addresses on every node's kube-ipvs0",
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || {
+            ["cp1", "worker1", "worker2"]
+                .iter()
+                .all(|n| {
+                    let text = on_ipvs0(n);
+                    text.contains("10.77.0.120/32") && text.contains("10.77.0.121/32")
+                })
+                .then_some(())
+        },
+    )?;
+    let worker1 = node_mac("worker1").ok_or("no MAC for worker1")?;
+    let worker2 = node_mac("worker2").ok_or("no MAC for worker2")?;
+    ensure!(
+        arp_answerers("10.77.0.120") == [worker1.clone()],
+        "ARP answered by {:?}, not worker1 ({worker1}) alone",
+        arp_answerers("10.77.0.120")
+    );
+    ensure!(
+        nodes_with_address("10.77.0.120") == ["worker1"],
+        "VIP on eth0 of {:?}",
+        nodes_with_address("10.77.0.120")
+    );
+    // The pod moves: the address follows it; every node keeps its IPVS copy.
+    pod("ipvs-2", "worker2", "ipvs")?;
+    delete_pod("ipvs-1")?;
+    probe_until(
+        "10.77.0.120:80",
+        Duration::from_secs(15),
+        Duration::from_millis(50),
+        |a| a == "worker2/ipvs-2",
+    )?;
+    wait_for(
+        "worker2 alone answering ARP",
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || (arp_answerers("10.77.0.120") == [worker2.clone()]).then_some(()),
+    )?;
+    ensure!(
+        nodes_with_address("10.77.0.120") == ["worker2"],
+        "VIP on eth0 of {:?}",
+        nodes_with_address("10.77.0.120")
+    );
+    ensure!(
+        on_ipvs0("worker1").contains("10.77.0.120/32"),
+        "worker1's kube-ipvs0 lost the address"
+    );
+    answers("10.77.0.121:80")?;
+    Ok(())
+}
+
 fn main() {
     run_all(
         "services",
@@ -529,6 +616,10 @@ fn main() {
             Scenario {
                 name: "ipv6_vip_answers_through_ndp",
                 run: ipv6_vip_answers_through_ndp,
+            },
+            Scenario {
+                name: "ipvs_mode_every_node_holds_the_address_one_answers",
+                run: ipvs_mode_every_node_holds_the_address_one_answers,
             },
             Scenario {
                 name: "teardown",

@@ -79,7 +79,7 @@ fn healthy(state: &LabState) -> bool {
         .processes
         .iter()
         .all(|p| p.pid.is_none_or(process::alive))
-        && network::lab_namespaces().len() >= state.nodes.len() + 3
+        && network::lab_namespaces().len() >= state.nodes.len() + crate::layout::SHARED_NAMESPACES
 }
 
 fn build(
@@ -102,7 +102,7 @@ fn build(
         ready: false,
     };
     state.save(paths)?;
-    network::create(nodes, shape.ipv6)?;
+    network::create(nodes, shape.ipv6, shape.ipvs_dummy)?;
     let pki = pki::create(&paths.pki(), nodes)?;
     std::fs::write(
         paths.kubeconfig(),
@@ -113,6 +113,7 @@ fn build(
         ),
     )?;
     control_plane::write_incluster_kubeconfig(paths, &pki)?;
+    control_plane::write_endpoint_kubeconfig(paths, &pki)?;
     std::fs::create_dir_all(paths.bin())?;
     let link = paths.bin().join("kubectl");
     let _ = std::fs::remove_file(&link);
@@ -151,6 +152,13 @@ fn build(
         }
         cluster::wait_default_service_account(&client, Duration::from_secs(60)).await
     })?;
+    for node in nodes {
+        let launch = control_plane::kube_proxy_launch(paths, bin, node, shape.ipv6);
+        start(&mut state, ProcessKind::KubeProxy, Some(&node.name), launch)?;
+    }
+    for node in nodes {
+        control_plane::wait_kube_proxy(paths, node, Duration::from_secs(60))?;
+    }
     state.ready = true;
     state.save(paths)?;
     Ok(state)
