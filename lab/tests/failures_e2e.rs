@@ -120,6 +120,7 @@ fn setup() -> Outcome {
         "node",
         "cp1",
         "node.kubernetes.io/exclude-from-external-load-balancers=true",
+        "--overwrite",
     ])?;
     deploy_lb("lb.yaml", &[])?;
     namespace(NS)?;

@@ -29,7 +29,13 @@ const EXCLUDE: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
 
 fn setup() -> Outcome {
     fresh_lab_ipv6()?;
-    kubectl(&["label", "node", "cp1", &format!("{EXCLUDE}=true")])?;
+    kubectl(&[
+        "label",
+        "node",
+        "cp1",
+        &format!("{EXCLUDE}=true"),
+        "--overwrite",
+    ])?;
     let mut flags = vec![
         "--role",
         "all",

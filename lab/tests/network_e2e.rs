@@ -34,6 +34,7 @@ fn setup() -> Outcome {
         "node",
         "cp1",
         "node.kubernetes.io/exclude-from-external-load-balancers=true",
+        "--overwrite",
     ])?;
     let mut flags = vec!["--role", "all", "--address", CP_VIP, "--interface", "eth0"];
     flags.extend_from_slice(&TIMINGS);
