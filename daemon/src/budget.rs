@@ -23,6 +23,8 @@ struct State {
     forbidden_said: BTreeSet<String>,
     /// The last moment a write got no answer.
     unanswered: Option<kvip_core::Mono>,
+    /// The last moment the API server stored a Lease write.
+    lease_stored: Option<kvip_core::Mono>,
 }
 
 static BUDGET: OnceLock<Mutex<State>> = OnceLock::new();
@@ -35,6 +37,7 @@ fn state() -> &'static Mutex<State> {
             backoffs: Backoffs::default(),
             forbidden_said: BTreeSet::new(),
             unanswered: None,
+            lease_stored: None,
         })
     })
 }
@@ -102,6 +105,12 @@ pub fn last_unanswered() -> Option<kvip_core::Mono> {
     lock().unanswered
 }
 
+/// The last moment the API server stored a Lease write of this instance:
+/// the Lease watch should show it moments later.
+pub fn last_lease_stored() -> Option<kvip_core::Mono> {
+    lock().lease_stored
+}
+
 static LEASE_THROTTLED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 /// Says once, when the budget first holds back a Lease write, that the
@@ -138,6 +147,9 @@ pub fn answered(target: &str, resource: &str, verb: &str, code: Option<u16>) {
     let mut s = lock();
     if answer == Answer::NoAnswer {
         s.unanswered = Some(now);
+    }
+    if resource == "lease" && code.is_some_and(|c| (200..300).contains(&c)) {
+        s.lease_stored = Some(now);
     }
     let wait = if resource == "lease" {
         None

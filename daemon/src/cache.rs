@@ -8,7 +8,8 @@
 
 use crate::metrics;
 use crate::trim::Trim;
-use futures::StreamExt;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -24,6 +25,9 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+
+/// Tells every watch to begin again (see [`restartable`]).
+type Restart = tokio::sync::watch::Receiver<u64>;
 
 /// The stores the reconciler reads.
 #[derive(Clone)]
@@ -57,6 +61,8 @@ struct Terms {
     arrived: HashMap<LeaseKey, Arrival>,
     /// Whether the watch is failing now (it cannot see renewals).
     blind: bool,
+    /// The last time it delivered anything.
+    delivered: Option<Mono>,
     /// The last instant the watch was known not to see: while it fails, and
     /// the moment it sees again.
     blind_until: Option<Instant>,
@@ -175,6 +181,7 @@ fn watch<K>(
     name: &'static str,
     api: Api<K>,
     config: watcher::Config,
+    restart: Restart,
     changed: Arc<Notify>,
 ) -> Store<K>
 where
@@ -182,7 +189,7 @@ where
     K::DynamicType: Default + Eq + Hash + Clone,
 {
     let (reader, writer) = reflector::store();
-    let trimmed = watcher(api, config).modify(K::trim);
+    let trimmed = restartable(api, config, restart).modify(K::trim);
     let stream = reflector::reflector(writer, trimmed).backoff(QuickBackoff::default());
     metrics::watch_started(name, None);
     tokio::spawn(async move {
@@ -203,21 +210,65 @@ where
     reader
 }
 
+/// A watch of `api` that begins again, with a fresh list, each time
+/// `restart` changes (a watch whose connection died without an error).
+fn restartable<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    restart: Restart,
+) -> impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone,
+{
+    type Inner<K> = BoxStream<'static, watcher::Result<watcher::Event<K>>>;
+    let begin = move || -> Inner<K> { watcher(api.clone(), config.clone()).boxed() };
+    let first = begin();
+    futures::stream::unfold(
+        (first, Some(restart), begin),
+        |(mut inner, mut restart, begin)| async move {
+            loop {
+                let told = async {
+                    match restart.as_mut() {
+                        Some(r) => r.changed().await.is_ok(),
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    again = told => {
+                        if again {
+                            inner = begin();
+                        } else {
+                            // Nobody can ask for a restart any more.
+                            restart = None;
+                        }
+                    }
+                    item = inner.next() => {
+                        return item.map(|i| (i, (inner, restart, begin)));
+                    }
+                }
+            }
+        },
+    )
+}
+
 impl LeaseWatch {
     /// Starts watching the Leases `api` and `config` select, as `name` for
     /// readiness and logs; wakes `changed` only for changes that matter (not
     /// another holder's renewal). With a `heartbeat`, readiness fails when
-    /// the watch delivers nothing for that long.
+    /// the watch delivers nothing for that long. The watch begins again when
+    /// `restart` changes.
     pub fn start(
         name: &'static str,
         api: Api<Lease>,
         config: watcher::Config,
         heartbeat: Option<Duration>,
+        restart: Restart,
         changed: Arc<Notify>,
     ) -> LeaseWatch {
         let (reader, writer) = reflector::store();
         let terms = Arc::new(Mutex::new(Terms::default()));
-        let trimmed = watcher(api, config).modify(Lease::trim);
+        let trimmed = restartable(api, config, restart).modify(Lease::trim);
         let stream = reflector::reflector(writer, trimmed).backoff(QuickBackoff::default());
         let record = terms.clone();
         metrics::watch_started(name, heartbeat);
@@ -230,6 +281,9 @@ impl LeaseWatch {
                     Err(_) => metrics::watch_failed(name),
                 }
                 let mut t = record.lock().unwrap_or_else(|e| e.into_inner());
+                if event.is_ok() {
+                    t.delivered = Some(crate::clock::now());
+                }
                 // A watch that failed could not see renewals: every other
                 // holder's term restarts when it sees again — at the first object
                 // or the end of a relist, not at the start of one (the list
@@ -311,6 +365,27 @@ impl LeaseWatch {
     }
 }
 
+/// Every second: when the Lease watch has not shown a Lease write the API
+/// server stored (see [`crate::health::lease_watch_dead`]), every watch
+/// begins again; the others share its fate (each rides a connection made
+/// the same way, to the same address).
+async fn restart_dead_watches(terms: Arc<Mutex<Terms>>, restart: tokio::sync::watch::Sender<u64>) {
+    let mut check = crate::health::EchoCheck::default();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let delivered = terms.lock().unwrap_or_else(|e| e.into_inner()).delivered;
+        let stored = crate::budget::last_lease_stored();
+        let now = crate::clock::now();
+        if check.dead(delivered, stored, now) {
+            tracing::warn!(
+                silent_s = delivered.map(|d| now.since(d).as_secs()),
+                "the Lease watch has not shown Lease writes the API server stored: its connection is dead (a NAT entry lost when an interface went down, say); starting every watch again"
+            );
+            restart.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+}
+
 impl Cache {
     /// Starts the four watches; `lease_heartbeat` is how long the Lease
     /// watch, which carries every instance's renewals, may stay silent.
@@ -328,17 +403,38 @@ impl Cache {
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
         let plain = watcher::Config::default;
+        let (restart_tx, restart) = tokio::sync::watch::channel(0u64);
         let leases = LeaseWatch::start(
             "Lease",
             Api::all(client.clone()),
             plain().fields("metadata.namespace!=kube-node-lease"),
             Some(lease_heartbeat),
+            restart.clone(),
             changed.clone(),
         );
+        tokio::spawn(restart_dead_watches(leases.terms.clone(), restart_tx));
         Self {
-            services: watch("Service", services, plain(), changed.clone()),
-            slices: watch("EndpointSlice", slices, plain(), changed.clone()),
-            nodes: watch("Node", Api::all(client.clone()), plain(), changed.clone()),
+            services: watch(
+                "Service",
+                services,
+                plain(),
+                restart.clone(),
+                changed.clone(),
+            ),
+            slices: watch(
+                "EndpointSlice",
+                slices,
+                plain(),
+                restart.clone(),
+                changed.clone(),
+            ),
+            nodes: watch(
+                "Node",
+                Api::all(client.clone()),
+                plain(),
+                restart,
+                changed.clone(),
+            ),
             leases,
             changed,
         }

@@ -101,11 +101,14 @@ impl ControlPlane {
         let api: Api<Lease> = Api::namespaced(client.clone(), &lease.namespace);
         let watch_config =
             watcher::Config::default().fields(&format!("metadata.name={}", lease.name));
+        // The control-plane Lease watch is never started over: nobody asks.
+        let (_, never) = tokio::sync::watch::channel(0u64);
         let leases = LeaseWatch::start(
             "control-plane Lease",
             api,
             watch_config,
             None,
+            never,
             changed.clone(),
         );
         let healthy = Arc::new(AtomicBool::new(true));

@@ -42,6 +42,51 @@ pub fn lease_heartbeat(lease_duration: Duration) -> Duration {
     (lease_duration * 3).max(LEASE_HEARTBEAT_MIN)
 }
 
+/// How long the Lease watch may take to show a Lease write the API server
+/// has stored (it shows it within milliseconds when it is alive).
+pub const ECHO_WAIT: Duration = Duration::from_secs(5);
+
+/// The shortest time between two restarts of the watches.
+pub const REWATCH_GAP: Duration = Duration::from_secs(10);
+
+/// Tells when the Lease watch's connection is dead though the API server
+/// answers: it stored a Lease write of ours `ECHO_WAIT` ago or more, and the
+/// watch has delivered nothing since. A NAT entry flushed under the watch
+/// does this: kube-proxy masquerades a node's traffic to the `kubernetes`
+/// ClusterIP, and the kernel drops masqueraded connections when the
+/// interface goes down (a link flap, a renamed NIC). Nothing reports an
+/// error; the watch would stay silent until its own timeout, minutes later.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EchoCheck {
+    /// The first stored write the watch has not shown yet.
+    unechoed: Option<Mono>,
+    /// The last time the watches were started over.
+    restarted: Option<Mono>,
+}
+
+impl EchoCheck {
+    /// One look, with when the watch last `delivered` and when the API
+    /// server last `stored` a Lease write; true when the watches must start
+    /// over (no more than once per `REWATCH_GAP`).
+    pub fn dead(&mut self, delivered: Option<Mono>, stored: Option<Mono>, now: Mono) -> bool {
+        let shown = |at: Mono| delivered.is_some_and(|d| d >= at);
+        if self.unechoed.is_some_and(shown) {
+            self.unechoed = None;
+        }
+        if self.unechoed.is_none() {
+            self.unechoed = stored.filter(|s| !shown(*s));
+        }
+        let late = self.unechoed.is_some_and(|w| now.since(w) >= ECHO_WAIT);
+        let may = self.restarted.is_none_or(|r| now.since(r) >= REWATCH_GAP);
+        if late && may {
+            self.restarted = Some(now);
+            self.unechoed = None;
+            return true;
+        }
+        false
+    }
+}
+
 /// What one API watch has shown lately.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WatchSeen {
@@ -328,6 +373,28 @@ mod tests {
         s.netlink_age = Some(Duration::from_secs(25));
         let h = judge(&s, at(100), &LIMITS);
         assert!(!h.alive && h.problem.contains("netlink"), "{h:?}");
+    }
+
+    #[test]
+    fn a_lease_watch_that_never_shows_a_stored_write_is_dead() {
+        let at = |s: u64| Some(Mono(Duration::from_secs(s)));
+        let now = |s: u64| Mono(Duration::from_secs(s));
+        let mut check = EchoCheck::default();
+        // Nothing written yet: nothing to judge by.
+        assert!(!check.dead(at(1), None, now(100)));
+        // Written at 10, shown at 10: alive, however long ago.
+        assert!(!check.dead(at(10), at(10), now(100)));
+        // Written at 101, then every second after, nothing shown since 100:
+        // the first write unshown counts, not the latest.
+        assert!(!check.dead(at(100), at(101), now(102)));
+        assert!(!check.dead(at(100), at(105), now(105)));
+        assert!(check.dead(at(100), at(106), now(106)));
+        // Started over at 106: not again before 116, however late.
+        assert!(!check.dead(at(100), at(110), now(115)));
+        assert!(check.dead(at(100), at(111), now(116)));
+        // The new watch shows the writes: alive again.
+        assert!(!check.dead(at(130), at(130), now(140)));
+        assert!(!check.dead(at(141), at(141), now(150)));
     }
 
     #[test]

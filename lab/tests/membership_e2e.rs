@@ -321,10 +321,12 @@ fn default_route(node: &str, present: bool) -> Outcome {
     in_netns(
         &format!("kvl-{node}"),
         "ip",
-        &["route", verb, "default", "dev", "eth0"],
+        &["route", verb, "default", "via", "10.77.0.1", "dev", "eth0"],
     )?;
     Ok(())
 }
+
+const ALL_NODES: [&str; 3] = ["cp1", "worker1", "worker2"];
 
 fn owners_agree_on_who_cannot_place_an_address() -> Outcome {
     // The client reaches the other network on its link, as through a router.
@@ -341,6 +343,11 @@ fn owners_agree_on_who_cannot_place_an_address() -> Outcome {
         "api",
     ))?;
     let outcome = (|| -> Outcome {
+        // The lab's nodes have a default route, as real nodes do; take it
+        // away from all of them.
+        for node in ALL_NODES {
+            default_route(node, false)?;
+        }
         // No node has a default route: nobody can place it, and every node says so.
         let (_, text) = wait_for(
             "kvip status to say nobody can place the address",
@@ -401,8 +408,10 @@ fn owners_agree_on_who_cannot_place_an_address() -> Outcome {
         );
         Ok(())
     })();
-    let _ = default_route("worker1", false);
-    let _ = default_route("worker2", false);
+    // Every node gets its default route back.
+    for node in ALL_NODES {
+        let _ = default_route(node, true);
+    }
     kubectl(&["delete", "service", "offnet", "-n", NS])?;
     outcome
 }

@@ -463,6 +463,57 @@ fn a_node_without_the_configured_interface_never_wins_and_status_says_why() -> O
     Ok(())
 }
 
+/// kube-proxy masquerades a node's traffic to the `kubernetes` ClusterIP,
+/// and the kernel forgets masqueraded connections when their interface goes
+/// down: after a link flap, kvip's watches hang on dead connections with no
+/// error. kvip notices that the Lease watch does not show the Lease writes
+/// the API server stored, starts its watches again, and sees new Services.
+fn watches_come_back_after_a_link_flap_drops_kube_proxys_nat() -> Outcome {
+    let node = "worker1";
+    lab_ok(&["fault", "link-flap", node, "--down-ms", "500"])?;
+    let flapped = Instant::now();
+    let ready = || {
+        http_get("10.77.0.12:2112", "/readyz")
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    // A Local Service whose only pod runs on the flapped node: only that
+    // node may announce it, and only once it sees the Service again.
+    apply(&lb_service(
+        NS,
+        "after-flap",
+        "Local",
+        Some("10.77.0.139"),
+        "flap",
+    ))?;
+    lab_pod(NS, "flap-1", node, "flap")?;
+    let (answer, took) = probe_until(
+        "10.77.0.139:80",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        |_| true,
+    )?;
+    ensure!(answer == format!("{node}/flap-1"), "answered by {answer}");
+    wait_for(
+        "worker1 ready again",
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || ready().ok(),
+    )?;
+    println!(
+        "    {node}'s link flapped: a new Service on it answered after {} ms (the watches hung until started again)",
+        took.as_millis()
+    );
+    ensure!(
+        flapped.elapsed() < Duration::from_secs(25),
+        "took {:?}: the watches stayed dead",
+        flapped.elapsed()
+    );
+    kubectl(&["delete", "service", "after-flap", "-n", NS])?;
+    lab_ok(&["pod", "delete", "flap-1", "-n", NS])?;
+    Ok(())
+}
+
 fn health_reports_the_network_side() -> Outcome {
     // Every node's kvip follows the kernel and listens where it holds VIPs.
     for (node, ip) in [
@@ -857,6 +908,10 @@ fn main() {
             Scenario {
                 name: "an_ipv6_vip_answers_again_after_a_link_flap_of_its_holder",
                 run: an_ipv6_vip_answers_again_after_a_link_flap_of_its_holder,
+            },
+            Scenario {
+                name: "watches_come_back_after_a_link_flap_drops_kube_proxys_nat",
+                run: watches_come_back_after_a_link_flap_drops_kube_proxys_nat,
             },
             Scenario {
                 name: "kube_ipvs0_survives_kvip_restarts_untouched",

@@ -142,6 +142,15 @@ pub fn deploy(file: &std::path::Path) -> anyhow::Result<()> {
             }
             placed.push(layout.name.clone());
         }
+        // Nodes that no longer admit the DaemonSet lose its pod, as the
+        // DaemonSet controller deletes it (a node relabelled, say).
+        stop_matching(&mut state, |p| {
+            p.kind
+                == ProcessKind::DaemonSet {
+                    daemonset: key.clone(),
+                }
+                && p.node.as_ref().is_some_and(|n| !placed.contains(n))
+        });
         state.save(&paths)?;
         println!(
             "daemonset {key}: running on {}",

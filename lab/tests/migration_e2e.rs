@@ -1,0 +1,289 @@
+//! End to end: migrating from kube-vip to kvip node by node and back, with
+//! both running at once in between (the same per-Service Leases in the same
+//! namespace, the same timings and interface), while Cluster, Local and
+//! shared-address Services are probed every 100 ms from the client and the
+//! client asks ARP for every address every 200 ms: no probe may fail and no
+//! ARP request may get answers from two MACs.
+//!
+//! The procedure is the one docs/migrate-from-kube-vip.md gives: each
+//! DaemonSet selects nodes by a label of its own; on each node, kvip is
+//! started first (the label for kvip added), and once its instance Lease is
+//! held, kube-vip is removed (its label taken off). Back the same way.
+
+mod support;
+
+use std::time::Duration;
+use support::*;
+
+const NS: &str = "migrate-e2e";
+const CLUSTER_VIP: &str = "10.77.0.140";
+const LOCAL_VIP: &str = "10.77.0.141";
+const SHARED_VIP: &str = "10.77.0.142";
+const KUBE_VIP_LABEL: &str = "migrate.kvip.io/kube-vip";
+const KVIP_LABEL: &str = "migrate.kvip.io/kvip";
+const NODES: [&str; 3] = ["cp1", "worker1", "worker2"];
+
+/// `manifest` with `nodeSelector: { label: "true" }` in every pod template.
+fn select_by(manifest: &str, label: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let mut inserted = 0;
+    for line in manifest.lines() {
+        out.push_str(line);
+        out.push('\n');
+        if line.trim() == "hostNetwork: true" {
+            let indent = &line[..line.len() - line.trim_start().len()];
+            out.push_str(&format!("{indent}nodeSelector: {{ {label}: \"true\" }}\n"));
+            inserted += 1;
+        }
+    }
+    ensure!(inserted == 1, "expected one pod template, found {inserted}");
+    Ok(out)
+}
+
+fn kube_vip_manifest() -> Result<std::path::PathBuf, String> {
+    let yaml = select_by(
+        &kvip_lab::bench::subject::kube_vip_manifest(),
+        KUBE_VIP_LABEL,
+    )?;
+    temp_file("migrate-kube-vip.yaml", &yaml)
+}
+
+fn kvip_manifest() -> Result<std::path::PathBuf, String> {
+    let mut args = vec!["manifest", "all", "--role", "lb", "--interface", "eth0"];
+    args.extend_from_slice(&TIMINGS);
+    let yaml = select_by(&kvip(&args)?, KVIP_LABEL)?;
+    temp_file("migrate-kvip.yaml", &yaml)
+}
+
+fn label(node: &str, change: &str) -> Outcome {
+    kubectl(&["label", "node", node, change, "--overwrite"]).map(|_| ())
+}
+
+fn deploy(path: &std::path::Path) -> Outcome {
+    lab_ok(&["deploy", &path.display().to_string()]).map(|_| ())
+}
+
+fn targets() -> Vec<String> {
+    vec![
+        format!("{CLUSTER_VIP}:80"),
+        format!("{LOCAL_VIP}:80"),
+        format!("{SHARED_VIP}:80"),
+        format!("{SHARED_VIP}:81"),
+    ]
+}
+
+fn setup() -> Outcome {
+    lab_up()?;
+    for node in NODES {
+        label(node, &format!("{KUBE_VIP_LABEL}=true"))?;
+    }
+    deploy(&kube_vip_manifest()?)?;
+    deploy(&kvip_manifest()?)?;
+    namespace(NS)?;
+    apply(&lb_service(
+        NS,
+        "cluster",
+        "Cluster",
+        Some(CLUSTER_VIP),
+        "mc",
+    ))?;
+    apply(&lb_service(NS, "local", "Local", Some(LOCAL_VIP), "ml"))?;
+    apply(&lb_service_on_port(
+        NS,
+        "shared-a",
+        "Cluster",
+        Some(SHARED_VIP),
+        "mc",
+        80,
+    ))?;
+    apply(&lb_service_on_port(
+        NS,
+        "shared-b",
+        "Cluster",
+        Some(SHARED_VIP),
+        "mc",
+        81,
+    ))?;
+    lab_pod(NS, "mc-1", "worker1", "mc")?;
+    lab_pod(NS, "mc-2", "worker2", "mc")?;
+    lab_pod(NS, "ml-1", "worker2", "ml")?;
+    for target in targets() {
+        answers(&target).map_err(|e| format!("{target} under kube-vip: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The client's ARP requests for every VIP (one every 200 ms each) and the
+/// replies to them, captured while `during` runs; an error names every
+/// request that got answers from more than one MAC.
+fn one_answerer_while<T>(during: impl FnOnce() -> Result<T, String>) -> Result<(T, usize), String> {
+    let client_mac = in_netns("kvl-client", "cat", &["/sys/class/net/eth0/address"])?
+        .trim()
+        .to_lowercase();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let askers: Vec<_> = [CLUSTER_VIP, LOCAL_VIP, SHARED_VIP]
+        .into_iter()
+        .map(|vip| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = in_netns(
+                        "kvl-client",
+                        "arping",
+                        &["-c", "1", "-w", "1", "-I", "eth0", vip],
+                    );
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            })
+        })
+        .collect();
+    let result = capture_in_client("arp", Duration::from_secs(1), during);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for asker in askers {
+        let _ = asker.join();
+    }
+    let (value, text) = result?;
+    let mut requests = 0;
+    let mut problems = Vec::new();
+    for vip in [CLUSTER_VIP, LOCAL_VIP, SHARED_VIP] {
+        // Replies to the client between one request of its and the next.
+        let mut group: Vec<String> = Vec::new();
+        let mut check = |group: &mut Vec<String>, at: &str| {
+            group.sort();
+            group.dedup();
+            if group.len() > 1 {
+                problems.push(format!("{vip} at {at}: {group:?}"));
+            }
+            group.clear();
+        };
+        let mut last = String::new();
+        for line in text.lines() {
+            let at = line.split_whitespace().next().unwrap_or_default();
+            if line.contains(&format!("Request who-has {vip} tell 10.77.0.5,")) {
+                requests += 1;
+                check(&mut group, &last);
+                last = at.to_string();
+            } else if line.contains(&format!("Reply {vip} is-at "))
+                && line.contains(&format!("> {client_mac},"))
+                && let Some(mac) = line
+                    .split(" is-at ")
+                    .nth(1)
+                    .and_then(|r| r.split(',').next())
+            {
+                group.push(mac.trim().to_lowercase());
+            }
+        }
+        check(&mut group, &last);
+    }
+    ensure!(
+        problems.is_empty(),
+        "ARP requests answered by two MACs: {problems:?}"
+    );
+    ensure!(requests > 0, "the client sent no ARP request");
+    Ok((value, requests))
+}
+
+/// Moves `nodes`, one by one, from the DaemonSet selected by `from` to the
+/// one selected by `to`: start the new one, wait for its instance to be
+/// ready, remove the old one, let it settle.
+fn migrate(nodes: &[&str], from: &str, to: &str) -> Outcome {
+    let kube_vip = kube_vip_manifest()?;
+    let kvip = kvip_manifest()?;
+    let path_of = |label: &str| -> std::path::PathBuf {
+        if label == KVIP_LABEL {
+            kvip.clone()
+        } else {
+            kube_vip.clone()
+        }
+    };
+    let prober = Prober::start(
+        &targets().iter().map(String::as_str).collect::<Vec<_>>(),
+        Duration::from_secs(1),
+    );
+    let moved = one_answerer_while(|| {
+        for node in nodes {
+            label(node, &format!("{to}=true"))?;
+            deploy(&path_of(to))?;
+            if to == KVIP_LABEL {
+                wait_for(
+                    &format!("kvip's instance Lease on {node}"),
+                    Duration::from_secs(20),
+                    Duration::from_millis(200),
+                    || {
+                        (lease_holder("kube-system", &format!("kvip-lb-{node}")).as_deref()
+                            == Some(*node))
+                        .then_some(())
+                    },
+                )?;
+            } else {
+                std::thread::sleep(Duration::from_secs(3));
+            }
+            std::thread::sleep(Duration::from_secs(2));
+            label(node, &format!("{from}-"))?;
+            deploy(&path_of(from))?;
+            std::thread::sleep(Duration::from_secs(7));
+            println!("    {node}: {from} -> {to}");
+        }
+        Ok(())
+    });
+    let (sent, failed) = prober.finish();
+    let ((), requests) = moved?;
+    println!(
+        "    {sent} probes, {} failed; {requests} ARP requests, none answered by two MACs",
+        failed.len()
+    );
+    ensure!(sent > 100, "only {sent} probes were sent");
+    ensure!(failed.is_empty(), "failed probes: {failed:?}");
+    for target in targets() {
+        answers(&target).map_err(|e| format!("{target} after the migration: {e}"))?;
+    }
+    Ok(())
+}
+
+fn kube_vip_to_kvip_node_by_node() -> Outcome {
+    migrate(&NODES, KUBE_VIP_LABEL, KVIP_LABEL)?;
+    for (ns, name, vip) in [
+        (NS, "cluster", CLUSTER_VIP),
+        (NS, "local", LOCAL_VIP),
+        (NS, "shared-a", SHARED_VIP),
+    ] {
+        let (ingress, _) = service_status(ns, name).ok_or(format!("{name} has no status"))?;
+        ensure!(ingress == [vip], "{name}: ingress {ingress:?}");
+    }
+    let local = holder_of(LOCAL_VIP)?;
+    ensure!(
+        local == "worker2",
+        "the Local VIP is on {local}, not with its pod"
+    );
+    Ok(())
+}
+
+fn kvip_to_kube_vip_node_by_node() -> Outcome {
+    let mut back = NODES;
+    back.reverse();
+    migrate(&back, KVIP_LABEL, KUBE_VIP_LABEL)
+}
+
+fn main() {
+    run_all(
+        "migration",
+        &[
+            Scenario {
+                name: "setup",
+                run: setup,
+            },
+            Scenario {
+                name: "kube_vip_to_kvip_node_by_node",
+                run: kube_vip_to_kvip_node_by_node,
+            },
+            Scenario {
+                name: "kvip_to_kube_vip_node_by_node",
+                run: kvip_to_kube_vip_node_by_node,
+            },
+            Scenario {
+                name: "teardown",
+                run: lab_down,
+            },
+        ],
+    );
+}
