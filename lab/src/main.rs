@@ -42,6 +42,10 @@ enum Command {
     Deploy {
         /// YAML manifest.
         file: PathBuf,
+        /// Restart the containers whose pod template did not change too, as
+        /// `kubectl rollout restart` does (unchanged ones are left running).
+        #[arg(long)]
+        restart: bool,
     },
     /// Stop the DaemonSets of a manifest.
     Undeploy {
@@ -192,7 +196,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ipvs_dummy,
         }),
         Command::Env => commands::env(),
-        Command::Deploy { file } => commands::deploy(&file),
+        Command::Deploy { file, restart } => commands::deploy(&file, restart),
         Command::Undeploy { file } => commands::undeploy(&file),
         Command::Pod {
             words,

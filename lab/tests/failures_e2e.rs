@@ -255,7 +255,9 @@ fn crashed_kvip_readopts_without_a_gap() -> Outcome {
 fn rolling_restart_drops_no_probe() -> Outcome {
     let prober = Prober::start(&[&format!("{CLUSTER_VIP}:80")], Duration::from_secs(3));
     let started = Instant::now();
-    deploy_lb("lb.yaml", &[])?;
+    // The same manifest again, restarted as `kubectl rollout restart` does.
+    let path = deploy_lb("lb.yaml", &[])?;
+    lab_ok(&["deploy", "--restart", &path.display().to_string()])?;
     std::thread::sleep(Duration::from_secs(3));
     let (sent, failed) = prober.finish();
     println!(

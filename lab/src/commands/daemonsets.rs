@@ -15,8 +15,9 @@ use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use std::time::{Duration, Instant};
 
-/// `kvip-lab deploy FILE`.
-pub fn deploy(file: &std::path::Path) -> anyhow::Result<()> {
+/// `kvip-lab deploy FILE`: a container whose pod template did not change
+/// keeps running, as the DaemonSet controller leaves it, unless `restart`.
+pub fn deploy(file: &std::path::Path, restart: bool) -> anyhow::Result<()> {
     require_root()?;
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
@@ -122,7 +123,17 @@ pub fn deploy(file: &std::path::Path) -> anyhow::Result<()> {
                 let kind = ProcessKind::DaemonSet {
                     daemonset: key.clone(),
                 };
-                // A redeploy replaces the running container, as a rolling update would.
+                let unchanged = state.processes.iter().any(|p| {
+                    p.kind == kind
+                        && p.node.as_deref() == Some(&layout.name)
+                        && p.launch == launch
+                        && p.pid.is_some_and(process::alive)
+                });
+                if unchanged && !restart {
+                    continue;
+                }
+                // A changed template replaces the running container, as a
+                // rolling update would.
                 stop_matching(&mut state, |p| {
                     p.kind == kind
                         && p.node.as_deref() == Some(&layout.name)
