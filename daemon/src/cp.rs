@@ -2,6 +2,9 @@
 //! `cp_namespace`, among control-plane nodes whose local API server passes
 //! its health check. The holder puts `address` on its interface and
 //! announces it; after repeated failed checks it withdraws and releases.
+//! A DNS name in `address` is looked up every [`DNS_REFRESH`], as kube-vip
+//! does; the VIP follows the name, and until it first resolves the node is
+//! no candidate (start-up does not wait for it).
 //!
 //! The role speaks only to the API server on its own node (127.0.0.1:`port`,
 //! verified as `kubernetes`), never through the VIP it manages: it keeps
@@ -15,6 +18,8 @@ use crate::vips::Vips;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::runtime::watcher;
 use kube::{Api, Client};
+use kvip_core::config::InterfaceChoice;
+use kvip_core::config::{DNS_REFRESH, DnsMode};
 use kvip_core::elections::{Ballot, Elections};
 use kvip_core::{Config, InterfaceAddress, LeaseKey, Mono};
 use std::collections::{BTreeMap, BTreeSet};
@@ -71,10 +76,69 @@ async fn check_health(
     }
 }
 
+/// Looks `name` up every [`DNS_REFRESH`] and publishes the control-plane
+/// VIP it gives ([`DnsMode::follow`]), waking the role when it changes. A
+/// failed lookup keeps the VIP served and is logged when it starts failing
+/// and when it recovers, not every time.
+async fn follow_name(
+    name: String,
+    mode: DnsMode,
+    address: tokio::sync::watch::Sender<Option<IpAddr>>,
+    changed: Arc<Notify>,
+) {
+    let mut failing: Option<String> = None;
+    loop {
+        let current = *address.borrow();
+        let resolved = match tokio::net::lookup_host((name.as_str(), 0)).await {
+            Ok(found) => {
+                let found: Vec<IpAddr> = found.map(|a| a.ip()).collect();
+                if failing.take().is_some() {
+                    tracing::info!(name = %name, "address resolves again");
+                }
+                Some(found)
+            }
+            Err(e) => {
+                let text = e.to_string();
+                if failing.as_deref() != Some(text.as_str()) {
+                    match current {
+                        Some(served) => {
+                            tracing::warn!(name = %name, error = %text, served = %served, retry_s = DNS_REFRESH.as_secs(), "cannot resolve address; keeping the VIP it last gave and retrying")
+                        }
+                        None => {
+                            tracing::error!(name = %name, error = %text, retry_s = DNS_REFRESH.as_secs(), "cannot resolve address, so this node is no control-plane VIP candidate yet; retrying")
+                        }
+                    }
+                    failing = Some(text);
+                }
+                None
+            }
+        };
+        let next = mode.follow(current, resolved.as_deref());
+        if next != current {
+            match (current, next) {
+                (None, Some(to)) => {
+                    tracing::info!(name = %name, address = %to, "control-plane VIP resolved")
+                }
+                (Some(from), Some(to)) => {
+                    tracing::warn!(name = %name, from = %from, to = %to, "control-plane VIP's name now resolves elsewhere: moving the VIP")
+                }
+                _ => {}
+            }
+            metrics::get().control_plane_address_changes.inc();
+            address.send_replace(next);
+            changed.notify_one();
+        } else if resolved.is_some() && next.is_none() {
+            tracing::warn!(name = %name, mode = ?mode, "address resolves to no address of the family dns_mode asks for; retrying");
+        }
+        tokio::time::sleep(DNS_REFRESH).await;
+    }
+}
+
 /// The control-plane role.
 pub struct ControlPlane {
     config: Config,
-    address: IpAddr,
+    /// The VIP: `address`, or what its DNS name resolves to (none yet).
+    address: tokio::sync::watch::Receiver<Option<IpAddr>>,
     lease: LeaseKey,
     leases: LeaseWatch,
     changed: Arc<Notify>,
@@ -90,14 +154,23 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Sets the role up and starts its watch and health check.
     pub fn start(config: Config, node: String, client: Client, vips: Vips) -> anyhow::Result<Self> {
-        let address = config.address.ok_or_else(|| {
-            anyhow::anyhow!("cp_enable=true needs the control-plane VIP in address")
-        })?;
-        let lease = LeaseKey {
-            namespace: config.cp_namespace.clone(),
-            name: config.vip_leasename.clone(),
-        };
         let changed = Arc::new(Notify::new());
+        let (address_tx, address) = tokio::sync::watch::channel(config.address);
+        match (&config.address, &config.address_name) {
+            (Some(_), _) => {}
+            (None, Some(name)) => {
+                tokio::spawn(follow_name(
+                    name.clone(),
+                    config.dns_mode,
+                    address_tx,
+                    changed.clone(),
+                ));
+            }
+            (None, None) => {
+                anyhow::bail!("cp_enable=true needs the control-plane VIP in address")
+            }
+        }
+        let lease = config.cp_lease();
         let api: Api<Lease> = Api::namespaced(client.clone(), &lease.namespace);
         let watch_config =
             watcher::Config::default().fields(&format!("metadata.name={}", lease.name));
@@ -212,13 +285,18 @@ impl ControlPlane {
         let view = self
             .vips
             .placement_view(self.config.vip_interface.as_deref());
+        let Some(address) = *self.address.borrow() else {
+            return;
+        };
         let placed = view
-            .interfaces(self.config.vip_interface.as_deref())
-            .place(self.address);
+            .interfaces(InterfaceChoice::configured(
+                self.config.vip_interface.as_deref(),
+            ))
+            .place(address);
         if let Err(problem) = placed
             && let Some(interface) = kvip_core::placement::foreign_interface(&problem)
         {
-            let ours = BTreeMap::from([(self.address, interface.to_string())]);
+            let ours = BTreeMap::from([(address, interface.to_string())]);
             self.vips.claim_unmarked(&ours).await;
         }
     }
@@ -229,37 +307,55 @@ impl ControlPlane {
         if !self.adopted {
             self.claim_unmarked().await;
         }
+        // Until a DNS name in address first resolves there is nothing to
+        // announce: the node is no candidate and any Lease it held is let go.
+        let address = *self.address.borrow();
         // A node that cannot put the VIP on an interface now is no candidate.
-        let placed = self
-            .vips
-            .placement_view(self.config.vip_interface.as_deref())
-            .interfaces(self.config.vip_interface.as_deref())
-            .place(self.address);
+        let placed = match address {
+            Some(address) => self
+                .vips
+                .placement_view(self.config.vip_interface.as_deref())
+                .interfaces(InterfaceChoice::configured(
+                    self.config.vip_interface.as_deref(),
+                ))
+                .place(address),
+            None => Err("the name in address has not resolved yet".to_string()),
+        };
         let problem = placed.as_ref().err().cloned();
         if problem != self.placement_problem {
-            match &problem {
-                Some(p) => {
-                    tracing::error!(address = %self.address, problem = %p, "cannot place the control-plane VIP on this node: not a candidate")
+            match (&problem, address) {
+                (Some(p), Some(address)) => {
+                    tracing::error!(address = %address, problem = %p, "cannot place the control-plane VIP on this node: not a candidate")
                 }
-                None => {
-                    tracing::info!(address = %self.address, "the control-plane VIP can be placed on this node again")
+                (None, Some(address)) => {
+                    tracing::info!(address = %address, "the control-plane VIP can be placed on this node again")
                 }
+                // follow_name says why.
+                (_, None) => {}
             }
             self.placement_problem = problem;
         }
-        let ballot = Ballot {
-            addresses: BTreeSet::from([self.address]),
-            services: BTreeSet::new(),
-            candidate: !shutting_down && self.healthy.load(Ordering::Relaxed) && placed.is_ok(),
+        let wanted = match address {
+            Some(address) => BTreeMap::from([(
+                self.lease.clone(),
+                Ballot {
+                    addresses: BTreeSet::from([address]),
+                    services: BTreeSet::new(),
+                    candidate: !shutting_down
+                        && self.healthy.load(Ordering::Relaxed)
+                        && placed.is_ok(),
+                },
+            )]),
+            None => BTreeMap::new(),
         };
-        self.voter
-            .elections_mut()
-            .want(&BTreeMap::from([(self.lease.clone(), ballot)]));
-        if !self.adopted {
+        self.voter.elections_mut().want(&wanted);
+        if !self.adopted
+            && let Some(address) = address
+        {
             self.adopted = true;
-            let vips = BTreeSet::from([self.address]);
+            let vips = BTreeSet::from([address]);
             // A second control-plane instance may serve the other family.
-            let family = self.address.is_ipv4();
+            let family = address.is_ipv4();
             if !self
                 .vips
                 .adopt(&vips, &|a| a.is_ipv4() == family)
@@ -268,7 +364,7 @@ impl ControlPlane {
             {
                 let until = now.after(self.config.lease_duration);
                 self.voter.elections_mut().adopt(vips, until);
-                tracing::info!(address = %self.address, "control-plane VIP found on the interface from an earlier run");
+                tracing::info!(address = %address, "control-plane VIP found on the interface from an earlier run");
             }
         }
         // Other holders' terms restart a renew deadline after the watch
@@ -283,11 +379,8 @@ impl ControlPlane {
             .step(now, blind, |key| leases.seen(key, blind, now));
         let announce = !round.addresses.is_empty();
         let mut desired = BTreeSet::new();
-        if announce && let Ok(interface) = placed {
-            desired.insert(InterfaceAddress {
-                interface,
-                address: self.address,
-            });
+        if announce && let (Ok(interface), Some(address)) = (placed, address) {
+            desired.insert(InterfaceAddress { interface, address });
         }
         self.voter.apply(&mut self.vips, &desired, now).await;
         metrics::get().kube_vip_is_leader.set(i64::from(announce));

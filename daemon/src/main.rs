@@ -26,7 +26,7 @@ mod vips;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use kvip_core::Config;
-use kvip_core::config::LogFormat;
+use kvip_core::config::{LogFormat, LogVerbosity};
 use std::time::{Duration, Instant};
 
 /// kvip announces Kubernetes virtual IPs from exactly one healthy node.
@@ -137,9 +137,9 @@ struct ManifestFlags {
     /// Port of metrics and health (2112 for cp and all, 2113 for lb).
     #[arg(long = "metrics-port")]
     metrics_port: Option<u16>,
-    /// vip_loglevel (logrus level, 4 = info).
-    #[arg(long = "log-level")]
-    log_level: Option<u8>,
+    /// vip_loglevel (slog level as kube-vip 1.x: -4 debug, 0 info, 4 warn, 8 error).
+    #[arg(long = "log-level", allow_hyphen_values = true)]
+    log_level: Option<i32>,
     /// Extra environment, NAME=VALUE (repeatable).
     #[arg(long = "env")]
     env: Vec<String>,
@@ -213,13 +213,13 @@ impl ManifestFlags {
 }
 
 fn init_logging(config: &Config) {
-    // kube-vip's vip_loglevel is a logrus level: 0 panic .. 4 info .. 6 trace.
-    let level = match config.log_level {
-        0..=2 => "error",
-        3 => "warn",
-        4 => "info",
-        5 => "debug",
-        _ => "trace",
+    // kube-vip 1.x's vip_loglevel is a log/slog level: -4 debug, 0 info, 4 warn, 8 error.
+    let level = match kvip_core::config::log_verbosity(config.log_level) {
+        LogVerbosity::Debug => "debug",
+        LogVerbosity::Info => "info",
+        LogVerbosity::Warn => "warn",
+        LogVerbosity::Error => "error",
+        LogVerbosity::Off => "off",
     };
     // netlink-packet-route warns on every dump that a newer kernel sends
     // attributes it does not know; that says nothing about kvip's work.
@@ -315,8 +315,14 @@ async fn manager(settings: Vec<String>) -> anyhow::Result<()> {
         roles.spawn(role.run(shutdown_rx.clone()));
     }
     if config.svc_enable {
-        let instance_namespace =
-            std::env::var("POD_NAMESPACE").unwrap_or_else(|_| config.cp_namespace.clone());
+        let pod_namespace = settings::pod_namespace();
+        let instance_namespace = pod_namespace
+            .clone()
+            .unwrap_or_else(|| config.cp_namespace.clone());
+        let global_lease = config.services_lease(pod_namespace.as_deref());
+        if !config.svc_election {
+            tracing::info!(lease = %format!("{}/{}", global_lease.namespace, global_lease.name), "global Services Lease");
+        }
         let cache = cache::Cache::start(
             &client,
             config.svc_namespace.as_deref(),
@@ -345,6 +351,7 @@ async fn manager(settings: Vec<String>) -> anyhow::Result<()> {
             cache,
             vips,
             instance_namespace,
+            global_lease,
         )?;
         roles.spawn(role.run(shutdown_rx.clone()));
     }

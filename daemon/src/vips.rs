@@ -15,6 +15,7 @@ use crate::metrics;
 use crate::net::kernel::Snapshot;
 use crate::net::watch::{self, Listener};
 use crate::net::{Announcer, LinkInfo, NetError, Netlink, burst_schedule};
+use kvip_core::config::InterfaceChoice;
 use kvip_core::guard::{ClaimGuard, Judgement};
 use kvip_core::plan::InterfaceInfo;
 use kvip_core::{Action, InterfaceAddress, Mono, plan};
@@ -65,16 +66,22 @@ pub struct PlacementView {
 }
 
 impl PlacementView {
-    /// For the core's placement rules, with the configured interface.
+    /// For the core's placement rules, with the configured choice: a
+    /// fallback (`vip_servicesinterface=auto` with `vip_interface`) takes the
+    /// default route's place, as kube-vip falls back to `vip_interface`.
     pub fn interfaces<'a>(
         &'a self,
-        configured: Option<&'a str>,
+        choice: InterfaceChoice<'a>,
     ) -> kvip_core::placement::Interfaces<'a> {
+        let fallback = match choice {
+            InterfaceChoice::BySubnet { fallback } => fallback,
+            InterfaceChoice::Named(_) => None,
+        };
         kvip_core::placement::Interfaces {
-            configured,
+            configured: choice.named(),
             list: &self.list,
-            default_v4: self.default_v4.as_deref(),
-            default_v6: self.default_v6.as_deref(),
+            default_v4: fallback.or(self.default_v4.as_deref()),
+            default_v6: fallback.or(self.default_v6.as_deref()),
         }
     }
 }
