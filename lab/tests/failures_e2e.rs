@@ -121,7 +121,7 @@ fn setup() -> Outcome {
         "cp1",
         "node.kubernetes.io/exclude-from-external-load-balancers=true",
     ])?;
-    deploy_lb("lb.yaml", &[])?;
+    deploy_lb("lb.yaml", &HONOUR_EXCLUDE_LABEL)?;
     namespace(NS)?;
     apply(&service("cluster", NS, "Cluster", CLUSTER_VIP, "api"))?;
     apply(&service("local", NS, "Local", LOCAL_VIP, "loc"))?;
@@ -254,7 +254,7 @@ fn crashed_kvip_readopts_without_a_gap() -> Outcome {
 fn rolling_restart_drops_no_probe() -> Outcome {
     let prober = Prober::start(&[&format!("{CLUSTER_VIP}:80")], Duration::from_secs(3));
     let started = Instant::now();
-    deploy_lb("lb.yaml", &[])?;
+    deploy_lb("lb.yaml", &HONOUR_EXCLUDE_LABEL)?;
     std::thread::sleep(Duration::from_secs(3));
     let (sent, failed) = prober.finish();
     println!(

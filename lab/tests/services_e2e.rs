@@ -24,7 +24,9 @@ fn delete_pod(name: &str) -> Result<(), String> {
 
 fn setup() -> Outcome {
     lab_up()?;
-    deploy_lb("lb.yaml", &[])?;
+    // cluster_service_fails_over_when_the_holder_dies keeps the VIP off cp1
+    // with the exclusion label.
+    deploy_lb("lb.yaml", &HONOUR_EXCLUDE_LABEL)?;
     namespace(NS)?;
     wait_for(
         "a kvip instance Lease on every node",
@@ -190,7 +192,7 @@ fn takeover_when_the_holders_pod_goes_does_not_wait_for_expiry() -> Outcome {
 
 fn cluster_service_fails_over_when_the_holder_dies() -> Outcome {
     // The lab's only API server runs on cp1: keep the VIP off it, which
-    // also shows the exclusion label at work.
+    // also shows the exclusion label at work (kvip_exclude_lb_label=true).
     kubectl(&[
         "label",
         "node",
