@@ -1087,9 +1087,10 @@ impl Config {
 
     /// The global Services Lease (`svc_election=false`), where kube-vip
     /// v1.0.0 puts it: in `cp_namespace` when this instance also runs the
-    /// control plane, else in the pod's own namespace (its ServiceAccount
-    /// namespace), else in `cp_namespace`. `svc_leasename` in
-    /// `namespace/name` form wins over all of them.
+    /// control plane, else in the pod's own namespace (kube-vip reads its
+    /// ServiceAccount's; the daemon passes `POD_NAMESPACE`, else that), else
+    /// in `cp_namespace`. `svc_leasename` in `namespace/name` form wins over
+    /// all of them.
     pub fn services_lease(&self, pod_namespace: Option<&str>) -> LeaseKey {
         let namespace = match (&self.svc_lease_namespace, self.cp_enable, pod_namespace) {
             (Some(ns), _, _) => ns.clone(),

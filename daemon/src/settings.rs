@@ -16,15 +16,16 @@ pub fn service_account_namespace() -> Option<String> {
     (!namespace.is_empty()).then(|| namespace.to_string())
 }
 
-/// The namespace this instance runs in, as kube-vip finds its own (the
-/// ServiceAccount's), else `POD_NAMESPACE` (kvip's manifests set it; the
-/// lab runs kvip outside a pod), else none.
+/// The namespace this instance runs in: `POD_NAMESPACE` (kvip's manifests
+/// set it from `metadata.namespace`), else the ServiceAccount's, which is
+/// where kube-vip finds its own (kube-vip's manifests set no
+/// `POD_NAMESPACE`). In a pod the two agree; outside one (the lab) the
+/// variable is the process's own while the file is the machine's.
 pub fn pod_namespace() -> Option<String> {
-    service_account_namespace().or_else(|| {
-        std::env::var("POD_NAMESPACE")
-            .ok()
-            .filter(|ns| !ns.is_empty())
-    })
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|ns| !ns.is_empty())
+        .or_else(service_account_namespace)
 }
 
 /// Merges the process environment with `--name=value` / `--name value` flags.

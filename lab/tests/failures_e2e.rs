@@ -397,7 +397,10 @@ endpoints: [{{ addresses: ["10.78.9.9"], nodeName: no-such-node, conditions: {{ 
 
 fn absurd_settings_stop_start_up_with_the_variable_named() -> Outcome {
     let cases = [
-        ("vip_arpRate", "-1"),
+        // Beyond a 32-bit integer: kube-vip cannot parse it either (a
+        // value below 500 ms is raised to 3000 ms, as kube-vip does).
+        ("vip_arpRate", "99999999999"),
+        ("vip_loglevel", "debug"),
         ("vip_leaseduration", "99999999999"),
         ("svc_enable", "yes"),
         ("vip_interface", "a/b"),
