@@ -2,9 +2,8 @@
 //! `cp_namespace`, among control-plane nodes whose local API server passes
 //! its health check. The holder puts `address` on its interface and
 //! announces it; after repeated failed checks it withdraws and releases.
-//! A DNS name in `address` is looked up every [`DNS_REFRESH`], as kube-vip
-//! does; the VIP follows the name, and until it first resolves the node is
-//! no candidate (start-up does not wait for it).
+//! A DNS name in `address` is followed ([`crate::dns`]); until it first
+//! resolves the node is no candidate (start-up does not wait for it).
 //!
 //! The role speaks only to the API server on its own node (127.0.0.1:`port`,
 //! verified as `kubernetes`), never through the VIP it manages: it keeps
@@ -19,7 +18,6 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use kvip_core::config::InterfaceChoice;
-use kvip_core::config::{DNS_REFRESH, DnsMode};
 use kvip_core::elections::{Ballot, Elections};
 use kvip_core::{Config, InterfaceAddress, LeaseKey, Mono};
 use std::collections::{BTreeMap, BTreeSet};
@@ -76,64 +74,6 @@ async fn check_health(
     }
 }
 
-/// Looks `name` up every [`DNS_REFRESH`] and publishes the control-plane
-/// VIP it gives ([`DnsMode::follow`]), waking the role when it changes. A
-/// failed lookup keeps the VIP served and is logged when it starts failing
-/// and when it recovers, not every time.
-async fn follow_name(
-    name: String,
-    mode: DnsMode,
-    address: tokio::sync::watch::Sender<Option<IpAddr>>,
-    changed: Arc<Notify>,
-) {
-    let mut failing: Option<String> = None;
-    loop {
-        let current = *address.borrow();
-        let resolved = match tokio::net::lookup_host((name.as_str(), 0)).await {
-            Ok(found) => {
-                let found: Vec<IpAddr> = found.map(|a| a.ip()).collect();
-                if failing.take().is_some() {
-                    tracing::info!(name = %name, "address resolves again");
-                }
-                Some(found)
-            }
-            Err(e) => {
-                let text = e.to_string();
-                if failing.as_deref() != Some(text.as_str()) {
-                    match current {
-                        Some(served) => {
-                            tracing::warn!(name = %name, error = %text, served = %served, retry_s = DNS_REFRESH.as_secs(), "cannot resolve address; keeping the VIP it last gave and retrying")
-                        }
-                        None => {
-                            tracing::error!(name = %name, error = %text, retry_s = DNS_REFRESH.as_secs(), "cannot resolve address, so this node is no control-plane VIP candidate yet; retrying")
-                        }
-                    }
-                    failing = Some(text);
-                }
-                None
-            }
-        };
-        let next = mode.follow(current, resolved.as_deref());
-        if next != current {
-            match (current, next) {
-                (None, Some(to)) => {
-                    tracing::info!(name = %name, address = %to, "control-plane VIP resolved")
-                }
-                (Some(from), Some(to)) => {
-                    tracing::warn!(name = %name, from = %from, to = %to, "control-plane VIP's name now resolves elsewhere: moving the VIP")
-                }
-                _ => {}
-            }
-            metrics::get().control_plane_address_changes.inc();
-            address.send_replace(next);
-            changed.notify_one();
-        } else if resolved.is_some() && next.is_none() {
-            tracing::warn!(name = %name, mode = ?mode, "address resolves to no address of the family dns_mode asks for; retrying");
-        }
-        tokio::time::sleep(DNS_REFRESH).await;
-    }
-}
-
 /// The control-plane role.
 pub struct ControlPlane {
     config: Config,
@@ -155,21 +95,10 @@ impl ControlPlane {
     /// Sets the role up and starts its watch and health check.
     pub fn start(config: Config, node: String, client: Client, vips: Vips) -> anyhow::Result<Self> {
         let changed = Arc::new(Notify::new());
-        let (address_tx, address) = tokio::sync::watch::channel(config.address);
-        match (&config.address, &config.address_name) {
-            (Some(_), _) => {}
-            (None, Some(name)) => {
-                tokio::spawn(follow_name(
-                    name.clone(),
-                    config.dns_mode,
-                    address_tx,
-                    changed.clone(),
-                ));
-            }
-            (None, None) => {
-                anyhow::bail!("cp_enable=true needs the control-plane VIP in address")
-            }
+        if config.address.is_none() && config.address_name.is_none() {
+            anyhow::bail!("cp_enable=true needs the control-plane VIP in address");
         }
+        let address = crate::dns::control_plane_address(&config, "cp", changed.clone());
         let lease = config.cp_lease();
         let api: Api<Lease> = Api::namespaced(client.clone(), &lease.namespace);
         let watch_config =

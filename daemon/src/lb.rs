@@ -101,6 +101,9 @@ pub struct LbRole {
     /// The global Services Lease (`svc_election=false`), where kube-vip has it
     /// ([`Config::services_lease`]).
     global_lease: LeaseKey,
+    /// The control-plane VIP, which no Service may have (followed when
+    /// `address` is a DNS name).
+    control_plane_address: tokio::sync::watch::Receiver<Option<IpAddr>>,
     next_instance_renew: Mono,
     /// The last assessment of the whole picture.
     assessed: Assessed,
@@ -194,6 +197,9 @@ impl LbRole {
         .map_err(|e| anyhow::anyhow!(e))?;
         let voter = Voter::new(elections, "lb", client.clone(), config.renew_deadline);
         let config_probe_wait = config.probe_wait;
+        // A new answer for the name is assessed like any other change.
+        let control_plane_address =
+            crate::dns::control_plane_address(&config, "lb", cache.changed.clone());
         let client_for_network = client.clone();
         Ok(Self {
             config,
@@ -204,6 +210,7 @@ impl LbRole {
             voter,
             instance_namespace,
             global_lease,
+            control_plane_address,
             next_instance_renew: Mono::default(),
             assessed: Assessed::default(),
             dirty: true,
@@ -1152,7 +1159,7 @@ impl LbRole {
     fn refuse_unusable(&self, assessment: &mut kvip_core::Assessment, view: &PlacementView) {
         let nodes = self.cache.nodes.state();
         assessment.refuse_node_addresses(&translate::node_addresses(nodes.iter().map(|n| &**n)));
-        if let Some(cp) = self.config.address {
+        if let Some(cp) = *self.control_plane_address.borrow() {
             assessment
                 .refuse(|a| (a == cp).then_some(PendingReason::ControlPlaneAddress { address: a }));
         }

@@ -5,6 +5,7 @@ mod cache;
 mod claims;
 mod clock;
 mod cp;
+mod dns;
 mod elections;
 mod events;
 mod health;

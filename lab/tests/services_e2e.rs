@@ -458,8 +458,10 @@ fn global_leader_mode_still_serves_local_services() -> Outcome {
 /// `lb_class_legacy_handling=false` only Services whose class is exactly
 /// kvip's are served (a class-less one is left to another load balancer),
 /// `svc_leasename` in `namespace/name` form puts the global Services Lease
-/// in that namespace, and values kube-vip accepts but older kvip refused
-/// (`vip_loglevel=-4`, `vip_arpRate=100`) start the daemon.
+/// in that namespace, `vip_servicesinterface=auto` places each VIP on the
+/// interface whose subnet holds it (not on an interface named "auto"), and
+/// values kube-vip accepts but older kvip refused (`vip_loglevel=-4`,
+/// `vip_arpRate=100`) start the daemon.
 fn kube_vip_settings_are_read_as_kube_vip_reads_them() -> Outcome {
     const CFG: &str = "cfg-e2e";
     const CLASSED: &str = "10.77.0.105";
@@ -479,6 +481,8 @@ fn kube_vip_settings_are_read_as_kube_vip_reads_them() -> Outcome {
             "vip_loglevel=-4",
             "--env",
             "vip_arpRate=100",
+            "--env",
+            "vip_servicesinterface=auto",
         ],
     )?;
     let classed = lb_service(CFG, "classed", "Cluster", Some(CLASSED), "cfg").replace(
