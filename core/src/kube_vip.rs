@@ -153,7 +153,10 @@ pub const VARIABLES: &[Setting] = &[
         "vip_ddns",
         "kvip does not request the control-plane address by DHCP; address must be an IP or a DNS name that resolves",
     ),
-    same("vip_nodename"),
+    differs(
+        "vip_nodename",
+        "required: kvip refuses to start without it, where kube-vip falls back to the hostname (which need not be the node's name; kube-vip's manifests set it)",
+    ),
     flag(
         "vip_singlenode",
         "kvip always elects through a Lease, also on one node",
@@ -230,7 +233,10 @@ pub const VARIABLES: &[Setting] = &[
         "prometheus_server",
         "same listen address; kvip's metric names differ (see docs/metrics.md)",
     ),
-    same("k8s_config_file"),
+    differs(
+        "k8s_config_file",
+        "kube-vip uses it only when writing manifests (the admin.conf hostPath) and at run time reads /etc/kubernetes/admin.conf, else ~/.kube/config, else the pod's account; kvip reads the kubeconfig it names, and without it does as kube-vip",
+    ),
     differs(
         "dns_mode",
         "first, ipv4 and ipv6 as in kube-vip; dual serves the IPv4 address only (the control-plane role serves one address)",

@@ -238,20 +238,37 @@ fn init_logging(config: &Config) {
     }
 }
 
+/// Where kube-vip looks for credentials first: kubeadm's admin kubeconfig,
+/// which kube-vip's static Pod manifest mounts there.
+const ADMIN_CONF: &str = "/etc/kubernetes/admin.conf";
+
+/// Reads the kubeconfig at `path`; `source` says why that file.
+async fn kubeconfig_file(path: &str, source: &str) -> anyhow::Result<kube::Config> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("{source}: cannot read {path}"))?;
+    kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .with_context(|| format!("{source}: {path} is not a usable kubeconfig"))
+}
+
+/// The credentials: `k8s_config_file` when set (kvip's own reading; kube-vip
+/// uses it only to write manifests), else as kube-vip finds them —
+/// /etc/kubernetes/admin.conf when it exists, else `KUBECONFIG` or
+/// ~/.kube/config, else the pod's ServiceAccount.
 async fn kube_config(config: &Config) -> anyhow::Result<kube::Config> {
-    let kube_config = match &config.k8s_config_file {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("k8s_config_file: cannot read {path}"))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-                .await
-                .with_context(|| format!("k8s_config_file: {path} is not a usable kubeconfig"))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no Kubernetes credentials: not in a pod, no KUBECONFIG, and k8s_config_file is not set")?,
-    };
-    Ok(kube_config)
+    if let Some(path) = &config.k8s_config_file {
+        return kubeconfig_file(path, "k8s_config_file").await;
+    }
+    if std::path::Path::new(ADMIN_CONF).is_file() {
+        tracing::info!(
+            path = ADMIN_CONF,
+            "using the admin kubeconfig, as kube-vip does"
+        );
+        return kubeconfig_file(ADMIN_CONF, "the admin kubeconfig").await;
+    }
+    kube::Config::infer().await.context(
+        "no Kubernetes credentials: not in a pod, no KUBECONFIG, no /etc/kubernetes/admin.conf, and k8s_config_file is not set",
+    )
 }
 
 async fn manager(settings: Vec<String>) -> anyhow::Result<()> {
