@@ -253,8 +253,9 @@ async fn kubeconfig_file(path: &str, source: &str) -> anyhow::Result<kube::Confi
 
 /// The credentials: `k8s_config_file` when set (kvip's own reading; kube-vip
 /// uses it only to write manifests), else as kube-vip finds them —
-/// /etc/kubernetes/admin.conf when it exists, else `KUBECONFIG` or
-/// ~/.kube/config, else the pod's ServiceAccount.
+/// /etc/kubernetes/admin.conf when it exists (with `cp_enable`, aimed at
+/// this node's API server, as kube-vip aims it at `kubernetes:<port>`),
+/// else `KUBECONFIG` or ~/.kube/config, else the pod's ServiceAccount.
 async fn kube_config(config: &Config) -> anyhow::Result<kube::Config> {
     if let Some(path) = &config.k8s_config_file {
         return kubeconfig_file(path, "k8s_config_file").await;
@@ -264,7 +265,14 @@ async fn kube_config(config: &Config) -> anyhow::Result<kube::Config> {
             path = ADMIN_CONF,
             "using the admin kubeconfig, as kube-vip does"
         );
-        return kubeconfig_file(ADMIN_CONF, "the admin kubeconfig").await;
+        let mut admin = kubeconfig_file(ADMIN_CONF, "the admin kubeconfig").await?;
+        if config.cp_enable {
+            // As kube-vip: a control-plane node's own API server, not the
+            // endpoint in the file (often the VIP this process brings up).
+            admin.cluster_url = format!("https://127.0.0.1:{}", config.port).parse()?;
+            admin.tls_server_name = Some("kubernetes".to_string());
+        }
+        return Ok(admin);
     }
     kube::Config::infer().await.context(
         "no Kubernetes credentials: not in a pod, no KUBECONFIG, no /etc/kubernetes/admin.conf, and k8s_config_file is not set",
