@@ -23,6 +23,7 @@ lint:
 
 test: build lint
 	$(CARGO) test --workspace --lib --bins
+	$(CARGO) test -p kvip-core --test kube_vip_coverage
 	$(CARGO) test -p kvip-lab --test lab_e2e
 	$(CARGO) test -p kvip-lab --test services_e2e
 	$(CARGO) test -p kvip-lab --test status_e2e

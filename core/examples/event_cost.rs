@@ -71,7 +71,7 @@ fn nodes() -> Vec<NodeInput> {
         .iter()
         .map(|n| NodeInput {
             name: n.to_string(),
-            labels: BTreeMap::new(),
+            excluded: false,
             runs_service_instance: true,
         })
         .collect()

@@ -305,7 +305,7 @@ mod tests {
     fn node(name: &str, kvip: bool) -> NodeInput {
         NodeInput {
             name: name.into(),
-            labels: Default::default(),
+            excluded: false,
             runs_service_instance: kvip,
         }
     }

@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::endpoints::EndpointSummary;
 use crate::service::{LOADBALANCER_IPS_ANNOTATION, ServiceKey, ServiceView, TrafficPolicy};
 
-/// Nodes with this label (any value) never announce Service VIPs, as for cloud load balancers.
+/// With `kvip_exclude_lb_label=true`, nodes with this label (any value)
+/// never announce Service VIPs, as for cloud load balancers. kubeadm puts it
+/// on every control-plane node and kube-vip ignores it, so by default kvip
+/// ignores it too.
 pub const EXCLUDE_LB_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
 
 /// A node, as far as candidacy is concerned.
@@ -19,8 +22,8 @@ pub const EXCLUDE_LB_LABEL: &str = "node.kubernetes.io/exclude-from-external-loa
 pub struct NodeInput {
     /// `metadata.name`.
     pub name: String,
-    /// `metadata.labels`.
-    pub labels: BTreeMap<String, String>,
+    /// It may not announce Service VIPs ([`excluded_by_label`]).
+    pub excluded: bool,
     /// A live kvip instance with the Service role runs on it.
     pub runs_service_instance: bool,
 }
@@ -28,8 +31,15 @@ pub struct NodeInput {
 impl NodeInput {
     /// Whether the node opted out of announcing Service VIPs.
     pub fn excluded(&self) -> bool {
-        self.labels.contains_key(EXCLUDE_LB_LABEL)
+        self.excluded
     }
+}
+
+/// Whether a node with `labels` is excluded from announcing Service VIPs:
+/// only when `honour` (`kvip_exclude_lb_label=true`) and it carries
+/// [`EXCLUDE_LB_LABEL`].
+pub fn excluded_by_label(labels: &BTreeMap<String, String>, honour: bool) -> bool {
+    honour && labels.contains_key(EXCLUDE_LB_LABEL)
 }
 
 /// Why a Service has no announcer; each message says how to fix it.
@@ -176,8 +186,10 @@ impl PendingReason {
                     .to_string()
             }
             PendingReason::AllCandidatesExcluded { nodes } => format!(
-                "every node that could announce ({}) has the label {EXCLUDE_LB_LABEL}: remove \
-                 it from one of them, or run the pods elsewhere",
+                "every node that could announce ({}) has the label {EXCLUDE_LB_LABEL}, which \
+                 kvip honours because kvip_exclude_lb_label=true: remove the label from one of \
+                 them, run the pods elsewhere, or unset kvip_exclude_lb_label (kube-vip ignores \
+                 the label)",
                 list(nodes)
             ),
             PendingReason::AddressConflict { address, other } => format!(
@@ -351,15 +363,27 @@ mod tests {
     }
 
     fn node(name: &str, kvip: bool, excluded: bool) -> NodeInput {
-        let mut labels = BTreeMap::new();
-        if excluded {
-            labels.insert(EXCLUDE_LB_LABEL.to_string(), String::new());
-        }
         NodeInput {
             name: name.to_string(),
-            labels,
+            excluded,
             runs_service_instance: kvip,
         }
+    }
+
+    #[test]
+    fn the_label_counts_only_when_honoured() {
+        let labelled = BTreeMap::from([(EXCLUDE_LB_LABEL.to_string(), String::new())]);
+        let other = BTreeMap::from([(
+            "node-role.kubernetes.io/control-plane".to_string(),
+            String::new(),
+        )]);
+        assert!(excluded_by_label(&labelled, true));
+        assert!(
+            !excluded_by_label(&labelled, false),
+            "kube-vip ignores the label"
+        );
+        assert!(!excluded_by_label(&other, true));
+        assert!(!excluded_by_label(&BTreeMap::new(), true));
     }
 
     fn set(nodes: &[&str]) -> BTreeSet<String> {

@@ -9,19 +9,28 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::kube_vip::Support;
+use crate::sharing::LeaseKey;
+
 /// Go's `strconv.ParseBool` spellings, in the order Go documents them.
 const GO_BOOL_SPELLINGS: &str = "1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False";
 
 /// Longest lease timing accepted, in seconds; keeps every sum far from overflow.
 const MAX_SECONDS: u64 = 86_400;
 
-/// Bounds of `vip_arpRate`, in milliseconds.
-const ARP_RATE_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
+/// kube-vip's default `vip_arpRate`, and what it uses instead of a value
+/// below [`ARP_RATE_FLOOR_MS`].
+pub const ARP_RATE_DEFAULT_MS: u64 = 3_000;
+
+/// Below this many milliseconds kube-vip logs an error and refreshes every
+/// [`ARP_RATE_DEFAULT_MS`] instead; kvip does the same, with a warning.
+pub const ARP_RATE_FLOOR_MS: u64 = 500;
 
 /// The kvip-only settings; any other `kvip_` variable is a typo.
 pub const KVIP_VARIABLES: &[&str] = &[
     "kvip_api_burst",
     "kvip_api_qps",
+    "kvip_exclude_lb_label",
     "kvip_log_format",
     "kvip_membership",
     "kvip_probe_ms",
@@ -34,43 +43,29 @@ const PROBE_MS: std::ops::RangeInclusive<u64> = 0..=5_000;
 /// most sent at once after a quiet spell.
 pub const API_BUDGET: std::ops::RangeInclusive<u32> = 1..=10_000;
 
-/// The kube-vip variables kvip implements, exactly as `Config::from_env` reads them.
-pub const SUPPORTED_VARIABLES: &[&str] = &[
-    "vip_arp",
-    "vip_interface",
-    "vip_servicesinterface",
-    "address",
-    "vip_address",
-    "port",
-    "vip_subnet",
-    "vip_cidr",
-    "vip_leaderelection",
-    "vip_leasename",
-    "vip_leaseduration",
-    "vip_renewdeadline",
-    "vip_retryperiod",
-    "vip_nodename",
-    "node_name",
-    "cp_enable",
-    "cp_namespace",
-    "svc_enable",
-    "svc_election",
-    "svc_namespace",
-    "svc_leasename",
-    "lb_class_only",
-    "lb_class_name",
-    "prometheus_server",
-    "vip_arpRate",
-    "vip_loglevel",
-    "k8s_config_file",
-];
+/// The value of `vip_servicesinterface` that picks an interface per address.
+pub const AUTO_INTERFACE: &str = "auto";
 
-/// Every variable name kvip recognises: implemented, kvip-only, and kube-vip's
-/// unimplemented ones (reported as warnings).
+/// Every variable name kvip recognises: kube-vip v1.0.0's (implemented or
+/// warned about, [`crate::kube_vip::VARIABLES`]), older kube-vip names it
+/// still reads, and the kvip-only ones.
 pub fn known_variable(name: &str) -> bool {
-    SUPPORTED_VARIABLES.contains(&name)
+    crate::kube_vip::variable(name).is_some()
+        || crate::kube_vip::OLDER_VARIABLES
+            .iter()
+            .any(|(n, _)| *n == name)
         || KVIP_VARIABLES.contains(&name)
-        || UNSUPPORTED.iter().any(|(n, _, _)| *n == name)
+}
+
+/// Whether `name` looks like a kube-vip variable (lower case, a prefix
+/// kube-vip uses) without being one: most likely a typo worth a warning.
+pub fn looks_like_kube_vip(name: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "vip_", "cp_", "svc_", "lb_", "bgp_", "egress_", "zebra_", "mpbgp_", "dns_", "enable_",
+    ];
+    !known_variable(name)
+        && !name.starts_with("kvip_")
+        && PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
 /// Parses a boolean exactly as Go's `strconv.ParseBool`, which kube-vip uses.
@@ -93,6 +88,192 @@ pub enum LogFormat {
     Json,
 }
 
+/// `dns_mode`: which addresses of a DNS name in `address` kube-vip uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsMode {
+    /// The first address the resolver returns (kube-vip's default).
+    #[default]
+    First,
+    /// The first IPv4 address.
+    Ipv4,
+    /// The first IPv6 address.
+    Ipv6,
+    /// One of each family in kube-vip; kvip serves the IPv4 one (with a warning).
+    Dual,
+}
+
+impl DnsMode {
+    /// The address a name's resolution gives in this mode, if any. Once a
+    /// VIP is served, kube-vip re-resolves keeping its family: pass that
+    /// family's mode.
+    pub fn pick(self, resolved: &[IpAddr]) -> Option<IpAddr> {
+        match self {
+            DnsMode::First => resolved.first().copied(),
+            DnsMode::Ipv4 | DnsMode::Dual => resolved.iter().copied().find(IpAddr::is_ipv4),
+            DnsMode::Ipv6 => resolved.iter().copied().find(IpAddr::is_ipv6),
+        }
+    }
+
+    /// The mode that keeps `address`'s family, for re-resolution.
+    pub fn of_family(address: IpAddr) -> DnsMode {
+        if address.is_ipv4() {
+            DnsMode::Ipv4
+        } else {
+            DnsMode::Ipv6
+        }
+    }
+
+    /// The control-plane VIP after a lookup of its name, as kube-vip's IP
+    /// updater has it: the first address is picked in this mode, later ones
+    /// keep the family of the VIP served; a failed or empty lookup keeps
+    /// the VIP served (none before the first success).
+    pub fn follow(self, current: Option<IpAddr>, resolved: Option<&[IpAddr]>) -> Option<IpAddr> {
+        let mode = current.map_or(self, DnsMode::of_family);
+        resolved.and_then(|r| mode.pick(r)).or(current)
+    }
+}
+
+/// How often kube-vip looks the control-plane name up again, in seconds.
+pub const DNS_REFRESH: Duration = Duration::from_secs(3);
+
+/// How much kvip logs, from kube-vip 1.x's `vip_loglevel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogVerbosity {
+    /// Debug and everything above.
+    Debug,
+    /// Info and above.
+    Info,
+    /// Warnings and errors.
+    Warn,
+    /// Errors only.
+    Error,
+    /// Nothing.
+    Off,
+}
+
+/// What kube-vip 1.x writes at slog level `level`: a record is written when
+/// its level is at least the configured one, and slog's levels are debug
+/// -4, info 0, warn 4, error 8. So -4 (kube-vip's manifests) is debug, 0
+/// info; the old logrus numbers still parse but mean slog levels now (5
+/// is errors only), exactly as in kube-vip v1.0.0.
+pub fn log_verbosity(level: i32) -> LogVerbosity {
+    match level {
+        i32::MIN..=-4 => LogVerbosity::Debug,
+        -3..=0 => LogVerbosity::Info,
+        1..=4 => LogVerbosity::Warn,
+        5..=8 => LogVerbosity::Error,
+        _ => LogVerbosity::Off,
+    }
+}
+
+/// Where Service VIPs go, from `vip_servicesinterface` and `vip_interface`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InterfaceChoice<'a> {
+    /// This interface, which must exist.
+    Named(&'a str),
+    /// The interface whose subnet holds the address; when none does,
+    /// `fallback` (`vip_interface`), else the default-route interface.
+    BySubnet {
+        /// `vip_interface`, if set.
+        fallback: Option<&'a str>,
+    },
+}
+
+impl<'a> InterfaceChoice<'a> {
+    /// A configured interface, or by subnet (then the default route) when none is.
+    pub fn configured(name: Option<&'a str>) -> Self {
+        match name {
+            Some(name) => InterfaceChoice::Named(name),
+            None => InterfaceChoice::BySubnet { fallback: None },
+        }
+    }
+
+    /// The interface that must be used whatever the address, if any.
+    pub fn named(&self) -> Option<&'a str> {
+        match *self {
+            InterfaceChoice::Named(name) => Some(name),
+            InterfaceChoice::BySubnet { .. } => None,
+        }
+    }
+
+    /// The interface this choice names at all: the one it must use, or its fallback.
+    pub fn mentioned(&self) -> Option<&'a str> {
+        match *self {
+            InterfaceChoice::Named(name) => Some(name),
+            InterfaceChoice::BySubnet { fallback } => fallback,
+        }
+    }
+}
+
+/// A Lease name as kvip reads `vip_leasename` and `svc_leasename`: `name`,
+/// or `namespace/name` for a Lease in another namespace. Both parts must be
+/// valid object names; the error says which rule is broken.
+pub fn parse_lease_name(value: &str) -> Result<(Option<String>, String), String> {
+    let (namespace, name) = match value.split_once('/') {
+        Some((ns, name)) => (Some(ns), name),
+        None => (None, value),
+    };
+    if let Some(ns) = namespace
+        && let Some(rule) = dns_label_rule(ns)
+    {
+        return Err(format!("namespace {ns:?} {rule}"));
+    }
+    if let Some(rule) = dns_subdomain_rule(name) {
+        return Err(format!("name {name:?} {rule}"));
+    }
+    Ok((namespace.map(str::to_string), name.to_string()))
+}
+
+/// What is wrong with `value` as a DNS-1123 label (a namespace), if anything.
+fn dns_label_rule(value: &str) -> Option<&'static str> {
+    if value.is_empty() || value.len() > 63 {
+        Some("must be 1 to 63 characters")
+    } else if !value
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        Some("may hold only lower-case letters, digits and '-'")
+    } else if value.starts_with('-') || value.ends_with('-') {
+        Some("must start and end with a letter or digit")
+    } else {
+        None
+    }
+}
+
+/// What is wrong with `value` as a DNS-1123 subdomain (an object name), if anything.
+fn dns_subdomain_rule(value: &str) -> Option<&'static str> {
+    if value.is_empty() || value.len() > 253 {
+        Some("must be 1 to 253 characters")
+    } else if value
+        .split('.')
+        .any(|label| dns_label_rule(label).is_some())
+    {
+        Some(
+            "must be lower-case letters, digits, '-' and '.', each part starting and ending with a letter or digit",
+        )
+    } else {
+        None
+    }
+}
+
+/// Whether `value` is a host name a resolver could look up (RFC 1123,
+/// letters of either case, an optional final dot).
+pub fn is_host_name(value: &str) -> bool {
+    let name = value.strip_suffix('.').unwrap_or(value);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+        // All digits and dots is a mistyped IPv4 address, not a name.
+        && !name.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+}
+
 /// The daemon's settings, named after the kube-vip variables they come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
@@ -100,25 +281,34 @@ pub struct Config {
     pub vip_arp: bool,
     /// `vip_interface`: interface for the control-plane VIP (and services, unless overridden).
     pub vip_interface: Option<String>,
-    /// `vip_servicesinterface`: interface for Service VIPs.
+    /// `vip_servicesinterface`: interface for Service VIPs; [`AUTO_INTERFACE`]
+    /// picks one per address ([`Config::services_interface`]).
     pub vip_services_interface: Option<String>,
-    /// `address`, else `vip_address`: the control-plane VIP.
+    /// `address`, else `vip_address`: the control-plane VIP, when it is an IP address.
     pub address: Option<IpAddr>,
+    /// `address` when it is a DNS name: resolved (and re-resolved) by the
+    /// control-plane role, as kube-vip does.
+    pub address_name: Option<String>,
+    /// `dns_mode`: which of a name's addresses becomes the control-plane VIP.
+    pub dns_mode: DnsMode,
     /// `port`: the API server port behind the control-plane VIP.
     pub port: u16,
     /// `vip_subnet` (or the older `vip_cidr`): prefix text such as "32" or "32,128".
     pub vip_subnet: Option<String>,
     /// `vip_leaderelection`: elect one control-plane announcer through a Lease.
     pub vip_leaderelection: bool,
-    /// `vip_leasename`: the control-plane Lease.
+    /// `vip_leasename`: the control-plane Lease's name.
     pub vip_leasename: String,
+    /// The namespace `vip_leasename` gives in `namespace/name` form, which
+    /// wins over `cp_namespace`.
+    pub vip_lease_namespace: Option<String>,
     /// `vip_leaseduration`: how long a Lease stays valid without renewal.
     pub lease_duration: Duration,
     /// `vip_renewdeadline`: how long a holder keeps trying to renew before it steps down.
     pub renew_deadline: Duration,
     /// `vip_retryperiod`: the pause between election attempts.
     pub retry_period: Duration,
-    /// `vip_nodename`, else `node_name`: this node's name.
+    /// `vip_nodename`: this node's name.
     pub node_name: Option<String>,
     /// `cp_enable`: run the control-plane VIP role.
     pub cp_enable: bool,
@@ -130,18 +320,25 @@ pub struct Config {
     pub svc_election: bool,
     /// `svc_namespace`: watch only this namespace; `None` watches all.
     pub svc_namespace: Option<String>,
-    /// `svc_leasename`: the global Service leader's Lease when `svc_election` is off.
+    /// `svc_leasename`: the global Service leader's Lease name when `svc_election` is off.
     pub svc_leasename: String,
+    /// The namespace `svc_leasename` gives in `namespace/name` form.
+    pub svc_lease_namespace: Option<String>,
     /// `lb_class_only`: ignore Services without a `spec.loadBalancerClass`.
     pub lb_class_only: bool,
-    /// `lb_class_name`: the `spec.loadBalancerClass` that is ours.
+    /// `lb_class_name`: the `spec.loadBalancerClass` that is ours (set but
+    /// empty is kept: kube-vip then serves only Services without a class).
     pub lb_class_name: String,
+    /// `lb_class_legacy_handling` (default true): kube-vip's older class rule
+    /// ([`crate::service::LbClassRule`]).
+    pub lb_class_legacy_handling: bool,
     /// `prometheus_server`: metrics listen address; empty disables metrics.
     pub prometheus_server: String,
     /// `vip_arpRate` (milliseconds): the refresh period of gratuitous announcements.
     pub arp_rate: Duration,
-    /// `vip_loglevel`: logrus level 0 (panic) ..= 6 (trace); 4 is info.
-    pub log_level: u8,
+    /// `vip_loglevel`: a log/slog level as kube-vip 1.x reads it: -4 debug,
+    /// 0 info (the default), 4 warn, 8 error ([`log_verbosity`]).
+    pub log_level: i32,
     /// `k8s_config_file`: kubeconfig path; `None` uses the in-cluster account.
     pub k8s_config_file: Option<String>,
     /// `kvip_log_format`: text or json.
@@ -158,6 +355,10 @@ pub struct Config {
     /// `kvip_probe_ms`: how long a node listens after probing an address
     /// before it first takes it ([`crate::probe`]); zero turns probing off.
     pub probe_wait: Duration,
+    /// `kvip_exclude_lb_label`: honour the label
+    /// `node.kubernetes.io/exclude-from-external-load-balancers`. Off by
+    /// default, as in kube-vip (kubeadm puts it on every control-plane node).
+    pub exclude_lb_label: bool,
 }
 
 impl Default for Config {
@@ -167,10 +368,13 @@ impl Default for Config {
             vip_interface: None,
             vip_services_interface: None,
             address: None,
+            address_name: None,
+            dns_mode: DnsMode::First,
             port: 6443,
             vip_subnet: None,
             vip_leaderelection: false,
             vip_leasename: "plndr-cp-lock".to_string(),
+            vip_lease_namespace: None,
             lease_duration: Duration::from_secs(5),
             renew_deadline: Duration::from_secs(3),
             retry_period: Duration::from_secs(1),
@@ -181,17 +385,20 @@ impl Default for Config {
             svc_election: false,
             svc_namespace: None,
             svc_leasename: "plndr-svcs-lock".to_string(),
+            svc_lease_namespace: None,
             lb_class_only: false,
             lb_class_name: "kube-vip.io/kube-vip-class".to_string(),
+            lb_class_legacy_handling: true,
             prometheus_server: ":2112".to_string(),
-            arp_rate: Duration::from_millis(3000),
-            log_level: 4,
+            arp_rate: Duration::from_millis(ARP_RATE_DEFAULT_MS),
+            log_level: 0,
             k8s_config_file: None,
             log_format: LogFormat::Text,
             membership: false,
             api_qps: 50,
             api_burst: 100,
             probe_wait: crate::probe::DEFAULT_WAIT,
+            exclude_lb_label: false,
         }
     }
 }
@@ -234,8 +441,8 @@ pub enum ConfigProblem {
         /// Its value.
         value: String,
     },
-    /// `vip_arpRate` is not whole milliseconds within bounds.
-    #[error("vip_arpRate={value:?} must be whole milliseconds from 100 to 3600000 (one hour)")]
+    /// `vip_arpRate` is not a whole number of milliseconds (a 32-bit integer, as kube-vip parses it).
+    #[error("vip_arpRate={value:?} must be whole milliseconds, such as 3000 (kube-vip's default)")]
     InvalidArpRate {
         /// Its value.
         value: String,
@@ -258,13 +465,15 @@ pub enum ConfigProblem {
         /// Its value.
         value: String,
     },
-    /// An address that is not a literal IP.
-    #[error("{variable}={value:?} is not an IP address (kvip does not resolve host names)")]
+    /// An address that is neither a literal IP nor (for `address`) a DNS name.
+    #[error("{variable}={value:?} is not {expected}")]
     InvalidAddress {
         /// The variable.
         variable: String,
         /// Its value.
         value: String,
+        /// What it must be.
+        expected: &'static str,
     },
     /// `vip_subnet` is not prefix-length text.
     #[error("{variable}={value:?} {reason}")]
@@ -276,9 +485,27 @@ pub enum ConfigProblem {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// `vip_loglevel` is not 0..=6.
-    #[error("vip_loglevel={value:?} must be a logrus level from 0 (panic) to 6 (trace); 4 is info")]
+    /// `vip_loglevel` is not a 32-bit whole number.
+    #[error(
+        "vip_loglevel={value:?} must be a whole number, a log/slog level as kube-vip 1.x reads it: -4 debug, 0 info, 4 warn, 8 error"
+    )]
     InvalidLogLevel {
+        /// Its value.
+        value: String,
+    },
+    /// `vip_leasename` or `svc_leasename` is not `name` or `namespace/name`.
+    #[error("{variable}={value:?} must be a Lease name or namespace/name: the {reason}")]
+    InvalidLeaseName {
+        /// The variable.
+        variable: &'static str,
+        /// Its value.
+        value: String,
+        /// The rule it breaks.
+        reason: String,
+    },
+    /// `dns_mode` is not one of kube-vip's modes.
+    #[error("dns_mode={value:?} must be first, ipv4, ipv6 or dual")]
+    InvalidDnsMode {
         /// Its value.
         value: String,
     },
@@ -338,6 +565,18 @@ pub enum ConfigWarning {
         /// What kvip does instead.
         note: &'static str,
     },
+    /// A variable named like kube-vip's that no kube-vip v1.0.0 has: a typo?
+    UnknownVariable {
+        /// The variable.
+        variable: String,
+    },
+    /// `vip_arpRate` below kube-vip's floor; 3000 ms is used, as kube-vip does.
+    ArpRateRaised {
+        /// The value given, in milliseconds.
+        value: i64,
+    },
+    /// `dns_mode=dual`: kvip serves the name's IPv4 address only.
+    DualDnsMode,
     /// `vip_arp` is off while a role is on; kvip announces on layer 2 anyway.
     ArpNotEnabled,
     /// Neither `cp_enable` nor `svc_enable` is on, so kvip will announce nothing.
@@ -353,6 +592,19 @@ impl fmt::Display for ConfigWarning {
                     "{variable} is set but kvip does not implement it: {note}"
                 )
             }
+            ConfigWarning::UnknownVariable { variable } => write!(
+                f,
+                "{variable} is set but is no kube-vip v1.0.0 variable (a typo?); kvip ignores it"
+            ),
+            ConfigWarning::ArpRateRaised { value } => write!(
+                f,
+                "vip_arpRate={value} is below {ARP_RATE_FLOOR_MS} ms: refreshing every \
+                 {ARP_RATE_DEFAULT_MS} ms instead, as kube-vip does"
+            ),
+            ConfigWarning::DualDnsMode => f.write_str(
+                "dns_mode=dual: the control-plane role serves one address, so kvip serves the \
+                 name's IPv4 address (kube-vip would serve one of each family)",
+            ),
             ConfigWarning::ArpNotEnabled => f.write_str(
                 "vip_arp is not true, but layer 2 (ARP / neighbour advertisement) is the only \
                  mode kvip implements, so it announces that way anyway",
@@ -363,123 +615,6 @@ impl fmt::Display for ConfigWarning {
         }
     }
 }
-
-/// How an unsupported variable shows it is in use.
-enum Use {
-    /// A switch: in use unless Go-false.
-    Flag,
-    /// A value: in use unless empty or one of the harmless values kube-vip manifests carry.
-    Value(&'static [&'static str]),
-}
-
-const NO_BGP: &str = "kvip announces on layer 2 only; BGP is on the roadmap";
-const NO_ROUTING_TABLE: &str = "kvip announces on layer 2 only and writes no routing tables";
-const NO_LB: &str = "kvip does not run an IPVS load balancer; traffic goes to kube-proxy";
-
-/// kube-vip variables that kvip does not implement.
-const UNSUPPORTED: &[(&str, Use, &str)] = &[
-    ("bgp_enable", Use::Flag, NO_BGP),
-    ("bgp_routerid", Use::Value(&[]), NO_BGP),
-    ("bgp_routerinterface", Use::Value(&[]), NO_BGP),
-    ("bgp_as", Use::Value(&["65000"]), NO_BGP),
-    ("bgp_peers", Use::Value(&[]), NO_BGP),
-    ("bgp_peeraddress", Use::Value(&[]), NO_BGP),
-    ("bgp_peerpass", Use::Value(&[]), NO_BGP),
-    ("bgp_peeras", Use::Value(&["65000"]), NO_BGP),
-    ("bgp_multihop", Use::Flag, NO_BGP),
-    ("bgp_sourceif", Use::Value(&[]), NO_BGP),
-    ("bgp_sourceip", Use::Value(&[]), NO_BGP),
-    ("bgp_hold_time", Use::Value(&[]), NO_BGP),
-    ("bgp_keepalive_interval", Use::Value(&[]), NO_BGP),
-    ("annotations", Use::Value(&[]), NO_BGP),
-    (
-        "vip_wireguard",
-        Use::Flag,
-        "kvip does not expose Services over WireGuard",
-    ),
-    (
-        "egress_podcidr",
-        Use::Value(&[]),
-        "kvip does not implement egress",
-    ),
-    (
-        "egress_servicecidr",
-        Use::Value(&[]),
-        "kvip does not implement egress",
-    ),
-    (
-        "egress_withnftables",
-        Use::Flag,
-        "kvip does not implement egress",
-    ),
-    (
-        "enable_service_security",
-        Use::Flag,
-        "kvip does not filter Service ports",
-    ),
-    (
-        "vip_ddns",
-        Use::Flag,
-        "kvip does not register addresses in DNS",
-    ),
-    (
-        "dhcp_mode",
-        Use::Value(&[]),
-        "kvip does not request addresses by DHCP; use an IPAM",
-    ),
-    ("vip_routingtable", Use::Flag, NO_ROUTING_TABLE),
-    ("vip_routingtable_id", Use::Value(&[]), NO_ROUTING_TABLE),
-    ("vip_routingtable_type", Use::Value(&[]), NO_ROUTING_TABLE),
-    ("vip_cleanroutingtable", Use::Flag, NO_ROUTING_TABLE),
-    ("lb_enable", Use::Flag, NO_LB),
-    ("lb_port", Use::Value(&["6443"]), NO_LB),
-    ("lb_fwdmethod", Use::Value(&["local"]), NO_LB),
-    (
-        "vip_packet",
-        Use::Flag,
-        "kvip does not call the Equinix Metal API",
-    ),
-    (
-        "vip_packetproject",
-        Use::Value(&[]),
-        "kvip does not call the Equinix Metal API",
-    ),
-    (
-        "vip_packetprojectid",
-        Use::Value(&[]),
-        "kvip does not call the Equinix Metal API",
-    ),
-    (
-        "PROVIDER_CONFIG",
-        Use::Value(&[]),
-        "kvip does not call the Equinix Metal API",
-    ),
-    (
-        "provider_config",
-        Use::Value(&[]),
-        "kvip does not call the Equinix Metal API",
-    ),
-    (
-        "vip_startleader",
-        Use::Flag,
-        "kvip always elects; no node starts as leader",
-    ),
-    (
-        "dns_mode",
-        Use::Value(&["first"]),
-        "kvip takes IP addresses only, not host names",
-    ),
-    (
-        "enableUPNP",
-        Use::Flag,
-        "kvip does not forward ports by UPnP",
-    ),
-    (
-        "enable_node_labeling",
-        Use::Flag,
-        "kvip does not label the leader's Node",
-    ),
-];
 
 /// Reads variables one by one, recording problems instead of stopping at the first.
 struct Reader<'a> {
@@ -555,8 +690,27 @@ impl Reader<'_> {
                 self.problems.push(ConfigProblem::InvalidAddress {
                     variable: name.to_string(),
                     value: value.to_string(),
+                    expected: "an IP address",
                 });
                 None
+            }
+        }
+    }
+
+    /// `vip_leasename` or `svc_leasename`: `name` or `namespace/name`.
+    fn lease_name(&mut self, variable: &'static str, default: &str) -> (Option<String>, String) {
+        let Some(value) = self.get(variable) else {
+            return (None, default.to_string());
+        };
+        match parse_lease_name(value) {
+            Ok(parsed) => parsed,
+            Err(reason) => {
+                self.problems.push(ConfigProblem::InvalidLeaseName {
+                    variable,
+                    value: value.to_string(),
+                    reason,
+                });
+                (None, default.to_string())
             }
         }
     }
@@ -621,11 +775,41 @@ impl Config {
 
         let vip_arp = r.flag("vip_arp", defaults.vip_arp);
         let vip_interface = r.interface("vip_interface");
-        let vip_services_interface = r.interface("vip_servicesinterface");
-        let address = if r.get("address").is_some() {
-            r.address("address")
-        } else {
-            r.address("vip_address")
+        let vip_services_interface = match r.get("vip_servicesinterface") {
+            Some(AUTO_INTERFACE) => Some(AUTO_INTERFACE.to_string()),
+            _ => r.interface("vip_servicesinterface"),
+        };
+        // kube-vip takes a DNS name in address (not in vip_address) and resolves it.
+        let (address, address_name) = match r.get("address") {
+            Some(value) => match value.parse::<IpAddr>() {
+                Ok(ip) => (Some(ip), None),
+                Err(_) if is_host_name(value) => (None, Some(value.to_string())),
+                Err(_) => {
+                    r.problems.push(ConfigProblem::InvalidAddress {
+                        variable: "address".to_string(),
+                        value: value.to_string(),
+                        expected: "an IP address or a DNS name",
+                    });
+                    (None, None)
+                }
+            },
+            None => (r.address("vip_address"), None),
+        };
+        let dns_mode = match r.get("dns_mode") {
+            None | Some("first") => DnsMode::First,
+            Some("ipv4") => DnsMode::Ipv4,
+            Some("ipv6") => DnsMode::Ipv6,
+            Some("dual") => DnsMode::Dual,
+            Some(value) => {
+                // kube-vip looks the name up in "first" mode for any other
+                // value; refusing it only matters when there is a name.
+                if address_name.is_some() {
+                    r.problems.push(ConfigProblem::InvalidDnsMode {
+                        value: value.to_string(),
+                    });
+                }
+                DnsMode::First
+            }
         };
 
         let port = match r.get("port") {
@@ -659,7 +843,8 @@ impl Config {
         }
 
         let vip_leaderelection = r.flag("vip_leaderelection", defaults.vip_leaderelection);
-        let vip_leasename = r.string("vip_leasename").unwrap_or(defaults.vip_leasename);
+        let (vip_lease_namespace, vip_leasename) =
+            r.lease_name("vip_leasename", &defaults.vip_leasename);
         let lease_duration = r.seconds("vip_leaseduration", 5);
         let renew_deadline = r.seconds("vip_renewdeadline", 3);
         let retry_period = r.seconds("vip_retryperiod", 1);
@@ -671,15 +856,25 @@ impl Config {
             });
         }
 
-        let node_name = r.string("vip_nodename").or_else(|| r.string("node_name"));
+        let node_name = r.string("vip_nodename");
         let cp_enable = r.flag("cp_enable", defaults.cp_enable);
         let cp_namespace = r.string("cp_namespace").unwrap_or(defaults.cp_namespace);
         let svc_enable = r.flag("svc_enable", defaults.svc_enable);
         let svc_election = r.flag("svc_election", defaults.svc_election);
         let svc_namespace = r.string("svc_namespace");
-        let svc_leasename = r.string("svc_leasename").unwrap_or(defaults.svc_leasename);
+        let (svc_lease_namespace, svc_leasename) =
+            r.lease_name("svc_leasename", &defaults.svc_leasename);
         let lb_class_only = r.flag("lb_class_only", defaults.lb_class_only);
-        let lb_class_name = r.string("lb_class_name").unwrap_or(defaults.lb_class_name);
+        // kube-vip looks this one up (os.LookupEnv): set but empty is kept.
+        let lb_class_name = vars
+            .get("lb_class_name")
+            .cloned()
+            .unwrap_or(defaults.lb_class_name);
+        let lb_class_legacy_handling = r.flag(
+            "lb_class_legacy_handling",
+            defaults.lb_class_legacy_handling,
+        );
+        let exclude_lb_label = r.flag("kvip_exclude_lb_label", defaults.exclude_lb_label);
 
         // Unlike the others, an empty value here means something: no metrics.
         let prometheus_server = match vars.get("prometheus_server") {
@@ -694,11 +889,18 @@ impl Config {
             }
         };
 
+        let mut arp_rate_raised = None;
         let arp_rate = match r.get("vip_arpRate") {
             None => defaults.arp_rate,
-            Some(value) => match value.parse::<u64>() {
-                Ok(ms) if ARP_RATE_MS.contains(&ms) => Duration::from_millis(ms),
-                _ => {
+            Some(value) => match value.parse::<i32>() {
+                Ok(ms) => match u64::try_from(ms) {
+                    Ok(ms) if ms >= ARP_RATE_FLOOR_MS => Duration::from_millis(ms),
+                    _ => {
+                        arp_rate_raised = Some(i64::from(ms));
+                        defaults.arp_rate
+                    }
+                },
+                Err(_) => {
                     r.problems.push(ConfigProblem::InvalidArpRate {
                         value: value.to_string(),
                     });
@@ -722,9 +924,9 @@ impl Config {
 
         let log_level = match r.get("vip_loglevel") {
             None => defaults.log_level,
-            Some(value) => match value.parse::<u8>() {
-                Ok(level) if level <= 6 => level,
-                _ => {
+            Some(value) => match value.parse::<i32>() {
+                Ok(level) => level,
+                Err(_) => {
                     r.problems.push(ConfigProblem::InvalidLogLevel {
                         value: value.to_string(),
                     });
@@ -771,7 +973,11 @@ impl Config {
             }
         }
 
-        if cp_enable && address.is_none() && !r.problems.iter().any(is_address_problem) {
+        if cp_enable
+            && address.is_none()
+            && address_name.is_none()
+            && !r.problems.iter().any(is_address_problem)
+        {
             r.problems.push(ConfigProblem::ControlPlaneWithoutAddress);
         }
 
@@ -782,6 +988,12 @@ impl Config {
         }
 
         let mut warnings = unsupported_in_use(vars);
+        if let Some(value) = arp_rate_raised {
+            warnings.push(ConfigWarning::ArpRateRaised { value });
+        }
+        if dns_mode == DnsMode::Dual && address_name.is_some() {
+            warnings.push(ConfigWarning::DualDnsMode);
+        }
         if !cp_enable && !svc_enable {
             warnings.push(ConfigWarning::NoRoleEnabled);
         } else if !vip_arp {
@@ -793,10 +1005,13 @@ impl Config {
             vip_interface,
             vip_services_interface,
             address,
+            address_name,
+            dns_mode,
             port,
             vip_subnet,
             vip_leaderelection,
             vip_leasename,
+            vip_lease_namespace,
             lease_duration,
             renew_deadline,
             retry_period,
@@ -807,8 +1022,10 @@ impl Config {
             svc_election,
             svc_namespace,
             svc_leasename,
+            svc_lease_namespace,
             lb_class_only,
             lb_class_name,
+            lb_class_legacy_handling,
             prometheus_server,
             arp_rate,
             log_level,
@@ -818,6 +1035,7 @@ impl Config {
             api_qps,
             api_burst,
             probe_wait,
+            exclude_lb_label,
         };
         Ok((config, warnings))
     }
@@ -827,24 +1045,86 @@ fn is_address_problem(problem: &ConfigProblem) -> bool {
     matches!(problem, ConfigProblem::InvalidAddress { .. })
 }
 
-/// Warnings for the unsupported kube-vip variables that are set to something that matters.
+/// Warnings for the kube-vip variables kvip does not implement that are
+/// set to something that matters, and for names that look like kube-vip's
+/// but are not.
 fn unsupported_in_use(vars: &BTreeMap<String, String>) -> Vec<ConfigWarning> {
-    UNSUPPORTED
+    let mut warnings: Vec<ConfigWarning> = crate::kube_vip::VARIABLES
         .iter()
-        .filter(|(name, used, _)| {
-            let Some(value) = vars.get(*name).map(|v| v.trim()) else {
-                return false;
-            };
-            match used {
-                Use::Flag => !value.is_empty() && parse_go_bool(value) != Some(false),
-                Use::Value(harmless) => !value.is_empty() && !harmless.contains(&value),
+        .filter_map(|setting| match setting.support {
+            Support::Warned { when, note } => {
+                let value = vars.get(setting.name)?;
+                crate::kube_vip::in_use(when, value).then(|| ConfigWarning::Unsupported {
+                    variable: setting.name.to_string(),
+                    note,
+                })
             }
+            _ => None,
         })
-        .map(|(name, _, note)| ConfigWarning::Unsupported {
-            variable: name.to_string(),
-            note,
-        })
-        .collect()
+        .collect();
+    warnings.extend(
+        vars.keys()
+            .filter(|name| looks_like_kube_vip(name))
+            .map(|name| ConfigWarning::UnknownVariable {
+                variable: name.clone(),
+            }),
+    );
+    warnings
+}
+
+impl Config {
+    /// The control-plane Lease: `vip_leasename` in `cp_namespace`, unless
+    /// `vip_leasename` names its namespace.
+    pub fn cp_lease(&self) -> LeaseKey {
+        LeaseKey {
+            namespace: self
+                .vip_lease_namespace
+                .clone()
+                .unwrap_or_else(|| self.cp_namespace.clone()),
+            name: self.vip_leasename.clone(),
+        }
+    }
+
+    /// The global Services Lease (`svc_election=false`), where kube-vip
+    /// v1.0.0 puts it: in `cp_namespace` when this instance also runs the
+    /// control plane, else in the pod's own namespace (kube-vip reads its
+    /// ServiceAccount's; the daemon passes `POD_NAMESPACE`, else that), else
+    /// in `cp_namespace`. `svc_leasename` in `namespace/name` form wins over
+    /// all of them.
+    pub fn services_lease(&self, pod_namespace: Option<&str>) -> LeaseKey {
+        let namespace = match (&self.svc_lease_namespace, self.cp_enable, pod_namespace) {
+            (Some(ns), _, _) => ns.clone(),
+            (None, true, _) | (None, false, None) => self.cp_namespace.clone(),
+            (None, false, Some(pod)) => pod.to_string(),
+        };
+        LeaseKey {
+            namespace,
+            name: self.svc_leasename.clone(),
+        }
+    }
+
+    /// Where Service VIPs go: `vip_servicesinterface`, else `vip_interface`,
+    /// else by subnet; `vip_servicesinterface=auto` picks by subnet and falls
+    /// back to `vip_interface`, as kube-vip does.
+    pub fn services_interface(&self) -> InterfaceChoice<'_> {
+        match (
+            self.vip_services_interface.as_deref(),
+            self.vip_interface.as_deref(),
+        ) {
+            (Some(AUTO_INTERFACE), fallback) => InterfaceChoice::BySubnet { fallback },
+            (Some(name), _) | (None, Some(name)) => InterfaceChoice::Named(name),
+            (None, None) => InterfaceChoice::BySubnet { fallback: None },
+        }
+    }
+
+    /// Which `spec.loadBalancerClass` values are this instance's.
+    pub fn class_rule(&self) -> crate::service::LbClassRule {
+        crate::service::LbClassRule {
+            class_only: self.lb_class_only,
+            class_name: self.lb_class_name.clone(),
+            legacy: self.lb_class_legacy_handling,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -933,12 +1213,10 @@ mod tests {
     }
 
     #[test]
-    fn node_name_falls_back() {
+    fn node_name_is_vip_nodename_only() {
+        // kube-vip v1.0.0 reads no other name for it.
         let vars = env(&[("node_name", "b")]);
-        assert_eq!(
-            Config::from_env(&vars).unwrap().0.node_name.as_deref(),
-            Some("b")
-        );
+        assert_eq!(Config::from_env(&vars).unwrap().0.node_name, None);
         let vars = env(&[("node_name", "b"), ("vip_nodename", "a")]);
         assert_eq!(
             Config::from_env(&vars).unwrap().0.node_name.as_deref(),
@@ -962,9 +1240,9 @@ mod tests {
             ("vip_arp", "maybe"),
             ("port", "0"),
             ("vip_interface", "this-name-is-too-long"),
-            ("address", "kube.example"),
-            ("vip_arpRate", "10"),
-            ("vip_loglevel", "7"),
+            ("address", "kube..example"),
+            ("vip_arpRate", "fast"),
+            ("vip_loglevel", "debug"),
             ("kvip_log_fromat", "json"),
         ]))
         .unwrap_err();
@@ -1069,7 +1347,7 @@ mod tests {
         );
         // A bad address is reported once, not twice.
         assert_eq!(
-            problems(&[("cp_enable", "true"), ("address", "x")]).len(),
+            problems(&[("cp_enable", "true"), ("address", "x_y")]).len(),
             1
         );
     }
@@ -1087,6 +1365,8 @@ mod tests {
             ("lb_port", "6443"),
             ("lb_enable", "garbage"),
             ("egress_podcidr", ""),
+            ("vip_routingtableid", "198"),
+            ("enable_upnp", "true"),
             ("PROVIDER_CONFIG", "/etc/cloud-sa/cloud-sa.json"),
         ]);
         let (_, warnings) = Config::from_env(&vars).unwrap();
@@ -1099,7 +1379,7 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["bgp_enable", "bgp_peers", "lb_enable", "PROVIDER_CONFIG"]
+            ["bgp_enable", "bgp_peers", "lb_enable", "enable_upnp"]
         );
         assert!(warnings[0].to_string().contains("bgp_enable"));
     }
@@ -1176,16 +1456,297 @@ mod tests {
     /// Every variable from_env reads, plus kvip-only and unsupported ones.
     fn variables() -> Vec<&'static str> {
         let extra = [
-            "kvip_api_burst",
-            "kvip_api_qps",
-            "kvip_log_format",
-            "kvip_membership",
-            "kvip_probe_ms",
             "kvip_other",
             "bgp_enable",
             "lb_port",
+            "vip_cidr",
+            "vip_arprate",
         ];
-        SUPPORTED_VARIABLES.iter().copied().chain(extra).collect()
+        crate::kube_vip::implemented_variables()
+            .chain(KVIP_VARIABLES.iter().copied())
+            .chain(extra)
+            .collect()
+    }
+
+    #[test]
+    fn log_levels_are_kube_vip_1_slog_levels() {
+        let table = [
+            ("-8", LogVerbosity::Debug),
+            ("-4", LogVerbosity::Debug),
+            ("-3", LogVerbosity::Info),
+            ("0", LogVerbosity::Info),
+            ("+0", LogVerbosity::Info),
+            ("1", LogVerbosity::Warn),
+            ("4", LogVerbosity::Warn),
+            // logrus's old "debug" is a level above warn in slog: errors only.
+            ("5", LogVerbosity::Error),
+            ("8", LogVerbosity::Error),
+            ("9", LogVerbosity::Off),
+            ("2147483647", LogVerbosity::Off),
+            ("-2147483648", LogVerbosity::Debug),
+        ];
+        for (value, want) in table {
+            let (config, _) = Config::from_env(&env(&[("vip_loglevel", value)])).unwrap();
+            assert_eq!(log_verbosity(config.log_level), want, "{value}");
+        }
+        assert_eq!(
+            log_verbosity(Config::default().log_level),
+            LogVerbosity::Info
+        );
+        for bad in ["debug", "2147483648", "1.0", "", " 4"] {
+            if bad.is_empty() {
+                continue; // empty is unset
+            }
+            let p = problems(&[("vip_loglevel", bad)]);
+            assert!(
+                matches!(&p[..], [ConfigProblem::InvalidLogLevel { .. }]),
+                "{bad}: {p:?}"
+            );
+            assert!(p[0].to_string().contains("vip_loglevel"));
+        }
+    }
+
+    #[test]
+    fn arp_rate_below_the_floor_is_raised_as_kube_vip_does() {
+        for (value, want_ms, raised) in [
+            ("500", 500, false),
+            ("1500", 1500, false),
+            ("2147483647", 2_147_483_647, false),
+            ("499", 3000, true),
+            ("10", 3000, true),
+            ("0", 3000, true),
+            ("-5", 3000, true),
+        ] {
+            let (config, warnings) = Config::from_env(&env(&[
+                ("vip_arpRate", value),
+                ("svc_enable", "true"),
+                ("vip_arp", "true"),
+            ]))
+            .unwrap();
+            assert_eq!(config.arp_rate, Duration::from_millis(want_ms), "{value}");
+            let warned = warnings
+                .iter()
+                .any(|w| matches!(w, ConfigWarning::ArpRateRaised { .. }));
+            assert_eq!(warned, raised, "{value}: {warnings:?}");
+            if raised {
+                assert!(warnings[0].to_string().contains("vip_arpRate"));
+            }
+        }
+        for bad in ["fast", "1.5", "2147483648"] {
+            let p = problems(&[("vip_arpRate", bad)]);
+            assert!(p[0].to_string().contains("vip_arpRate"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lease_names_take_a_namespace() {
+        let (config, _) = Config::from_env(&env(&[
+            ("vip_leasename", "vip-system/my-cp-lock"),
+            ("svc_leasename", "vip-system/my-svcs-lock"),
+            ("cp_namespace", "control"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.cp_lease(),
+            LeaseKey {
+                namespace: "vip-system".into(),
+                name: "my-cp-lock".into()
+            }
+        );
+        assert_eq!(
+            config.services_lease(Some("pods")),
+            LeaseKey {
+                namespace: "vip-system".into(),
+                name: "my-svcs-lock".into()
+            }
+        );
+        for bad in ["a/b/c", "/x", "x/", "Upper", "kube_system/x", "-a/x"] {
+            let p = problems(&[("vip_leasename", bad)]);
+            assert!(
+                matches!(
+                    &p[..],
+                    [ConfigProblem::InvalidLeaseName {
+                        variable: "vip_leasename",
+                        ..
+                    }]
+                ),
+                "{bad}: {p:?}"
+            );
+        }
+    }
+
+    /// kube-vip v1.0.0 (pkg/manager/manager_arp.go): the global Services
+    /// Lease lives in cp_namespace when the instance runs the control plane
+    /// too, else in the pod's namespace, else in cp_namespace.
+    #[test]
+    fn lease_namespaces_follow_kube_vip() {
+        let table = [
+            // cp_enable, cp_namespace, pod namespace, control-plane Lease ns, Services Lease ns
+            (false, None, None, "kube-system", "kube-system"),
+            (false, None, Some("vip"), "kube-system", "vip"),
+            (false, Some("control"), Some("vip"), "control", "vip"),
+            (false, Some("control"), None, "control", "control"),
+            (true, None, Some("vip"), "kube-system", "kube-system"),
+            (true, Some("control"), Some("vip"), "control", "control"),
+        ];
+        for (cp, cp_namespace, pod, want_cp, want_svc) in table {
+            let mut vars = vec![("address", "10.0.0.1")];
+            if cp {
+                vars.push(("cp_enable", "true"));
+            }
+            if let Some(ns) = cp_namespace {
+                vars.push(("cp_namespace", ns));
+            }
+            let (config, _) = Config::from_env(&env(&vars)).unwrap();
+            assert_eq!(config.cp_lease().namespace, want_cp, "{vars:?} {pod:?}");
+            assert_eq!(config.cp_lease().name, "plndr-cp-lock");
+            let svc = config.services_lease(pod);
+            assert_eq!(svc.namespace, want_svc, "{vars:?} {pod:?}");
+            assert_eq!(svc.name, "plndr-svcs-lock");
+        }
+    }
+
+    #[test]
+    fn services_interface_auto_picks_by_subnet() {
+        let choice = |pairs: &[(&str, &str)]| {
+            let (config, _) = Config::from_env(&env(pairs)).unwrap();
+            format!("{:?}", config.services_interface())
+        };
+        assert_eq!(choice(&[]), "BySubnet { fallback: None }");
+        assert_eq!(choice(&[("vip_interface", "eth0")]), "Named(\"eth0\")");
+        assert_eq!(
+            choice(&[("vip_interface", "eth0"), ("vip_servicesinterface", "eth1")]),
+            "Named(\"eth1\")"
+        );
+        assert_eq!(
+            choice(&[("vip_interface", "eth0"), ("vip_servicesinterface", "auto")]),
+            "BySubnet { fallback: Some(\"eth0\") }"
+        );
+        assert_eq!(
+            choice(&[("vip_servicesinterface", "auto")]),
+            "BySubnet { fallback: None }"
+        );
+    }
+
+    #[test]
+    fn address_may_be_a_dns_name() {
+        let (config, warnings) = Config::from_env(&env(&[
+            ("cp_enable", "true"),
+            ("vip_arp", "true"),
+            ("address", "api.cluster.example"),
+        ]))
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(config.address, None);
+        assert_eq!(config.address_name.as_deref(), Some("api.cluster.example"));
+        assert_eq!(config.dns_mode, DnsMode::First);
+        // vip_address stays an IP address, as kube-vip only resolves address.
+        let p = problems(&[("vip_address", "api.cluster.example")]);
+        assert!(
+            matches!(&p[..], [ConfigProblem::InvalidAddress { .. }]),
+            "{p:?}"
+        );
+        for bad in ["kube..example", "-x.example", "a b", "10.0.0.256"] {
+            let p = problems(&[("address", bad)]);
+            assert!(
+                p[0].to_string().contains("IP address or a DNS name"),
+                "{bad}: {p:?}"
+            );
+        }
+        let p = problems(&[("address", "api.example"), ("dns_mode", "both")]);
+        assert!(
+            matches!(&p[..], [ConfigProblem::InvalidDnsMode { .. }]),
+            "{p:?}"
+        );
+        let (config, warnings) =
+            Config::from_env(&env(&[("address", "api.example"), ("dns_mode", "dual")])).unwrap();
+        assert_eq!(config.dns_mode, DnsMode::Dual);
+        assert!(warnings.contains(&ConfigWarning::DualDnsMode));
+    }
+
+    #[test]
+    fn dns_mode_picks_as_kube_vip() {
+        let resolved: Vec<IpAddr> = ["fd00::1", "10.0.0.1", "10.0.0.2"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(DnsMode::First.pick(&resolved), Some(resolved[0]));
+        assert_eq!(DnsMode::Ipv4.pick(&resolved), Some(resolved[1]));
+        assert_eq!(DnsMode::Dual.pick(&resolved), Some(resolved[1]));
+        assert_eq!(DnsMode::Ipv6.pick(&resolved[1..]), None);
+        assert_eq!(DnsMode::First.pick(&[]), None);
+        assert_eq!(DnsMode::of_family(resolved[0]), DnsMode::Ipv6);
+    }
+
+    #[test]
+    fn a_name_is_followed_within_its_family() {
+        let ip = |a: &str| -> IpAddr { a.parse().unwrap() };
+        let (v4a, v4b, v6) = (ip("10.0.0.1"), ip("10.0.0.2"), ip("fd00::1"));
+        // First lookup: the mode decides.
+        assert_eq!(DnsMode::First.follow(None, Some(&[v6, v4a])), Some(v6));
+        assert_eq!(DnsMode::Ipv4.follow(None, Some(&[v6, v4a])), Some(v4a));
+        // Not resolved yet: nothing to serve.
+        assert_eq!(DnsMode::First.follow(None, None), None);
+        assert_eq!(DnsMode::Ipv6.follow(None, Some(&[v4a])), None);
+        // The name moved: the VIP follows, keeping its family.
+        assert_eq!(
+            DnsMode::First.follow(Some(v4a), Some(&[v6, v4b])),
+            Some(v4b)
+        );
+        // A failed or empty lookup, or none of the family, keeps the VIP.
+        assert_eq!(DnsMode::First.follow(Some(v4a), None), Some(v4a));
+        assert_eq!(DnsMode::First.follow(Some(v4a), Some(&[])), Some(v4a));
+        assert_eq!(DnsMode::First.follow(Some(v4a), Some(&[v6])), Some(v4a));
+    }
+
+    #[test]
+    fn class_settings() {
+        let (config, _) = Config::from_env(&env(&[])).unwrap();
+        assert_eq!(config.class_rule(), crate::service::LbClassRule::default());
+        let (config, _) = Config::from_env(&env(&[
+            ("lb_class_name", ""),
+            ("lb_class_legacy_handling", "false"),
+        ]))
+        .unwrap();
+        let rule = config.class_rule();
+        assert_eq!(
+            rule.class_name, "",
+            "set but empty is kept, as kube-vip's LookupEnv"
+        );
+        assert!(!rule.legacy);
+        assert!(rule.serves(None));
+    }
+
+    #[test]
+    fn exclusion_label_is_off_unless_asked_for() {
+        let (config, _) = Config::from_env(&env(&[])).unwrap();
+        assert!(!config.exclude_lb_label);
+        let (config, _) = Config::from_env(&env(&[("kvip_exclude_lb_label", "true")])).unwrap();
+        assert!(config.exclude_lb_label);
+    }
+
+    #[test]
+    fn names_like_kube_vip_variables_are_warned() {
+        let (_, warnings) = Config::from_env(&env(&[
+            ("vip_arprate", "1000"),
+            ("svc_enabled", "true"),
+            ("HOME", "/root"),
+            ("node_name", "a"),
+        ]))
+        .unwrap();
+        let unknown: Vec<String> = warnings
+            .iter()
+            .filter_map(|w| match w {
+                ConfigWarning::UnknownVariable { variable } => Some(variable.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(unknown, ["svc_enabled", "vip_arprate"]);
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.to_string().contains("vip_arprate"))
+        );
     }
 
     proptest! {

@@ -6,6 +6,7 @@
 //!
 //! - [`assess`](mod@assess): the whole picture in one call, for the daemon and `kvip status`;
 //! - [`config`]: kube-vip's environment variables into a checked [`Config`];
+//! - [`kube_vip`]: every kube-vip setting and what kvip does with it;
 //! - [`budget`]: how many API writes may go, and backoff after refusals;
 //! - [`service`], [`endpoints`]: Services and EndpointSlices as plain values;
 //! - [`candidacy`]: which nodes may announce a Service, or why it is pending;
@@ -35,6 +36,7 @@ pub mod elections;
 pub mod endpoints;
 pub mod guard;
 pub mod instances;
+pub mod kube_vip;
 pub mod lease_names;
 pub mod membership;
 pub mod packet;

@@ -104,21 +104,41 @@ impl ServiceInput {
     }
 }
 
-/// Which `spec.loadBalancerClass` values are ours (`lb_class_only`, `lb_class_name`).
+/// Which `spec.loadBalancerClass` values are ours (`lb_class_only`,
+/// `lb_class_name`, `lb_class_legacy_handling`), decided as kube-vip v1.0.0
+/// decides ([`LbClassRule::serves`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LbClassRule {
-    /// Ignore Services without a class.
+    /// Ignore Services without a class (legacy handling only).
     pub class_only: bool,
-    /// The class that is ours.
+    /// The class that is ours; may be empty.
     pub class_name: String,
+    /// kube-vip's legacy handling (its default): a Service without a class
+    /// is ours unless `class_only`. Without it a Service is ours exactly
+    /// when its class equals `class_name`, no class matching an empty name.
+    pub legacy: bool,
 }
 
 impl Default for LbClassRule {
-    /// kube-vip's defaults: no class needed; ours is `kube-vip.io/kube-vip-class`.
+    /// kube-vip's defaults: legacy handling, no class needed; ours is
+    /// `kube-vip.io/kube-vip-class`.
     fn default() -> Self {
         Self {
             class_only: false,
             class_name: "kube-vip.io/kube-vip-class".to_string(),
+            legacy: true,
+        }
+    }
+}
+
+impl LbClassRule {
+    /// Whether a Service whose `spec.loadBalancerClass` is `class` is ours
+    /// (kube-vip's `lbClassFilterLegacy` and `lbClassFilter`).
+    pub fn serves(&self, class: Option<&str>) -> bool {
+        match (self.legacy, class) {
+            (_, Some(class)) => class == self.class_name,
+            (true, None) => !self.class_only,
+            (false, None) => self.class_name.is_empty(),
         }
     }
 }
@@ -311,14 +331,14 @@ impl ServiceView {
                 }
             }
         }
-        match input
-            .load_balancer_class
-            .as_deref()
-            .filter(|c| !c.is_empty())
-        {
-            Some(c) if c != class.class_name => return Ok(None),
-            None if class.class_only => return Ok(None),
-            _ => {}
+        // The API server refuses an empty class; treat one as none.
+        if !class.serves(
+            input
+                .load_balancer_class
+                .as_deref()
+                .filter(|c| !c.is_empty()),
+        ) {
+            return Ok(None);
         }
 
         let policy = match input.external_traffic_policy.as_deref() {
@@ -408,10 +428,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn rule() -> LbClassRule {
-        LbClassRule {
-            class_only: false,
-            class_name: "kube-vip.io/kube-vip-class".to_string(),
-        }
+        LbClassRule::default()
     }
 
     fn lb(annotations: &[(&str, &str)]) -> ServiceInput {
@@ -464,6 +481,52 @@ mod tests {
                 value: "yes".to_string()
             })
         );
+    }
+
+    /// kube-vip v1.0.0's decision (pkg/services/watch_services.go), row by
+    /// row: legacy handling, lb_class_only, lb_class_name, the Service's
+    /// class, served.
+    #[test]
+    fn load_balancer_class_as_kube_vip_decides() {
+        const KV: &str = "kube-vip.io/kube-vip-class";
+        let table: &[(bool, bool, &str, Option<&str>, bool)] = &[
+            // Legacy handling (kube-vip's default).
+            (true, false, KV, None, true),
+            (true, false, KV, Some(KV), true),
+            (true, false, KV, Some("other.io/lb"), false),
+            (true, true, KV, None, false),
+            (true, true, KV, Some(KV), true),
+            (true, true, KV, Some("other.io/lb"), false),
+            (true, false, "", None, true),
+            (true, false, "", Some(KV), false),
+            (true, true, "", None, false),
+            // lb_class_legacy_handling=false: the class must be exactly ours.
+            (false, false, KV, None, false),
+            (false, false, KV, Some(KV), true),
+            (false, false, KV, Some("other.io/lb"), false),
+            (false, true, KV, None, false),
+            (false, true, KV, Some(KV), true),
+            (false, false, "", None, true),
+            (false, true, "", None, true),
+            (false, false, "", Some(KV), false),
+            (false, false, "mine.io/lb", Some("mine.io/lb"), true),
+            (false, false, "mine.io/lb", None, false),
+        ];
+        for &(legacy, class_only, name, class, want) in table {
+            let rule = LbClassRule {
+                class_only,
+                class_name: name.to_string(),
+                legacy,
+            };
+            assert_eq!(rule.serves(class), want, "{rule:?} with class {class:?}");
+            let mut input = lb(&[]);
+            input.load_balancer_class = class.map(str::to_string);
+            assert_eq!(
+                ServiceView::from_input(&input, &rule).unwrap().is_some(),
+                want,
+                "{rule:?} with class {class:?}"
+            );
+        }
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! `cp_namespace`, among control-plane nodes whose local API server passes
 //! its health check. The holder puts `address` on its interface and
 //! announces it; after repeated failed checks it withdraws and releases.
+//! A DNS name in `address` is followed ([`crate::dns`]); until it first
+//! resolves the node is no candidate (start-up does not wait for it).
 //!
 //! The role speaks only to the API server on its own node (127.0.0.1:`port`,
 //! verified as `kubernetes`), never through the VIP it manages: it keeps
@@ -15,6 +17,7 @@ use crate::vips::Vips;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::runtime::watcher;
 use kube::{Api, Client};
+use kvip_core::config::InterfaceChoice;
 use kvip_core::elections::{Ballot, Elections};
 use kvip_core::{Config, InterfaceAddress, LeaseKey, Mono};
 use std::collections::{BTreeMap, BTreeSet};
@@ -74,7 +77,8 @@ async fn check_health(
 /// The control-plane role.
 pub struct ControlPlane {
     config: Config,
-    address: IpAddr,
+    /// The VIP: `address`, or what its DNS name resolves to (none yet).
+    address: tokio::sync::watch::Receiver<Option<IpAddr>>,
     lease: LeaseKey,
     leases: LeaseWatch,
     changed: Arc<Notify>,
@@ -90,14 +94,12 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Sets the role up and starts its watch and health check.
     pub fn start(config: Config, node: String, client: Client, vips: Vips) -> anyhow::Result<Self> {
-        let address = config.address.ok_or_else(|| {
-            anyhow::anyhow!("cp_enable=true needs the control-plane VIP in address")
-        })?;
-        let lease = LeaseKey {
-            namespace: config.cp_namespace.clone(),
-            name: config.vip_leasename.clone(),
-        };
         let changed = Arc::new(Notify::new());
+        if config.address.is_none() && config.address_name.is_none() {
+            anyhow::bail!("cp_enable=true needs the control-plane VIP in address");
+        }
+        let address = crate::dns::control_plane_address(&config, "cp", changed.clone());
+        let lease = config.cp_lease();
         let api: Api<Lease> = Api::namespaced(client.clone(), &lease.namespace);
         let watch_config =
             watcher::Config::default().fields(&format!("metadata.name={}", lease.name));
@@ -215,13 +217,18 @@ impl ControlPlane {
         let view = self
             .vips
             .placement_view(self.config.vip_interface.as_deref());
+        let Some(address) = *self.address.borrow() else {
+            return;
+        };
         let placed = view
-            .interfaces(self.config.vip_interface.as_deref())
-            .place(self.address);
+            .interfaces(InterfaceChoice::configured(
+                self.config.vip_interface.as_deref(),
+            ))
+            .place(address);
         if let Err(problem) = placed
             && let Some(interface) = kvip_core::placement::foreign_interface(&problem)
         {
-            let ours = BTreeMap::from([(self.address, interface.to_string())]);
+            let ours = BTreeMap::from([(address, interface.to_string())]);
             self.vips.claim_unmarked(&ours).await;
         }
     }
@@ -232,37 +239,55 @@ impl ControlPlane {
         if !self.adopted {
             self.claim_unmarked().await;
         }
+        // Until a DNS name in address first resolves there is nothing to
+        // announce: the node is no candidate and any Lease it held is let go.
+        let address = *self.address.borrow();
         // A node that cannot put the VIP on an interface now is no candidate.
-        let placed = self
-            .vips
-            .placement_view(self.config.vip_interface.as_deref())
-            .interfaces(self.config.vip_interface.as_deref())
-            .place(self.address);
+        let placed = match address {
+            Some(address) => self
+                .vips
+                .placement_view(self.config.vip_interface.as_deref())
+                .interfaces(InterfaceChoice::configured(
+                    self.config.vip_interface.as_deref(),
+                ))
+                .place(address),
+            None => Err("the name in address has not resolved yet".to_string()),
+        };
         let problem = placed.as_ref().err().cloned();
         if problem != self.placement_problem {
-            match &problem {
-                Some(p) => {
-                    tracing::error!(address = %self.address, problem = %p, "cannot place the control-plane VIP on this node: not a candidate")
+            match (&problem, address) {
+                (Some(p), Some(address)) => {
+                    tracing::error!(address = %address, problem = %p, "cannot place the control-plane VIP on this node: not a candidate")
                 }
-                None => {
-                    tracing::info!(address = %self.address, "the control-plane VIP can be placed on this node again")
+                (None, Some(address)) => {
+                    tracing::info!(address = %address, "the control-plane VIP can be placed on this node again")
                 }
+                // follow_name says why.
+                (_, None) => {}
             }
             self.placement_problem = problem;
         }
-        let ballot = Ballot {
-            addresses: BTreeSet::from([self.address]),
-            services: BTreeSet::new(),
-            candidate: !shutting_down && self.healthy.load(Ordering::Relaxed) && placed.is_ok(),
+        let wanted = match address {
+            Some(address) => BTreeMap::from([(
+                self.lease.clone(),
+                Ballot {
+                    addresses: BTreeSet::from([address]),
+                    services: BTreeSet::new(),
+                    candidate: !shutting_down
+                        && self.healthy.load(Ordering::Relaxed)
+                        && placed.is_ok(),
+                },
+            )]),
+            None => BTreeMap::new(),
         };
-        self.voter
-            .elections_mut()
-            .want(&BTreeMap::from([(self.lease.clone(), ballot)]));
-        if !self.adopted {
+        self.voter.elections_mut().want(&wanted);
+        if !self.adopted
+            && let Some(address) = address
+        {
             self.adopted = true;
-            let vips = BTreeSet::from([self.address]);
+            let vips = BTreeSet::from([address]);
             // A second control-plane instance may serve the other family.
-            let family = self.address.is_ipv4();
+            let family = address.is_ipv4();
             if !self
                 .vips
                 .adopt(&vips, &|a| a.is_ipv4() == family)
@@ -271,7 +296,7 @@ impl ControlPlane {
             {
                 let until = now.after(self.config.lease_duration);
                 self.voter.elections_mut().adopt(vips, until);
-                tracing::info!(address = %self.address, "control-plane VIP found on the interface from an earlier run");
+                tracing::info!(address = %address, "control-plane VIP found on the interface from an earlier run");
             }
         }
         // Other holders' terms restart a renew deadline after the watch
@@ -286,11 +311,8 @@ impl ControlPlane {
             .step(now, blind, |key| leases.seen(key, blind, now));
         let announce = !round.addresses.is_empty();
         let mut desired = BTreeSet::new();
-        if announce && let Ok(interface) = placed {
-            desired.insert(InterfaceAddress {
-                interface,
-                address: self.address,
-            });
+        if announce && let (Ok(interface), Some(address)) = (placed, address) {
+            desired.insert(InterfaceAddress { interface, address });
         }
         self.voter.apply(&mut self.vips, &desired, now).await;
         metrics::get().kube_vip_is_leader.set(i64::from(announce));

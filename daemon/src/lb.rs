@@ -24,14 +24,15 @@ use crate::vips::{PlacementView, Vips};
 use k8s_openapi::api::core::v1::Service;
 use kube::Client;
 use kvip_core::candidacy::NodeInput;
+use kvip_core::config::InterfaceChoice;
 use kvip_core::elections::{Ballot, Elections};
 use kvip_core::instances::{self, InstanceTerm, Liveness};
 use kvip_core::lease_names;
 use kvip_core::placement;
 use kvip_core::probe::Prober;
 use kvip_core::{
-    AnnouncementGroup, Config, Elector, InterfaceAddress, LbClassRule, LeaseKey, Mono,
-    PendingReason, ServiceKey, assess, choose_interface, plan::is_subnet_edge,
+    AnnouncementGroup, Config, Elector, InterfaceAddress, LeaseKey, Mono, PendingReason,
+    ServiceKey, assess, choose_interface, plan::is_subnet_edge,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -97,6 +98,12 @@ pub struct LbRole {
     /// One election per Lease (none in membership mode).
     voter: Voter,
     instance_namespace: String,
+    /// The global Services Lease (`svc_election=false`), where kube-vip has it
+    /// ([`Config::services_lease`]).
+    global_lease: LeaseKey,
+    /// The control-plane VIP, which no Service may have (followed when
+    /// `address` is a DNS name).
+    control_plane_address: tokio::sync::watch::Receiver<Option<IpAddr>>,
     next_instance_renew: Mono,
     /// The last assessment of the whole picture.
     assessed: Assessed,
@@ -115,6 +122,8 @@ pub struct LbRole {
     announced_last: BTreeMap<ServiceKey, BTreeSet<IpAddr>>,
     /// Problems already logged, so a Service's bad input is said once.
     reported: BTreeMap<ServiceKey, String>,
+    /// kube-vip annotations kvip does not implement, already logged per Service.
+    annotations_warned: BTreeMap<ServiceKey, Vec<&'static str>>,
     status: ingress::IngressWriter,
     events: events::Recorder,
     /// Since when each Service has been pending for its current reason:
@@ -147,6 +156,7 @@ impl LbRole {
         cache: Cache,
         vips: Vips,
         instance_namespace: String,
+        global_lease: LeaseKey,
     ) -> anyhow::Result<Self> {
         let (claims_tx, claims_rx) = mpsc::unbounded_channel();
         let status = ingress::IngressWriter::new(client.clone(), node.clone());
@@ -187,6 +197,9 @@ impl LbRole {
         .map_err(|e| anyhow::anyhow!(e))?;
         let voter = Voter::new(elections, "lb", client.clone(), config.renew_deadline);
         let config_probe_wait = config.probe_wait;
+        // A new answer for the name is assessed like any other change.
+        let control_plane_address =
+            crate::dns::control_plane_address(&config, "lb", cache.changed.clone());
         let client_for_network = client.clone();
         Ok(Self {
             config,
@@ -196,6 +209,8 @@ impl LbRole {
             vips,
             voter,
             instance_namespace,
+            global_lease,
+            control_plane_address,
             next_instance_renew: Mono::default(),
             assessed: Assessed::default(),
             dirty: true,
@@ -205,6 +220,7 @@ impl LbRole {
             assess_cost: Duration::ZERO,
             announced_last: BTreeMap::new(),
             reported: BTreeMap::new(),
+            annotations_warned: BTreeMap::new(),
             status,
             events,
             pending_since: BTreeMap::new(),
@@ -633,10 +649,7 @@ impl LbRole {
             .iter()
             .map(|(mac, (node, _))| (*mac, node.clone()))
             .collect();
-        let rule = LbClassRule {
-            class_only: self.config.lb_class_only,
-            class_name: self.config.lb_class_name.clone(),
-        };
+        let rule = self.config.class_rule();
         let services: Vec<Arc<Service>> = self.cache.services.state();
         let leases = &self.cache.leases;
         let control = [
@@ -668,8 +681,11 @@ impl LbRole {
                 let (name, labels) = translate::node_labels(n);
                 NodeInput {
                     runs_service_instance: live.contains(&name),
+                    excluded: kvip_core::candidacy::excluded_by_label(
+                        &labels,
+                        self.config.exclude_lb_label,
+                    ),
                     name,
-                    labels,
                 }
             })
             .collect();
@@ -695,6 +711,26 @@ impl LbRole {
             .map(|v| v.key.clone())
             .chain(assessment.refused.keys().cloned())
             .collect();
+        // kube-vip annotations that would do something there and do nothing
+        // here: said once per Service.
+        for input in inputs.iter().filter(|i| ours.contains(&i.key)) {
+            let names: Vec<&'static str> =
+                kvip_core::kube_vip::unsupported_annotations(&input.annotations)
+                    .into_iter()
+                    .map(|(name, note)| {
+                        if self.annotations_warned.get(&input.key).is_none_or(|w| !w.contains(&name)) {
+                            tracing::warn!(service = %input.key, annotation = name, "the Service carries a kube-vip annotation kvip does not implement: {note}");
+                        }
+                        name
+                    })
+                    .collect();
+            if names.is_empty() {
+                self.annotations_warned.remove(&input.key);
+            } else {
+                self.annotations_warned.insert(input.key.clone(), names);
+            }
+        }
+        self.annotations_warned.retain(|k, _| ours.contains(k));
         // Addresses no host may use, judged on this node's interfaces.
         let mut interfaces = self.vips.placement_view(self.configured_interface());
         self.refuse_unusable(&mut assessment, &interfaces);
@@ -707,7 +743,7 @@ impl LbRole {
         }
         // Nodes that cannot place an address are no candidates for it; this
         // node judges itself by what it publishes, as the others do.
-        let mut unplaceable = interfaces.interfaces(self.configured_interface()).problems(
+        let mut unplaceable = interfaces.interfaces(self.interface_choice()).problems(
             assessment
                 .views
                 .iter()
@@ -742,15 +778,11 @@ impl LbRole {
         let wanted = if self.membership.is_some() {
             BTreeMap::new()
         } else {
-            let global = LeaseKey {
-                namespace: self.config.cp_namespace.clone(),
-                name: self.config.svc_leasename.clone(),
-            };
             kvip_core::elections::ballots(
                 &assessment,
                 &self.node,
                 self.config.svc_election,
-                &global,
+                &self.global_lease,
                 shutting_down,
             )
         };
@@ -1111,12 +1143,14 @@ impl LbRole {
         self.events.retain(|k| by_key.contains_key(k));
     }
 
-    /// The interface configured for Service VIPs, if any.
+    /// Where Service VIPs go (`vip_servicesinterface`, `vip_interface`).
+    fn interface_choice(&self) -> InterfaceChoice<'_> {
+        self.config.services_interface()
+    }
+
+    /// The interface configured for Service VIPs, or their fallback, if any.
     fn configured_interface(&self) -> Option<&str> {
-        self.config
-            .vip_services_interface
-            .as_deref()
-            .or(self.config.vip_interface.as_deref())
+        self.interface_choice().mentioned()
     }
 
     /// Takes groups whose address is a node's own address, the control-plane
@@ -1125,17 +1159,18 @@ impl LbRole {
     fn refuse_unusable(&self, assessment: &mut kvip_core::Assessment, view: &PlacementView) {
         let nodes = self.cache.nodes.state();
         assessment.refuse_node_addresses(&translate::node_addresses(nodes.iter().map(|n| &**n)));
-        if let Some(cp) = self.config.address {
+        if let Some(cp) = *self.control_plane_address.borrow() {
             assessment
                 .refuse(|a| (a == cp).then_some(PendingReason::ControlPlaneAddress { address: a }));
         }
+        let interfaces = view.interfaces(self.interface_choice());
         assessment.refuse(|a| {
             let name = choose_interface(
                 a,
-                self.configured_interface(),
-                &view.list,
-                view.default_v4.as_deref(),
-                view.default_v6.as_deref(),
+                interfaces.configured,
+                interfaces.list,
+                interfaces.default_v4,
+                interfaces.default_v6,
             )
             .ok()?;
             let info = view.list.iter().find(|i| i.name == name)?;
@@ -1154,7 +1189,7 @@ impl LbRole {
         addresses: &BTreeSet<IpAddr>,
         view: &PlacementView,
     ) -> BTreeSet<InterfaceAddress> {
-        let interfaces = view.interfaces(self.configured_interface());
+        let interfaces = view.interfaces(self.interface_choice());
         addresses
             .iter()
             .filter_map(|address| match interfaces.place(*address) {
@@ -1180,7 +1215,7 @@ impl LbRole {
         services: &[Arc<Service>],
     ) -> bool {
         let view = self.vips.placement_view(self.configured_interface());
-        let places = view.interfaces(self.configured_interface());
+        let places = view.interfaces(self.interface_choice());
         let claimed_here: BTreeSet<ServiceKey> = services
             .iter()
             .filter(|s| {

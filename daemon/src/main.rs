@@ -5,6 +5,7 @@ mod cache;
 mod claims;
 mod clock;
 mod cp;
+mod dns;
 mod elections;
 mod events;
 mod health;
@@ -26,7 +27,7 @@ mod vips;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use kvip_core::Config;
-use kvip_core::config::LogFormat;
+use kvip_core::config::{LogFormat, LogVerbosity};
 use std::time::{Duration, Instant};
 
 /// kvip announces Kubernetes virtual IPs from exactly one healthy node.
@@ -137,9 +138,9 @@ struct ManifestFlags {
     /// Port of metrics and health (2112 for cp and all, 2113 for lb).
     #[arg(long = "metrics-port")]
     metrics_port: Option<u16>,
-    /// vip_loglevel (logrus level, 4 = info).
-    #[arg(long = "log-level")]
-    log_level: Option<u8>,
+    /// vip_loglevel (slog level as kube-vip 1.x: -4 debug, 0 info, 4 warn, 8 error).
+    #[arg(long = "log-level", allow_hyphen_values = true)]
+    log_level: Option<i32>,
     /// Extra environment, NAME=VALUE (repeatable).
     #[arg(long = "env")]
     env: Vec<String>,
@@ -213,13 +214,13 @@ impl ManifestFlags {
 }
 
 fn init_logging(config: &Config) {
-    // kube-vip's vip_loglevel is a logrus level: 0 panic .. 4 info .. 6 trace.
-    let level = match config.log_level {
-        0..=2 => "error",
-        3 => "warn",
-        4 => "info",
-        5 => "debug",
-        _ => "trace",
+    // kube-vip 1.x's vip_loglevel is a log/slog level: -4 debug, 0 info, 4 warn, 8 error.
+    let level = match kvip_core::config::log_verbosity(config.log_level) {
+        LogVerbosity::Debug => "debug",
+        LogVerbosity::Info => "info",
+        LogVerbosity::Warn => "warn",
+        LogVerbosity::Error => "error",
+        LogVerbosity::Off => "off",
     };
     // netlink-packet-route warns on every dump that a newer kernel sends
     // attributes it does not know; that says nothing about kvip's work.
@@ -237,20 +238,45 @@ fn init_logging(config: &Config) {
     }
 }
 
+/// Where kube-vip looks for credentials first: kubeadm's admin kubeconfig,
+/// which kube-vip's static Pod manifest mounts there.
+const ADMIN_CONF: &str = "/etc/kubernetes/admin.conf";
+
+/// Reads the kubeconfig at `path`; `source` says why that file.
+async fn kubeconfig_file(path: &str, source: &str) -> anyhow::Result<kube::Config> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("{source}: cannot read {path}"))?;
+    kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .with_context(|| format!("{source}: {path} is not a usable kubeconfig"))
+}
+
+/// The credentials: `k8s_config_file` when set (kvip's own reading; kube-vip
+/// uses it only to write manifests), else as kube-vip finds them —
+/// /etc/kubernetes/admin.conf when it exists (with `cp_enable`, aimed at
+/// this node's API server, as kube-vip aims it at `kubernetes:<port>`),
+/// else `KUBECONFIG` or ~/.kube/config, else the pod's ServiceAccount.
 async fn kube_config(config: &Config) -> anyhow::Result<kube::Config> {
-    let kube_config = match &config.k8s_config_file {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("k8s_config_file: cannot read {path}"))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-                .await
-                .with_context(|| format!("k8s_config_file: {path} is not a usable kubeconfig"))?
+    if let Some(path) = &config.k8s_config_file {
+        return kubeconfig_file(path, "k8s_config_file").await;
+    }
+    if std::path::Path::new(ADMIN_CONF).is_file() {
+        tracing::info!(
+            path = ADMIN_CONF,
+            "using the admin kubeconfig, as kube-vip does"
+        );
+        let mut admin = kubeconfig_file(ADMIN_CONF, "the admin kubeconfig").await?;
+        if config.cp_enable {
+            // As kube-vip: a control-plane node's own API server, not the
+            // endpoint in the file (often the VIP this process brings up).
+            admin.cluster_url = format!("https://127.0.0.1:{}", config.port).parse()?;
+            admin.tls_server_name = Some("kubernetes".to_string());
         }
-        None => kube::Config::infer()
-            .await
-            .context("no Kubernetes credentials: not in a pod, no KUBECONFIG, and k8s_config_file is not set")?,
-    };
-    Ok(kube_config)
+        return Ok(admin);
+    }
+    kube::Config::infer().await.context(
+        "no Kubernetes credentials: not in a pod, no KUBECONFIG, no /etc/kubernetes/admin.conf, and k8s_config_file is not set",
+    )
 }
 
 async fn manager(settings: Vec<String>) -> anyhow::Result<()> {
@@ -315,8 +341,14 @@ async fn manager(settings: Vec<String>) -> anyhow::Result<()> {
         roles.spawn(role.run(shutdown_rx.clone()));
     }
     if config.svc_enable {
-        let instance_namespace =
-            std::env::var("POD_NAMESPACE").unwrap_or_else(|_| config.cp_namespace.clone());
+        let pod_namespace = settings::pod_namespace();
+        let instance_namespace = pod_namespace
+            .clone()
+            .unwrap_or_else(|| config.cp_namespace.clone());
+        let global_lease = config.services_lease(pod_namespace.as_deref());
+        if !config.svc_election {
+            tracing::info!(lease = %format!("{}/{}", global_lease.namespace, global_lease.name), "global Services Lease");
+        }
         let cache = cache::Cache::start(
             &client,
             config.svc_namespace.as_deref(),
@@ -345,6 +377,7 @@ async fn manager(settings: Vec<String>) -> anyhow::Result<()> {
             cache,
             vips,
             instance_namespace,
+            global_lease,
         )?;
         roles.spawn(role.run(shutdown_rx.clone()));
     }

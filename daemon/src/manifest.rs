@@ -146,8 +146,9 @@ pub struct ManifestOptions {
     pub service_namespace: Option<String>,
     /// `--metrics-port`: Prometheus and health probes; `None` is 2112 (cp, all) or 2113 (lb).
     pub metrics_port: Option<u16>,
-    /// `--log-level` (`vip_loglevel`): logrus level 0..=6; 4 is info.
-    pub log_level: u8,
+    /// `--log-level` (`vip_loglevel`): a slog level as kube-vip 1.x reads
+    /// it: -4 debug, 0 info, 4 warn, 8 error.
+    pub log_level: i32,
     /// `--env NAME=VALUE`: extra variables; one named like a generated variable replaces it.
     pub extra_env: Vec<(String, String)>,
     /// `--admission-policy`: print the ValidatingAdmissionPolicy and its
@@ -175,7 +176,7 @@ impl ManifestOptions {
             lb_class_name: None,
             service_namespace: None,
             metrics_port: None,
-            log_level: 4,
+            log_level: 0,
             extra_env: Vec::new(),
             admission_policy: true,
         }
@@ -466,6 +467,8 @@ fn variable_of(problem: &ConfigProblem) -> &str {
         ConfigProblem::LeaseTimingOrder { .. } => "vip_renewdeadline",
         ConfigProblem::InvalidArpRate { .. } => "vip_arpRate",
         ConfigProblem::InvalidLogLevel { .. } => "vip_loglevel",
+        ConfigProblem::InvalidLeaseName { variable, .. } => variable,
+        ConfigProblem::InvalidDnsMode { .. } => "dns_mode",
         ConfigProblem::InvalidLogFormat { .. } => "kvip_log_format",
         ConfigProblem::InvalidProbeWait { .. } => "kvip_probe_ms",
         ConfigProblem::InvalidApiBudget { variable, .. } => variable,
@@ -734,7 +737,7 @@ impl AccessInput {
             role,
             names: access::Names {
                 namespace: namespace.to_string(),
-                cp_namespace: config.cp_namespace.clone(),
+                cp_namespace: config.cp_lease().namespace,
                 cp_lease: config.vip_leasename.clone(),
             },
             lease_names,
@@ -1242,7 +1245,7 @@ mod tests {
             assert_eq!(config.renew_deadline.as_secs(), 3);
             assert_eq!(config.retry_period.as_secs(), 1);
             assert_eq!(config.arp_rate.as_millis(), 3000);
-            assert_eq!(config.log_level, 4);
+            assert_eq!(config.log_level, 0);
             let address = role
                 .control_plane()
                 .then(|| "192.168.1.10".parse().unwrap());
@@ -1566,10 +1569,17 @@ mod tests {
         );
 
         let mut opts = fixed(Role::Cp);
-        opts.address = Some("kube.example".to_string());
+        opts.address = Some("kube..example".to_string());
         let problems = refused(&opts);
         assert_eq!(problems[0].flag, "--address");
-        assert!(problems[0].message.contains("not an IP address"));
+        assert!(
+            problems[0]
+                .message
+                .contains("not an IP address or a DNS name")
+        );
+        // A DNS name is taken, as kube-vip takes it.
+        opts.address = Some("kube.example".to_string());
+        assert!(validate(&opts).is_ok());
 
         let mut opts = fixed(Role::Cp);
         (opts.lease_duration, opts.renew_deadline) = (3, 3);
@@ -1588,8 +1598,8 @@ mod tests {
         opts.image = " ".to_string();
         opts.namespace = "Kube_System".to_string();
         opts.metrics_port = Some(0);
-        opts.arp_rate_ms = 10;
-        opts.log_level = 7;
+        // Beyond a 32-bit integer, which kube-vip cannot parse either.
+        opts.arp_rate_ms = u32::MAX;
         opts.port = 0;
         opts.retry_period = 0;
         opts.lb_class_name = Some("x".to_string());
@@ -1603,7 +1613,6 @@ mod tests {
             "--namespace",
             "--metrics-port",
             "--arp-rate",
-            "--log-level",
             "--port",
             "--retry-period",
             "--lb-class-name",
@@ -1667,7 +1676,7 @@ mod tests {
     #[test]
     fn refuses_what_the_manager_refuses() {
         type Edit = fn(&mut ManifestOptions);
-        let cases: [(Edit, &str, &str); 8] = [
+        let cases: [(Edit, &str, &str); 10] = [
             (
                 |o| o.interface = Some("abcdefghijklmnop".into()),
                 "vip_interface",
@@ -1695,7 +1704,9 @@ mod tests {
             ),
             (|o| o.arp_rate_ms = 99, "vip_arpRate", "99"),
             (|o| o.arp_rate_ms = 100, "vip_arpRate", "100"),
+            (|o| o.arp_rate_ms = u32::MAX, "vip_arpRate", "4294967295"),
             (|o| o.log_level = 6, "vip_loglevel", "6"),
+            (|o| o.log_level = -4, "vip_loglevel", "-4"),
         ];
         for (edit, variable, value) in cases {
             let mut opts = fixed(Role::All);

@@ -102,6 +102,8 @@ pub struct Metrics {
     pub http_closed: Family<ReasonLabels, Counter>,
     /// Failed accepts on the metrics endpoint (out of file descriptors, ...).
     pub http_accept_errors: Counter,
+    /// Times the control-plane VIP changed because its DNS name resolved anew.
+    pub control_plane_address_changes: Counter,
 }
 
 /// Labels carrying a state or outcome.
@@ -150,6 +152,7 @@ pub fn get() -> &'static Metrics {
             http_connections: Gauge::default(),
             http_closed: Family::default(),
             http_accept_errors: Counter::default(),
+            control_plane_address_changes: Counter::default(),
         };
         m.lease_stretch.set(1);
         registry.register(
@@ -217,6 +220,11 @@ pub fn get() -> &'static Metrics {
             "kube_vip_active_services",
             "Services this node announces (kube-vip compatible)",
             m.kube_vip_active_services.clone(),
+        );
+        registry.register(
+            "kvip_control_plane_address_changes",
+            "Times the control-plane VIP was set from its DNS name in address: the first resolution and every move after it",
+            m.control_plane_address_changes.clone(),
         );
         registry.register(
             "kvip_netlink_up",

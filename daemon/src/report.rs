@@ -75,14 +75,29 @@ pub struct StatusArgs {
     /// kvip's lb_class_name: the loadBalancerClass that is kvip's.
     #[arg(long = "lb-class-name", default_value = "kube-vip.io/kube-vip-class")]
     pub lb_class_name: String,
+    /// kvip's lb_class_legacy_handling (kube-vip's default, true): Services
+    /// without a class are kvip's unless --lb-class-only.
+    #[arg(long = "lb-class-legacy-handling", value_parser = go_bool, num_args = 0..=1, default_missing_value = "true", default_value = "true")]
+    pub lb_class_legacy_handling: bool,
+    /// kvip's kvip_exclude_lb_label: nodes labelled
+    /// node.kubernetes.io/exclude-from-external-load-balancers announce no
+    /// Service VIPs. Inside kvip's pod, its own setting.
+    #[arg(long = "exclude-lb-label", env = "kvip_exclude_lb_label", value_parser = go_bool, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub exclude_lb_label: bool,
     /// The namespace kvip runs in: only instance Leases there count (as the
-    /// daemon has it). Inside kvip's pod, its own namespace.
-    #[arg(
-        long = "instance-namespace",
-        env = "POD_NAMESPACE",
-        default_value = "kube-system"
-    )]
-    pub instance_namespace: String,
+    /// daemon has it). Inside kvip's pod, its own namespace (POD_NAMESPACE or
+    /// the ServiceAccount's); elsewhere kube-system.
+    #[arg(long = "instance-namespace", env = "POD_NAMESPACE")]
+    pub instance_namespace: Option<String>,
+}
+
+/// How `kvip status` judges Services and nodes, as the daemon is configured.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Rules {
+    /// Which Services are kvip's.
+    pub class: LbClassRule,
+    /// `kvip_exclude_lb_label`.
+    pub exclude_lb_label: bool,
 }
 
 /// Why the cluster could not be read; each says what to check.
@@ -292,6 +307,20 @@ pub struct Report {
     pub services: Vec<ServiceRow>,
     /// kvip instances by node, then nodes without one.
     pub instances: Vec<InstanceRow>,
+    /// Nodes that carry the exclusion label, and what kvip makes of it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub labelled: Vec<LabelledNode>,
+}
+
+/// A node labelled `node.kubernetes.io/exclude-from-external-load-balancers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LabelledNode {
+    /// The node.
+    pub node: String,
+    /// Whether it is excluded from announcing Service VIPs
+    /// (`kvip_exclude_lb_label=true`); otherwise the label is ignored, as
+    /// kube-vip ignores it.
+    pub excluded: bool,
 }
 
 impl Report {
@@ -419,17 +448,25 @@ fn requested_addresses(input: &ServiceInput) -> Vec<String> {
 /// The Lease that elects a group, by the daemon's rule
 /// ([`kvip_core::elections::electing_lease`]). Status cannot see the
 /// daemon's `svc_election`: it takes it as false when the group's own Lease
-/// does not exist and kube-vip's global Services Lease does.
+/// does not exist and kube-vip's global Services Lease does, in kvip's
+/// namespace (a load-balancer-only instance) or else in `cp_namespace`'s
+/// default (an instance that runs the control plane too).
 fn election_lease(
     group: &kvip_core::AnnouncementGroup,
     all_cluster: bool,
     leases: &BTreeMap<LeaseKey, LeaseFacts>,
+    instance_namespace: &str,
 ) -> LeaseKey {
     let defaults = kvip_core::Config::default();
-    let global = LeaseKey {
-        namespace: defaults.cp_namespace,
-        name: defaults.svc_leasename,
+    let in_namespace = |namespace: &str| LeaseKey {
+        namespace: namespace.to_string(),
+        name: defaults.svc_leasename.clone(),
     };
+    let global = [instance_namespace, defaults.cp_namespace.as_str()]
+        .into_iter()
+        .map(in_namespace)
+        .find(|key| leases.contains_key(key))
+        .unwrap_or_else(|| in_namespace(instance_namespace));
     let svc_election = leases.contains_key(&group.lease) || !leases.contains_key(&global);
     kvip_core::elections::electing_lease(group, !all_cluster, svc_election, &global)
 }
@@ -440,7 +477,8 @@ fn lease_text(key: &LeaseKey) -> String {
 
 /// Assesses `snapshot` as the daemon would and describes every Service kvip
 /// serves or refuses, and every kvip instance.
-pub fn build(snapshot: &Snapshot, class: &LbClassRule) -> Report {
+pub fn build(snapshot: &Snapshot, rules: &Rules) -> Report {
+    let class = &rules.class;
     let instances = instances(snapshot);
     let lb_nodes: BTreeSet<&str> = instances
         .iter()
@@ -452,8 +490,17 @@ pub fn build(snapshot: &Snapshot, class: &LbClassRule) -> Report {
         .iter()
         .map(|(name, labels)| NodeInput {
             name: name.clone(),
-            labels: labels.clone(),
+            excluded: kvip_core::candidacy::excluded_by_label(labels, rules.exclude_lb_label),
             runs_service_instance: lb_nodes.contains(name.as_str()),
+        })
+        .collect();
+    let labelled = snapshot
+        .nodes
+        .iter()
+        .filter(|(_, labels)| labels.contains_key(kvip_core::candidacy::EXCLUDE_LB_LABEL))
+        .map(|(name, _)| LabelledNode {
+            node: name.clone(),
+            excluded: rules.exclude_lb_label,
         })
         .collect();
     let inputs: Vec<ServiceInput> = snapshot
@@ -559,7 +606,12 @@ pub fn build(snapshot: &Snapshot, class: &LbClassRule) -> Report {
                     .view(s)
                     .is_some_and(|v| v.policy == TrafficPolicy::Cluster)
             });
-            let lease = election_lease(group, all_cluster, &snapshot.leases);
+            let lease = election_lease(
+                group,
+                all_cluster,
+                &snapshot.leases,
+                &snapshot.instance_namespace,
+            );
             match snapshot.leases.get(&lease) {
                 Some(l) => {
                     row.announcer = live_holder(&l.record, snapshot.now).map(String::from);
@@ -595,6 +647,7 @@ pub fn build(snapshot: &Snapshot, class: &LbClassRule) -> Report {
     Report {
         services,
         instances,
+        labelled,
     }
 }
 
@@ -752,6 +805,29 @@ pub fn table(report: &Report, wide: bool) -> String {
             problems.join("\n")
         ));
     }
+    let (excluded, ignored): (Vec<&LabelledNode>, Vec<&LabelledNode>) =
+        report.labelled.iter().partition(|n| n.excluded);
+    let names = |nodes: &[&LabelledNode]| {
+        nodes
+            .iter()
+            .map(|n| n.node.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !excluded.is_empty() {
+        out.push_str(&format!(
+            "\nNodes excluded from announcing Service VIPs (label {}; kvip_exclude_lb_label=true): {}\n",
+            kvip_core::candidacy::EXCLUDE_LB_LABEL,
+            names(&excluded)
+        ));
+    }
+    if !ignored.is_empty() {
+        out.push_str(&format!(
+            "\nNodes labelled {} that still announce Service VIPs (kvip ignores the label as kube-vip does; kvip_exclude_lb_label=true honours it): {}\n",
+            kvip_core::candidacy::EXCLUDE_LB_LABEL,
+            names(&ignored)
+        ));
+    }
     let missing = report.nodes_without_lb();
     if !missing.is_empty() {
         out.push_str(&format!(
@@ -889,17 +965,26 @@ pub async fn read(
 
 async fn status(args: &StatusArgs) -> Result<u8, StatusError> {
     let (client, context_namespace) = client(args.kubeconfig.as_deref()).await?;
-    let snapshot = read(&client, &args.instance_namespace).await?;
-    let class = LbClassRule {
-        class_only: args.lb_class_only,
-        class_name: args.lb_class_name.clone(),
+    let instance_namespace = args
+        .instance_namespace
+        .clone()
+        .or_else(crate::settings::service_account_namespace)
+        .unwrap_or_else(|| kvip_core::Config::default().cp_namespace);
+    let snapshot = read(&client, &instance_namespace).await?;
+    let rules = Rules {
+        class: LbClassRule {
+            class_only: args.lb_class_only,
+            class_name: args.lb_class_name.clone(),
+            legacy: args.lb_class_legacy_handling,
+        },
+        exclude_lb_label: args.exclude_lb_label,
     };
     // A Service name alone means the context's namespace, as kubectl does.
     let namespace = args
         .namespace
         .clone()
         .or_else(|| args.service.as_ref().map(|_| context_namespace));
-    let report = build(&snapshot, &class).select(namespace.as_deref(), args.service.as_deref());
+    let report = build(&snapshot, &rules).select(namespace.as_deref(), args.service.as_deref());
     match args.output {
         Some(Output::Json) => println!("{}", json(&report)),
         Some(Output::Wide) => print!("{}", table(&report, true)),
@@ -1021,6 +1106,50 @@ mod tests {
     }
 
     #[test]
+    fn the_exclusion_label_counts_only_when_kvip_honours_it() {
+        let mut snapshot = broken_layout();
+        snapshot.slices = vec![slice("shop", "web", "cp1")];
+        for (name, labels) in &mut snapshot.nodes {
+            if name == "cp1" {
+                labels.insert(
+                    kvip_core::candidacy::EXCLUDE_LB_LABEL.to_string(),
+                    String::new(),
+                );
+            }
+        }
+        // By default the label is ignored, as kube-vip ignores it.
+        let report = build(&snapshot, &Rules::default());
+        assert_eq!(report.services[0].candidates, ["cp1"]);
+        assert_eq!(
+            report.labelled,
+            [LabelledNode {
+                node: "cp1".into(),
+                excluded: false
+            }]
+        );
+        let text = table(&report, false);
+        assert!(text.contains("still announce Service VIPs"), "{text}");
+        assert!(!text.contains("Nodes excluded"), "{text}");
+
+        let honoured = Rules {
+            exclude_lb_label: true,
+            ..Rules::default()
+        };
+        let report = build(&snapshot, &honoured);
+        let reason = report.services[0].reason.as_ref().expect("pending");
+        assert_eq!(reason.code, "AllCandidatesExcluded");
+        assert!(reason.message.contains("cp1"), "{}", reason.message);
+        assert!(report.labelled[0].excluded);
+        let text = table(&report, false);
+        assert!(
+            text.contains("Nodes excluded from announcing Service VIPs")
+                && text.contains("kvip_exclude_lb_label=true): cp1"),
+            "{text}"
+        );
+        assert!(json(&report).contains("\"labelled\""));
+    }
+
+    #[test]
     fn an_instance_lease_outside_kvips_namespace_does_not_count() {
         let mut snapshot = broken_layout();
         let (key, facts) = instance("worker1", 1);
@@ -1029,7 +1158,7 @@ mod tests {
             ..key
         };
         snapshot.leases.insert(forged, facts);
-        let report = build(&snapshot, &LbClassRule::default());
+        let report = build(&snapshot, &Rules::default());
         assert!(
             report
                 .instances
@@ -1074,7 +1203,7 @@ mod tests {
             placement::encode(&problems),
         );
         snapshot.leases.insert(key, facts);
-        let report = build(&snapshot, &LbClassRule::default());
+        let report = build(&snapshot, &Rules::default());
         let web = &report.services[0];
         assert_eq!(web.state, State::Pending);
         let reason = web.reason.as_ref().expect("a reason");
@@ -1094,7 +1223,7 @@ mod tests {
 
     #[test]
     fn the_broken_layout_is_pending_naming_the_worker_and_exits_1() {
-        let report = build(&broken_layout(), &LbClassRule::default());
+        let report = build(&broken_layout(), &Rules::default());
         let web = &report.services[0];
         assert_eq!(web.state, State::Pending);
         let reason = web.reason.as_ref().expect("a reason");
@@ -1129,7 +1258,7 @@ mod tests {
             lease("worker1", 1, 5),
         );
         snapshot.services[0].vip_host = Some("worker1".into());
-        let report = build(&snapshot, &LbClassRule::default());
+        let report = build(&snapshot, &Rules::default());
         let web = &report.services[0];
         assert_eq!(web.state, State::Announced);
         assert_eq!(web.announcer.as_deref(), Some("worker1"));
@@ -1146,7 +1275,7 @@ mod tests {
             .leases
             .extend([instance("worker1", 2), instance("worker2", 3)]);
         snapshot.services[0].vip_host = Some("worker1".into());
-        let report = build(&snapshot, &LbClassRule::default());
+        let report = build(&snapshot, &Rules::default());
         let web = &report.services[0];
         assert_eq!(web.state, State::Announced);
         assert_eq!(web.announcer.as_deref(), Some("worker1"));
@@ -1155,7 +1284,7 @@ mod tests {
         let mut snapshot = broken_layout();
         snapshot.leases.extend([instance("worker1", 60)]);
         snapshot.services[0].vip_host = Some("worker1".into());
-        let report = build(&snapshot, &LbClassRule::default());
+        let report = build(&snapshot, &Rules::default());
         assert_eq!(report.services[0].announcer, None);
         assert_ne!(report.services[0].state, State::Announced);
     }
@@ -1171,7 +1300,7 @@ mod tests {
             },
             lease("worker2", 60, 5),
         );
-        let report = build(&snapshot, &LbClassRule::default());
+        let report = build(&snapshot, &Rules::default());
         assert_eq!(report.services[0].state, State::Electing);
         assert_eq!(report.services[0].announcer, None);
         assert_eq!(report.exit_code(), 0);
@@ -1183,7 +1312,7 @@ mod tests {
         snapshot
             .services
             .push(service("shop", "bad", "Local", Some("10.77.0.x")));
-        let report = build(&snapshot, &LbClassRule::default());
+        let report = build(&snapshot, &Rules::default());
         let bad = report
             .services
             .iter()
@@ -1204,14 +1333,26 @@ mod tests {
         let mut plain = service("shop", "internal", "Cluster", None);
         plain.input.type_ = "ClusterIP".into();
         snapshot.services.extend([other, plain]);
-        let report = build(&snapshot, &LbClassRule::default());
+        let report = build(&snapshot, &Rules::default());
         let names: Vec<&str> = report.services.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["web"]);
-        let class_only = LbClassRule {
-            class_only: true,
-            ..LbClassRule::default()
+        let class_only = Rules {
+            class: LbClassRule {
+                class_only: true,
+                ..LbClassRule::default()
+            },
+            ..Rules::default()
         };
         assert!(build(&snapshot, &class_only).services.is_empty());
+        // Without legacy handling a class-less Service is another load balancer's.
+        let exact = Rules {
+            class: LbClassRule {
+                legacy: false,
+                ..LbClassRule::default()
+            },
+            ..Rules::default()
+        };
+        assert!(build(&snapshot, &exact).services.is_empty());
     }
 
     #[test]
@@ -1221,7 +1362,7 @@ mod tests {
         snapshot
             .services
             .push(service("other", "web", "Cluster", None));
-        let report = build(&snapshot, &LbClassRule::default());
+        let report = build(&snapshot, &Rules::default());
         assert_eq!(report.services.len(), 2);
         let other = report.clone().select(Some("other"), None);
         assert_eq!(other.services.len(), 1);
@@ -1242,7 +1383,7 @@ mod tests {
         snapshot
             .services
             .push(service("zoo", "web", "Cluster", Some("10.77.0.150")));
-        let report = build(&snapshot, &LbClassRule::default());
+        let report = build(&snapshot, &Rules::default());
         let zoo = report.clone().select(Some("zoo"), None);
         assert_eq!(
             zoo.services[0].reason.as_ref().map(|r| r.code.as_str()),
@@ -1262,7 +1403,7 @@ mod tests {
             },
             lease("cp1", 1, 5),
         );
-        let report = build(&snapshot, &LbClassRule::default());
+        let report = build(&snapshot, &Rules::default());
         let api = &report.services[0];
         assert_eq!(api.lease.as_deref(), Some("kube-system/plndr-svcs-lock"));
         assert_eq!(api.announcer.as_deref(), Some("cp1"));
@@ -1277,7 +1418,7 @@ mod tests {
             .services
             .push(service("shop", "stolen", "Cluster", Some("10.77.0.12")));
         snapshot.slices.push(slice("shop", "stolen", "worker1"));
-        let report = build(&snapshot, &LbClassRule::default()).select(None, Some("stolen"));
+        let report = build(&snapshot, &Rules::default()).select(None, Some("stolen"));
         let stolen = &report.services[0];
         assert_eq!(stolen.state, State::Pending);
         let reason = stolen.reason.as_ref().expect("a reason");
@@ -1344,6 +1485,7 @@ mod tests {
                     placement_problems: vec![],
                 },
             ],
+            labelled: Vec::new(),
         }
     }
 

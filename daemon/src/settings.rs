@@ -2,8 +2,31 @@
 //! also accepted as a long flag of the same name (`--vip_arp=true`), flags
 //! winning. Validation is the core's, so every error names the variable.
 
-use kvip_core::config::{KVIP_VARIABLES, known_variable};
+use kvip_core::config::{KVIP_VARIABLES, known_variable, looks_like_kube_vip};
 use std::collections::BTreeMap;
+
+/// Where a pod's ServiceAccount namespace is mounted; kube-vip reads its
+/// own namespace from here.
+const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+/// The namespace of this pod's ServiceAccount, if one is mounted.
+pub fn service_account_namespace() -> Option<String> {
+    let text = std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE).ok()?;
+    let namespace = text.trim();
+    (!namespace.is_empty()).then(|| namespace.to_string())
+}
+
+/// The namespace this instance runs in: `POD_NAMESPACE` (kvip's manifests
+/// set it from `metadata.namespace`), else the ServiceAccount's, which is
+/// where kube-vip finds its own (kube-vip's manifests set no
+/// `POD_NAMESPACE`). In a pod the two agree; outside one (the lab) the
+/// variable is the process's own while the file is the machine's.
+pub fn pod_namespace() -> Option<String> {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|ns| !ns.is_empty())
+        .or_else(service_account_namespace)
+}
 
 /// Merges the process environment with `--name=value` / `--name value` flags.
 pub fn variables(
@@ -12,7 +35,8 @@ pub fn variables(
 ) -> Result<BTreeMap<String, String>, String> {
     let mut vars: BTreeMap<String, String> = env
         .into_iter()
-        .filter(|(k, _)| known_variable(k) || k.starts_with("kvip_"))
+        // Names like kube-vip's are kept so a typo gets a warning.
+        .filter(|(k, _)| known_variable(k) || k.starts_with("kvip_") || looks_like_kube_vip(k))
         .collect();
     let mut args = flags.iter();
     while let Some(arg) = args.next() {
@@ -61,6 +85,15 @@ mod tests {
         assert!(
             !vars.contains_key("HOME"),
             "unrelated environment is ignored"
+        );
+        let env = vec![("vip_arprate".to_string(), "1000".to_string())];
+        let vars = variables(env, &[]).unwrap();
+        let (_, warnings) = kvip_core::Config::from_env(&vars).unwrap();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.to_string().contains("vip_arprate")),
+            "a misspelt kube-vip variable is warned about: {warnings:?}"
         );
     }
 

@@ -15,6 +15,7 @@ use crate::metrics;
 use crate::net::kernel::Snapshot;
 use crate::net::watch::{self, Listener};
 use crate::net::{Announcer, LinkInfo, NetError, Netlink, burst_schedule};
+use kvip_core::config::InterfaceChoice;
 use kvip_core::guard::{ClaimGuard, Judgement};
 use kvip_core::plan::InterfaceInfo;
 use kvip_core::{Action, InterfaceAddress, Mono, plan};
@@ -65,16 +66,22 @@ pub struct PlacementView {
 }
 
 impl PlacementView {
-    /// For the core's placement rules, with the configured interface.
+    /// For the core's placement rules, with the configured choice: a
+    /// fallback (`vip_servicesinterface=auto` with `vip_interface`) takes the
+    /// default route's place, as kube-vip falls back to `vip_interface`.
     pub fn interfaces<'a>(
         &'a self,
-        configured: Option<&'a str>,
+        choice: InterfaceChoice<'a>,
     ) -> kvip_core::placement::Interfaces<'a> {
+        let fallback = match choice {
+            InterfaceChoice::BySubnet { fallback } => fallback,
+            InterfaceChoice::Named(_) => None,
+        };
         kvip_core::placement::Interfaces {
-            configured,
+            configured: choice.named(),
             list: &self.list,
-            default_v4: self.default_v4.as_deref(),
-            default_v6: self.default_v6.as_deref(),
+            default_v4: fallback.or(self.default_v4.as_deref()),
+            default_v6: fallback.or(self.default_v6.as_deref()),
         }
     }
 }
@@ -619,5 +626,51 @@ impl Vips {
             }
         }
         self.schedules.values().map(|s| s.next).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view() -> PlacementView {
+        let iface = |name: &str, address: &str, len: u8| InterfaceInfo {
+            name: name.to_string(),
+            up: true,
+            addresses: vec![(address.parse().expect("an IP"), len)],
+        };
+        PlacementView {
+            list: vec![
+                iface("eth0", "10.0.0.2", 24),
+                iface("eth1", "10.1.0.2", 24),
+                iface("eth2", "10.2.0.2", 24),
+            ],
+            default_v4: Some("eth2".to_string()),
+            default_v6: None,
+        }
+    }
+
+    /// `vip_servicesinterface=auto`: the interface whose subnet holds the
+    /// address, else `vip_interface` (kube-vip's fallback), else the
+    /// default route.
+    #[test]
+    fn auto_picks_by_subnet_then_vip_interface() {
+        let view = view();
+        let place = |choice: InterfaceChoice<'_>, address: &str| {
+            view.interfaces(choice)
+                .place(address.parse().expect("an IP"))
+        };
+        let auto = InterfaceChoice::BySubnet {
+            fallback: Some("eth0"),
+        };
+        assert_eq!(place(auto, "10.1.0.50"), Ok("eth1".to_string()));
+        assert_eq!(place(auto, "192.0.2.1"), Ok("eth0".to_string()));
+        let automatic = InterfaceChoice::BySubnet { fallback: None };
+        assert_eq!(place(automatic, "192.0.2.1"), Ok("eth2".to_string()));
+        // A named interface is used whatever the address.
+        assert_eq!(
+            place(InterfaceChoice::Named("eth0"), "10.1.0.50"),
+            Ok("eth0".to_string())
+        );
     }
 }

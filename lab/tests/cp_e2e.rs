@@ -203,7 +203,8 @@ fn stopping_the_holders_api_server_moves_the_vip() -> Outcome {
 fn bad_values_are_refused_by_manifest_and_manager_alike() -> Outcome {
     let cases: [(&str, &str, &str, &str); 3] = [
         ("--interface", "eth 0", "vip_interface", "eth 0"),
-        ("--address", "not-an-ip", "address", "not-an-ip"),
+        // Neither an IP address nor a DNS name (a DNS name is taken).
+        ("--address", "10.77.0.256", "address", "10.77.0.256"),
         ("--lease-duration", "3", "vip_leaseduration", "3"),
     ];
     for (flag, value, variable, env_value) in cases {

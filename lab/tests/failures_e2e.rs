@@ -122,7 +122,7 @@ fn setup() -> Outcome {
         "node.kubernetes.io/exclude-from-external-load-balancers=true",
         "--overwrite",
     ])?;
-    deploy_lb("lb.yaml", &[])?;
+    deploy_lb("lb.yaml", &HONOUR_EXCLUDE_LABEL)?;
     namespace(NS)?;
     apply(&service("cluster", NS, "Cluster", CLUSTER_VIP, "api"))?;
     apply(&service("local", NS, "Local", LOCAL_VIP, "loc"))?;
@@ -256,7 +256,7 @@ fn rolling_restart_drops_no_probe() -> Outcome {
     let prober = Prober::start(&[&format!("{CLUSTER_VIP}:80")], Duration::from_secs(3));
     let started = Instant::now();
     // The same manifest again, restarted as `kubectl rollout restart` does.
-    let path = deploy_lb("lb.yaml", &[])?;
+    let path = deploy_lb("lb.yaml", &HONOUR_EXCLUDE_LABEL)?;
     lab_ok(&["deploy", "--restart", &path.display().to_string()])?;
     std::thread::sleep(Duration::from_secs(3));
     let (sent, failed) = prober.finish();
@@ -400,7 +400,10 @@ endpoints: [{{ addresses: ["10.78.9.9"], nodeName: no-such-node, conditions: {{ 
 
 fn absurd_settings_stop_start_up_with_the_variable_named() -> Outcome {
     let cases = [
-        ("vip_arpRate", "-1"),
+        // Beyond a 32-bit integer: kube-vip cannot parse it either (a
+        // value below 500 ms is raised to 3000 ms, as kube-vip does).
+        ("vip_arpRate", "99999999999"),
+        ("vip_loglevel", "debug"),
         ("vip_leaseduration", "99999999999"),
         ("svc_enable", "yes"),
         ("vip_interface", "a/b"),

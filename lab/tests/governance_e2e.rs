@@ -47,6 +47,8 @@ fn setup() -> Outcome {
         "svc_election=true",
     ];
     flags.extend_from_slice(&TIMINGS);
+    // cp1 (the lab's only API server) carries the exclusion label.
+    flags.extend_from_slice(&HONOUR_EXCLUDE_LABEL);
     deploy_kvip("all.yaml", &flags)?;
     for ns in [NS, "gov-a", "gov-z"] {
         namespace(ns)?;

@@ -24,10 +24,13 @@ fn pod(name: &str, node: &str, app: &str) -> Result<(), String> {
 
 fn setup() -> Outcome {
     lab_up()?;
-    deploy_lb("membership.yaml", &["--env", "kvip_membership=true"])?;
+    let mut flags = vec!["--env", "kvip_membership=true"];
+    flags.extend_from_slice(&HONOUR_EXCLUDE_LABEL);
+    deploy_lb("membership.yaml", &flags)?;
     namespace(NS)?;
     // The lab's only API server runs on cp1: keep Service VIPs off it, so
-    // killing a holder never takes the API down with it.
+    // killing a holder never takes the API down with it (the label counts
+    // because the deploy sets kvip_exclude_lb_label=true).
     kubectl(&[
         "label",
         "node",

@@ -38,6 +38,7 @@ fn setup() -> Outcome {
     ])?;
     let mut flags = vec!["--role", "all", "--address", CP_VIP, "--interface", "eth0"];
     flags.extend_from_slice(&TIMINGS);
+    flags.extend_from_slice(&HONOUR_EXCLUDE_LABEL);
     deploy_kvip("all.yaml", &flags)?;
     namespace(NS)?;
     apply(&lb_service(NS, "v4", "Cluster", Some(VIP), "web"))?;

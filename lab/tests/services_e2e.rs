@@ -24,7 +24,9 @@ fn delete_pod(name: &str) -> Result<(), String> {
 
 fn setup() -> Outcome {
     lab_up()?;
-    deploy_lb("lb.yaml", &[])?;
+    // cluster_service_fails_over_when_the_holder_dies keeps the VIP off cp1
+    // with the exclusion label.
+    deploy_lb("lb.yaml", &HONOUR_EXCLUDE_LABEL)?;
     namespace(NS)?;
     wait_for(
         "a kvip instance Lease on every node",
@@ -190,7 +192,7 @@ fn takeover_when_the_holders_pod_goes_does_not_wait_for_expiry() -> Outcome {
 
 fn cluster_service_fails_over_when_the_holder_dies() -> Outcome {
     // The lab's only API server runs on cp1: keep the VIP off it, which
-    // also shows the exclusion label at work.
+    // also shows the exclusion label at work (kvip_exclude_lb_label=true).
     kubectl(&[
         "label",
         "node",
@@ -452,6 +454,86 @@ fn global_leader_mode_still_serves_local_services() -> Outcome {
     Ok(())
 }
 
+/// kube-vip's own settings, read as kube-vip reads them: with
+/// `lb_class_legacy_handling=false` only Services whose class is exactly
+/// kvip's are served (a class-less one is left to another load balancer),
+/// `svc_leasename` in `namespace/name` form puts the global Services Lease
+/// in that namespace, `vip_servicesinterface=auto` places each VIP on the
+/// interface whose subnet holds it (not on an interface named "auto"), and
+/// values kube-vip accepts but older kvip refused (`vip_loglevel=-4`,
+/// `vip_arpRate=100`) start the daemon.
+fn kube_vip_settings_are_read_as_kube_vip_reads_them() -> Outcome {
+    const CFG: &str = "cfg-e2e";
+    const CLASSED: &str = "10.77.0.105";
+    const CLASSLESS: &str = "10.77.0.106";
+    namespace(CFG)?;
+    lab_pod(CFG, "cfg-1", "worker1", "cfg")?;
+    deploy_lb(
+        "lb-kube-vip-settings.yaml",
+        &[
+            "--svc-election",
+            "false",
+            "--env",
+            "svc_leasename=cfg-e2e/cfg-svcs-lock",
+            "--env",
+            "lb_class_legacy_handling=false",
+            "--env",
+            "vip_loglevel=-4",
+            "--env",
+            "vip_arpRate=100",
+            "--env",
+            "vip_servicesinterface=auto",
+        ],
+    )?;
+    let classed = lb_service(CFG, "classed", "Cluster", Some(CLASSED), "cfg").replace(
+        "  type: LoadBalancer\n",
+        "  type: LoadBalancer\n  loadBalancerClass: kube-vip.io/kube-vip-class\n",
+    );
+    ensure!(classed.contains("loadBalancerClass"), "{classed}");
+    apply(&classed)?;
+    apply(&lb_service(
+        CFG,
+        "classless",
+        "Cluster",
+        Some(CLASSLESS),
+        "cfg",
+    ))?;
+    let (answer, _) = probe_until(
+        &format!("{CLASSED}:80"),
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        |_| true,
+    )?;
+    ensure!(answer == "worker1/cfg-1", "answered by {answer}");
+    let leader = wait_for(
+        "the global Services Lease in cfg-e2e",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || lease_holder(CFG, "cfg-svcs-lock").filter(|h| !h.is_empty()),
+    )?;
+    ensure!(
+        lease_holder("kube-system", "cfg-svcs-lock").is_none(),
+        "a Lease named cfg-svcs-lock was written in kube-system too"
+    );
+    println!("    global leader {leader} on cfg-e2e/cfg-svcs-lock; classed Service served");
+    // The class-less Service is another load balancer's: nobody takes it.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let carriers = nodes_with_address(CLASSLESS);
+        ensure!(carriers.is_empty(), "{CLASSLESS} is on {carriers:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (ips, host) = service_status(CFG, "classless").unwrap_or_default();
+    ensure!(
+        ips.is_empty() && host.is_none(),
+        "the class-less Service got status {ips:?} / vipHost {host:?}"
+    );
+    // Back to per-Service elections for what follows.
+    deploy_lb("lb.yaml", &[])?;
+    kubectl(&["delete", "namespace", CFG, "--wait=false"])?;
+    Ok(())
+}
+
 fn ipv6_vip_answers_through_ndp() -> Outcome {
     fresh_lab_ipv6()?;
     deploy_lb("lb.yaml", &[])?;
@@ -612,6 +694,10 @@ fn main() {
             Scenario {
                 name: "global_leader_mode_still_serves_local_services",
                 run: global_leader_mode_still_serves_local_services,
+            },
+            Scenario {
+                name: "kube_vip_settings_are_read_as_kube_vip_reads_them",
+                run: kube_vip_settings_are_read_as_kube_vip_reads_them,
             },
             Scenario {
                 name: "ipv6_vip_answers_through_ndp",

@@ -317,8 +317,15 @@ fn no_ready_endpoints() -> Outcome {
     Ok(())
 }
 
+/// kubeadm labels every control-plane node to be excluded from external
+/// load balancers and kube-vip ignores the label, so by default kvip ignores
+/// it too: a Service whose only candidate carries it is still served, and
+/// `kvip status` says the label is ignored. With kvip_exclude_lb_label=true
+/// the node announces nothing, the Service is pending AllCandidatesExcluded
+/// and `kvip status --exclude-lb-label` names the node it excludes.
 fn all_candidates_excluded() -> Outcome {
-    apply(&service(NS, "excl", "Local", Some("10.77.0.152"), "excl"))?;
+    const VIP: &str = "10.77.0.152";
+    apply(&service(NS, "excl", "Local", Some(VIP), "excl"))?;
     pod("excl-1", "worker2", "excl")?;
     wait_announced(NS, "excl", "worker2")?;
     kubectl(&[
@@ -328,14 +335,76 @@ fn all_candidates_excluded() -> Outcome {
         &format!("{EXCLUDE}=true"),
         "--overwrite",
     ])?;
-    let result = wait_reason(NS, "excl", "AllCandidatesExcluded");
+    let result = label_ignored_then_honoured(VIP);
     kubectl(&["label", "node", "worker2", &format!("{EXCLUDE}-")])?;
-    let (exit, entry) = result?;
-    ensure!(exit == 1, "exit code {exit}");
-    let message = entry["reason"]["message"].as_str().unwrap_or_default();
-    ensure!(message.contains("worker2"), "message {message}");
+    let restored = deploy_lb("lb.yaml", &[]).map(|_| ());
+    result?;
+    restored?;
     let exit = wait_announced(NS, "excl", "worker2")?;
     ensure!(exit == 0, "exit code {exit} after removing the label");
+    Ok(())
+}
+
+/// The part of [`all_candidates_excluded`] that runs while worker2 carries the label.
+fn label_ignored_then_honoured(vip: &str) -> Outcome {
+    // Long enough for several assessments after the label arrived.
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, entry, _) = row(NS, "excl")?;
+    ensure!(
+        entry["state"] == "announced" && entry["announcer"] == "worker2",
+        "by default the label is ignored, as kube-vip ignores it: {entry}"
+    );
+    ensure!(
+        nodes_with_address(vip) == ["worker2"],
+        "{vip} is on {:?}",
+        nodes_with_address(vip)
+    );
+    let (answer, _) = probe_until(
+        &format!("{vip}:80"),
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        |_| true,
+    )?;
+    ensure!(answer == "worker2/excl-1", "answered by {answer}");
+    let (_, table) = kvip_status(&["-n", NS])?;
+    ensure!(
+        table.contains("still announce Service VIPs") && table.contains("worker2"),
+        "the table should say the label is ignored on worker2:\n{table}"
+    );
+
+    deploy_lb("lb.yaml", &HONOUR_EXCLUDE_LABEL)?;
+    let mut last = serde_json::Value::Null;
+    let (exit, entry) = wait_for(
+        "excl to be pending AllCandidatesExcluded",
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+        || {
+            let (exit, text) =
+                kvip_status(&["-n", NS, "excl", "-o", "json", "--exclude-lb-label"]).ok()?;
+            let doc: serde_json::Value = serde_json::from_str(&text).ok()?;
+            last = doc["services"][0].clone();
+            (code_of(&last) == "AllCandidatesExcluded").then(|| (exit, last.clone()))
+        },
+    )
+    .map_err(|e| format!("{e}; last seen {last}"))?;
+    ensure!(exit == 1, "exit code {exit}");
+    let message = entry["reason"]["message"].as_str().unwrap_or_default();
+    ensure!(
+        message.contains("worker2") && message.contains("kvip_exclude_lb_label"),
+        "message {message}"
+    );
+    wait_for(
+        "worker2 to withdraw the VIP",
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        || nodes_with_address(vip).is_empty().then_some(()),
+    )?;
+    let (_, table) = kvip_status(&["-n", NS, "--exclude-lb-label"])?;
+    ensure!(
+        table.contains("Nodes excluded from announcing Service VIPs")
+            && table.contains("kvip_exclude_lb_label=true): worker2"),
+        "the table should name the excluded node:\n{table}"
+    );
     Ok(())
 }
 

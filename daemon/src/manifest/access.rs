@@ -30,7 +30,8 @@ use std::collections::BTreeMap;
 pub struct Names {
     /// The DaemonSet's namespace: its ServiceAccount's and its instance Leases'.
     pub namespace: String,
-    /// `cp_namespace`: where the control-plane Lease lives.
+    /// Where the control-plane Lease lives: `cp_namespace`, or the
+    /// namespace `vip_leasename` names.
     pub cp_namespace: String,
     /// `vip_leasename`: the control-plane Lease.
     pub cp_lease: String,

@@ -856,8 +856,8 @@ later, then it is removed). The clock stops at the first answer from the new pod
 after writing the new pod's Ready condition (a few ms earlier than 2a's start). The client keeps its \
 neighbour entry (it points at the old node until the new holder's gratuitous ARP).\n\
 3. **Holder node killed** ({} runs): `externalTrafficPolicy: Local`, a pod on each worker, so with \
-either daemon the holder is a worker (cp1 runs the lab's only API server; it is also labelled `{}`, \
-which kvip honours and kube-vip does not). The clock starts just \
+either daemon the holder is a worker (cp1 runs the lab's only API server and no pod of the Service; \
+it is also labelled `{}`, which kube-vip, and kvip unless `kvip_exclude_lb_label=true`, ignore). The clock starts just \
 before `kvip-lab fault kill-node` (every process of the node SIGKILLed, its link down); it stops at the \
 first answer through the other worker. The node is revived and the VIP left to settle between runs. \
 The goal allows lease duration + 0.5 s = {:.1} s.\n\

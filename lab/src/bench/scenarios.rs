@@ -156,8 +156,9 @@ pub fn migration(tb: &Testbed, runs: usize, log: Log<'_>) -> (Series, Series) {
 }
 
 /// Scenario 3: a Local Service with a pod on each worker, so with either
-/// daemon the holder is a worker (cp1 runs the only API server; kube-vip
-/// does not honour the exclusion label cp1 also carries). The holder node is killed (`kvip-lab fault kill-node`: every
+/// daemon the holder is a worker (cp1 runs the only API server and no pod;
+/// neither kube-vip nor kvip by default honours the exclusion label cp1
+/// also carries). The holder node is killed (`kvip-lab fault kill-node`: every
 /// process SIGKILLed, link down); time to the first answer through the
 /// survivor. The node is revived and the VIP left to settle between runs.
 pub fn failover(tb: &Testbed, runs: usize, log: Log<'_>) -> Series {

@@ -350,6 +350,10 @@ pub fn deploy_kvip(name: &str, flags: &[&str]) -> Result<std::path::PathBuf, Str
     Ok(path)
 }
 
+/// `--env` flags for suites that keep Service VIPs off cp1 (the lab's only
+/// API server) with the exclusion label: kvip honours it only when asked.
+pub const HONOUR_EXCLUDE_LABEL: [&str; 2] = ["--env", "kvip_exclude_lb_label=true"];
+
 /// The Lease timings every suite deploys kvip with: the lab's 5 s / 3 s / 1 s.
 pub const TIMINGS: [&str; 6] = kvip_lab::layout::LEASE_TIMING_FLAGS;
 
