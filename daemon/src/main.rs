@@ -238,18 +238,29 @@ fn init_logging(config: &Config) {
     }
 }
 
+/// The kubeconfig kube-vip's static Pod mounts (`kube-vip manifest pod`);
+/// kube-vip reads it whenever it is there, before any other credentials.
+const ADMIN_CONF: &str = "/etc/kubernetes/admin.conf";
+
 async fn kube_config(config: &Config) -> anyhow::Result<kube::Config> {
-    let kube_config = match &config.k8s_config_file {
+    let (path, what) = match &config.k8s_config_file {
+        Some(path) => (Some(path.as_str()), "k8s_config_file"),
+        None if std::path::Path::new(ADMIN_CONF).is_file() => {
+            (Some(ADMIN_CONF), "the static Pod's kubeconfig")
+        }
+        None => (None, ""),
+    };
+    let kube_config = match path {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("k8s_config_file: cannot read {path}"))?;
+                .with_context(|| format!("{what}: cannot read {path}"))?;
             kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
                 .await
-                .with_context(|| format!("k8s_config_file: {path} is not a usable kubeconfig"))?
+                .with_context(|| format!("{what}: {path} is not a usable kubeconfig"))?
         }
         None => kube::Config::infer()
             .await
-            .context("no Kubernetes credentials: not in a pod, no KUBECONFIG, and k8s_config_file is not set")?,
+            .context("no Kubernetes credentials: not in a pod, no KUBECONFIG, no /etc/kubernetes/admin.conf, and k8s_config_file is not set")?,
     };
     Ok(kube_config)
 }
