@@ -10,6 +10,7 @@ pub mod control_plane;
 pub mod demo;
 pub mod deploy;
 pub mod forge;
+pub mod kube_vip;
 pub mod labd;
 pub mod layout;
 pub mod netns;
