@@ -41,6 +41,7 @@ pub fn etcd_launch(paths: &Paths, etcd: &Path) -> Launch {
         ],
         env: base_env(),
         service_account_dir: None,
+        files: Default::default(),
         log: paths.log("infra", "etcd"),
     }
 }
@@ -87,6 +88,7 @@ pub fn apiserver_launch(
         ],
         env: base_env(),
         service_account_dir: None,
+        files: Default::default(),
         log: paths.log(&node.name, "kube-apiserver"),
     }
 }
@@ -109,6 +111,7 @@ pub fn controller_manager_launch(paths: &Paths, bin: &Path, pki: &Pki) -> Launch
         ],
         env: base_env(),
         service_account_dir: None,
+        files: Default::default(),
         log: paths.log("infra", "kube-controller-manager"),
     }
 }

@@ -34,12 +34,15 @@ enum Command {
     },
     /// Print shell `export` lines for the running lab.
     Env,
-    /// Apply a manifest: objects to the API server, DaemonSets run on their nodes.
+    /// Apply a manifest: objects to the API server, DaemonSets run on their nodes, Pods as static Pods on the nodes given.
     Deploy {
         /// YAML manifest.
         file: PathBuf,
+        /// A node whose kubelet runs the manifest's Pods as static Pods (repeat for more).
+        #[arg(long = "node")]
+        nodes: Vec<String>,
     },
-    /// Stop the DaemonSets of a manifest.
+    /// Stop the DaemonSets and static Pods of a manifest.
     Undeploy {
         /// YAML manifest.
         file: PathBuf,
@@ -186,7 +189,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ipv6,
         }),
         Command::Env => commands::env(),
-        Command::Deploy { file } => commands::deploy(&file),
+        Command::Deploy { file, nodes } => commands::deploy(&file, &nodes),
         Command::Undeploy { file } => commands::undeploy(&file),
         Command::Pod {
             words,
