@@ -37,6 +37,41 @@ enum Want {
     Announced(Vec<IpAddr>, bool),
     /// Nobody serves it: clear what we wrote.
     Cleared,
+    /// Nobody serves it, but its addresses come from its status (nothing
+    /// else names them): clear only the vipHost, or the address is lost.
+    Unhosted,
+}
+
+/// What this node knows of one Service, for [`wanted`].
+struct ServiceState<'a> {
+    /// The addresses this node announces for it, if any.
+    announced: Option<&'a BTreeSet<IpAddr>>,
+    /// kvip's (served, pending or refused).
+    ours: bool,
+    /// Nobody can announce it.
+    pending: bool,
+    /// Its addresses come from its status ingress.
+    from_status: bool,
+}
+
+/// What the status of a Service whose ingress is `ips` should become, when
+/// its vipHost names this node (`here`) or not; None: leave it.
+fn wanted(ips: &[IpAddr], here: bool, state: &ServiceState<'_>) -> Option<Want> {
+    if let Some(addresses) = state.announced {
+        let addresses: Vec<IpAddr> = addresses.iter().copied().collect();
+        if ips == addresses && here {
+            return None;
+        }
+        return Some(Want::Announced(addresses, here));
+    }
+    if !here || (state.ours && !state.pending) {
+        return None;
+    }
+    if state.from_status && state.ours {
+        Some(Want::Unhosted)
+    } else {
+        Some(Want::Cleared)
+    }
 }
 
 fn current(svc: &Service) -> (Vec<IpAddr>, Option<String>) {
@@ -80,24 +115,21 @@ impl IngressWriter {
         announced: &BTreeMap<ServiceKey, BTreeSet<IpAddr>>,
         ours: &BTreeSet<ServiceKey>,
         pending: &BTreeMap<ServiceKey, PendingReason>,
+        from_status: &BTreeSet<ServiceKey>,
     ) {
         for svc in services {
             let key = translate::service_key(svc);
             let (ips, host) = current(svc);
-            let want = if let Some(addresses) = announced.get(&key) {
-                let addresses: Vec<IpAddr> = addresses.iter().copied().collect();
-                if ips == addresses && host.as_deref() == Some(self.node.as_str()) {
-                    continue;
-                }
-                Want::Announced(addresses, host.as_deref() == Some(self.node.as_str()))
-            } else if host.as_deref() == Some(self.node.as_str())
-                && (!ours.contains(&key) || pending.contains_key(&key))
-            {
-                Want::Cleared
-            } else {
-                continue;
+            let here = host.as_deref() == Some(self.node.as_str());
+            let state = ServiceState {
+                announced: announced.get(&key),
+                ours: ours.contains(&key),
+                pending: pending.contains_key(&key),
+                from_status: from_status.contains(&key),
             };
-            self.write(key, want);
+            if let Some(want) = wanted(&ips, here, &state) {
+                self.write(key, want);
+            }
         }
     }
 
@@ -118,7 +150,7 @@ impl IngressWriter {
             let api: Api<Service> = Api::namespaced(client, &key.namespace);
             let ips = match &want {
                 Want::Announced(ips, _) => Some(ips.clone()),
-                Want::Cleared => None,
+                Want::Cleared | Want::Unhosted => None,
             };
             let host = ips.as_ref().map(|_| node.clone());
             let done = || {
@@ -139,9 +171,14 @@ impl IngressWriter {
                 held_back.store(true, Ordering::Relaxed);
                 return done();
             }
-            let a = write_status(&api, &key.name, ips.as_deref()).await;
-            metrics::api_request("services/status", "write", a.is_ok());
-            budget::answered(&status_target, "services/status", "write", budget::code(&a));
+            let a = if want == Want::Unhosted {
+                Ok(())
+            } else {
+                let a = write_status(&api, &key.name, ips.as_deref()).await;
+                metrics::api_request("services/status", "write", a.is_ok());
+                budget::answered(&status_target, "services/status", "write", budget::code(&a));
+                a.map(|_| ())
+            };
             let b = if matches!(want, Want::Announced(_, true)) {
                 Ok(())
             } else {
@@ -165,6 +202,9 @@ impl IngressWriter {
                     }
                     Want::Cleared => {
                         tracing::info!(service = %key, "status: ingress cleared, nobody announces it")
+                    }
+                    Want::Unhosted => {
+                        tracing::info!(service = %key, "status: vipHost cleared, nobody announces it; the ingress stays, it names the Service's addresses")
                     }
                 },
                 (Err(e), _) | (_, Err(e)) => {
@@ -284,6 +324,45 @@ mod tests {
             load_balancer: Some(LoadBalancerStatus { ingress: None }),
         });
         svc
+    }
+
+    #[test]
+    fn a_pending_service_addressed_by_its_status_keeps_its_ingress() {
+        let ip: IpAddr = "192.0.2.10".parse().unwrap();
+        let here = BTreeSet::from([ip]);
+        let state = |announced, ours, pending, from_status| ServiceState {
+            announced,
+            ours,
+            pending,
+            from_status,
+        };
+        // Announced here, written already: nothing to do.
+        assert_eq!(
+            wanted(&[ip], true, &state(Some(&here), true, false, false)),
+            None
+        );
+        assert_eq!(
+            wanted(&[], false, &state(Some(&here), true, false, true)),
+            Some(Want::Announced(vec![ip], false))
+        );
+        // Pending, written by this node: cleared, unless the status is
+        // where its address comes from.
+        assert_eq!(
+            wanted(&[ip], true, &state(None, true, true, false)),
+            Some(Want::Cleared)
+        );
+        assert_eq!(
+            wanted(&[ip], true, &state(None, true, true, true)),
+            Some(Want::Unhosted)
+        );
+        // No longer kvip's: cleared either way.
+        assert_eq!(
+            wanted(&[ip], true, &state(None, false, false, true)),
+            Some(Want::Cleared)
+        );
+        // Another node's, or served: left alone.
+        assert_eq!(wanted(&[ip], false, &state(None, true, true, false)), None);
+        assert_eq!(wanted(&[ip], true, &state(None, true, false, false)), None);
     }
 
     #[test]

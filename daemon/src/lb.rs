@@ -29,6 +29,7 @@ use kvip_core::instances::{self, InstanceTerm, Liveness};
 use kvip_core::lease_names;
 use kvip_core::placement;
 use kvip_core::probe::Prober;
+use kvip_core::service::ServiceInterface;
 use kvip_core::{
     AnnouncementGroup, Config, Elector, InterfaceAddress, LbClassRule, LeaseKey, Mono,
     PendingReason, ServiceKey, assess, choose_interface, plan::is_subnet_edge,
@@ -77,6 +78,9 @@ struct Assessed {
     live: BTreeSet<String>,
     /// This node's interfaces as placement sees them.
     interfaces: PlacementView,
+    /// The interface each address goes on where its Services ask for one
+    /// (`kube-vip.io/serviceInterface`).
+    chosen: BTreeMap<IpAddr, ServiceInterface>,
     /// Addresses this node cannot place now, and why (what it publishes).
     unplaceable: BTreeMap<IpAddr, String>,
     /// Elections wanted: by Lease, what it elects and our candidacy.
@@ -696,13 +700,18 @@ impl LbRole {
             .chain(assessment.refused.keys().cloned())
             .collect();
         // Addresses no host may use, judged on this node's interfaces.
+        let chosen = assessment.interfaces();
         let mut interfaces = self.vips.placement_view(self.configured_interface());
-        self.refuse_unusable(&mut assessment, &interfaces);
+        self.refuse_unusable(&mut assessment, &interfaces, &chosen);
         assessment.refuse_service_network(&self.service_network.ranges(), &inputs);
         // Start-up: unmarked copies of VIPs whose Lease (or, in membership
         // mode, claim) names this node, left by a kvip without marks, are
         // this node's to keep.
-        if !self.started_adoption && self.claim_unmarked(&assessment.groups, &services).await {
+        if !self.started_adoption
+            && self
+                .claim_unmarked(&assessment.groups, &services, &chosen)
+                .await
+        {
             interfaces = self.vips.placement_view(self.configured_interface());
         }
         // Nodes that cannot place an address are no candidates for it; this
@@ -712,6 +721,7 @@ impl LbRole {
                 .views
                 .iter()
                 .flat_map(|v| v.addresses.iter().copied()),
+            &chosen,
         );
         // Addresses another host answered for: nobody's to take.
         let asked: BTreeSet<IpAddr> = assessment
@@ -775,6 +785,7 @@ impl LbRole {
             ours,
             live,
             interfaces,
+            chosen,
             unplaceable,
             wanted,
             served,
@@ -941,8 +952,20 @@ impl LbRole {
                 || announced_services != self.announced_last
                 || self.status.take_held_back())
         {
+            let from_status: BTreeSet<ServiceKey> = a
+                .views
+                .iter()
+                .filter(|v| v.addresses_from == kvip_core::service::AddressSource::Ingress)
+                .map(|v| v.key.clone())
+                .collect();
             self.status
-                .sync(&a.services, &announced_services, &a.ours, &a.pending)
+                .sync(
+                    &a.services,
+                    &announced_services,
+                    &a.ours,
+                    &a.pending,
+                    &from_status,
+                )
                 .await;
         }
         self.announced_last = announced_services;
@@ -1122,7 +1145,12 @@ impl LbRole {
     /// Takes groups whose address is a node's own address, the control-plane
     /// VIP, or the network or broadcast address of its subnet, out of the
     /// election, with the reason.
-    fn refuse_unusable(&self, assessment: &mut kvip_core::Assessment, view: &PlacementView) {
+    fn refuse_unusable(
+        &self,
+        assessment: &mut kvip_core::Assessment,
+        view: &PlacementView,
+        chosen: &BTreeMap<IpAddr, ServiceInterface>,
+    ) {
         let nodes = self.cache.nodes.state();
         assessment.refuse_node_addresses(&translate::node_addresses(nodes.iter().map(|n| &**n)));
         if let Some(cp) = self.config.address {
@@ -1132,7 +1160,7 @@ impl LbRole {
         assessment.refuse(|a| {
             let name = choose_interface(
                 a,
-                self.configured_interface(),
+                placement::interface_for(chosen.get(&a), self.configured_interface()),
                 &view.list,
                 view.default_v4.as_deref(),
                 view.default_v6.as_deref(),
@@ -1157,7 +1185,7 @@ impl LbRole {
         let interfaces = view.interfaces(self.configured_interface());
         addresses
             .iter()
-            .filter_map(|address| match interfaces.place(*address) {
+            .filter_map(|address| match interfaces.place_as(*address, self.assessed.chosen.get(address)) {
                 Ok(interface) => Some(InterfaceAddress {
                     interface,
                     address: *address,
@@ -1178,6 +1206,7 @@ impl LbRole {
         &mut self,
         groups: &[AnnouncementGroup],
         services: &[Arc<Service>],
+        chosen: &BTreeMap<IpAddr, ServiceInterface>,
     ) -> bool {
         let view = self.vips.placement_view(self.configured_interface());
         let places = view.interfaces(self.configured_interface());
@@ -1203,7 +1232,7 @@ impl LbRole {
                 continue;
             }
             for address in &g.addresses {
-                if let Err(problem) = places.place(*address)
+                if let Err(problem) = places.place_as(*address, chosen.get(address))
                     && let Some(interface) = placement::foreign_interface(&problem)
                 {
                     ours.insert(*address, interface.to_string());
