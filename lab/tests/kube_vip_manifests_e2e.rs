@@ -7,7 +7,10 @@
 //! storm the API server with refused requests.
 //!
 //! The lab is all control plane (three nodes, kubeadm's taint on each), as
-//! the small clusters that run kube-vip's DaemonSet often are.
+//! the small clusters that run kube-vip's DaemonSet often are. Last, kvip's
+//! own load balancer reads the Service fields kube-vip reads:
+//! `kube-vip.io/serviceInterface`, `kube-vip.io/serviceVLAN` (refused) and
+//! `status.loadBalancer.ingress` as the address.
 
 mod support;
 
@@ -462,6 +465,205 @@ fn static_pod_serves() -> Outcome {
     delete_services("static")
 }
 
+const ANNOTATED: &str = "annotated";
+
+/// A Cluster Service `name` at `vip` (None: no address of its own) with
+/// `annotations`, answered by a pod on cp1.
+fn annotated_service(name: &str, vip: Option<&str>, annotations: &[(&str, &str)]) -> Outcome {
+    let mut all: Vec<String> = annotations
+        .iter()
+        .map(|(k, v)| format!("{k}: \"{v}\""))
+        .collect();
+    if let Some(vip) = vip {
+        all.push(format!("kube-vip.io/loadbalancerIPs: \"{vip}\""));
+    }
+    apply(&format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  namespace: {ANNOTATED}
+  annotations: {{ {} }}
+spec:
+  type: LoadBalancer
+  selector: {{ app: {name} }}
+  ports: [{{ port: 80, targetPort: 8080 }}]
+"#,
+        all.join(", ")
+    ))?;
+    lab_pod(ANNOTATED, &format!("{name}-1"), "cp1", name)
+}
+
+/// The pending or refusal message of `name` once its code is `code`.
+fn reason_message(name: &str, code: &str) -> Result<String, String> {
+    let (_, entry) = wait_reason(ANNOTATED, name, code)?;
+    Ok(entry["reason"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// kvip's own load balancer with `vip_servicesinterface` naming an
+/// interface no node has: a Service without `kube-vip.io/serviceInterface`
+/// cannot be placed, one naming eth0 is served on eth0, one naming a
+/// missing interface is pending naming the annotation, a bad name and a
+/// `kube-vip.io/serviceVLAN` are refused naming theirs.
+fn service_interface_annotation_overrides_the_configured_interface() -> Outcome {
+    deploy_lb("lb-ghost.yaml", &["--services-interface", "ghost0"])?;
+    namespace(ANNOTATED)?;
+    annotated_service("configured", Some("10.77.0.190"), &[])?;
+    annotated_service(
+        "chosen",
+        Some("10.77.0.191"),
+        &[("kube-vip.io/serviceInterface", INTERFACE)],
+    )?;
+    annotated_service(
+        "missing",
+        Some("10.77.0.192"),
+        &[("kube-vip.io/serviceInterface", "ghost9")],
+    )?;
+    annotated_service(
+        "badname",
+        Some("10.77.0.194"),
+        &[("kube-vip.io/serviceInterface", "eth0/1")],
+    )?;
+    annotated_service(
+        "vlan",
+        Some("10.77.0.195"),
+        &[
+            ("kube-vip.io/serviceInterface", INTERFACE),
+            ("kube-vip.io/serviceVLAN", "10"),
+        ],
+    )?;
+
+    let (answer, took) = probe_until(
+        "10.77.0.191:80",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        |a| a == "cp1/chosen-1",
+    )?;
+    println!(
+        "    chosen (serviceInterface eth0): {answer} after {} ms",
+        took.as_millis()
+    );
+    let host = wait_for(
+        "chosen's vipHost",
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || service_status(ANNOTATED, "chosen").and_then(|(_, h)| h),
+    )?;
+    ensure!(
+        nodes_with_address("10.77.0.191") == [host.clone()],
+        "10.77.0.191 on the eth0 of {:?}, vipHost {host}",
+        nodes_with_address("10.77.0.191")
+    );
+
+    let configured = reason_message("configured", "NoUsableInterface")?;
+    ensure!(configured.contains("ghost0"), "configured: {configured}");
+    let missing = reason_message("missing", "NoUsableInterface")?;
+    ensure!(
+        missing.contains("kube-vip.io/serviceInterface ghost9"),
+        "missing: {missing}"
+    );
+    let badname = reason_message("badname", "InvalidInput")?;
+    ensure!(
+        badname.contains("kube-vip.io/serviceInterface") && badname.contains("eth0/1"),
+        "badname: {badname}"
+    );
+    let vlan = reason_message("vlan", "InvalidInput")?;
+    ensure!(
+        vlan.contains("kube-vip.io/serviceVLAN") && vlan.contains("not supported"),
+        "vlan: {vlan}"
+    );
+    for (name, vip) in [
+        ("configured", "10.77.0.190"),
+        ("missing", "10.77.0.192"),
+        ("badname", "10.77.0.194"),
+        ("vlan", "10.77.0.195"),
+    ] {
+        ensure!(
+            nodes_with_address(vip).is_empty(),
+            "{name}'s {vip} is on {:?}",
+            nodes_with_address(vip)
+        );
+        ensure!(
+            service_status(ANNOTATED, name).is_some_and(|(ips, _)| ips.is_empty()),
+            "{name} got an ingress: {:?}",
+            service_status(ANNOTATED, name)
+        );
+    }
+    // The good one is unaffected by its neighbours.
+    ensure!(
+        quick_probe("10.77.0.191:80", 500).as_deref() == Some("cp1/chosen-1"),
+        "chosen stopped answering"
+    );
+    Ok(())
+}
+
+/// A Service with no address but in its status (as another controller or
+/// an earlier kube-vip left it) is served there, as kube-vip serves it; when
+/// it loses its endpoints only vipHost is cleared, and with a pod again it
+/// answers at the same address.
+fn the_status_ingress_is_an_address_source() -> Outcome {
+    const VIP: &str = "10.77.0.193";
+    annotated_service(
+        "fromstatus",
+        None,
+        &[("kube-vip.io/serviceInterface", INTERFACE)],
+    )?;
+    kubectl(&[
+        "-n",
+        ANNOTATED,
+        "patch",
+        "service",
+        "fromstatus",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &format!(r#"{{"status":{{"loadBalancer":{{"ingress":[{{"ip":"{VIP}"}}]}}}}}}"#),
+    ])?;
+    let target = format!("{VIP}:80");
+    probe_until(
+        &target,
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        |a| a == "cp1/fromstatus-1",
+    )?;
+    wait_for(
+        "fromstatus's vipHost",
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || service_status(ANNOTATED, "fromstatus").and_then(|(_, h)| h),
+    )?;
+    lab_ok(&["pod", "delete", "fromstatus-1", "-n", ANNOTATED])?;
+    let (ips, _) = wait_for(
+        "fromstatus pending: vipHost cleared",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || service_status(ANNOTATED, "fromstatus").filter(|(_, h)| h.is_none()),
+    )?;
+    ensure!(ips == [VIP], "the ingress went with the endpoints: {ips:?}");
+    wait_for(
+        &format!("{VIP} withdrawn"),
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || nodes_with_address(VIP).is_empty().then_some(()),
+    )?;
+    lab_pod(ANNOTATED, "fromstatus-2", "cp1", "fromstatus")?;
+    let (answer, took) = probe_until(
+        &target,
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        |a| a == "cp1/fromstatus-2",
+    )?;
+    println!(
+        "    fromstatus back at {VIP}: {answer} after {} ms",
+        took.as_millis()
+    );
+    Ok(())
+}
+
 fn main() {
     run_all(
         "kube-vip-manifests",
@@ -485,6 +687,14 @@ fn main() {
             Scenario {
                 name: "static_pod_serves",
                 run: static_pod_serves,
+            },
+            Scenario {
+                name: "service_interface_annotation_overrides_the_configured_interface",
+                run: service_interface_annotation_overrides_the_configured_interface,
+            },
+            Scenario {
+                name: "the_status_ingress_is_an_address_source",
+                run: the_status_ingress_is_an_address_source,
             },
             Scenario {
                 name: "teardown",
