@@ -5,7 +5,9 @@
 
 use crate::candidacy::{NodeInput, PendingReason, candidates};
 use crate::endpoints::{EndpointIndex, SliceInput};
-use crate::service::{LbClassRule, ServiceError, ServiceInput, ServiceKey, ServiceView};
+use crate::service::{
+    LbClassRule, ServiceError, ServiceInput, ServiceInterface, ServiceKey, ServiceView,
+};
 use crate::sharing::{AnnouncementGroup, CandidateMap, LeaseKey, plan_groups};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -238,6 +240,65 @@ impl Assessment {
     }
 }
 
+/// Services that share an address must ask for the same interface
+/// (`kube-vip.io/serviceInterface`, or none): of those that differ, the one
+/// with the first claim on the address (it has it, else the oldest) keeps
+/// it, and the others are refused naming it.
+fn refuse_interface_conflicts(
+    views: Vec<ServiceView>,
+    refused: &mut BTreeMap<ServiceKey, ServiceError>,
+) -> Vec<ServiceView> {
+    let mut first: BTreeMap<IpAddr, &ServiceView> = BTreeMap::new();
+    for view in &views {
+        for address in &view.addresses {
+            let entry = first.entry(*address).or_insert(view);
+            if view.claim_on(*address) < entry.claim_on(*address) {
+                *entry = view;
+            }
+        }
+    }
+    let mut conflicts = BTreeMap::new();
+    for view in &views {
+        let clash = view.addresses.iter().find_map(|address| {
+            let holder = first.get(address)?;
+            (holder.key != view.key && holder.interface != view.interface)
+                .then_some((*address, *holder))
+        });
+        if let Some((address, holder)) = clash {
+            let other_interface = holder
+                .interface
+                .as_ref()
+                .map_or("the configured interface".to_string(), |i| i.to_string());
+            conflicts.insert(
+                view.key.clone(),
+                ServiceError::InterfaceConflict {
+                    address,
+                    other: holder.key.clone(),
+                    other_interface,
+                },
+            );
+        }
+    }
+    let kept = views
+        .into_iter()
+        .filter(|v| !conflicts.contains_key(&v.key))
+        .collect();
+    refused.extend(conflicts);
+    kept
+}
+
+impl Assessment {
+    /// The interface each address must go on, where its Services ask for
+    /// one (`kube-vip.io/serviceInterface`); others go where configured.
+    pub fn interfaces(&self) -> BTreeMap<IpAddr, ServiceInterface> {
+        self.views
+            .iter()
+            .filter_map(|v| Some((v, v.interface.clone()?)))
+            .flat_map(|(v, i)| v.addresses.iter().map(move |a| (*a, i.clone())))
+            .collect()
+    }
+}
+
 /// Assesses `services` given their `slices` and the `nodes`.
 pub fn assess(
     services: &[ServiceInput],
@@ -255,6 +316,7 @@ pub fn assess(
             }
         }
     }
+    out.views = refuse_interface_conflicts(std::mem::take(&mut out.views), &mut out.refused);
     let mut index = EndpointIndex::new();
     index.reset(slices);
     out.candidates = out
@@ -308,6 +370,69 @@ mod tests {
             excluded: false,
             runs_service_instance: kvip,
         }
+    }
+
+    #[test]
+    fn services_sharing_an_address_must_share_its_interface() {
+        let interface = crate::service::SERVICE_INTERFACE_ANNOTATION;
+        let mut web = svc("web", "Cluster", "10.1.0.1");
+        web.created = 1;
+        web.annotations.insert(interface.into(), "eth1".into());
+        let mut api = svc("api", "Cluster", "10.1.0.1");
+        api.created = 2;
+        api.annotations.insert(interface.into(), "eth2".into());
+        let mut other = svc("other", "Cluster", "10.1.0.2");
+        other.annotations.insert(interface.into(), "auto".into());
+        let plain = svc("plain", "Cluster", "10.1.0.3");
+        let nodes = [node("n1", true)];
+        let slices = ["web", "api", "other", "plain"].map(|s| slice(s, "n1"));
+        let a = assess(
+            &[api.clone(), web.clone(), other, plain],
+            slices.clone(),
+            &nodes,
+            &LbClassRule::default(),
+        );
+        let refused = &a.refused[&ServiceKey::new("default", "api")];
+        let text = refused.to_string();
+        assert!(
+            text.contains("default/web") && text.contains("eth1"),
+            "{text}"
+        );
+        assert!(text.contains(interface), "{text}");
+        assert!(
+            a.view(&ServiceKey::new("default", "web")).is_some(),
+            "the older keeps it"
+        );
+        let by_address = a.interfaces();
+        assert_eq!(by_address.len(), 2);
+        assert_eq!(
+            by_address[&"10.1.0.1".parse().unwrap()],
+            ServiceInterface::Named("eth1".into())
+        );
+        assert_eq!(
+            by_address[&"10.1.0.2".parse().unwrap()],
+            ServiceInterface::Auto
+        );
+        // One asking for an interface, one not: refused too.
+        api.annotations.remove(interface);
+        let a = assess(&[web, api], slices, &nodes, &LbClassRule::default());
+        let text = a.refused[&ServiceKey::new("default", "api")].to_string();
+        assert!(text.contains("eth1"), "{text}");
+        let mut same = svc("same", "Cluster", "10.1.0.1");
+        same.annotations.insert(interface.into(), "eth1".into());
+        let mut again = svc("again", "Cluster", "10.1.0.1");
+        again.annotations.insert(interface.into(), "eth1".into());
+        let a = assess(
+            &[same, again],
+            [slice("same", "n1")],
+            &nodes,
+            &LbClassRule::default(),
+        );
+        assert!(
+            a.refused.is_empty(),
+            "the same interface shares: {:?}",
+            a.refused
+        );
     }
 
     #[test]
@@ -536,7 +661,7 @@ mod tests {
             default_v4: None,
             default_v6: None,
         }
-        .problems([ip("10.1.0.1")]);
+        .problems([ip("10.1.0.1")], &BTreeMap::new());
         a.exclude_unplaceable(&BTreeMap::from([("worker2".to_string(), foreign)]));
         assert!(
             a.groups.is_empty(),

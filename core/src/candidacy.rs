@@ -359,6 +359,8 @@ mod tests {
             ports: vec![],
             rank: Default::default(),
             served: vec![],
+            addresses_from: Default::default(),
+            interface: None,
         }
     }
 

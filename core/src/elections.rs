@@ -825,6 +825,8 @@ mod tests {
             lease_name: format!("kubevip-{name}"),
             rank: Default::default(),
             served: vec![],
+            addresses_from: Default::default(),
+            interface: None,
             ports: Vec::new(),
         };
         let assessment = Assessment {

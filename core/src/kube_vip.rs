@@ -285,6 +285,10 @@ pub const ANNOTATIONS: &[Setting] = &[
         "written by the announcing node as by kube-vip; kvip also clears it when nobody announces the Service",
     ),
     same("kube-vip.io/kube-vip-class"),
+    differs(
+        "kube-vip.io/serviceInterface",
+        "the Service's addresses go on that interface, as in kube-vip; `auto` picks the interface whose subnet holds the address; an interface missing on every candidate leaves the Service pending with a reason naming the annotation, and Services sharing an address must name the same interface",
+    ),
     unsupported(
         "kube-vip.io/has-ip",
         "the Node label of enable_node_labeling, which kvip warns about",
@@ -339,7 +343,7 @@ pub const ANNOTATIONS: &[Setting] = &[
 
 /// `kube-vip.io/…` names kube-vip v1.0.0 reads that this table does not
 /// classify yet: they are being implemented apart and get their row then.
-pub const ANNOTATIONS_PENDING: &[&str] = &["kube-vip.io/serviceInterface"];
+pub const ANNOTATIONS_PENDING: &[&str] = &[];
 
 /// The kube-vip variable `name`, if kube-vip v1.0.0 has it.
 pub fn variable(name: &str) -> Option<&'static Setting> {

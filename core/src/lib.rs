@@ -4,6 +4,7 @@
 //!
 //! The modules follow the daemon's path from input to wire:
 //!
+//! - [`access`]: what RBAC lets this process do, learnt from refusals;
 //! - [`assess`](mod@assess): the whole picture in one call, for the daemon and `kvip status`;
 //! - [`config`]: kube-vip's environment variables into a checked [`Config`];
 //! - [`kube_vip`]: every kube-vip setting and what kvip does with it;
@@ -26,6 +27,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod assess;
 pub mod budget;
 pub mod campaign;

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use crate::plan::{InterfaceInfo, choose_interface};
+use crate::service::{SERVICE_INTERFACE_ANNOTATION, ServiceInterface};
 
 /// The address protocol of Service VIPs kvip adds (`ip -d addr` shows it).
 pub const LB_ADDRESS_PROTOCOL: u8 = 107;
@@ -84,6 +85,20 @@ pub fn kernel_keeps_marks(release: &str) -> bool {
     }
 }
 
+/// The interface an address goes on when its Services ask for `chosen`
+/// (`kube-vip.io/serviceInterface`) and `configured` is set: the one named,
+/// none for `auto` (the subnet decides), else the configured one.
+pub fn interface_for<'a>(
+    chosen: Option<&'a ServiceInterface>,
+    configured: Option<&'a str>,
+) -> Option<&'a str> {
+    match chosen {
+        None => configured,
+        Some(ServiceInterface::Named(name)) => Some(name.as_str()),
+        Some(ServiceInterface::Auto) => None,
+    }
+}
+
 /// What this node's interfaces look like, for placement.
 #[derive(Debug, Clone, Copy)]
 pub struct Interfaces<'a> {
@@ -103,14 +118,28 @@ impl Interfaces<'_> {
     /// usable interface, or the same host address already there without
     /// this role's mark (someone else's; kvip leaves it alone).
     pub fn place(&self, address: IpAddr) -> Result<String, String> {
+        self.place_as(address, None)
+    }
+
+    /// [`Self::place`] for an address whose Services ask for `chosen`
+    /// (`kube-vip.io/serviceInterface`) instead of the configured interface;
+    /// a problem with it names the annotation.
+    pub fn place_as(
+        &self,
+        address: IpAddr,
+        chosen: Option<&ServiceInterface>,
+    ) -> Result<String, String> {
         let interface = choose_interface(
             address,
-            self.configured,
+            interface_for(chosen, self.configured),
             self.list,
             self.default_v4,
             self.default_v6,
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match chosen {
+            Some(c) => format!("annotation {SERVICE_INTERFACE_ANNOTATION} {c}: {e}"),
+            None => e.to_string(),
+        })?;
         let host = if address.is_ipv4() { 32 } else { 128 };
         let present = self
             .list
@@ -128,14 +157,16 @@ impl Interfaces<'_> {
         Ok(interface)
     }
 
-    /// The problems of every address in `addresses` that cannot be placed.
+    /// The problems of every address in `addresses` that cannot be placed,
+    /// each where `chosen` puts it (the configured interface when absent).
     pub fn problems(
         &self,
         addresses: impl IntoIterator<Item = IpAddr>,
+        chosen: &BTreeMap<IpAddr, ServiceInterface>,
     ) -> BTreeMap<IpAddr, String> {
         addresses
             .into_iter()
-            .filter_map(|a| self.place(a).err().map(|e| (a, e)))
+            .filter_map(|a| self.place_as(a, chosen.get(&a)).err().map(|e| (a, e)))
             .collect()
     }
 }
@@ -295,9 +326,57 @@ mod tests {
             configured: Some("bond0"),
             ..here
         };
-        let problems = bond.problems([ip("10.0.0.51"), ip("10.0.0.52")]);
+        let problems = bond.problems([ip("10.0.0.51"), ip("10.0.0.52")], &BTreeMap::new());
         assert_eq!(problems.len(), 2);
         assert!(problems.values().all(|p| p.contains("\"bond0\"")));
+    }
+
+    #[test]
+    fn a_service_interface_overrides_the_configured_one() {
+        let list = [
+            iface("eth0", true, &[("10.0.0.5", 24)]),
+            iface("eth1", true, &[("10.0.1.5", 24)]),
+            iface("eth2", false, &[]),
+        ];
+        let here = Interfaces {
+            configured: Some("eth0"),
+            list: &list,
+            default_v4: Some("eth0"),
+            default_v6: None,
+        };
+        let named = |n: &str| ServiceInterface::Named(n.to_string());
+        assert_eq!(here.place(ip("10.0.1.9")), Ok("eth0".into()), "configured");
+        assert_eq!(
+            here.place_as(ip("10.0.1.9"), Some(&named("eth1"))),
+            Ok("eth1".into())
+        );
+        assert_eq!(
+            here.place_as(ip("10.0.1.9"), Some(&ServiceInterface::Auto)),
+            Ok("eth1".into()),
+            "auto: the interface whose subnet holds it, not the configured one"
+        );
+        let missing = here
+            .place_as(ip("10.0.1.9"), Some(&named("eth9")))
+            .unwrap_err();
+        assert!(
+            missing.starts_with("annotation kube-vip.io/serviceInterface eth9: ")
+                && missing.contains("eth9"),
+            "{missing}"
+        );
+        let down = here
+            .place_as(ip("10.0.1.9"), Some(&named("eth2")))
+            .unwrap_err();
+        assert!(
+            down.contains("kube-vip.io/serviceInterface") && down.contains("down"),
+            "{down}"
+        );
+        let chosen = BTreeMap::from([(ip("10.0.1.9"), named("eth9"))]);
+        let problems = here.problems([ip("10.0.1.9"), ip("10.0.0.9")], &chosen);
+        assert_eq!(
+            problems.len(),
+            1,
+            "only the annotated address: {problems:?}"
+        );
     }
 
     #[test]

@@ -24,6 +24,12 @@ pub const IGNORE_ANNOTATION: &str = "kube-vip.io/ignore";
 pub const LEASE_NAME_ANNOTATION: &str = "kube-vip.io/leaseName";
 /// Written by kvip: the node announcing the Service.
 pub const VIP_HOST_ANNOTATION: &str = "kube-vip.io/vipHost";
+/// The interface to announce the Service's addresses on instead of the
+/// configured one (kube-vip-cloud-provider writes it); `auto`: the
+/// interface whose subnet holds the address.
+pub const SERVICE_INTERFACE_ANNOTATION: &str = "kube-vip.io/serviceInterface";
+/// kube-vip 1.2's VLAN sub-interface for the Service; kvip refuses it.
+pub const SERVICE_VLAN_ANNOTATION: &str = "kube-vip.io/serviceVLAN";
 /// The Service type kvip serves.
 pub const LOAD_BALANCER_TYPE: &str = "LoadBalancer";
 /// A Service's identity.
@@ -161,6 +167,62 @@ pub struct ServiceView {
     /// Those of its addresses its `status.loadBalancer.ingress` lists: it
     /// has them, and keeps them against any other claim.
     pub served: Vec<IpAddr>,
+    /// Where its addresses come from.
+    pub addresses_from: AddressSource,
+    /// `kube-vip.io/serviceInterface`: where its addresses go on a node,
+    /// instead of the configured interface.
+    pub interface: Option<ServiceInterface>,
+}
+
+/// The field a Service's addresses come from, in kube-vip's order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum AddressSource {
+    /// `kube-vip.io/loadbalancerIPs`.
+    Annotation,
+    /// `spec.loadBalancerIP`.
+    #[default]
+    Spec,
+    /// `status.loadBalancer.ingress`, when neither of the others names an
+    /// address (or `spec.loadBalancerIP` agrees with it): clearing the
+    /// status would lose the address, so it is never cleared.
+    Ingress,
+}
+
+/// The interface a Service's `kube-vip.io/serviceInterface` asks for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum ServiceInterface {
+    /// This interface, on every node that announces it.
+    Named(String),
+    /// `auto`: the interface whose subnet holds the address, whatever
+    /// interface is configured.
+    Auto,
+}
+
+impl fmt::Display for ServiceInterface {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServiceInterface::Named(name) => f.write_str(name),
+            ServiceInterface::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+/// The rule a Linux interface name breaks, if any: 1 to 15 bytes, no
+/// `/`, `:` or white space, not `.` or `..`.
+pub fn interface_name_rule(name: &str) -> Option<&'static str> {
+    if name.is_empty() || name.len() > 15 {
+        return Some("an interface name is 1 to 15 characters long");
+    }
+    if name == "." || name == ".." {
+        return Some("an interface name cannot be . or ..");
+    }
+    if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    {
+        return Some("an interface name cannot contain '/', ':' or white space");
+    }
+    None
 }
 
 impl ServiceView {
@@ -231,6 +293,36 @@ pub enum ServiceError {
         value: String,
         /// The DNS-1123 rule it breaks.
         reason: &'static str,
+    },
+    /// `kube-vip.io/serviceInterface` is no interface name.
+    #[error(
+        "annotation {SERVICE_INTERFACE_ANNOTATION}: {value:?} is not an interface name: {reason}; name the interface (such as eth1) or write auto"
+    )]
+    InvalidInterface {
+        /// Its value.
+        value: String,
+        /// The rule it breaks.
+        reason: &'static str,
+    },
+    /// Two Services share an address but ask for different interfaces.
+    #[error(
+        "annotation {SERVICE_INTERFACE_ANNOTATION}: {address} is announced on {other_interface} for {other}, which shares it; give both Services the same interface"
+    )]
+    InterfaceConflict {
+        /// The shared address.
+        address: IpAddr,
+        /// The Service that has it.
+        other: ServiceKey,
+        /// The interface that Service asks for (`the configured interface` when none).
+        other_interface: String,
+    },
+    /// `kube-vip.io/serviceVLAN` is set: kvip makes no VLAN interfaces.
+    #[error(
+        "annotation {SERVICE_VLAN_ANNOTATION}: {value:?}: not supported: kvip does not create VLAN sub-interfaces; create the VLAN interface on the nodes (such as `ip link add link eth0 name eth0.{value} type vlan id {value}`), name it in {SERVICE_INTERFACE_ANNOTATION} and remove {SERVICE_VLAN_ANNOTATION}"
+    )]
+    VlanNotSupported {
+        /// Its value.
+        value: String,
     },
     /// `spec.externalTrafficPolicy` is neither Cluster nor Local.
     #[error("spec.externalTrafficPolicy: {value:?} must be Cluster or Local")]
@@ -351,22 +443,40 @@ impl ServiceView {
             }
         };
 
-        let annotated: Vec<&str> = input
+        if let Some(value) = input
             .annotations
-            .get(LOADBALANCER_IPS_ANNOTATION)
-            .map(|list| list.split(',').map(str::trim).filter(|s| !s.is_empty()))
-            .into_iter()
-            .flatten()
-            .collect();
-        let (field, texts) = if !annotated.is_empty() {
-            (
-                format!("annotation {LOADBALANCER_IPS_ANNOTATION}"),
-                annotated,
-            )
-        } else {
-            let spec = input.load_balancer_ip.as_deref().map(str::trim);
-            let texts = spec.filter(|s| !s.is_empty()).into_iter().collect();
-            ("spec.loadBalancerIP".to_string(), texts)
+            .get(SERVICE_VLAN_ANNOTATION)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+        {
+            return Err(ServiceError::VlanNotSupported {
+                value: value.to_string(),
+            });
+        }
+        let interface = match input
+            .annotations
+            .get(SERVICE_INTERFACE_ANNOTATION)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+        {
+            None => None,
+            Some("auto") => Some(ServiceInterface::Auto),
+            Some(name) => match interface_name_rule(name) {
+                Some(reason) => {
+                    return Err(ServiceError::InvalidInterface {
+                        value: name.to_string(),
+                        reason,
+                    });
+                }
+                None => Some(ServiceInterface::Named(name.to_string())),
+            },
+        };
+
+        let (addresses_from, texts) = address_texts(input);
+        let field = match addresses_from {
+            AddressSource::Annotation => format!("annotation {LOADBALANCER_IPS_ANNOTATION}"),
+            AddressSource::Spec => "spec.loadBalancerIP".to_string(),
+            AddressSource::Ingress => "status.loadBalancer.ingress".to_string(),
         };
         let mut addresses = Vec::new();
         for text in texts {
@@ -418,8 +528,52 @@ impl ServiceView {
                 .collect(),
             addresses,
             lease_name,
+            addresses_from,
+            interface,
         }))
     }
+}
+
+/// Where a Service's addresses come from, as kube-vip reads them: the
+/// `kube-vip.io/loadbalancerIPs` annotation; else the IPs in
+/// `status.loadBalancer.ingress`, unless `spec.loadBalancerIP` is set and
+/// an ingress IP of its family differs from it (then the spec wins); else
+/// `spec.loadBalancerIP`. Hostname-only ingress entries name no address.
+pub fn address_texts(input: &ServiceInput) -> (AddressSource, Vec<&str>) {
+    let annotated: Vec<&str> = input
+        .annotations
+        .get(LOADBALANCER_IPS_ANNOTATION)
+        .map(|list| list.split(',').map(str::trim).filter(|s| !s.is_empty()))
+        .into_iter()
+        .flatten()
+        .collect();
+    if !annotated.is_empty() {
+        return (AddressSource::Annotation, annotated);
+    }
+    let spec = input
+        .load_balancer_ip
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    let ingress: Vec<&str> = input
+        .ingress_ips
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if !ingress.is_empty() {
+        let spec_ip = spec.and_then(|s| s.parse::<IpAddr>().ok());
+        let disagrees = spec_ip.is_some_and(|spec_ip| {
+            ingress.iter().any(|i| {
+                i.parse::<IpAddr>()
+                    .is_ok_and(|ip| ip.is_ipv4() == spec_ip.is_ipv4() && ip != spec_ip)
+            })
+        });
+        if !disagrees {
+            return (AddressSource::Ingress, ingress);
+        }
+    }
+    (AddressSource::Spec, spec.into_iter().collect())
 }
 
 #[cfg(test)]
@@ -449,6 +603,97 @@ mod tests {
 
     fn ips(list: &[&str]) -> Vec<IpAddr> {
         list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_ingress_is_the_source_as_kube_vip_reads_it() {
+        // Neither annotation nor spec: the ingress IPs (hostnames skipped).
+        let mut input = lb(&[]);
+        input.ingress_ips = vec!["10.0.0.7".into(), "".into(), "fd00::7".into()];
+        let v = view(&input);
+        assert_eq!(v.addresses, ips(&["10.0.0.7", "fd00::7"]));
+        assert_eq!(v.addresses_from, AddressSource::Ingress);
+        assert_eq!(v.served, v.addresses, "what the ingress lists is served");
+        // The spec agrees with the ingress of its family: the ingress, all of it.
+        input.load_balancer_ip = Some("10.0.0.7".into());
+        assert_eq!(view(&input).addresses, ips(&["10.0.0.7", "fd00::7"]));
+        assert_eq!(view(&input).addresses_from, AddressSource::Ingress);
+        // The spec disagrees: the spec wins.
+        input.load_balancer_ip = Some("10.0.0.8".into());
+        assert_eq!(view(&input).addresses, ips(&["10.0.0.8"]));
+        assert_eq!(view(&input).addresses_from, AddressSource::Spec);
+        // An IPv6 spec says nothing of an IPv4 ingress.
+        input.ingress_ips = vec!["10.0.0.7".into()];
+        input.load_balancer_ip = Some("fd00::8".into());
+        assert_eq!(view(&input).addresses, ips(&["10.0.0.7"]));
+        // The annotation wins over both.
+        input
+            .annotations
+            .insert(LOADBALANCER_IPS_ANNOTATION.into(), "10.0.0.9".into());
+        assert_eq!(view(&input).addresses, ips(&["10.0.0.9"]));
+        assert_eq!(view(&input).addresses_from, AddressSource::Annotation);
+        // Nothing anywhere: no address.
+        let empty = view(&lb(&[]));
+        assert!(empty.addresses.is_empty());
+        assert_eq!(empty.addresses_from, AddressSource::Spec);
+    }
+
+    #[test]
+    fn a_bad_ingress_address_names_the_status_field() {
+        let mut input = lb(&[]);
+        input.ingress_ips = vec!["127.0.0.1".into()];
+        let err = ServiceView::from_input(&input, &rule()).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("status.loadBalancer.ingress: \"127.0.0.1\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn service_interface_is_a_name_or_auto() {
+        let named = view(&lb(&[(SERVICE_INTERFACE_ANNOTATION, " eth1 ")]));
+        assert_eq!(
+            named.interface,
+            Some(ServiceInterface::Named("eth1".into()))
+        );
+        let auto = view(&lb(&[(SERVICE_INTERFACE_ANNOTATION, "auto")]));
+        assert_eq!(auto.interface, Some(ServiceInterface::Auto));
+        assert_eq!(
+            view(&lb(&[(SERVICE_INTERFACE_ANNOTATION, "")])).interface,
+            None
+        );
+        assert_eq!(view(&lb(&[])).interface, None);
+        for bad in [
+            "eth0/1",
+            "a very long name",
+            "eth0:1",
+            "..",
+            "sixteen-chars-xx",
+        ] {
+            let err = ServiceView::from_input(&lb(&[(SERVICE_INTERFACE_ANNOTATION, bad)]), &rule())
+                .unwrap_err();
+            assert!(
+                matches!(&err, ServiceError::InvalidInterface { value, .. } if value == bad),
+                "{bad}: {err:?}"
+            );
+            assert!(
+                err.to_string().contains(SERVICE_INTERFACE_ANNOTATION),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_service_vlan_is_refused_with_the_way_around_it() {
+        let err =
+            ServiceView::from_input(&lb(&[(SERVICE_VLAN_ANNOTATION, "10")]), &rule()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("not supported"), "{text}");
+        assert!(text.contains(SERVICE_VLAN_ANNOTATION), "{text}");
+        assert!(text.contains("type vlan id 10"), "{text}");
+        assert!(text.contains(SERVICE_INTERFACE_ANNOTATION), "{text}");
+        assert!(ServiceView::from_input(&lb(&[(SERVICE_VLAN_ANNOTATION, " ")]), &rule()).is_ok());
     }
 
     #[test]

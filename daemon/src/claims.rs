@@ -8,7 +8,8 @@ use crate::budget::Urgency;
 use crate::metrics;
 use k8s_openapi::api::core::v1::Service;
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kvip_core::access::{Verb, Write};
 use kvip_core::service::VIP_HOST_ANNOTATION;
 use kvip_core::{LeaseKey, ServiceKey};
 use serde_json::json;
@@ -73,14 +74,6 @@ pub fn spawn(
 
 async fn write(client: &Client, claim: &ClaimWrite, timeout: Duration) -> ClaimResult {
     let api: Api<Service> = Api::namespaced(client.clone(), &claim.service.namespace);
-    let patch = json!({
-        "metadata": {
-            "resourceVersion": claim.resource_version,
-            "annotations": { VIP_HOST_ANNOTATION: claim.claimant },
-        }
-    });
-    let params = PatchParams::default();
-    let patch = Patch::Merge(&patch);
     let target = format!("services/{}", claim.service);
     if crate::budget::admit(&target, "services", Urgency::Within(timeout / 2))
         .await
@@ -88,7 +81,7 @@ async fn write(client: &Client, claim: &ClaimWrite, timeout: Duration) -> ClaimR
     {
         return ClaimResult::Error;
     }
-    let call = api.patch(&claim.service.name, &params, &patch);
+    let call = send(&api, claim);
     let result = match tokio::time::timeout(timeout, call).await {
         Ok(r) => r,
         Err(_) => {
@@ -125,4 +118,39 @@ async fn write(client: &Client, claim: &ClaimWrite, timeout: Duration) -> ClaimR
             ClaimResult::Error
         }
     }
+}
+
+/// Sends `claim`: a merge patch carrying the resourceVersion it was decided
+/// on, or where RBAC grants only `update` on services (kube-vip's
+/// ClusterRole) a read of the Service, refused as a conflict when it changed
+/// since, and a replace guarded by that version.
+async fn send(api: &Api<Service>, claim: &ClaimWrite) -> kube::Result<Service> {
+    let name = claim.service.name.as_str();
+    crate::access::write(Write::Services, |verb| async move {
+        match verb {
+            Verb::Patch => {
+                let patch = json!({
+                    "metadata": {
+                        "resourceVersion": claim.resource_version,
+                        "annotations": { VIP_HOST_ANNOTATION: claim.claimant },
+                    }
+                });
+                api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+            }
+            Verb::Update => {
+                let mut svc = api.get(name).await?;
+                if svc.metadata.resource_version.as_deref() != Some(claim.resource_version.as_str())
+                {
+                    return Err(crate::access::conflict(&format!(
+                        "service {}",
+                        claim.service
+                    )));
+                }
+                crate::ingress::set_vip_host(&mut svc, claim.claimant.as_deref());
+                api.replace(name, &PostParams::default(), &svc).await
+            }
+        }
+    })
+    .await
 }

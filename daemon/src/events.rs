@@ -2,7 +2,9 @@
 //! `VIPPending`, `VIPWithdrawn`. Each is recorded by the one node that
 //! decided it, only when something changed, and under a name derived from
 //! its content, so a repeat raises the existing Event's count instead of
-//! adding another: a flapping cluster cannot flood the API.
+//! adding another: a flapping cluster cannot flood the API. Where RBAC
+//! grants no Events (kube-vip's ClusterRole), that is said once and no
+//! Event is sent ([`crate::access`]).
 
 use crate::metrics;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
@@ -11,6 +13,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kvip_core::ServiceKey;
+use kvip_core::access::Optional;
 use serde_json::json;
 use std::collections::BTreeMap;
 
@@ -233,6 +236,11 @@ impl Told {
                 crate::budget::Urgency::Within(std::time::Duration::from_secs(1)),
             )
         };
+        // RBAC refused Events lately (kube-vip's ClusterRole grants none):
+        // said once, not asked for again per Service.
+        if !crate::access::may(Optional::Events) {
+            return Ok(());
+        }
         admit().await?;
         let api: Api<Event> = Api::namespaced(self.client.clone(), &service.namespace);
         let name = event_name(service, self.reason, &self.message);
@@ -250,6 +258,9 @@ impl Told {
                 )
                 .await;
             metrics::api_request("events", "patch", r.is_ok());
+            if crate::access::answered(Optional::Events, &r) {
+                return Ok(());
+            }
             crate::budget::answered(&target, "events", "patch", crate::budget::code(&r));
             let expired = matches!(&r, Err(kube::Error::Api(status)) if status.code == 404);
             if !expired {
@@ -290,6 +301,9 @@ impl Told {
         };
         let r = api.create(&PostParams::default(), &event).await;
         metrics::api_request("events", "create", r.is_ok());
+        if crate::access::answered(Optional::Events, &r) {
+            return Ok(());
+        }
         crate::budget::answered(&target, "events", "create", crate::budget::code(&r));
         let count = match r {
             Ok(_) => 1,

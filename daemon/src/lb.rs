@@ -30,6 +30,7 @@ use kvip_core::instances::{self, InstanceTerm, Liveness};
 use kvip_core::lease_names;
 use kvip_core::placement;
 use kvip_core::probe::Prober;
+use kvip_core::service::ServiceInterface;
 use kvip_core::{
     AnnouncementGroup, Config, Elector, InterfaceAddress, LeaseKey, Mono, PendingReason,
     ServiceKey, assess, choose_interface, plan::is_subnet_edge,
@@ -78,6 +79,9 @@ struct Assessed {
     live: BTreeSet<String>,
     /// This node's interfaces as placement sees them.
     interfaces: PlacementView,
+    /// The interface each address goes on where its Services ask for one
+    /// (`kube-vip.io/serviceInterface`).
+    chosen: BTreeMap<IpAddr, ServiceInterface>,
     /// Addresses this node cannot place now, and why (what it publishes).
     unplaceable: BTreeMap<IpAddr, String>,
     /// Elections wanted: by Lease, what it elects and our candidacy.
@@ -732,13 +736,18 @@ impl LbRole {
         }
         self.annotations_warned.retain(|k, _| ours.contains(k));
         // Addresses no host may use, judged on this node's interfaces.
+        let chosen = assessment.interfaces();
         let mut interfaces = self.vips.placement_view(self.configured_interface());
-        self.refuse_unusable(&mut assessment, &interfaces);
+        self.refuse_unusable(&mut assessment, &interfaces, &chosen);
         assessment.refuse_service_network(&self.service_network.ranges(), &inputs);
         // Start-up: unmarked copies of VIPs whose Lease (or, in membership
         // mode, claim) names this node, left by a kvip without marks, are
         // this node's to keep.
-        if !self.started_adoption && self.claim_unmarked(&assessment.groups, &services).await {
+        if !self.started_adoption
+            && self
+                .claim_unmarked(&assessment.groups, &services, &chosen)
+                .await
+        {
             interfaces = self.vips.placement_view(self.configured_interface());
         }
         // Nodes that cannot place an address are no candidates for it; this
@@ -748,6 +757,7 @@ impl LbRole {
                 .views
                 .iter()
                 .flat_map(|v| v.addresses.iter().copied()),
+            &chosen,
         );
         // Addresses another host answered for: nobody's to take.
         let asked: BTreeSet<IpAddr> = assessment
@@ -807,6 +817,7 @@ impl LbRole {
             ours,
             live,
             interfaces,
+            chosen,
             unplaceable,
             wanted,
             served,
@@ -973,8 +984,20 @@ impl LbRole {
                 || announced_services != self.announced_last
                 || self.status.take_held_back())
         {
+            let from_status: BTreeSet<ServiceKey> = a
+                .views
+                .iter()
+                .filter(|v| v.addresses_from == kvip_core::service::AddressSource::Ingress)
+                .map(|v| v.key.clone())
+                .collect();
             self.status
-                .sync(&a.services, &announced_services, &a.ours, &a.pending)
+                .sync(
+                    &a.services,
+                    &announced_services,
+                    &a.ours,
+                    &a.pending,
+                    &from_status,
+                )
                 .await;
         }
         self.announced_last = announced_services;
@@ -1156,7 +1179,12 @@ impl LbRole {
     /// Takes groups whose address is a node's own address, the control-plane
     /// VIP, or the network or broadcast address of its subnet, out of the
     /// election, with the reason.
-    fn refuse_unusable(&self, assessment: &mut kvip_core::Assessment, view: &PlacementView) {
+    fn refuse_unusable(
+        &self,
+        assessment: &mut kvip_core::Assessment,
+        view: &PlacementView,
+        chosen: &BTreeMap<IpAddr, ServiceInterface>,
+    ) {
         let nodes = self.cache.nodes.state();
         assessment.refuse_node_addresses(&translate::node_addresses(nodes.iter().map(|n| &**n)));
         if let Some(cp) = *self.control_plane_address.borrow() {
@@ -1167,7 +1195,7 @@ impl LbRole {
         assessment.refuse(|a| {
             let name = choose_interface(
                 a,
-                interfaces.configured,
+                placement::interface_for(chosen.get(&a), interfaces.configured),
                 interfaces.list,
                 interfaces.default_v4,
                 interfaces.default_v6,
@@ -1192,7 +1220,7 @@ impl LbRole {
         let interfaces = view.interfaces(self.interface_choice());
         addresses
             .iter()
-            .filter_map(|address| match interfaces.place(*address) {
+            .filter_map(|address| match interfaces.place_as(*address, self.assessed.chosen.get(address)) {
                 Ok(interface) => Some(InterfaceAddress {
                     interface,
                     address: *address,
@@ -1213,6 +1241,7 @@ impl LbRole {
         &mut self,
         groups: &[AnnouncementGroup],
         services: &[Arc<Service>],
+        chosen: &BTreeMap<IpAddr, ServiceInterface>,
     ) -> bool {
         let view = self.vips.placement_view(self.configured_interface());
         let places = view.interfaces(self.interface_choice());
@@ -1238,7 +1267,7 @@ impl LbRole {
                 continue;
             }
             for address in &g.addresses {
-                if let Err(problem) = places.place(*address)
+                if let Err(problem) = places.place_as(*address, chosen.get(address))
                     && let Some(interface) = placement::foreign_interface(&problem)
                 {
                     ours.insert(*address, interface.to_string());

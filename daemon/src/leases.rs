@@ -4,7 +4,8 @@
 //! A replace is a merge patch, so a Lease's other labels and annotations
 //! stay. Where RBAC grants `update` on Leases but not `patch` (kube-vip's
 //! published ClusterRole), the first patch is refused with 403: from then on
-//! the process replaces Leases whole (PUT), as kube-vip does.
+//! the process replaces Leases whole (PUT), as kube-vip does
+//! ([`crate::access::write`]).
 
 use crate::budget::Urgency;
 use crate::translate;
@@ -12,10 +13,10 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Error};
+use kvip_core::access::{Optional, Verb, Write};
 use kvip_core::lease_names::{MANAGED_BY, MANAGED_BY_LABEL};
 use kvip_core::{LeaseRecord, Mono, WriteResult};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// What a write asks for.
@@ -61,7 +62,6 @@ pub async fn write(
             resource_version,
         } => (record, Some(resource_version.clone())),
     };
-    let method = PATCH.method(resource_version.is_some());
     let patch = resource_version
         .as_deref()
         .map(|version| replacement(version, record, meta));
@@ -87,53 +87,29 @@ pub async fn write(
     }
     let sent = crate::clock::now();
     // Only the last answer counts, for the budget as for the result: a
-    // write RBAC refuses with one verb is sent again at once with the other,
-    // and the process keeps to the verb that last went through. (An API
-    // server that has just started refuses every verb for a moment: then
-    // neither goes through and nothing changes.)
+    // write RBAC refuses with one verb is sent again at once with the other
+    // (crate::access).
     let call = async {
-        let params = PatchParams {
-            field_manager: Some("kvip".into()),
-            ..Default::default()
+        let Some(patch) = &patch else {
+            return api.create(&pp, &lease).await;
         };
-        let patched = |patch: &serde_json::Value| {
-            let api = api.clone();
-            let params = params.clone();
+        crate::access::write(Write::Leases, |verb| {
+            let (api, pp, lease) = (api.clone(), pp.clone(), lease.clone());
             let patch = patch.clone();
-            async move { api.patch(name, &params, &Patch::Merge(&patch)).await }
-        };
-        let refused = |r: &kube::Result<Lease>| matches!(r, Err(Error::Api(status)) if patch_refused_by_rbac(status.code, &status.message));
-        match (method, &patch) {
-            (Method::Patch, Some(patch)) => {
-                let first = patched(patch).await;
-                if !refused(&first) {
-                    return first;
+            async move {
+                match verb {
+                    Verb::Patch => {
+                        let params = PatchParams {
+                            field_manager: Some("kvip".into()),
+                            ..Default::default()
+                        };
+                        api.patch(name, &params, &Patch::Merge(&patch)).await
+                    }
+                    Verb::Update => api.replace(name, &pp, &lease).await,
                 }
-                let second = api.replace(name, &pp, &lease).await;
-                if second.is_ok() && PATCH.refused() {
-                    tracing::warn!(
-                        lease = %format!("{namespace}/{name}"),
-                        "RBAC does not grant patch on leases (coordination.k8s.io), only update: kvip falls back to update, replacing each Lease it writes whole, so labels and annotations others put on a Lease kvip takes are replaced (kvip's managed-by label and its instance Lease's labels and annotations are still written); grant patch on leases, as `kvip manifest rbac` does, to keep them"
-                    );
-                }
-                second
             }
-            (Method::Replace, Some(patch)) => {
-                let first = api.replace(name, &pp, &lease).await;
-                if !refused(&first) {
-                    return first;
-                }
-                let second = patched(patch).await;
-                if second.is_ok() {
-                    PATCH.granted();
-                    tracing::info!(
-                        "RBAC grants patch on leases again: kvip writes Leases with a merge patch"
-                    );
-                }
-                second
-            }
-            _ => api.create(&pp, &lease).await,
-        }
+        })
+        .await
     };
     let result = match tokio::time::timeout(timeout, call).await {
         Ok(r) => r,
@@ -170,64 +146,6 @@ pub async fn write(
         }
     };
     (result, sent)
-}
-
-/// How a write goes out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Method {
-    /// POST: the Lease is new.
-    Create,
-    /// A merge patch guarded by resourceVersion ([`replacement`]).
-    Patch,
-    /// PUT of the whole Lease with its resourceVersion ([`lease_object`]).
-    Replace,
-}
-
-/// Whether Leases are patched or replaced: the verb that last went through
-/// after the other was refused by RBAC.
-struct PatchVerb {
-    forbidden: AtomicBool,
-}
-
-impl PatchVerb {
-    const fn new() -> Self {
-        PatchVerb {
-            forbidden: AtomicBool::new(false),
-        }
-    }
-
-    /// The method of a write: a create, else a patch until one was
-    /// refused, then a replace.
-    fn method(&self, replace: bool) -> Method {
-        match (replace, self.forbidden.load(Ordering::Relaxed)) {
-            (false, _) => Method::Create,
-            (true, false) => Method::Patch,
-            (true, true) => Method::Replace,
-        }
-    }
-
-    /// Records that RBAC refused a patch and a replace went through; true
-    /// when that is news (the caller says so once).
-    fn refused(&self) -> bool {
-        !self.forbidden.swap(true, Ordering::Relaxed)
-    }
-
-    /// Records that RBAC refused a replace and a patch went through.
-    fn granted(&self) {
-        self.forbidden.store(false, Ordering::Relaxed);
-    }
-}
-
-/// Process-wide: whether patching Leases is forbidden.
-static PATCH: PatchVerb = PatchVerb::new();
-
-/// A 403 answer to a Lease patch that RBAC gave (the verb is not granted),
-/// not an admission policy or webhook: that one would refuse the replace
-/// too, and says nothing of the verb.
-fn patch_refused_by_rbac(code: u16, message: &str) -> bool {
-    code == 403
-        && !message.contains("ValidatingAdmissionPolicy")
-        && !message.contains("admission webhook")
 }
 
 /// The Lease a create sends, and a replace when patching is forbidden. Every write carries kvip's managed-by label
@@ -298,7 +216,12 @@ fn replacement(version: &str, record: &LeaseRecord, meta: Option<&LeaseMeta>) ->
 }
 
 /// Deletes a Lease (our own instance Lease on shutdown); absent is fine.
+/// Where RBAC grants no delete (kube-vip's ClusterRole), it is said once and
+/// the Lease is left to expire.
 pub async fn delete(client: &Client, namespace: &str, name: &str) {
+    if !crate::access::may(Optional::DeleteInstanceLease) {
+        return;
+    }
     let target = format!("lease/{namespace}/{name}");
     if crate::budget::admit(&target, "lease", Urgency::Now)
         .await
@@ -308,6 +231,9 @@ pub async fn delete(client: &Client, namespace: &str, name: &str) {
     }
     let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
     let r = api.delete(name, &Default::default()).await;
+    if crate::access::answered(Optional::DeleteInstanceLease, &r) {
+        return;
+    }
     crate::budget::answered(&target, "lease", "delete", crate::budget::code(&r));
 }
 
@@ -355,42 +281,6 @@ mod tests {
         assert_eq!(annotations[macs], "02:00:00:00:00:01");
         assert!(annotations[kvip_core::placement::PLACEMENT_ANNOTATION].is_null());
         assert_eq!(patch["metadata"]["labels"]["kvip.io/instance"], "true");
-    }
-
-    #[test]
-    fn a_refused_patch_turns_every_later_replace_into_an_update() {
-        let verb = PatchVerb::new();
-        assert_eq!(verb.method(false), Method::Create);
-        assert_eq!(verb.method(true), Method::Patch);
-        assert!(verb.refused(), "the first refusal is news (one warning)");
-        assert_eq!(verb.method(true), Method::Replace);
-        assert_eq!(
-            verb.method(false),
-            Method::Create,
-            "a create stays a create"
-        );
-        assert!(!verb.refused(), "a second refusal says nothing again");
-        assert_eq!(verb.method(true), Method::Replace, "kept");
-        // Patch granted again (the RBAC changed): back to patching.
-        verb.granted();
-        assert_eq!(verb.method(true), Method::Patch);
-        assert!(verb.refused(), "news again");
-    }
-
-    #[test]
-    fn only_rbac_refusing_the_verb_makes_a_patch_fall_back() {
-        let rbac = r#"leases.coordination.k8s.io "kvip-lb-worker1" is forbidden: User "system:serviceaccount:kube-system:kube-vip" cannot patch resource "leases" in API group "coordination.k8s.io" in the namespace "kube-system""#;
-        assert!(patch_refused_by_rbac(403, rbac));
-        let policy = r#"leases.coordination.k8s.io "kube-scheduler" is forbidden: ValidatingAdmissionPolicy 'kvip-lb' with binding 'kvip-lb' denied request: failed expression"#;
-        assert!(!patch_refused_by_rbac(403, policy));
-        let webhook = r#"admission webhook "leases.example.com" denied the request: no"#;
-        assert!(!patch_refused_by_rbac(403, webhook));
-        for code in [404, 409, 422, 429, 500] {
-            assert!(
-                !patch_refused_by_rbac(code, rbac),
-                "{code} is no refusal of the verb"
-            );
-        }
     }
 
     #[test]

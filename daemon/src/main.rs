@@ -1,5 +1,6 @@
 //! `kvip`: the virtual-IP daemon and its command line.
 
+mod access;
 mod budget;
 mod cache;
 mod claims;

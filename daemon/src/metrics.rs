@@ -104,6 +104,16 @@ pub struct Metrics {
     pub http_accept_errors: Counter,
     /// Times the control-plane VIP changed because its DNS name resolved anew.
     pub control_plane_address_changes: Counter,
+    /// 1 while RBAC refuses a permission kvip uses (it does without, or
+    /// writes with `update` instead of `patch`).
+    pub permission_missing: Family<PermissionLabels, Gauge>,
+}
+
+/// Labels naming an RBAC permission.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PermissionLabels {
+    /// The verbs and resource, such as `create,patch events`.
+    pub permission: String,
 }
 
 /// Labels carrying a state or outcome.
@@ -153,6 +163,7 @@ pub fn get() -> &'static Metrics {
             http_closed: Family::default(),
             http_accept_errors: Counter::default(),
             control_plane_address_changes: Counter::default(),
+            permission_missing: Family::default(),
         };
         m.lease_stretch.set(1);
         registry.register(
@@ -266,6 +277,11 @@ pub fn get() -> &'static Metrics {
             "Failed accepts on the metrics and health endpoint (such as out of file descriptors); kvip waits 10 ms doubling to 1 s between them",
             m.http_accept_errors.clone(),
         );
+        registry.register(
+            "kvip_permission_missing",
+            "1 while RBAC refuses a permission kvip uses: `patch <resource>` (kvip writes with update instead), `create,patch events` (no Events), `delete leases` (the instance Lease expires instead), `list servicecidrs` (only ClusterIPs are refused as VIPs)",
+            m.permission_missing.clone(),
+        );
         let build: Family<BuildLabels, Gauge> = Family::default();
         build
             .get_or_create(&BuildLabels {
@@ -307,6 +323,16 @@ pub fn api_request(resource: &str, verb: &str, ok: bool) {
             result: if ok { "ok" } else { "error" }.into(),
         })
         .inc();
+}
+
+/// Says whether RBAC refuses `permission` now.
+pub fn permission_missing(permission: &str, missing: bool) {
+    get()
+        .permission_missing
+        .get_or_create(&PermissionLabels {
+            permission: permission.into(),
+        })
+        .set(i64::from(missing));
 }
 
 /// Counts a write the budget held back.

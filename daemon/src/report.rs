@@ -13,7 +13,7 @@ use kvip_core::candidacy::NodeInput;
 use kvip_core::config::parse_go_bool;
 use kvip_core::instances::{self, instance_of};
 use kvip_core::placement;
-use kvip_core::service::{LOADBALANCER_IPS_ANNOTATION, TrafficPolicy, VIP_HOST_ANNOTATION};
+use kvip_core::service::{TrafficPolicy, VIP_HOST_ANNOTATION};
 use kvip_core::{LbClassRule, LeaseKey, LeaseRecord, ServiceInput, ServiceKey, SliceInput};
 use kvip_core::{WallTime, assess};
 use serde::Serialize;
@@ -421,27 +421,12 @@ fn policy_text(input: &ServiceInput) -> String {
     }
 }
 
-/// What a refused Service asks for, as written.
+/// What a refused Service asks for, as written, from where kvip reads it.
 fn requested_addresses(input: &ServiceInput) -> Vec<String> {
-    let annotated: Vec<String> = input
-        .annotations
-        .get(LOADBALANCER_IPS_ANNOTATION)
-        .map(|list| {
-            list.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default();
-    if !annotated.is_empty() {
-        return annotated;
-    }
-    input
-        .load_balancer_ip
-        .iter()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
+    kvip_core::service::address_texts(input)
+        .1
+        .into_iter()
+        .map(String::from)
         .collect()
 }
 
@@ -1019,6 +1004,7 @@ pub fn run(args: StatusArgs) -> ExitCode {
 mod tests {
     use super::*;
     use kvip_core::endpoints::EndpointInput;
+    use kvip_core::service::LOADBALANCER_IPS_ANNOTATION;
 
     const SECOND: i64 = 1_000_000;
     const NOW: WallTime = WallTime(1_764_000_000 * SECOND);

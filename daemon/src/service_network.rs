@@ -8,6 +8,7 @@
 use k8s_openapi::api::networking::v1::ServiceCIDR;
 use kube::api::ListParams;
 use kube::{Api, Client};
+use kvip_core::access::Optional;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,7 +39,14 @@ impl ServiceNetwork {
         tokio::spawn(async move {
             let mut reported = false;
             loop {
-                match api.list(&ListParams::default()).await {
+                if !crate::access::may(Optional::ListServiceCidrs) {
+                    tokio::time::sleep(REFRESH).await;
+                    continue;
+                }
+                let listed = api.list(&ListParams::default()).await;
+                // Refused by RBAC: said once by crate::access.
+                let refused = crate::access::answered(Optional::ListServiceCidrs, &listed);
+                match listed {
                     Ok(list) => {
                         let read = ranges_of(&list.items);
                         if let Ok(mut r) = ranges.lock() {
@@ -49,9 +57,9 @@ impl ServiceNetwork {
                         }
                         reported = false;
                     }
-                    Err(e) if !reported => {
+                    Err(e) if !reported && !refused => {
                         reported = true;
-                        tracing::warn!(error = %e, "cannot list ServiceCIDRs (networking.k8s.io/v1; Kubernetes 1.33 and later, and kvip's role must allow list): only the ClusterIPs of existing Services are refused as VIPs");
+                        tracing::warn!(error = %e, "cannot list ServiceCIDRs (networking.k8s.io/v1; Kubernetes 1.33 and later): only the ClusterIPs of existing Services are refused as VIPs");
                     }
                     Err(_) => {}
                 }

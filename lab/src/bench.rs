@@ -292,7 +292,7 @@ fn scenarios_on_lab(
         who.slug()
     ));
     std::fs::write(&path, manifest).with_context(|| format!("writing {}", path.display()))?;
-    commands::deploy(&path, false)?;
+    commands::deploy(&path, &[], false)?;
     std::thread::sleep(IDLE_WAIT);
     sr.idle = Testbed::usage_between(&[], &tb.daemon_samples(bin), IDLE_WAIT);
     log(&format!(

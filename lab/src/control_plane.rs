@@ -41,6 +41,7 @@ pub fn etcd_launch(paths: &Paths, etcd: &Path) -> Launch {
         ],
         env: base_env(),
         service_account_dir: None,
+        files: Default::default(),
         log: paths.log("infra", "etcd"),
     }
 }
@@ -86,6 +87,7 @@ pub fn apiserver_launch(
         ],
         env: base_env(),
         service_account_dir: None,
+        files: Default::default(),
         log: paths.log(&node.name, "kube-apiserver"),
     }
 }
@@ -108,6 +110,7 @@ pub fn controller_manager_launch(paths: &Paths, bin: &Path, pki: &Pki) -> Launch
         ],
         env: base_env(),
         service_account_dir: None,
+        files: Default::default(),
         log: paths.log("infra", "kube-controller-manager"),
     }
 }
@@ -242,6 +245,7 @@ pub fn kube_proxy_launch(paths: &Paths, bin: &Path, node: &NodeLayout, ipv6: boo
         ],
         env: base_env(),
         service_account_dir: None,
+        files: Default::default(),
         log: paths.log(&node.name, "kube-proxy"),
     }
 }

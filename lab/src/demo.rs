@@ -66,7 +66,7 @@ fn kvip(args: &[&str]) -> anyhow::Result<(bool, String)> {
 fn deploy(name: &str, yaml: &str) -> anyhow::Result<()> {
     let path = Paths::new().root.join(format!("demo-{name}.yaml"));
     std::fs::write(&path, yaml)?;
-    commands::deploy(&path, false)
+    commands::deploy(&path, &[], false)
 }
 
 /// Probes until `accept` holds; prints the answer and how long it took.

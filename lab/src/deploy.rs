@@ -2,13 +2,16 @@
 //! they are; each DaemonSet runs its container, with the local binary its
 //! image stands for, on every node its nodeSelector, affinity and tolerations
 //! admit — as the DaemonSet controller and kubelet would — under its
-//! ServiceAccount's token, so RBAC is enforced for real.
+//! ServiceAccount's token, so RBAC is enforced for real. A Pod is a static
+//! Pod (`deploy FILE --node N`), as a kubelet runs the files in its
+//! manifests folder: on the nodes named, with the node's admin kubeconfig
+//! where its hostPath volume mounts one.
 
 use crate::layout::NodeLayout;
 use anyhow::{Context, bail};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{
-    Container, NodeSelectorRequirement, NodeSelectorTerm, PodSpec, Taint, Toleration,
+    Container, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec, Taint, Toleration,
 };
 use std::collections::BTreeMap;
 
@@ -19,17 +22,13 @@ pub struct Manifest {
     pub objects: Vec<serde_json::Value>,
     /// DaemonSets the lab runs itself.
     pub daemonsets: Vec<DaemonSet>,
+    /// Static Pods the lab runs on the nodes `deploy --node` names.
+    pub pods: Vec<Pod>,
 }
 
-/// Kinds the lab cannot run: it plays the DaemonSet controller only.
-const WORKLOADS: [&str; 6] = [
-    "Deployment",
-    "StatefulSet",
-    "ReplicaSet",
-    "Job",
-    "CronJob",
-    "Pod",
-];
+/// Kinds the lab cannot run: it plays the DaemonSet controller and the
+/// kubelet's static Pods only.
+const WORKLOADS: [&str; 5] = ["Deployment", "StatefulSet", "ReplicaSet", "Job", "CronJob"];
 
 /// Splits a multi-document YAML manifest.
 pub fn parse(text: &str) -> anyhow::Result<Manifest> {
@@ -78,12 +77,75 @@ fn collect(value: serde_json::Value, manifest: &mut Manifest, doc: usize) -> any
                 .with_context(|| format!("YAML document {doc}: DaemonSet"))?;
             manifest.daemonsets.push(ds);
         }
+        "Pod" => {
+            let pod: Pod = serde_json::from_value(value)
+                .with_context(|| format!("YAML document {doc}: Pod"))?;
+            manifest.pods.push(pod);
+        }
         k if WORKLOADS.contains(&k) => {
-            bail!("YAML document {doc} is a {k}: the lab runs DaemonSets only")
+            bail!("YAML document {doc} is a {k}: the lab runs DaemonSets and static Pods only")
         }
         _ => manifest.objects.push(value),
     }
     Ok(())
+}
+
+/// The node files a static Pod may mount (hostPath): kubeadm's admin
+/// kubeconfigs, which kube-vip's static Pod mounts (`super-admin.conf` on
+/// the first node of Kubernetes 1.29 and later, as kube-vip's docs say).
+pub const KUBECONFIG_HOST_PATHS: [&str; 2] = [
+    "/etc/kubernetes/admin.conf",
+    "/etc/kubernetes/super-admin.conf",
+];
+
+/// Where `container` of a static Pod with `spec` mounts a node kubeconfig
+/// ([`KUBECONFIG_HOST_PATHS`]): the paths the lab puts the node's admin
+/// kubeconfig at. Any other volume is refused, naming it.
+pub fn kubeconfig_mounts(spec: &PodSpec, container: &Container) -> anyhow::Result<Vec<String>> {
+    let mut paths = Vec::new();
+    for mount in container.volume_mounts.iter().flatten() {
+        let volume = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == mount.name)
+            .with_context(|| {
+                format!(
+                    "container {}: volumeMount {} names no volume",
+                    container.name, mount.name
+                )
+            })?;
+        let host_path = volume.host_path.as_ref().map(|h| h.path.as_str());
+        match host_path {
+            Some(path) if KUBECONFIG_HOST_PATHS.contains(&path) => {}
+            _ => bail!(
+                "container {}: volume {}: the lab maps only the hostPaths {} (a kubeconfig)",
+                container.name,
+                mount.name,
+                KUBECONFIG_HOST_PATHS.join(", ")
+            ),
+        }
+        // The lab mounts a tmpfs over the folder: only a folder of its own.
+        if !mount.mount_path.starts_with("/etc/kubernetes/") {
+            bail!(
+                "container {}: volume {}: mountPath {} is outside /etc/kubernetes/, where the lab puts kubeconfigs",
+                container.name,
+                mount.name,
+                mount.mount_path
+            );
+        }
+        paths.push(mount.mount_path.clone());
+    }
+    Ok(paths)
+}
+
+/// `namespace/name` of a Pod.
+pub fn pod_key(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    )
 }
 
 /// `namespace/name` of a DaemonSet.
@@ -508,11 +570,63 @@ spec:
         assert_eq!(expand("$(A)-$(B)-$$(A)-$", &env), "x-$(B)-$(A)-$");
     }
 
+    const STATIC_POD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: { name: kube-vip, namespace: kube-system }
+spec:
+  hostNetwork: true
+  containers:
+  - name: kube-vip
+    image: ghcr.io/kube-vip/kube-vip:v1.0.0
+    args: ["manager"]
+    volumeMounts:
+    - { mountPath: /etc/kubernetes/admin.conf, name: kubeconfig }
+  volumes:
+  - { name: kubeconfig, hostPath: { path: /etc/kubernetes/super-admin.conf } }
+"#;
+
+    #[test]
+    fn a_static_pods_kubeconfig_hostpath_is_mapped_and_nothing_else() {
+        let m = parse(STATIC_POD).unwrap();
+        assert_eq!(m.pods.len(), 1);
+        assert_eq!(pod_key(&m.pods[0]), "kube-system/kube-vip");
+        let spec = m.pods[0].spec.clone().unwrap();
+        let mounts = kubeconfig_mounts(&spec, &spec.containers[0]).unwrap();
+        assert_eq!(mounts, ["/etc/kubernetes/admin.conf"]);
+
+        let other = STATIC_POD.replace("/etc/kubernetes/super-admin.conf", "/var/lib/etcd");
+        let m = parse(&other).unwrap();
+        let spec = m.pods[0].spec.clone().unwrap();
+        let err = kubeconfig_mounts(&spec, &spec.containers[0]).unwrap_err();
+        assert!(err.to_string().contains("volume kubeconfig"), "{err}");
+
+        let elsewhere = STATIC_POD.replace(
+            "mountPath: /etc/kubernetes/admin.conf",
+            "mountPath: /etc/admin.conf",
+        );
+        let m = parse(&elsewhere).unwrap();
+        let spec = m.pods[0].spec.clone().unwrap();
+        let err = kubeconfig_mounts(&spec, &spec.containers[0]).unwrap_err();
+        assert!(
+            err.to_string().contains("outside /etc/kubernetes/"),
+            "{err}"
+        );
+
+        let dangling = STATIC_POD.replace("name: kubeconfig }", "name: other }");
+        let m = parse(&dangling).unwrap();
+        let spec = m.pods[0].spec.clone().unwrap();
+        assert!(kubeconfig_mounts(&spec, &spec.containers[0]).is_err());
+    }
+
     #[test]
     fn workloads_other_than_daemonsets_are_refused() {
         let err =
             parse("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n").unwrap_err();
-        assert!(err.to_string().contains("DaemonSets only"), "{err}");
+        assert!(
+            err.to_string().contains("DaemonSets and static Pods only"),
+            "{err}"
+        );
         let m =
             parse("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: kvip}\n---\n").unwrap();
         assert_eq!(m.objects.len(), 1);

@@ -13,6 +13,7 @@ pub mod deploy;
 pub mod endpoint;
 pub mod forge;
 pub mod ipvs;
+pub mod kube_vip;
 pub mod labd;
 pub mod layout;
 pub mod netns;

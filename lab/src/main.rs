@@ -38,7 +38,7 @@ enum Command {
     },
     /// Print shell `export` lines for the running lab.
     Env,
-    /// Apply a manifest: objects to the API server, DaemonSets run on their nodes.
+    /// Apply a manifest: objects to the API server, DaemonSets run on their nodes, Pods as static Pods on the nodes given.
     Deploy {
         /// YAML manifest.
         file: PathBuf,
@@ -46,8 +46,11 @@ enum Command {
         /// `kubectl rollout restart` does (unchanged ones are left running).
         #[arg(long)]
         restart: bool,
+        /// A node whose kubelet runs the manifest's Pods as static Pods (repeat for more).
+        #[arg(long = "node")]
+        nodes: Vec<String>,
     },
-    /// Stop the DaemonSets of a manifest.
+    /// Stop the DaemonSets and static Pods of a manifest.
     Undeploy {
         /// YAML manifest.
         file: PathBuf,
@@ -196,7 +199,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ipvs_dummy,
         }),
         Command::Env => commands::env(),
-        Command::Deploy { file, restart } => commands::deploy(&file, restart),
+        Command::Deploy {
+            file,
+            restart,
+            nodes,
+        } => commands::deploy(&file, &nodes, restart),
         Command::Undeploy { file } => commands::undeploy(&file),
         Command::Pod {
             words,

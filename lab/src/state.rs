@@ -50,6 +50,11 @@ impl Paths {
     pub fn endpoint_kubeconfig(&self) -> PathBuf {
         self.root.join("endpoint.kubeconfig")
     }
+
+    /// The files a static Pod's containers mount from the node.
+    pub fn static_pod_dir(&self, pod: &str) -> PathBuf {
+        self.root.join("staticpods").join(pod)
+    }
     /// Log file of one process.
     pub fn log(&self, owner: &str, name: &str) -> PathBuf {
         self.root
@@ -96,6 +101,11 @@ pub enum ProcessKind {
         /// `namespace/name` of the DaemonSet.
         daemonset: String,
     },
+    /// A container of a static Pod started by `deploy --node`.
+    StaticPod {
+        /// `namespace/name` of the Pod.
+        pod: String,
+    },
     /// The responder of a lab pod.
     Pod {
         /// `namespace/name` of the Pod.
@@ -114,6 +124,10 @@ pub struct Launch {
     pub env: BTreeMap<String, String>,
     /// Folder bind-mounted on the in-cluster service-account path, if any.
     pub service_account_dir: Option<PathBuf>,
+    /// Files the process sees at a path of its own (path in the pod → lab
+    /// file): a static Pod's kubeconfig hostPath.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, PathBuf>,
     /// Log file (stdout and stderr).
     pub log: PathBuf,
 }

@@ -41,8 +41,9 @@ fn select_by(manifest: &str, label: &str) -> Result<String, String> {
 }
 
 fn kube_vip_manifest() -> Result<std::path::PathBuf, String> {
+    let rbac = kvip_lab::kube_vip::rbac().map_err(|e| format!("{e:#}"))?;
     let yaml = select_by(
-        &kvip_lab::bench::subject::kube_vip_manifest(),
+        &kvip_lab::bench::subject::kube_vip_manifest(&rbac),
         KUBE_VIP_LABEL,
     )?;
     temp_file("migrate-kube-vip.yaml", &yaml)

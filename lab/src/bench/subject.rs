@@ -118,7 +118,7 @@ pub fn manifest(subject: Subject) -> anyhow::Result<String> {
     match subject {
         Subject::Kvip => kvip_manifest(&[]),
         Subject::KvipMembership => kvip_manifest(&["--env", "kvip_membership=true"]),
-        Subject::KubeVip => Ok(kube_vip_manifest()),
+        Subject::KubeVip => Ok(kube_vip_manifest(&crate::kube_vip::rbac()?)),
     }
 }
 
@@ -150,33 +150,13 @@ fn kvip_manifest(extra: &[&str]) -> anyhow::Result<String> {
 
 /// kube-vip's Service load balancer as its docs deploy it, on every node,
 /// with the environment kvip's DaemonSet carries (ARP, `svc_enable`,
-/// `svc_election`, the same timings and interface), metrics on :2114, and
-/// RBAC covering what kube-vip reads and writes.
-pub fn kube_vip_manifest() -> String {
+/// `svc_election`, the same timings and interface), metrics on :2114, under
+/// `rbac`: kube-vip's own RBAC as `kube-vip manifest rbac` prints it
+/// (ServiceAccount `kube-system/kube-vip`).
+pub fn kube_vip_manifest(rbac: &str) -> String {
     let (duration, deadline, retry) = LEASE_TIMINGS;
     format!(
-        r#"apiVersion: v1
-kind: ServiceAccount
-metadata: {{ name: kube-vip, namespace: kube-system }}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {{ name: "system:kube-vip-role" }}
-rules:
-- {{ apiGroups: [""], resources: ["services/status"], verbs: ["update", "patch"] }}
-- {{ apiGroups: [""], resources: ["services", "endpoints"], verbs: ["list", "get", "watch", "update", "patch"] }}
-- {{ apiGroups: [""], resources: ["nodes"], verbs: ["list", "get", "watch", "update", "patch"] }}
-- {{ apiGroups: [""], resources: ["pods"], verbs: ["list"] }}
-- {{ apiGroups: ["", "events.k8s.io"], resources: ["events"], verbs: ["create", "patch"] }}
-- {{ apiGroups: ["coordination.k8s.io"], resources: ["leases"], verbs: ["list", "get", "watch", "update", "create", "patch", "delete"] }}
-- {{ apiGroups: ["discovery.k8s.io"], resources: ["endpointslices"], verbs: ["list", "get", "watch", "update"] }}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {{ name: "system:kube-vip-binding" }}
-roleRef: {{ apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:kube-vip-role" }}
-subjects:
-- {{ kind: ServiceAccount, name: kube-vip, namespace: kube-system }}
+        r#"{rbac}
 ---
 apiVersion: apps/v1
 kind: DaemonSet
@@ -218,9 +198,10 @@ mod tests {
 
     #[test]
     fn kube_vip_manifest_is_what_the_lab_deploys_as_kube_vip() {
-        let m = crate::deploy::parse(&kube_vip_manifest()).unwrap();
+        let rbac = "---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: kube-vip\n  namespace: kube-system\n";
+        let m = crate::deploy::parse(&kube_vip_manifest(rbac)).unwrap();
         assert_eq!(m.daemonsets.len(), 1);
-        assert_eq!(m.objects.len(), 3);
+        assert_eq!(m.objects.len(), 1, "kube-vip's RBAC as given, nothing more");
         let spec = m.daemonsets[0].spec.clone().unwrap().template.spec.unwrap();
         let c = &spec.containers[0];
         assert_eq!(

@@ -104,7 +104,10 @@ pub fn fault(fault: Fault) -> anyhow::Result<()> {
             let mut restarted = 0;
             for p in state.processes.iter_mut().filter(|p| {
                 p.node.as_deref() == Some(name.as_str())
-                    && matches!(p.kind, ProcessKind::DaemonSet { .. })
+                    && matches!(
+                        p.kind,
+                        ProcessKind::DaemonSet { .. } | ProcessKind::StaticPod { .. }
+                    )
             }) {
                 if let Some(pid) = p.pid.take() {
                     process::kill(pid);

@@ -198,6 +198,7 @@ fn labd_launch(paths: &Paths) -> anyhow::Result<Launch> {
         argv: vec![exe.display().to_string(), "labd".into()],
         env,
         service_account_dir: None,
+        files: Default::default(),
         log: paths.log("lab", "labd"),
     })
 }

@@ -1,4 +1,4 @@
-//! `kvip-lab logs`: what the DaemonSet containers on a node wrote.
+//! `kvip-lab logs`: what the DaemonSet and static Pod containers on a node wrote.
 
 use super::load;
 use crate::state::{Paths, ProcessKind};
@@ -14,9 +14,11 @@ pub fn logs(node: &str) -> anyhow::Result<()> {
         .iter()
         .filter(|p| p.node.as_deref() == Some(node))
     {
-        if let ProcessKind::DaemonSet { daemonset } = &p.kind {
+        if let ProcessKind::DaemonSet { daemonset: owner } | ProcessKind::StaticPod { pod: owner } =
+            &p.kind
+        {
             any = true;
-            println!("==> {daemonset} on {node} ({})", p.launch.log.display());
+            println!("==> {owner} on {node} ({})", p.launch.log.display());
             print!(
                 "{}",
                 std::fs::read_to_string(&p.launch.log).unwrap_or_default()

@@ -71,6 +71,7 @@ fn responder_launch(
         argv,
         env: BTreeMap::from([("PATH".to_string(), PATH.to_string())]),
         service_account_dir: None,
+        files: Default::default(),
         log: paths.log(
             &node.name,
             &format!("pod-{}-{}", record.namespace, record.name),
