@@ -33,4 +33,5 @@ test: build lint
 	$(CARGO) test -p kvip-lab --test network_e2e
 	$(CARGO) test -p kvip-lab --test governance_e2e
 	$(CARGO) test -p kvip-lab --test rbac_e2e
+	$(CARGO) test -p kvip-lab --test kube_vip_manifests_e2e
 	$(CARGO) test -p kvip --test static_binary

@@ -952,7 +952,7 @@ impl LbRole {
         }
         held.retain(|k| !announced_services.contains_key(k) && a.by_key.contains_key(k));
         self.probe_held = held;
-        let desired = self.place(&allowed, &a.interfaces);
+        let desired = self.place(&allowed, &a.interfaces, &a.chosen);
         let added = self.voter.apply(&mut self.vips, &desired, now).await;
         if let Some(m) = self.membership.as_mut() {
             for ia in &added {
@@ -1042,7 +1042,7 @@ impl LbRole {
         );
         if !round.send.is_empty() {
             let send: BTreeSet<IpAddr> = round.send.iter().copied().collect();
-            for ia in self.place(&send, &a.interfaces) {
+            for ia in self.place(&send, &a.interfaces, &a.chosen) {
                 self.vips.probe(&ia).await;
             }
         }
@@ -1211,16 +1211,18 @@ impl LbRole {
 
     /// Chooses the interface for every address this node announces. An
     /// address that cannot be placed (it was when the node became its
-    /// candidate; the next assessment takes the node out) is left off.
+    /// candidate; the next assessment takes the node out) is left off;
+    /// `chosen` is the interface each Service annotation names.
     fn place(
         &self,
         addresses: &BTreeSet<IpAddr>,
         view: &PlacementView,
+        chosen: &BTreeMap<IpAddr, ServiceInterface>,
     ) -> BTreeSet<InterfaceAddress> {
         let interfaces = view.interfaces(self.interface_choice());
         addresses
             .iter()
-            .filter_map(|address| match interfaces.place_as(*address, self.assessed.chosen.get(address)) {
+            .filter_map(|address| match interfaces.place_as(*address, chosen.get(address)) {
                 Ok(interface) => Some(InterfaceAddress {
                     interface,
                     address: *address,

@@ -85,27 +85,45 @@ fn daemonset_args(taint: bool) -> Vec<&'static str> {
     args
 }
 
+/// `kubectl get --raw PATH` from the client namespace, against `server`
+/// (an API server or the control-plane VIP, both inside the lab).
+fn kubectl_in_client(server: &str, path: &str) -> Result<String, String> {
+    let env = lab_env()?;
+    let kubectl = format!(
+        "{}/kubectl",
+        env.get("PATH")
+            .and_then(|p| p.split(':').next())
+            .ok_or("the lab's env has no PATH")?
+    );
+    let out = Command::new("ip")
+        .args(["netns", "exec", "kvl-client", &kubectl, "--kubeconfig"])
+        .arg(
+            env.get("KUBECONFIG")
+                .ok_or("the lab's env has no KUBECONFIG")?,
+        )
+        .args([
+            "--server",
+            server,
+            "--request-timeout=2s",
+            "get",
+            "--raw",
+            path,
+        ])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "kubectl --server {server} get --raw {path}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
 /// `kubectl get --raw /readyz` through the control-plane VIP, from the
 /// client namespace.
 fn api_through_vip() -> Option<String> {
-    let env = lab_env().ok()?;
-    let kubectl = format!("{}/kubectl", env.get("PATH")?.split(':').next()?);
-    let out = Command::new("ip")
-        .args(["netns", "exec", "kvl-client", &kubectl, "--kubeconfig"])
-        .arg(env.get("KUBECONFIG")?)
-        .args([
-            "--server",
-            &format!("https://{CP_VIP}:6443"),
-            "--request-timeout=1s",
-            "get",
-            "--raw",
-            "/readyz",
-        ])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    kubectl_in_client(&format!("https://{CP_VIP}:6443"), "/readyz").ok()
 }
 
 /// The log file of a container on `node` (`<daemonset or pod>-<container>`).
@@ -174,8 +192,8 @@ fn forbidden_requests() -> Result<f64, String> {
         else {
             continue;
         };
-        let server = format!("https://{ip}:6443");
-        let text = kubectl(&["--server", &server, "get", "--raw", "/metrics"])?;
+        // Lab addresses are dialled from inside the lab only.
+        let text = kubectl_in_client(&format!("https://{ip}:6443"), "/metrics")?;
         total += text
             .lines()
             .filter(|l| l.starts_with("apiserver_request_total{") && l.contains("code=\"403\""))
