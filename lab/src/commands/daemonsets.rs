@@ -28,7 +28,7 @@ pub fn deploy(file: &std::path::Path) -> anyhow::Result<()> {
         let docs: Vec<String> = manifest
             .objects
             .iter()
-            .map(serde_yaml::to_string)
+            .map(serde_norway::to_string)
             .collect::<Result<_, _>>()?;
         let kubectl = state.k8s_bin.join("kubectl");
         let out = process::run_with_input(
