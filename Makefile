@@ -6,7 +6,7 @@
 
 CARGO ?= cargo
 
-.PHONY: demo test deps build lint
+.PHONY: demo test deps build lint deny
 
 deps:
 	./scripts/install-deps.sh
@@ -21,7 +21,12 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: build lint
+# Licences, bans and sources of every crate; advisories when the RustSec
+# database can be had (scripts/deny.sh says loudly when it cannot).
+deny: deps
+	./scripts/deny.sh
+
+test: build lint deny
 	$(CARGO) test --workspace --lib --bins
 	$(CARGO) test -p kvip-lab --test lab_e2e
 	$(CARGO) test -p kvip-lab --test services_e2e
