@@ -28,6 +28,9 @@ deny: deps
 
 test: build lint deny
 	$(CARGO) test --workspace --lib --bins
+	$(CARGO) test -p kvip --test static_binary
+	$(CARGO) test -p kvip --test image
+	$(CARGO) test -p kvip --test helm_chart
 	$(CARGO) test -p kvip-lab --test lab_e2e
 	$(CARGO) test -p kvip-lab --test services_e2e
 	$(CARGO) test -p kvip-lab --test status_e2e
@@ -37,4 +40,3 @@ test: build lint deny
 	$(CARGO) test -p kvip-lab --test network_e2e
 	$(CARGO) test -p kvip-lab --test governance_e2e
 	$(CARGO) test -p kvip-lab --test rbac_e2e
-	$(CARGO) test -p kvip --test static_binary
