@@ -6,7 +6,7 @@
 
 CARGO ?= cargo
 
-.PHONY: demo test deps build lint
+.PHONY: demo test deps build lint deny
 
 deps:
 	./scripts/install-deps.sh
@@ -21,9 +21,17 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: build lint
+# Licences, bans and sources of every crate; advisories when the RustSec
+# database can be had (scripts/deny.sh says loudly when it cannot).
+deny: deps
+	./scripts/deny.sh
+
+test: build lint deny
 	$(CARGO) test --workspace --lib --bins
 	$(CARGO) test -p kvip-core --test kube_vip_coverage
+	$(CARGO) test -p kvip --test static_binary
+	$(CARGO) test -p kvip --test image
+	$(CARGO) test -p kvip --test helm_chart
 	$(CARGO) test -p kvip-lab --test lab_e2e
 	$(CARGO) test -p kvip-lab --test services_e2e
 	$(CARGO) test -p kvip-lab --test status_e2e
@@ -34,4 +42,3 @@ test: build lint
 	$(CARGO) test -p kvip-lab --test governance_e2e
 	$(CARGO) test -p kvip-lab --test rbac_e2e
 	$(CARGO) test -p kvip-lab --test kube_vip_manifests_e2e
-	$(CARGO) test -p kvip --test static_binary

@@ -218,7 +218,7 @@ pub enum ManifestError {
         /// The object's kind.
         kind: &'static str,
         /// The serialiser's error.
-        source: serde_yaml::Error,
+        source: serde_norway::Error,
     },
 }
 
@@ -710,7 +710,7 @@ fn access_meta(role: Role, namespace: Option<&str>) -> ObjectMeta {
 }
 
 fn yaml<T: Serialize>(kind: &'static str, object: &T) -> Result<String, ManifestError> {
-    serde_yaml::to_string(object).map_err(|source| ManifestError::Yaml { kind, source })
+    serde_norway::to_string(object).map_err(|source| ManifestError::Yaml { kind, source })
 }
 
 /// What the access objects of one role are built from.
@@ -939,7 +939,7 @@ mod tests {
     }
 
     fn parse_daemonset(opts: &ManifestOptions) -> DaemonSet {
-        serde_yaml::from_str(&daemonset(opts).unwrap()).unwrap()
+        serde_norway::from_str(&daemonset(opts).unwrap()).unwrap()
     }
 
     fn pod_spec(ds: &DaemonSet) -> &PodSpec {
@@ -968,8 +968,8 @@ mod tests {
     }
 
     /// The documents of a YAML stream, as values.
-    fn documents(text: &str) -> Vec<serde_yaml::Value> {
-        serde_yaml::Deserializer::from_str(text)
+    fn documents(text: &str) -> Vec<serde_norway::Value> {
+        serde_norway::Deserializer::from_str(text)
             .map(|d| serde::Deserialize::deserialize(d).unwrap())
             .collect()
     }
@@ -1417,7 +1417,7 @@ mod tests {
                         assert_eq!(role_ref["name"].as_str(), Some(role.account()));
                         assert_eq!(role_ref["kind"].as_str(), kind.strip_suffix("Binding"));
                         let subjects: Vec<Subject> =
-                            serde_yaml::from_value(doc["subjects"].clone()).unwrap();
+                            serde_norway::from_value(doc["subjects"].clone()).unwrap();
                         assert_eq!(subjects.len(), 1);
                         assert_eq!(subjects[0].kind, "ServiceAccount");
                         assert_eq!(subjects[0].name, role.account());
@@ -1427,7 +1427,7 @@ mod tests {
                         assert_eq!(doc["spec"]["policyName"], doc["metadata"]["name"]);
                     }
                     "ValidatingAdmissionPolicy" => {
-                        let text = serde_yaml::to_string(&doc).unwrap();
+                        let text = serde_norway::to_string(&doc).unwrap();
                         let user =
                             format!("'system:serviceaccount:kvip-system:{}'", role.account());
                         assert!(text.contains(&user), "{role}: {text}");
@@ -1463,7 +1463,7 @@ mod tests {
                 daemonset(&opts).unwrap()
             );
             assert_eq!(text, expected, "{role}");
-            let ds: DaemonSet = serde_yaml::from_value(documents(&text).pop().unwrap()).unwrap();
+            let ds: DaemonSet = serde_norway::from_value(documents(&text).pop().unwrap()).unwrap();
             let account = pod_spec(&ds).service_account_name.clone();
             assert!(
                 objects(&text)
@@ -1494,7 +1494,7 @@ mod tests {
         let policy = docs
             .iter()
             .find(|d| d["kind"] == "ValidatingAdmissionPolicy")
-            .map(|d| serde_yaml::to_string(d).unwrap())
+            .map(|d| serde_norway::to_string(d).unwrap())
             .unwrap();
         assert!(policy.contains("'my-cp-lock'"), "{policy}");
         assert!(
@@ -1511,7 +1511,7 @@ mod tests {
         let role: NamespacedRole = documents(&text)
             .into_iter()
             .find(|d| d["kind"] == "Role")
-            .map(|d| serde_yaml::from_value(d).unwrap())
+            .map(|d| serde_norway::from_value(d).unwrap())
             .unwrap();
         assert_eq!(role.metadata.namespace.as_deref(), Some("control"));
         let names: Vec<_> = role

@@ -33,7 +33,7 @@ const WORKLOADS: [&str; 5] = ["Deployment", "StatefulSet", "ReplicaSet", "Job", 
 /// Splits a multi-document YAML manifest.
 pub fn parse(text: &str) -> anyhow::Result<Manifest> {
     let mut manifest = Manifest::default();
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
         let value = serde_json::Value::deserialize_from(doc)
             .with_context(|| format!("YAML document {}", i + 1))?;
         collect(value, &mut manifest, i + 1)?;
@@ -42,11 +42,11 @@ pub fn parse(text: &str) -> anyhow::Result<Manifest> {
 }
 
 trait DeserializeFrom: Sized {
-    fn deserialize_from(doc: serde_yaml::Deserializer<'_>) -> anyhow::Result<Self>;
+    fn deserialize_from(doc: serde_norway::Deserializer<'_>) -> anyhow::Result<Self>;
 }
 
 impl DeserializeFrom for serde_json::Value {
-    fn deserialize_from(doc: serde_yaml::Deserializer<'_>) -> anyhow::Result<Self> {
+    fn deserialize_from(doc: serde_norway::Deserializer<'_>) -> anyhow::Result<Self> {
         Ok(serde::Deserialize::deserialize(doc)?)
     }
 }

@@ -6,8 +6,10 @@
 //! tried and must be refused with 403 (by the policy where RBAC allows the
 //! verb, by RBAC elsewhere), while the writes kvip does make must succeed
 //! with the same token, so a token that does not work cannot pass the test.
-//! Last, the load balancer runs under kube-vip's published RBAC instead
-//! (Leases updated, never patched) and must keep serving.
+//! Then the Helm chart's objects (`deploy/helm/kvip`, the same as kvip's
+//! manifests) pass a server-side dry run. Last, the load balancer runs under
+//! kube-vip's published RBAC instead (Leases updated, never patched) and
+//! must keep serving.
 
 mod support;
 
@@ -920,6 +922,79 @@ fn stopping_releases_and_deletes_under_the_policy() -> Outcome {
 /// Leases, no Events, no ServiceCIDRs), bound to kvip's load-balancer account.
 const KUBE_VIP_ROLE: &str = "kvip-e2e-kube-vip-role";
 
+/// The Helm chart's objects, rendered by helm (built from its Go module by
+/// scripts/helm.sh) for the two-instance layout and for one DaemonSet with a
+/// Lease name of its own, are all accepted by the API server in a
+/// server-side dry run: schema, defaulting and the admission policies' CEL
+/// compiled by the server itself. The same render with one expression
+/// broken must be refused, so a dry run that judges nothing cannot pass.
+fn chart_passes_a_server_side_dry_run() -> Outcome {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or("the lab crate lives in the workspace")?
+        .to_path_buf();
+    let chart = root.join("deploy/helm/kvip");
+    let value_sets = [
+        ("two-instance", format!("address: {CP_VIP}\n")),
+        (
+            "one-daemonset",
+            format!(
+                "roles: [all]\naddress: {CP_VIP}\nenv:\n  - name: vip_leasename\n    value: cluster-vip\n"
+            ),
+        ),
+    ];
+    for (name, values) in value_sets {
+        let file = temp_file(&format!("chart-{name}.yaml"), &values)?;
+        let out = std::process::Command::new("bash")
+            .arg(root.join("scripts/helm.sh"))
+            .args(["template", "kvip"])
+            .arg(&chart)
+            .args(["--namespace", KVIP_NS, "-f"])
+            .arg(&file)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("scripts/helm.sh: {e}"))?;
+        ensure!(
+            out.status.success(),
+            "{name}: helm template failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        let rendered = String::from_utf8_lossy(&out.stdout).into_owned();
+        let objects = rendered.lines().filter(|l| l.starts_with("kind: ")).count();
+        ensure!(
+            objects >= 10,
+            "{name}: the chart rendered only {objects} objects"
+        );
+        let result = kubectl_input(&["apply", "--dry-run=server", "-f", "-"], Some(&rendered))
+            .map_err(|e| format!("{name}: the API server refused the chart: {e}"))?;
+        let accepted = result
+            .lines()
+            .filter(|l| l.contains("(server dry run)"))
+            .count();
+        ensure!(
+            accepted == objects,
+            "{name}: {accepted} of {objects} objects accepted in the dry run:\n{result}"
+        );
+        println!("    {name}: {objects} objects accepted by a server-side dry run");
+
+        let broken = rendered.replacen(
+            "variables.leaseNamedForKvip || variables.leaseLabelledKvip",
+            "variables.leaseNamedForKvip ||",
+            1,
+        );
+        ensure!(
+            broken != rendered,
+            "{name}: the Lease policy's check is not in the chart"
+        );
+        let refused = kubectl_input(&["apply", "--dry-run=server", "-f", "-"], Some(&broken));
+        ensure!(
+            refused.is_err(),
+            "{name}: a policy whose CEL does not compile passed the dry run: {refused:?}"
+        );
+    }
+    Ok(())
+}
+
 fn kube_vip_rbac() -> Result<String, String> {
     let rbac = kvip_lab::kube_vip::rbac().map_err(|e| format!("{e:#}"))?;
     kvip_lab::kube_vip::rules_bound_to(&rbac, KUBE_VIP_ROLE, "kvip-lb", KVIP_NS)
@@ -1142,6 +1217,10 @@ fn main() {
             Scenario {
                 name: "stopping_releases_and_deletes_under_the_policy",
                 run: stopping_releases_and_deletes_under_the_policy,
+            },
+            Scenario {
+                name: "chart_passes_a_server_side_dry_run",
+                run: chart_passes_a_server_side_dry_run,
             },
             Scenario {
                 name: "kvip_works_under_kube_vips_rbac",

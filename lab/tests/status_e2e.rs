@@ -57,8 +57,8 @@ fn control_plane_only_manifest() -> Result<String, String> {
     let text = kvip(&args)?;
     let mut docs = Vec::new();
     let mut pinned = 0;
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let mut value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
+    for doc in serde_norway::Deserializer::from_str(&text) {
+        let mut value = <serde_norway::Value as serde::Deserialize>::deserialize(doc)
             .map_err(|e| format!("manifest: {e}"))?;
         if value.is_null() {
             continue;
@@ -70,7 +70,7 @@ fn control_plane_only_manifest() -> Result<String, String> {
                 .and_then(|t| t.get_mut("spec"))
                 .and_then(|s| s.as_mapping_mut())
                 .ok_or("the DaemonSet has no spec.template.spec")?;
-            let mut selector = serde_yaml::Mapping::new();
+            let mut selector = serde_norway::Mapping::new();
             selector.insert(
                 "node-role.kubernetes.io/control-plane".into(),
                 String::new().into(),
@@ -78,7 +78,7 @@ fn control_plane_only_manifest() -> Result<String, String> {
             spec.insert("nodeSelector".into(), selector.into());
             pinned += 1;
         }
-        docs.push(serde_yaml::to_string(&value).map_err(|e| e.to_string())?);
+        docs.push(serde_norway::to_string(&value).map_err(|e| e.to_string())?);
     }
     ensure!(pinned == 1, "expected one DaemonSet, pinned {pinned}");
     Ok(docs.join("---\n"))

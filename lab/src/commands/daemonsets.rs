@@ -48,7 +48,7 @@ pub fn deploy(
         let docs: Vec<String> = manifest
             .objects
             .iter()
-            .map(serde_yaml::to_string)
+            .map(serde_norway::to_string)
             .collect::<Result<_, _>>()?;
         let kubectl = state.k8s_bin.join("kubectl");
         let out = process::run_with_input(
