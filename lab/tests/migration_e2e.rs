@@ -5,10 +5,11 @@
 //! client asks ARP for every address every 200 ms: no probe may fail and no
 //! ARP request may get answers from two MACs.
 //!
-//! The procedure is the one docs/migrate-from-kube-vip.md gives: each
-//! DaemonSet selects nodes by a label of its own; on each node, kvip is
-//! started first (the label for kvip added), and once its instance Lease is
-//! held, kube-vip is removed (its label taken off). Back the same way.
+//! The procedure is the one docs/migrate-from-kube-vip.md gives: the label
+//! `kvip.io/daemon` decides which DaemonSet runs on a node; each node in
+//! turn is labelled `none` (the old daemon's pod goes), then for the new
+//! daemon, whose instance must be ready before the next node. Back the same
+//! way.
 
 mod support;
 
@@ -19,12 +20,14 @@ const NS: &str = "migrate-e2e";
 const CLUSTER_VIP: &str = "10.77.0.140";
 const LOCAL_VIP: &str = "10.77.0.141";
 const SHARED_VIP: &str = "10.77.0.142";
-const KUBE_VIP_LABEL: &str = "migrate.kvip.io/kube-vip";
-const KVIP_LABEL: &str = "migrate.kvip.io/kvip";
+/// The node label that picks the daemon, and its values.
+const DAEMON_LABEL: &str = "kvip.io/daemon";
+const KUBE_VIP: &str = "kube-vip";
+const KVIP: &str = "kvip";
 const NODES: [&str; 3] = ["cp1", "worker1", "worker2"];
 
-/// `manifest` with `nodeSelector: { label: "true" }` in every pod template.
-fn select_by(manifest: &str, label: &str) -> Result<String, String> {
+/// `manifest` with `nodeSelector: { kvip.io/daemon: daemon }` in its pod template.
+fn select_by(manifest: &str, daemon: &str) -> Result<String, String> {
     let mut out = String::new();
     let mut inserted = 0;
     for line in manifest.lines() {
@@ -32,7 +35,9 @@ fn select_by(manifest: &str, label: &str) -> Result<String, String> {
         out.push('\n');
         if line.trim() == "hostNetwork: true" {
             let indent = &line[..line.len() - line.trim_start().len()];
-            out.push_str(&format!("{indent}nodeSelector: {{ {label}: \"true\" }}\n"));
+            out.push_str(&format!(
+                "{indent}nodeSelector: {{ {DAEMON_LABEL}: \"{daemon}\" }}\n"
+            ));
             inserted += 1;
         }
     }
@@ -44,7 +49,7 @@ fn kube_vip_manifest() -> Result<std::path::PathBuf, String> {
     let rbac = kvip_lab::kube_vip::rbac().map_err(|e| format!("{e:#}"))?;
     let yaml = select_by(
         &kvip_lab::bench::subject::kube_vip_manifest(&rbac),
-        KUBE_VIP_LABEL,
+        KUBE_VIP,
     )?;
     temp_file("migrate-kube-vip.yaml", &yaml)
 }
@@ -52,7 +57,7 @@ fn kube_vip_manifest() -> Result<std::path::PathBuf, String> {
 fn kvip_manifest() -> Result<std::path::PathBuf, String> {
     let mut args = vec!["manifest", "all", "--role", "lb", "--interface", "eth0"];
     args.extend_from_slice(&TIMINGS);
-    let yaml = select_by(&kvip(&args)?, KVIP_LABEL)?;
+    let yaml = select_by(&kvip(&args)?, KVIP)?;
     temp_file("migrate-kvip.yaml", &yaml)
 }
 
@@ -76,7 +81,7 @@ fn targets() -> Vec<String> {
 fn setup() -> Outcome {
     lab_up()?;
     for node in NODES {
-        label(node, &format!("{KUBE_VIP_LABEL}=true"))?;
+        label(node, &format!("{DAEMON_LABEL}={KUBE_VIP}"))?;
     }
     deploy(&kube_vip_manifest()?)?;
     deploy(&kvip_manifest()?)?;
@@ -201,28 +206,25 @@ fn two_answerers(tcpdump: &str, client_mac: &str) -> (usize, Vec<String>) {
     (replies.len(), problems)
 }
 
-/// Moves `nodes`, one by one, from the DaemonSet selected by `from` to the
-/// one selected by `to`: start the new one, wait for its instance to be
-/// ready, remove the old one, let it settle.
+/// Moves `nodes`, one by one, from daemon `from` to daemon `to`: label the
+/// node `none` (the DaemonSet of `from` leaves it), then `to` (its
+/// DaemonSet starts there), wait until the new daemon is ready, let it
+/// settle.
 fn migrate(nodes: &[&str], from: &str, to: &str) -> Outcome {
     let kube_vip = kube_vip_manifest()?;
     let kvip = kvip_manifest()?;
-    let path_of = |label: &str| -> std::path::PathBuf {
-        if label == KVIP_LABEL {
-            kvip.clone()
-        } else {
-            kube_vip.clone()
-        }
-    };
+    let manifest = |daemon: &str| if daemon == KVIP { kvip.clone() } else { kube_vip.clone() };
     let prober = Prober::start(
         &targets().iter().map(String::as_str).collect::<Vec<_>>(),
         Duration::from_secs(1),
     );
     let moved = one_answerer_while(|| {
         for node in nodes {
-            label(node, &format!("{to}=true"))?;
-            deploy(&path_of(to))?;
-            if to == KVIP_LABEL {
+            label(node, &format!("{DAEMON_LABEL}=none"))?;
+            deploy(&manifest(from))?;
+            label(node, &format!("{DAEMON_LABEL}={to}"))?;
+            deploy(&manifest(to))?;
+            if to == KVIP {
                 wait_for(
                     &format!("kvip's instance Lease on {node}"),
                     Duration::from_secs(20),
@@ -233,12 +235,7 @@ fn migrate(nodes: &[&str], from: &str, to: &str) -> Outcome {
                         .then_some(())
                     },
                 )?;
-            } else {
-                std::thread::sleep(Duration::from_secs(3));
             }
-            std::thread::sleep(Duration::from_secs(2));
-            label(node, &format!("{from}-"))?;
-            deploy(&path_of(from))?;
             std::thread::sleep(Duration::from_secs(7));
             println!("    {node}: {from} -> {to}");
         }
@@ -259,7 +256,7 @@ fn migrate(nodes: &[&str], from: &str, to: &str) -> Outcome {
 }
 
 fn kube_vip_to_kvip_node_by_node() -> Outcome {
-    migrate(&NODES, KUBE_VIP_LABEL, KVIP_LABEL)?;
+    migrate(&NODES, KUBE_VIP, KVIP)?;
     for (ns, name, vip) in [
         (NS, "cluster", CLUSTER_VIP),
         (NS, "local", LOCAL_VIP),
@@ -279,7 +276,7 @@ fn kube_vip_to_kvip_node_by_node() -> Outcome {
 fn kvip_to_kube_vip_node_by_node() -> Outcome {
     let mut back = NODES;
     back.reverse();
-    migrate(&back, KVIP_LABEL, KUBE_VIP_LABEL)
+    migrate(&back, KVIP, KUBE_VIP)
 }
 
 fn main() {
