@@ -81,7 +81,7 @@ pub fn rules_bound_to(
     ];
     let docs: Vec<String> = objects
         .iter()
-        .map(serde_yaml::to_string)
+        .map(serde_norway::to_string)
         .collect::<Result<_, _>>()?;
     Ok(docs.join("---\n"))
 }

@@ -213,7 +213,13 @@ fn two_answerers(tcpdump: &str, client_mac: &str) -> (usize, Vec<String>) {
 fn migrate(nodes: &[&str], from: &str, to: &str) -> Outcome {
     let kube_vip = kube_vip_manifest()?;
     let kvip = kvip_manifest()?;
-    let manifest = |daemon: &str| if daemon == KVIP { kvip.clone() } else { kube_vip.clone() };
+    let manifest = |daemon: &str| {
+        if daemon == KVIP {
+            kvip.clone()
+        } else {
+            kube_vip.clone()
+        }
+    };
     let prober = Prober::start(
         &targets().iter().map(String::as_str).collect::<Vec<_>>(),
         Duration::from_secs(1),
