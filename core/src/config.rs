@@ -127,8 +127,15 @@ impl DnsMode {
     /// The control-plane VIP after a lookup of its name, as kube-vip's IP
     /// updater has it: the first address is picked in this mode, later ones
     /// keep the family of the VIP served; a failed or empty lookup keeps
-    /// the VIP served (none before the first success).
+    /// the VIP served (none before the first success). A name with several
+    /// addresses (round-robin DNS, answers in another order each time)
+    /// keeps the VIP served while it is among them, so it never hops.
     pub fn follow(self, current: Option<IpAddr>, resolved: Option<&[IpAddr]>) -> Option<IpAddr> {
+        if let (Some(c), Some(r)) = (current, resolved)
+            && r.contains(&c)
+        {
+            return Some(c);
+        }
         let mode = current.map_or(self, DnsMode::of_family);
         resolved.and_then(|r| mode.pick(r)).or(current)
     }
@@ -577,6 +584,12 @@ pub enum ConfigWarning {
     },
     /// `dns_mode=dual`: kvip serves the name's IPv4 address only.
     DualDnsMode,
+    /// `vip_loglevel` 5 or 6: debug and trace in kube-vip 0.x (logrus), errors
+    /// only and nothing but errors in kube-vip 1.x (slog), as kvip reads them.
+    LogrusLogLevel {
+        /// The value given.
+        value: i32,
+    },
     /// `vip_arp` is off while a role is on; kvip announces on layer 2 anyway.
     ArpNotEnabled,
     /// Neither `cp_enable` nor `svc_enable` is on, so kvip will announce nothing.
@@ -600,6 +613,12 @@ impl fmt::Display for ConfigWarning {
                 f,
                 "vip_arpRate={value} is below {ARP_RATE_FLOOR_MS} ms: refreshing every \
                  {ARP_RATE_DEFAULT_MS} ms instead, as kube-vip does"
+            ),
+            ConfigWarning::LogrusLogLevel { value } => write!(
+                f,
+                "vip_loglevel={value} is read as kube-vip 1.x reads it, a slog level: errors only; \
+                 in kube-vip 0.x it meant {}: for that, set vip_loglevel=-4",
+                if *value == 5 { "debug" } else { "trace" }
             ),
             ConfigWarning::DualDnsMode => f.write_str(
                 "dns_mode=dual: the control-plane role serves one address, so kvip serves the \
@@ -991,6 +1010,9 @@ impl Config {
         if let Some(value) = arp_rate_raised {
             warnings.push(ConfigWarning::ArpRateRaised { value });
         }
+        if matches!(log_level, 5 | 6) {
+            warnings.push(ConfigWarning::LogrusLogLevel { value: log_level });
+        }
         if dns_mode == DnsMode::Dual && address_name.is_some() {
             warnings.push(ConfigWarning::DualDnsMode);
         }
@@ -1141,6 +1163,39 @@ mod tests {
 
     fn problems(pairs: &[(&str, &str)]) -> Vec<ConfigProblem> {
         Config::from_env(&env(pairs)).unwrap_err().problems
+    }
+
+    #[test]
+    fn an_old_logrus_debug_level_is_warned() {
+        for (value, meant) in [("5", "debug"), ("6", "trace")] {
+            let (_, warnings) = Config::from_env(&env(&[("vip_loglevel", value)])).unwrap();
+            let text: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+            assert!(
+                text.iter()
+                    .any(|w| w.contains(&format!("vip_loglevel={value}")) && w.contains(meant)),
+                "{text:?}"
+            );
+        }
+        let (_, warnings) = Config::from_env(&env(&[("vip_loglevel", "-4")])).unwrap();
+        assert!(
+            !warnings
+                .iter()
+                .any(|w| matches!(w, ConfigWarning::LogrusLogLevel { .. }))
+        );
+    }
+
+    #[test]
+    fn a_round_robin_name_keeps_the_vip_served() {
+        let a: IpAddr = "192.0.2.10".parse().unwrap();
+        let b: IpAddr = "192.0.2.11".parse().unwrap();
+        let mode = DnsMode::Ipv4;
+        assert_eq!(mode.follow(None, Some(&[a, b])), Some(a));
+        // The same two answers in the other order: no move.
+        assert_eq!(mode.follow(Some(a), Some(&[b, a])), Some(a));
+        // The served address is gone from the answers: move.
+        assert_eq!(mode.follow(Some(a), Some(&[b])), Some(b));
+        // A failed lookup keeps it.
+        assert_eq!(mode.follow(Some(a), None), Some(a));
     }
 
     #[test]

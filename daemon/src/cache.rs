@@ -63,6 +63,8 @@ struct Terms {
     blind: bool,
     /// The last time it delivered anything.
     delivered: Option<Mono>,
+    /// Whether a list is in flight (from its start to its last object).
+    listing: bool,
     /// The last instant the watch was known not to see: while it fails, and
     /// the moment it sees again.
     blind_until: Option<Instant>,
@@ -324,9 +326,11 @@ impl LeaseWatch {
                     }
                     Ok(watcher::Event::Init) => {
                         t.relisted.clear();
+                        t.listing = true;
                         false
                     }
                     Ok(watcher::Event::InitDone) => {
+                        t.listing = false;
                         // Leases deleted while the watch was away send no Delete.
                         let listed = std::mem::take(&mut t.relisted);
                         let gone: Vec<_> = t
@@ -373,10 +377,13 @@ async fn restart_dead_watches(terms: Arc<Mutex<Terms>>, restart: tokio::sync::wa
     let mut check = crate::health::EchoCheck::default();
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let delivered = terms.lock().unwrap_or_else(|e| e.into_inner()).delivered;
+        let (delivered, listing) = {
+            let t = terms.lock().unwrap_or_else(|e| e.into_inner());
+            (t.delivered, t.listing)
+        };
         let stored = crate::budget::last_lease_stored();
         let now = crate::clock::now();
-        if check.dead(delivered, stored, now) {
+        if check.dead(delivered, stored, listing, now) {
             tracing::warn!(
                 silent_s = delivered.map(|d| now.since(d).as_secs()),
                 "the Lease watch has not shown Lease writes the API server stored: its connection is dead (a NAT entry lost when an interface went down, say); starting every watch again"

@@ -46,8 +46,12 @@ pub fn lease_heartbeat(lease_duration: Duration) -> Duration {
 /// has stored (it shows it within milliseconds when it is alive).
 pub const ECHO_WAIT: Duration = Duration::from_secs(5);
 
-/// The shortest time between two restarts of the watches.
+/// The shortest time between two restarts of the watches; it doubles with
+/// every restart that did not bring the echoes back, up to `REWATCH_GAP_MAX`.
 pub const REWATCH_GAP: Duration = Duration::from_secs(10);
+
+/// The longest time between two restarts of the watches.
+pub const REWATCH_GAP_MAX: Duration = Duration::from_secs(300);
 
 /// Tells when the Lease watch's connection is dead though the API server
 /// answers: it stored a Lease write of ours `ECHO_WAIT` ago or more, and the
@@ -62,23 +66,47 @@ pub struct EchoCheck {
     unechoed: Option<Mono>,
     /// The last time the watches were started over.
     restarted: Option<Mono>,
+    /// How long after `restarted` they may be started over again.
+    gap: Duration,
 }
 
 impl EchoCheck {
-    /// One look, with when the watch last `delivered` and when the API
-    /// server last `stored` a Lease write; true when the watches must start
-    /// over (no more than once per `REWATCH_GAP`).
-    pub fn dead(&mut self, delivered: Option<Mono>, stored: Option<Mono>, now: Mono) -> bool {
+    /// One look, with when the watch last `delivered`, when the API server
+    /// last `stored` a Lease write, and whether the watch is `listing` (a
+    /// list in flight delivers nothing until it ends, however slow the API
+    /// server: never judged, or a slow server would never finish one); true
+    /// when the watches must start over: no sooner than `REWATCH_GAP` after
+    /// the last time, doubling while restarts do not help.
+    pub fn dead(
+        &mut self,
+        delivered: Option<Mono>,
+        stored: Option<Mono>,
+        listing: bool,
+        now: Mono,
+    ) -> bool {
         let shown = |at: Mono| delivered.is_some_and(|d| d >= at);
+        if listing {
+            self.unechoed = None;
+            return false;
+        }
         if self.unechoed.is_some_and(shown) {
             self.unechoed = None;
+        }
+        // The watch started last shows our writes: it works, and the next
+        // restart may come soon again.
+        if stored.is_some_and(shown) && self.restarted.is_some_and(|r| delivered > Some(r)) {
+            self.gap = REWATCH_GAP;
         }
         if self.unechoed.is_none() {
             self.unechoed = stored.filter(|s| !shown(*s));
         }
         let late = self.unechoed.is_some_and(|w| now.since(w) >= ECHO_WAIT);
-        let may = self.restarted.is_none_or(|r| now.since(r) >= REWATCH_GAP);
+        let gap = self.gap.max(REWATCH_GAP);
+        let may = self.restarted.is_none_or(|r| now.since(r) >= gap);
         if late && may {
+            if self.restarted.is_some() {
+                self.gap = (gap * 2).min(REWATCH_GAP_MAX);
+            }
             self.restarted = Some(now);
             self.unechoed = None;
             return true;
@@ -381,20 +409,38 @@ mod tests {
         let now = |s: u64| Mono(Duration::from_secs(s));
         let mut check = EchoCheck::default();
         // Nothing written yet: nothing to judge by.
-        assert!(!check.dead(at(1), None, now(100)));
+        assert!(!check.dead(at(1), None, false, now(100)));
         // Written at 10, shown at 10: alive, however long ago.
-        assert!(!check.dead(at(10), at(10), now(100)));
+        assert!(!check.dead(at(10), at(10), false, now(100)));
         // Written at 101, then every second after, nothing shown since 100:
         // the first write unshown counts, not the latest.
-        assert!(!check.dead(at(100), at(101), now(102)));
-        assert!(!check.dead(at(100), at(105), now(105)));
-        assert!(check.dead(at(100), at(106), now(106)));
+        assert!(!check.dead(at(100), at(101), false, now(102)));
+        assert!(!check.dead(at(100), at(105), false, now(105)));
+        assert!(check.dead(at(100), at(106), false, now(106)));
         // Started over at 106: not again before 116, however late.
-        assert!(!check.dead(at(100), at(110), now(115)));
-        assert!(check.dead(at(100), at(111), now(116)));
-        // The new watch shows the writes: alive again.
-        assert!(!check.dead(at(130), at(130), now(140)));
-        assert!(!check.dead(at(141), at(141), now(150)));
+        assert!(!check.dead(at(100), at(110), false, now(115)));
+        assert!(check.dead(at(100), at(111), false, now(116)));
+        // That did not help: the gap doubles to 20 s.
+        assert!(!check.dead(at(100), at(120), false, now(135)));
+        assert!(check.dead(at(100), at(121), false, now(136)));
+        // The new watch shows the writes: alive again, and the gap is back to 10 s.
+        assert!(!check.dead(at(140), at(140), false, now(145)));
+        assert!(!check.dead(at(141), at(141), false, now(150)));
+        assert!(check.dead(at(150), at(151), false, now(156)));
+    }
+
+    #[test]
+    fn a_watch_still_listing_is_never_judged() {
+        let at = |s: u64| Some(Mono(Duration::from_secs(s)));
+        let now = |s: u64| Mono(Duration::from_secs(s));
+        let mut check = EchoCheck::default();
+        // A slow list: writes go through, nothing delivered for a minute.
+        for t in 10..70 {
+            assert!(!check.dead(at(5), at(t), true, now(t)), "at {t}");
+        }
+        // The list ends and the watch shows nothing more: judged from then on.
+        assert!(!check.dead(at(70), at(71), false, now(72)));
+        assert!(check.dead(at(70), at(72), false, now(77)));
     }
 
     #[test]

@@ -30,7 +30,7 @@ use kvip_core::instances::{self, InstanceTerm, Liveness};
 use kvip_core::lease_names;
 use kvip_core::placement;
 use kvip_core::probe::Prober;
-use kvip_core::service::ServiceInterface;
+use kvip_core::service::{AddressSource, ServiceInterface};
 use kvip_core::{
     AnnouncementGroup, Config, Elector, InterfaceAddress, LeaseKey, Mono, PendingReason,
     ServiceKey, assess, choose_interface, plan::is_subnet_edge,
@@ -796,15 +796,27 @@ impl LbRole {
                 shutting_down,
             )
         };
-        let by_key = services
+        let by_key: BTreeMap<ServiceKey, Arc<Service>> = services
             .iter()
             .map(|s| (translate::service_key(s), s.clone()))
             .collect();
         // Only what kvip's own Services have, address by address: another
-        // load balancer's status must not spare an address its probe.
+        // load balancer's status must not spare an address its probe. Nor
+        // may a status that is the Service's only source of addresses,
+        // unless a daemon announced them (`kube-vip.io/vipHost` names a
+        // node): whoever may write the status could name the gateway.
+        let announced = |key: &ServiceKey| {
+            by_key.get(key).is_some_and(|s| {
+                s.metadata
+                    .annotations
+                    .as_ref()
+                    .is_some_and(|a| a.contains_key(kvip_core::service::VIP_HOST_ANNOTATION))
+            })
+        };
         let served = assessment
             .views
             .iter()
+            .filter(|v| v.addresses_from != AddressSource::Ingress || announced(&v.key))
             .flat_map(|v| v.served.iter().copied())
             .collect();
         self.assessed = Assessed {

@@ -471,6 +471,14 @@ fn a_node_without_the_configured_interface_never_wins_and_status_says_why() -> O
 /// the API server stored, starts its watches again, and sees new Services.
 fn watches_come_back_after_a_link_flap_drops_kube_proxys_nat() -> Outcome {
     let node = "worker1";
+    const RESTART: &str = "starting every watch again";
+    let restarts = || {
+        lab_ok(&["logs", node])
+            .unwrap_or_default()
+            .matches(RESTART)
+            .count()
+    };
+    let before = restarts();
     lab_ok(&["fault", "link-flap", node, "--down-ms", "500"])?;
     let flapped = Instant::now();
     let ready = || {
@@ -509,6 +517,12 @@ fn watches_come_back_after_a_link_flap_drops_kube_proxys_nat() -> Outcome {
         flapped.elapsed() < Duration::from_secs(25),
         "took {:?}: the watches stayed dead",
         flapped.elapsed()
+    );
+    // The flap did kill the watches, and kvip noticed: otherwise this
+    // scenario would prove nothing.
+    ensure!(
+        restarts() > before,
+        "{node} never logged {RESTART:?}: the flap left the watches alive, or kvip did not notice"
     );
     kubectl(&["delete", "service", "after-flap", "-n", NS])?;
     lab_ok(&["pod", "delete", "flap-1", "-n", NS])?;
