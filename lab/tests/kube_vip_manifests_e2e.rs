@@ -685,6 +685,42 @@ fn the_status_ingress_is_an_address_source() -> Outcome {
     Ok(())
 }
 
+/// Anyone who may write a Service's status could name any address there,
+/// the site's gateway included: an address only the status names, that no
+/// daemon announced, is probed before it is taken. The lab's router answers
+/// for its own address, so the Service is refused and no node carries it.
+fn a_status_naming_the_gateway_is_probed_first() -> Outcome {
+    const GATEWAY: &str = "10.77.0.1";
+    annotated_service(
+        "gateway",
+        None,
+        &[("kube-vip.io/serviceInterface", INTERFACE)],
+    )?;
+    kubectl(&[
+        "-n",
+        ANNOTATED,
+        "patch",
+        "service",
+        "gateway",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &format!(r#"{{"status":{{"loadBalancer":{{"ingress":[{{"ip":"{GATEWAY}"}}]}}}}}}"#),
+    ])?;
+    let message = reason_message("gateway", "AddressInUse")?;
+    println!("    gateway: {message}");
+    for _ in 0..20 {
+        ensure!(
+            nodes_with_address(GATEWAY).is_empty(),
+            "{GATEWAY} taken by {:?}",
+            nodes_with_address(GATEWAY)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    kubectl(&["-n", ANNOTATED, "delete", "service", "gateway"])?;
+    Ok(())
+}
+
 fn main() {
     run_all(
         "kube-vip-manifests",
@@ -716,6 +752,10 @@ fn main() {
             Scenario {
                 name: "the_status_ingress_is_an_address_source",
                 run: the_status_ingress_is_an_address_source,
+            },
+            Scenario {
+                name: "a_status_naming_the_gateway_is_probed_first",
+                run: a_status_naming_the_gateway_is_probed_first,
             },
             Scenario {
                 name: "teardown",
