@@ -622,6 +622,23 @@ fn service_interface_annotation_overrides_the_configured_interface() -> Outcome 
     Ok(())
 }
 
+/// Writes `ip` into Service `name`'s status, as another controller (or an
+/// earlier kube-vip) would have left it.
+fn set_status_ingress(name: &str, ip: &str) -> Outcome {
+    kubectl(&[
+        "-n",
+        ANNOTATED,
+        "patch",
+        "service",
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &format!(r#"{{"status":{{"loadBalancer":{{"ingress":[{{"ip":"{ip}"}}]}}}}}}"#),
+    ])
+    .map(|_| ())
+}
+
 /// A Service with no address but in its status (as another controller or
 /// an earlier kube-vip left it) is served there, as kube-vip serves it; when
 /// it loses its endpoints only vipHost is cleared, and with a pod again it
@@ -633,17 +650,7 @@ fn the_status_ingress_is_an_address_source() -> Outcome {
         None,
         &[("kube-vip.io/serviceInterface", INTERFACE)],
     )?;
-    kubectl(&[
-        "-n",
-        ANNOTATED,
-        "patch",
-        "service",
-        "fromstatus",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &format!(r#"{{"status":{{"loadBalancer":{{"ingress":[{{"ip":"{VIP}"}}]}}}}}}"#),
-    ])?;
+    set_status_ingress("fromstatus", VIP)?;
     let target = format!("{VIP}:80");
     probe_until(
         &target,
@@ -696,17 +703,7 @@ fn a_status_naming_the_gateway_is_probed_first() -> Outcome {
         None,
         &[("kube-vip.io/serviceInterface", INTERFACE)],
     )?;
-    kubectl(&[
-        "-n",
-        ANNOTATED,
-        "patch",
-        "service",
-        "gateway",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &format!(r#"{{"status":{{"loadBalancer":{{"ingress":[{{"ip":"{GATEWAY}"}}]}}}}}}"#),
-    ])?;
+    set_status_ingress("gateway", GATEWAY)?;
     let message = reason_message("gateway", "AddressInUse")?;
     println!("    gateway: {message}");
     for _ in 0..20 {

@@ -1077,6 +1077,27 @@ fn kvip_works_under_kube_vips_rbac() -> Outcome {
         "lb-kube-vip-rbac.yaml",
         &format!("{}---\n{daemonset}", kube_vip_rbac()?),
     )?;
+    // Whatever an earlier kvip left on the Service goes, so kvip must write
+    // the status and vipHost again, under kube-vip's RBAC.
+    kubectl(&[
+        "-n",
+        NS,
+        "patch",
+        "service",
+        "web",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"loadBalancer":{"ingress":null}}}"#,
+    ])?;
+    kubectl(&[
+        "-n",
+        NS,
+        "annotate",
+        "service",
+        "web",
+        "kube-vip.io/vipHost-",
+    ])?;
     lab_ok(&["deploy", &file.display().to_string()])?;
 
     // The Service of the first scenario, its Lease released at the stop:
