@@ -88,7 +88,7 @@ pub fn kernel_keeps_marks(release: &str) -> bool {
 /// The interface an address goes on when its Services ask for `chosen`
 /// (`kube-vip.io/serviceInterface`) and `configured` is set: the one named,
 /// none for `auto` (the subnet decides), else the configured one.
-pub fn interface_for<'a>(
+fn interface_for<'a>(
     chosen: Option<&'a ServiceInterface>,
     configured: Option<&'a str>,
 ) -> Option<&'a str> {
@@ -121,15 +121,15 @@ impl Interfaces<'_> {
         self.place_as(address, None)
     }
 
-    /// [`Self::place`] for an address whose Services ask for `chosen`
-    /// (`kube-vip.io/serviceInterface`) instead of the configured interface;
-    /// a problem with it names the annotation.
-    pub fn place_as(
+    /// The interface `address` belongs on when its Services ask for
+    /// `chosen` (the configured one when absent), whether or not the address
+    /// is already there; a problem with `chosen` names the annotation.
+    pub fn interface_as(
         &self,
         address: IpAddr,
         chosen: Option<&ServiceInterface>,
     ) -> Result<String, String> {
-        let interface = choose_interface(
+        choose_interface(
             address,
             interface_for(chosen, self.configured),
             self.list,
@@ -139,7 +139,18 @@ impl Interfaces<'_> {
         .map_err(|e| match chosen {
             Some(c) => format!("annotation {SERVICE_INTERFACE_ANNOTATION} {c}: {e}"),
             None => e.to_string(),
-        })?;
+        })
+    }
+
+    /// [`Self::place`] for an address whose Services ask for `chosen`
+    /// (`kube-vip.io/serviceInterface`) instead of the configured interface;
+    /// a problem with it names the annotation.
+    pub fn place_as(
+        &self,
+        address: IpAddr,
+        chosen: Option<&ServiceInterface>,
+    ) -> Result<String, String> {
+        let interface = self.interface_as(address, chosen)?;
         let host = if address.is_ipv4() { 32 } else { 128 };
         let present = self
             .list

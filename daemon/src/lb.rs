@@ -33,7 +33,7 @@ use kvip_core::probe::Prober;
 use kvip_core::service::{AddressSource, ServiceInterface};
 use kvip_core::{
     AnnouncementGroup, Config, Elector, InterfaceAddress, LeaseKey, Mono, PendingReason,
-    ServiceKey, assess, choose_interface, plan::is_subnet_edge,
+    ServiceKey, assess, plan::is_subnet_edge,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -1205,14 +1205,7 @@ impl LbRole {
         }
         let interfaces = view.interfaces(self.interface_choice());
         assessment.refuse(|a| {
-            let name = choose_interface(
-                a,
-                placement::interface_for(chosen.get(&a), interfaces.configured),
-                interfaces.list,
-                interfaces.default_v4,
-                interfaces.default_v6,
-            )
-            .ok()?;
+            let name = interfaces.interface_as(a, chosen.get(&a)).ok()?;
             let info = view.list.iter().find(|i| i.name == name)?;
             is_subnet_edge(a, info).then_some(PendingReason::SubnetAddress {
                 address: a,

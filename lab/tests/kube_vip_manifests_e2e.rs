@@ -27,13 +27,6 @@ const INTERFACE: &str = "eth0";
 const NS: &str = "shop";
 const CP_TAINT: &str = "node-role.kubernetes.io/control-plane";
 
-/// The permissions kube-vip's ClusterRole lacks and kvip uses, as kvip's
-/// log says each (once per process).
-const LEASE_PATCH: &str = "RBAC does not grant patch on leases (coordination.k8s.io), only update";
-const STATUS_PATCH: &str = "RBAC does not grant patch on services/status, only update";
-const SERVICE_PATCH: &str = "RBAC does not grant patch on services, only update";
-const EVENTS: &str = "RBAC does not grant create,patch events";
-
 fn setup() -> Outcome {
     lab_ok(&["down"])?;
     let up = lab(&["up", "--nodes", "3", "--control-plane", "3"]);

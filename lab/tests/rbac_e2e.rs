@@ -1187,16 +1187,10 @@ fn kvip_works_under_kube_vips_rbac() -> Outcome {
     // kvip does without was said once, never per Service or per retry.
     let log = lab_ok(&["logs", "worker1"])?;
     for (line, want) in [
-        (
-            "RBAC does not grant patch on leases (coordination.k8s.io), only update",
-            1,
-        ),
-        (
-            "RBAC does not grant patch on services/status, only update",
-            1,
-        ),
-        ("RBAC does not grant patch on services, only update", 1),
-        ("RBAC does not grant create,patch events", 1),
+        (LEASE_PATCH, 1),
+        (STATUS_PATCH, 1),
+        (SERVICE_PATCH, 1),
+        (EVENTS, 1),
     ] {
         let seen = log.matches(line).count();
         ensure!(

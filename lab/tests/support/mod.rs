@@ -354,6 +354,14 @@ pub fn deploy_kvip(name: &str, flags: &[&str]) -> Result<std::path::PathBuf, Str
 /// API server) with the exclusion label: kvip honours it only when asked.
 pub const HONOUR_EXCLUDE_LABEL: [&str; 2] = ["--env", "kvip_exclude_lb_label=true"];
 
+/// The permissions kube-vip's ClusterRole lacks and kvip uses, as kvip's
+/// log says each (once per process).
+pub const LEASE_PATCH: &str =
+    "RBAC does not grant patch on leases (coordination.k8s.io), only update";
+pub const STATUS_PATCH: &str = "RBAC does not grant patch on services/status, only update";
+pub const SERVICE_PATCH: &str = "RBAC does not grant patch on services, only update";
+pub const EVENTS: &str = "RBAC does not grant create,patch events";
+
 /// The Lease timings every suite deploys kvip with: the lab's 5 s / 3 s / 1 s.
 pub const TIMINGS: [&str; 6] = kvip_lab::layout::LEASE_TIMING_FLAGS;
 
