@@ -20,14 +20,22 @@ use std::process::{Command, Output, Stdio};
 /// A podman with its own image storage, removed on drop.
 struct Podman {
     root: PathBuf,
+    /// podman's run state: a short path of its own, since podman refuses a
+    /// runroot longer than 50 characters and the target directory may be
+    /// deep in a checkout.
+    runroot: PathBuf,
 }
 
 impl Podman {
     fn new() -> Self {
         let root = image_target_dir().join(format!("podman-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).expect("create podman's storage folder");
-        Podman { root }
+        let runroot = PathBuf::from(format!("/run/kvip-podman-{}", std::process::id()));
+        for dir in [&root, &runroot] {
+            let _ = std::fs::remove_dir_all(dir);
+            std::fs::create_dir_all(dir)
+                .unwrap_or_else(|e| panic!("create podman's folder {}: {e}", dir.display()));
+        }
+        Podman { root, runroot }
     }
 
     /// podman's global options: this test's storage, the vfs driver (no
@@ -37,7 +45,7 @@ impl Podman {
             "--root".to_string(),
             self.root.join("storage").display().to_string(),
             "--runroot".to_string(),
-            self.root.join("run").display().to_string(),
+            self.runroot.display().to_string(),
             "--storage-driver".to_string(),
             "vfs".to_string(),
         ]
@@ -82,6 +90,7 @@ impl Drop for Podman {
     fn drop(&mut self) {
         let _ = self.output(&["rmi", "--all", "--force"]);
         let _ = std::fs::remove_dir_all(&self.root);
+        let _ = std::fs::remove_dir_all(&self.runroot);
     }
 }
 
