@@ -176,6 +176,7 @@ fn holding(n: usize) -> Option<Elections> {
                     name: format!("svc-{i}"),
                 }]),
                 candidate: true,
+                companions: BTreeSet::new(),
             };
             (key, ballot)
         })

@@ -209,10 +209,7 @@ impl Assessment {
             let leases: Vec<(LeaseKey, Option<String>)> = members
                 .iter()
                 .map(|v| {
-                    let key = LeaseKey {
-                        namespace: v.key.namespace.clone(),
-                        name: v.lease_name.clone(),
-                    };
+                    let key = v.lease_key();
                     let held = holder(&key).filter(|h| !h.is_empty());
                     (key, held)
                 })

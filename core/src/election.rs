@@ -473,16 +473,7 @@ impl Elector {
         } else if current.holder().is_none() {
             self.our_record(None, now_wall, transitions.saturating_add(1))
         } else {
-            let valid_for = match current.lease_duration_seconds {
-                // Honour the holder's duration, but not without bound: a Lease
-                // edited by hand to a day must not wedge the address for a day.
-                Some(s) if s > 0 => {
-                    Duration::from_secs(u64::from(s.unsigned_abs())).min(self.longest_honoured())
-                }
-                // Unknown duration: be patient rather than take over at once.
-                _ => self.lease_duration,
-            };
-            let expires = seen.changed_at.after(valid_for);
+            let expires = self.term_ends(seen.changed_at, current);
             if now < expires {
                 return Decision::Wait(expires.since(now));
             }
@@ -494,6 +485,29 @@ impl Elector {
             record,
             resource_version,
         }
+    }
+
+    /// When the term of `record`, last changed at `changed_at`, runs out
+    /// for an observer.
+    fn term_ends(&self, changed_at: Mono, record: &LeaseRecord) -> Mono {
+        let valid_for = match record.lease_duration_seconds {
+            // Honour the holder's duration, but not without bound: a Lease
+            // edited by hand to a day must not wedge the address for a day.
+            Some(s) if s > 0 => {
+                Duration::from_secs(u64::from(s.unsigned_abs())).min(self.longest_honoured())
+            }
+            // Unknown duration: be patient rather than take over at once.
+            _ => self.lease_duration,
+        };
+        changed_at.after(valid_for)
+    }
+
+    /// Another node holds the Lease and its term has not run out at `now`.
+    pub fn held_by_other(&self, now: Mono) -> Option<&str> {
+        let seen = self.seen.as_ref()?;
+        let record = seen.record.as_ref()?;
+        let holder = record.holder().filter(|h| *h != self.identity)?;
+        (now < self.term_ends(seen.changed_at, record)).then_some(holder)
     }
 
     /// A record naming us. `renewing`: the current record, whose acquire time is kept.

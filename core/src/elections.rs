@@ -72,14 +72,31 @@ pub fn ballots(
         .filter(|v| v.policy == TrafficPolicy::Local)
         .map(|v| &v.key)
         .collect();
+    let own_lease: BTreeMap<&ServiceKey, LeaseKey> = assessment
+        .views
+        .iter()
+        .map(|v| (&v.key, v.lease_key()))
+        .collect();
     let mut out: BTreeMap<LeaseKey, Ballot> = BTreeMap::new();
     for g in &assessment.groups {
         let is_local = g.services.iter().any(|s| local.contains(s));
-        let ballot = out
-            .entry(electing_lease(g, is_local, svc_election, global))
-            .or_default();
+        let lease = electing_lease(g, is_local, svc_election, global);
+        // kube-vip elects each Service on its own Lease; the global Lease
+        // stands for all of them.
+        let companions: BTreeSet<LeaseKey> = if lease == g.lease {
+            g.services
+                .iter()
+                .filter_map(|s| own_lease.get(s))
+                .filter(|k| **k != lease)
+                .cloned()
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+        let ballot = out.entry(lease).or_default();
         ballot.addresses.extend(g.addresses.iter().copied());
         ballot.services.extend(g.services.iter().cloned());
+        ballot.companions.extend(companions);
         ballot.candidate |= g.candidates.contains(node) && !leaving;
     }
     out
@@ -94,6 +111,12 @@ pub struct Ballot {
     pub services: BTreeSet<ServiceKey>,
     /// Whether this node may hold it now.
     pub candidate: bool,
+    /// The other Leases of the Services it elects together (they share an
+    /// address): kube-vip elects each Service on its own Lease. The holder
+    /// takes each as it comes free and announces only while no daemon but
+    /// kvip holds one, so kube-vip and kvip never announce one address
+    /// from two nodes in a mixed cluster. Other kvip nodes never take them.
+    pub companions: BTreeSet<LeaseKey>,
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +132,9 @@ struct Election {
     /// This Lease replaced one another node holds: leave it to that node for
     /// one lease duration (from the first step), unless it is taken sooner.
     defer_to_holder: Option<Option<Mono>>,
+    /// A companion of this Lease's ballot (see [`Ballot::companions`]): it
+    /// elects nothing itself and is wanted only by that Lease's holder.
+    companion_of: Option<LeaseKey>,
 }
 
 /// A change in what this node announces for one Lease.
@@ -173,6 +199,9 @@ pub struct Elections {
     /// Addresses found on the interface at start-up, until the next step
     /// has seen the Leases: (addresses, adopt until).
     adopting: Option<(BTreeSet<IpAddr>, Mono)>,
+    /// Nodes running a live kvip instance: a companion Lease they hold
+    /// does not hold back the announcement (they give it up).
+    peers: BTreeSet<String>,
 }
 
 impl Elections {
@@ -199,6 +228,7 @@ impl Elections {
             },
             by_lease: BTreeMap::new(),
             adopting: None,
+            peers: BTreeSet::new(),
         })
     }
 
@@ -238,22 +268,43 @@ impl Elections {
                         None => {}
                     }
                 }
-                self.by_lease.insert(
-                    key.clone(),
-                    Election {
-                        campaign: Campaign::new(self.template.clone()),
-                        ballot: Ballot::default(),
-                        wanted: true,
-                        successor: None,
-                        defer_to_holder,
-                    },
-                );
+                self.by_lease
+                    .insert(key.clone(), self.election(defer_to_holder));
             }
             if let Some(e) = self.by_lease.get_mut(key) {
                 e.wanted = true;
                 e.ballot.clone_from(ballot);
+                e.companion_of = None;
             }
         }
+        for (key, ballot) in wanted {
+            for companion in &ballot.companions {
+                if wanted.contains_key(companion) {
+                    continue;
+                }
+                let template = self.election(None);
+                let e = self.by_lease.entry(companion.clone()).or_insert(template);
+                e.wanted = true;
+                e.ballot = Ballot::default();
+                e.companion_of = Some(key.clone());
+            }
+        }
+    }
+
+    fn election(&self, defer_to_holder: Option<Option<Mono>>) -> Election {
+        Election {
+            campaign: Campaign::new(self.template.clone()),
+            ballot: Ballot::default(),
+            wanted: true,
+            successor: None,
+            defer_to_holder,
+            companion_of: None,
+        }
+    }
+
+    /// The nodes running a live kvip instance now (see [`Ballot::companions`]).
+    pub fn set_peers(&mut self, peers: BTreeSet<String>) {
+        self.peers = peers;
     }
 
     /// The Leases this node still announces through while it takes their
@@ -286,6 +337,46 @@ impl Elections {
             }
         }
         out
+    }
+
+    /// The Leases this node holds but must not announce through: another
+    /// daemon than kvip (a node with no live kvip instance, kube-vip during
+    /// a migration) holds one of their companions and announces the address
+    /// for its Service.
+    fn held_back(&self, now: Mono) -> BTreeSet<LeaseKey> {
+        self.held_back_by(now).into_keys().collect()
+    }
+
+    /// [`Elections::held_back`] with why: for each Lease held back, a
+    /// companion and the node that holds it. A holder whose term ran out
+    /// (it died) holds nothing back: this node takes its Lease now.
+    fn held_back_by(&self, now: Mono) -> BTreeMap<LeaseKey, (LeaseKey, String)> {
+        let mut out = BTreeMap::new();
+        for (key, e) in &self.by_lease {
+            let (Some(primary), Some(holder)) =
+                (&e.companion_of, e.campaign.elector().held_by_other(now))
+            else {
+                continue;
+            };
+            if !self.peers.contains(holder) {
+                out.entry(primary.clone())
+                    .or_insert_with(|| (key.clone(), holder.to_string()));
+            }
+        }
+        out
+    }
+
+    /// The Leases of this node held back at `now` (see [`Ballot::companions`]):
+    /// for each, a companion and the node (running no kvip) that holds it.
+    pub fn held_back_at(&self, now: Mono) -> BTreeMap<LeaseKey, (LeaseKey, String)> {
+        self.held_back_by(now)
+            .into_iter()
+            .filter(|(k, _)| {
+                self.by_lease.get(k).is_some_and(|e| {
+                    e.wanted && e.ballot.candidate && e.campaign.names(self.identity())
+                })
+            })
+            .collect()
     }
 
     /// Addresses an earlier run of this node left on the interface: the
@@ -354,20 +445,53 @@ impl Elections {
         self.pace = pace;
         let adopting = self.adopting.take();
         let handing_over = self.handing_over(now);
-        for (key, e) in &mut self.by_lease {
+        // A ballot's Leases first, then its companions: this node wants a
+        // companion while it holds the Lease it belongs to.
+        let mut order: Vec<(bool, LeaseKey)> = self
+            .by_lease
+            .iter()
+            .map(|(key, e)| (e.companion_of.is_some(), key.clone()))
+            .collect();
+        order.sort();
+        let adopted = |e: &Election| {
+            adopting
+                .as_ref()
+                .is_some_and(|(found, _)| !found.is_disjoint(&e.ballot.addresses))
+        };
+        for (_, key) in &order {
+            let (holding, adopt) = match self
+                .by_lease
+                .get(key)
+                .and_then(|e| e.companion_of.as_ref())
+                .and_then(|p| self.by_lease.get(p))
+            {
+                Some(p) => (
+                    p.wanted && p.ballot.candidate && p.campaign.names(&me),
+                    adopted(p),
+                ),
+                None => (false, false),
+            };
+            let Some(e) = self.by_lease.get_mut(key) else {
+                continue;
+            };
             let (observed, seen_at) = see(key);
             e.campaign.observe(observed, seen_at);
             if let Some(b) = blind {
                 e.campaign.restart_term(b);
             }
+            let is_companion = e.companion_of.is_some();
             if let Some((found, until)) = &adopting
-                && !found.is_disjoint(&e.ballot.addresses)
+                && (adopt || !found.is_disjoint(&e.ballot.addresses))
             {
                 e.campaign.adopt(&me, *until);
             }
             e.campaign.set_pace(pace);
             let renewing = e.campaign.names(&me);
-            let mut candidate = e.ballot.candidate || handing_over.contains(key);
+            let mut candidate = if is_companion {
+                holding
+            } else {
+                e.ballot.candidate || handing_over.contains(key)
+            };
             if let Some(until) = &mut e.defer_to_holder {
                 let until = *until.get_or_insert(now.after(self.lease_duration));
                 if now < until && e.campaign.elector().holder().is_none() {
@@ -384,9 +508,12 @@ impl Elections {
                 d => round.writes.push((key.clone(), d)),
             }
         }
+        let held_back = self.held_back(now);
         for (key, e) in &mut self.by_lease {
             let candidate = e.ballot.candidate || handing_over.contains(key);
-            let announce = e.campaign.may_announce(now, candidate);
+            let announce = e.companion_of.is_none()
+                && !held_back.contains(key)
+                && e.campaign.may_announce(now, candidate);
             if announce {
                 round.addresses.extend(e.ballot.addresses.iter().copied());
                 round.services.extend(e.ballot.services.iter().cloned());
@@ -394,7 +521,9 @@ impl Elections {
             if let Some(announcing) = e.campaign.transition(announce) {
                 let why = match (announcing, candidate) {
                     (true, _) => "",
+                    (false, true) if held_back.contains(key) => "foreign_holder",
                     (false, true) => "lease_lost",
+                    (false, false) if e.companion_of.is_some() => "companion",
                     (false, false) => self.not_candidate,
                 };
                 round.transitions.push(Transition {
@@ -465,10 +594,10 @@ impl Elections {
     /// caller need not step again for it.
     pub fn quiet(&self, lease: &LeaseKey, result: &WriteResult) -> bool {
         matches!(result, WriteResult::Ok { .. })
-            && self
-                .by_lease
-                .get(lease)
-                .is_some_and(|e| e.campaign.announcing() && e.campaign.names(self.identity()))
+            && self.by_lease.get(lease).is_some_and(|e| {
+                (e.campaign.announcing() || e.companion_of.is_some())
+                    && e.campaign.names(self.identity())
+            })
     }
 
     /// The Lease that elects `address`, if one of ours does.
@@ -509,6 +638,7 @@ impl Elections {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::election::LeaseRecord;
     use crate::testing::SimLease;
 
     const SEC: Duration = Duration::from_secs(1);
@@ -532,6 +662,7 @@ mod tests {
                 name: format!("svc-{last}"),
             }]),
             candidate,
+            companions: BTreeSet::new(),
         }
     }
 
@@ -631,6 +762,7 @@ mod tests {
             addresses: BTreeSet::from([ip(1)]),
             services: BTreeSet::new(),
             candidate,
+            companions: BTreeSet::new(),
         };
         me.want(&BTreeMap::from([(key("kubevip-first"), shared(true))]));
         other.want(&BTreeMap::from([(key("kubevip-first"), shared(true))]));
@@ -681,6 +813,139 @@ mod tests {
         late.want(&BTreeMap::from([(key("y"), shared(true))]));
         assert!(run(&mut late, &mut gone, ms(2100)).writes.is_empty());
         assert_eq!(run(&mut late, &mut gone, ms(7200)).writes.len(), 1);
+    }
+
+    /// A shared address's ballot on `kubevip-a`, with `kubevip-b` (the
+    /// other Service's own Lease) as its companion.
+    fn shared_ballot(candidate: bool) -> BTreeMap<LeaseKey, Ballot> {
+        let mut ballot = ballot(1, candidate);
+        ballot.companions = BTreeSet::from([key("kubevip-b")]);
+        BTreeMap::from([(key("kubevip-a"), ballot)])
+    }
+
+    #[test]
+    fn the_holder_takes_the_companion_leases_and_other_nodes_never_do() {
+        let mut me = elections("me");
+        let mut other = elections("other");
+        let mut leases = BTreeMap::new();
+        me.want(&shared_ballot(true));
+        other.want(&shared_ballot(true));
+        let peers = BTreeSet::from(["me".to_string(), "other".to_string()]);
+        me.set_peers(peers.clone());
+        other.set_peers(peers);
+        run(&mut me, &mut leases, Mono(SEC));
+        run(&mut other, &mut leases, Mono(SEC));
+        // The next step announces and takes the companion, once the Lease
+        // it belongs to is seen to be ours.
+        let second = run(&mut me, &mut leases, Mono(SEC + SEC / 10));
+        assert_eq!(second.addresses, BTreeSet::from([ip(1)]));
+        let holder = |l: &BTreeMap<LeaseKey, SimLease>, name: &str| {
+            l.get(&key(name))
+                .and_then(|s| s.stored.as_ref())
+                .and_then(|(r, _)| r.holder().map(str::to_string))
+        };
+        assert_eq!(holder(&leases, "kubevip-a").as_deref(), Some("me"));
+        assert_eq!(holder(&leases, "kubevip-b").as_deref(), Some("me"));
+        let round = run(&mut other, &mut leases, Mono(2 * SEC));
+        assert!(round.addresses.is_empty());
+        assert!(round.writes.is_empty(), "{:?}", round.writes);
+        // Renewals keep both; the companion's renewal is quiet.
+        let round = run(&mut me, &mut leases, Mono(3 * SEC));
+        assert_eq!(round.addresses, BTreeSet::from([ip(1)]));
+        assert!(me.quiet(
+            &key("kubevip-b"),
+            &WriteResult::Ok {
+                resource_version: "99".into(),
+                record: LeaseRecord::default(),
+            }
+        ));
+    }
+
+    #[test]
+    fn a_companion_held_by_another_daemon_holds_the_address_back_until_it_is_free() {
+        let mut me = elections("me");
+        let mut kube_vip = elections("worker9");
+        let mut leases = BTreeMap::new();
+        // kube-vip on worker9 holds the other Service's Lease and announces.
+        kube_vip.want(&BTreeMap::from([(key("kubevip-b"), ballot(1, true))]));
+        run(&mut kube_vip, &mut leases, Mono(SEC));
+        me.want(&shared_ballot(true));
+        me.set_peers(BTreeSet::from(["me".to_string()]));
+        let mut t = SEC;
+        let mut announced = Vec::new();
+        for _ in 0..30 {
+            t += SEC / 5;
+            run(&mut kube_vip, &mut leases, Mono(t));
+            let round = run(&mut me, &mut leases, Mono(t));
+            announced.push(!round.addresses.is_empty());
+            for tr in &round.transitions {
+                assert!(tr.announcing, "{tr:?}");
+            }
+        }
+        assert!(!announced.iter().any(|a| *a), "announced beside kube-vip");
+        // A kvip node holding it instead does not hold the address back.
+        me.set_peers(BTreeSet::from(["me".to_string(), "worker9".to_string()]));
+        t += SEC / 5;
+        assert_eq!(
+            run(&mut me, &mut leases, Mono(t)).addresses,
+            BTreeSet::from([ip(1)])
+        );
+        me.set_peers(BTreeSet::from(["me".to_string()]));
+        t += SEC / 5;
+        let round = run(&mut me, &mut leases, Mono(t));
+        assert!(round.addresses.is_empty());
+        assert_eq!(round.transitions[0].why, "foreign_holder");
+        // kube-vip leaves and releases its Lease: taken, then announced.
+        kube_vip.want(&BTreeMap::new());
+        t += SEC / 5;
+        run(&mut kube_vip, &mut leases, Mono(t));
+        run(&mut me, &mut leases, Mono(t));
+        t += SEC / 10;
+        assert_eq!(
+            run(&mut me, &mut leases, Mono(t)).addresses,
+            BTreeSet::from([ip(1)])
+        );
+    }
+
+    #[test]
+    fn a_companion_whose_holder_died_holds_nothing_back() {
+        let mut me = elections("me");
+        let mut dead = elections("worker9");
+        let mut leases = BTreeMap::new();
+        dead.want(&BTreeMap::from([(key("kubevip-b"), ballot(1, true))]));
+        run(&mut dead, &mut leases, Mono(SEC));
+        run(&mut dead, &mut leases, Mono(SEC + SEC / 10));
+        me.want(&shared_ballot(true));
+        me.set_peers(BTreeSet::from(["me".to_string()]));
+        // worker9 stops renewing; the moment its term runs out (5 s after
+        // this node saw it change), nothing holds the address back.
+        let mut t = 2 * SEC;
+        run(&mut me, &mut leases, Mono(t));
+        while t < 7 * SEC - SEC / 5 {
+            t += SEC / 5;
+            let round = run(&mut me, &mut leases, Mono(t));
+            assert!(round.addresses.is_empty(), "announced at {t:?}");
+        }
+        t = 7 * SEC;
+        let round = run(&mut me, &mut leases, Mono(t));
+        assert_eq!(round.addresses, BTreeSet::from([ip(1)]));
+    }
+
+    #[test]
+    fn companions_are_released_with_the_lease_they_belong_to() {
+        let mut me = elections("me");
+        let mut leases = BTreeMap::new();
+        me.want(&shared_ballot(true));
+        me.set_peers(BTreeSet::from(["me".to_string()]));
+        run(&mut me, &mut leases, Mono(SEC));
+        run(&mut me, &mut leases, Mono(SEC + SEC / 10));
+        me.want(&shared_ballot(false));
+        let round = run(&mut me, &mut leases, Mono(2 * SEC));
+        assert!(round.addresses.is_empty());
+        let mut released: Vec<String> =
+            round.releases.iter().map(|(k, _)| k.name.clone()).collect();
+        released.sort();
+        assert_eq!(released, ["kubevip-a", "kubevip-b"]);
     }
 
     #[test]
@@ -857,6 +1122,36 @@ mod tests {
         );
         let leaving = ballots(&assessment, "n1", false, &global, true);
         assert!(leaving.values().all(|b| !b.candidate));
+        assert!(
+            own.values()
+                .chain(shared.values())
+                .all(|b| b.companions.is_empty())
+        );
+
+        // Two Services on one address: the group's Lease elects, the
+        // other member's own Lease is its companion; under the global
+        // Lease kube-vip elects them together too, so no companion.
+        let mut pair = assessment.clone();
+        pair.groups = vec![AnnouncementGroup {
+            services: BTreeSet::from([
+                ServiceKey {
+                    namespace: "ns".into(),
+                    name: "a".into(),
+                },
+                ServiceKey {
+                    namespace: "ns".into(),
+                    name: "b".into(),
+                },
+            ]),
+            ..group("a", 1, &["n1"])
+        }];
+        let own = ballots(&pair, "n1", true, &global, false);
+        assert_eq!(
+            own[&key("kubevip-a")].companions,
+            BTreeSet::from([key("kubevip-b")])
+        );
+        let shared = ballots(&pair, "n1", false, &global, false);
+        assert!(shared[&global].companions.is_empty());
     }
 
     #[test]
@@ -963,6 +1258,7 @@ mod world {
                         addresses: BTreeSet::from([address(l)]),
                         services: BTreeSet::new(),
                         candidate: self.candidate[l],
+                        companions: BTreeSet::new(),
                     };
                     (lease(l), ballot)
                 })

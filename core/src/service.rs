@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::parse_go_bool;
 use crate::lease_names::{MANAGED_BY, MANAGED_BY_LABEL};
+use crate::sharing::LeaseKey;
 
 /// The prefix of the Lease names a Service's election may use by itself
 /// (`kubevip-<name>` by default): kube-vip's and kvip's own control Leases
@@ -172,6 +173,17 @@ pub struct ServiceView {
     /// `kube-vip.io/serviceInterface`: where its addresses go on a node,
     /// instead of the configured interface.
     pub interface: Option<ServiceInterface>,
+}
+
+impl ServiceView {
+    /// The Lease that elects this Service on its own, as kube-vip elects
+    /// every Service.
+    pub fn lease_key(&self) -> LeaseKey {
+        LeaseKey {
+            namespace: self.key.namespace.clone(),
+            name: self.lease_name.clone(),
+        }
+    }
 }
 
 /// The field a Service's addresses come from, in kube-vip's order.

@@ -233,10 +233,7 @@ pub fn plan_groups(
             continue;
         }
         groups.push(AnnouncementGroup {
-            lease: LeaseKey {
-                namespace: first.key.namespace.clone(),
-                name: first.lease_name.clone(),
-            },
+            lease: first.lease_key(),
             addresses,
             services,
             candidates: common,

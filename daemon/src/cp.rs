@@ -276,6 +276,7 @@ impl ControlPlane {
                     candidate: !shutting_down
                         && self.healthy.load(Ordering::Relaxed)
                         && placed.is_ok(),
+                    companions: BTreeSet::new(),
                 },
             )]),
             None => BTreeMap::new(),

@@ -101,6 +101,8 @@ pub struct Voter {
     timeout: Duration,
     writes_tx: mpsc::UnboundedSender<WriteDone>,
     writes_rx: mpsc::UnboundedReceiver<WriteDone>,
+    /// The Leases held back at the last step (logged when that changes).
+    held_back: BTreeSet<LeaseKey>,
 }
 
 impl Voter {
@@ -119,6 +121,7 @@ impl Voter {
             timeout,
             writes_tx,
             writes_rx,
+            held_back: BTreeSet::new(),
         }
     }
 
@@ -175,6 +178,27 @@ impl Voter {
         for (key, decision) in std::mem::take(&mut round.writes) {
             self.send(key, decision);
         }
+        let held_back = self.elections.held_back_at(now);
+        for (lease, (companion, holder)) in &held_back {
+            if !self.held_back.contains(lease) {
+                let ballot = self.elections.ballot(lease);
+                tracing::warn!(
+                    role = self.role,
+                    lease = %format!("{}/{}", lease.namespace, lease.name),
+                    addresses = ?ballot.map(|b| &b.addresses),
+                    other_lease = %format!("{}/{}", companion.namespace, companion.name),
+                    holder = %holder,
+                    "holding the Lease but not announcing: another Service on this address is elected by a Lease that a node running no kvip (kube-vip during a migration) holds and announces through; taking it when that node frees it"
+                );
+            }
+        }
+        for lease in self
+            .held_back
+            .difference(&held_back.keys().cloned().collect())
+        {
+            tracing::info!(lease = %format!("{}/{}", lease.namespace, lease.name), "no longer held back by another daemon's Lease");
+        }
+        self.held_back = held_back.into_keys().collect();
         round
     }
 

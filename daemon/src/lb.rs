@@ -884,6 +884,7 @@ impl LbRole {
         // Otherwise one election per Lease, told what each elects after every assessment.
         if a.at == Some(now) {
             self.voter.elections_mut().want(&a.wanted);
+            self.voter.elections_mut().set_peers(a.live.clone());
         }
         let blind = self.blind_until(now);
         let leases = &self.cache.leases;

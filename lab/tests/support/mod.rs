@@ -186,6 +186,8 @@ pub fn capture_in_client<T>(
             "-l",
             filter,
         ])
+        // Times of day in UTC, as `time_of_day` gives them.
+        .env("TZ", "UTC")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -203,6 +205,14 @@ pub fn capture_in_client<T>(
         .wait_with_output()
         .map_err(|e| format!("tcpdump: {e}"))?;
     Ok((result?, String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+/// Seconds since midnight UTC now, as tcpdump prints its times in
+/// [`capture_in_client`].
+pub fn time_of_day() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() % 86_400.0)
 }
 
 /// `kvip-lab down`, then `kvip-lab up --ipv6`: a fresh dual-stack lab.
