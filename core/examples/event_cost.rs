@@ -95,6 +95,7 @@ fn record(holder: &str, renewed: i64) -> LeaseRecord {
         acquire_time: Some(WallTime(1)),
         renew_time: Some(WallTime(renewed)),
         lease_transitions: Some(0),
+        kvip_renewed: None,
     }
 }
 

@@ -4,6 +4,7 @@
 //! `kvip status` both call this, so they can never disagree.
 
 use crate::candidacy::{NodeInput, PendingReason, candidates};
+use crate::election::{LeaseRecord, WallTime};
 use crate::endpoints::{EndpointIndex, SliceInput};
 use crate::service::{
     LbClassRule, ServiceError, ServiceInput, ServiceInterface, ServiceKey, ServiceView,
@@ -177,13 +178,16 @@ impl Assessment {
 
     /// Elects a group of several Services through the Lease that elects it
     /// now: its members' announcer (`announcer`: the node a served member's
-    /// `kube-vip.io/vipHost` names) holds one of their Leases (`holder`), so
-    /// the group keeps it, whatever joins. By rule a group is elected through
-    /// its oldest member's Lease, which changes when an older Service joins,
-    /// and the address must not change hands for that.
+    /// `kube-vip.io/vipHost` names) holds one of their Leases (`lease`: the
+    /// record of a Lease), so the group keeps it, whatever joins. By rule a
+    /// group is elected through its oldest member's Lease, which changes
+    /// when an older Service joins, and the address must not change hands
+    /// for that. Of several member Leases the announcer holds, the one it
+    /// has held longest (`acquireTime`): every node sees the same, and it
+    /// does not change while the announcer keeps them.
     pub fn keep_held_leases(
         &mut self,
-        holder: impl Fn(&LeaseKey) -> Option<String>,
+        lease: impl Fn(&LeaseKey) -> Option<LeaseRecord>,
         announcer: impl Fn(&ServiceKey) -> Option<String>,
     ) {
         let views: BTreeMap<&ServiceKey, &ServiceView> =
@@ -206,25 +210,30 @@ impl Assessment {
             let announcers: Vec<String> = announcers.into_iter().collect();
             members
                 .sort_by(|a, b| (!served(a), &a.rank, &a.key).cmp(&(!served(b), &b.rank, &b.key)));
-            let leases: Vec<(LeaseKey, Option<String>)> = members
+            let leases: Vec<(LeaseKey, Option<String>, Option<WallTime>)> = members
                 .iter()
                 .map(|v| {
                     let key = v.lease_key();
-                    let held = holder(&key).filter(|h| !h.is_empty());
-                    (key, held)
+                    let record = lease(&key);
+                    let held = record.as_ref().and_then(|r| r.holder().map(str::to_string));
+                    let since = record.and_then(|r| r.acquire_time);
+                    (key, held, since)
                 })
                 .collect();
             let current = match announcers.as_slice() {
-                // The announcer's, when the status says who announces.
+                // The announcer's, when the status says who announces: the
+                // one it has held longest.
                 [node] => leases
                     .iter()
-                    .find(|(_, h)| h.as_deref() == Some(node.as_str()))
-                    .map(|(k, _)| k.clone()),
+                    .enumerate()
+                    .filter(|(_, (_, h, _))| h.as_deref() == Some(node.as_str()))
+                    .min_by_key(|(i, (_, _, since))| (since.is_none(), *since, *i))
+                    .map(|(_, (k, _, _))| k.clone()),
                 // Before any status is written: the one member Lease that is held.
                 [] => {
-                    let mut held = leases.iter().filter(|(_, h)| h.is_some());
+                    let mut held = leases.iter().filter(|(_, h, _)| h.is_some());
                     match (held.next(), held.next()) {
-                        (Some((key, _)), None) => Some(key.clone()),
+                        (Some((key, _, _)), None) => Some(key.clone()),
                         _ => None,
                     }
                 }
@@ -576,9 +585,14 @@ mod tests {
         );
         // alpha is served by worker1, which holds its Lease; older's Lease is
         // still held elsewhere (it elected another address until now).
+        let held = |holder: &str, since: i64| LeaseRecord {
+            holder: Some(holder.to_string()),
+            acquire_time: Some(WallTime(since)),
+            ..LeaseRecord::default()
+        };
         let holder = |k: &LeaseKey| match k.name.as_str() {
-            "kubevip-alpha" => Some("worker1".to_string()),
-            _ => Some("worker2".to_string()),
+            "kubevip-alpha" => Some(held("worker1", 20)),
+            _ => Some(held("worker2", 10)),
         };
         let announcer = |_: &ServiceKey| Some("worker1".to_string());
         a.keep_held_leases(holder, announcer);
@@ -595,10 +609,29 @@ mod tests {
         fresh[0].ingress_ips.clear();
         let mut c = assess(&fresh, slices, &nodes, &LbClassRule::default());
         c.keep_held_leases(
-            |k| (k.name == "kubevip-alpha").then(|| "worker1".to_string()),
+            |k| (k.name == "kubevip-alpha").then(|| held("worker1", 20)),
             |_| None,
         );
         assert_eq!(c.groups[0].lease.name, "kubevip-alpha");
+        // The announcer holds both: the one it has held longest, whichever
+        // member is older or served.
+        for (alpha_since, older_since, elects) in
+            [(20, 10, "kubevip-older"), (10, 20, "kubevip-alpha")]
+        {
+            let mut d = assess(&inputs, slices_both(), &nodes, &LbClassRule::default());
+            d.keep_held_leases(
+                |k| match k.name.as_str() {
+                    "kubevip-alpha" => Some(held("worker1", alpha_since)),
+                    _ => Some(held("worker1", older_since)),
+                },
+                |_| Some("worker1".to_string()),
+            );
+            assert_eq!(d.groups[0].lease.name, elects);
+        }
+    }
+
+    fn slices_both() -> [SliceInput; 2] {
+        [slice("alpha", "worker1"), slice("older", "worker1")]
     }
 
     #[test]

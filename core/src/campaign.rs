@@ -247,6 +247,7 @@ mod tests {
                 acquire_time: Some(WallTime(1)),
                 renew_time: Some(WallTime(1)),
                 lease_transitions: Some(0),
+                kvip_renewed: None,
             }),
             resource_version: Some(rv.into()),
         }

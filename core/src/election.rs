@@ -65,12 +65,29 @@ pub struct LeaseRecord {
     pub renew_time: Option<WallTime>,
     /// `leaseTransitions`: how many times the holder changed.
     pub lease_transitions: Option<i32>,
+    /// The renew time kvip stamped on its last write of the Lease
+    /// ([`KVIP_RENEWED_ANNOTATION`]), if any.
+    pub kvip_renewed: Option<WallTime>,
 }
+
+/// The annotation every Lease write of kvip carries: its `renewTime`, in
+/// microseconds since the epoch. Another daemon's write (kube-vip's
+/// client-go keeps annotations but writes a new `renewTime`) leaves it
+/// stale, so observers can tell who wrote a Lease last.
+pub const KVIP_RENEWED_ANNOTATION: &str = "kvip.io/renewed";
 
 impl LeaseRecord {
     /// The holder, with an empty string read as nobody.
     pub fn holder(&self) -> Option<&str> {
         self.holder.as_deref().filter(|h| !h.is_empty())
+    }
+
+    /// Whether kvip wrote this record: `None` when no kvip ever wrote the
+    /// Lease (or an older kvip did), else whether its stamp is this
+    /// record's renew time.
+    pub fn written_by_kvip(&self) -> Option<bool> {
+        let stamp = self.kvip_renewed?;
+        Some(self.renew_time == Some(stamp))
     }
 }
 
@@ -455,6 +472,7 @@ impl Elector {
                 acquire_time: Some(at),
                 renew_time: Some(at),
                 lease_transitions: Some(transitions),
+                kvip_renewed: Some(at),
             };
             self.in_flight = Some(now);
             self.in_flight_stretch = self.stretch;
@@ -527,6 +545,7 @@ impl Elector {
             acquire_time: Some(renewing.and_then(|r| r.acquire_time).unwrap_or(at)),
             renew_time: Some(at),
             lease_transitions: Some(transitions),
+            kvip_renewed: Some(at),
         }
     }
 
@@ -590,6 +609,7 @@ mod tests {
             acquire_time: Some(WallTime(1)),
             renew_time: Some(WallTime(renewed)),
             lease_transitions: Some(2),
+            kvip_renewed: None,
         }
     }
 
@@ -765,6 +785,7 @@ mod tests {
             acquire_time: None,
             renew_time: None,
             lease_transitions: Some(-7),
+            kvip_renewed: None,
         };
         e.observe(
             Observed {
@@ -805,6 +826,7 @@ mod tests {
             acquire_time: Some(wall(0)),
             renew_time: Some(wall(0)),
             lease_transitions: Some(transitions),
+            kvip_renewed: None,
         }
     }
 

@@ -13,7 +13,9 @@
 
 use crate::assess::Assessment;
 use crate::campaign::{Campaign, Notice, Pace, pace_for};
-use crate::election::{Decision, ElectionError, Elector, Mono, Observed, WallTime, WriteResult};
+use crate::election::{
+    Decision, ElectionError, Elector, LeaseRecord, Mono, Observed, WallTime, WriteResult,
+};
 use crate::service::{ServiceKey, TrafficPolicy};
 use crate::sharing::{AnnouncementGroup, LeaseKey};
 use std::collections::{BTreeMap, BTreeSet};
@@ -72,23 +74,20 @@ pub fn ballots(
         .filter(|v| v.policy == TrafficPolicy::Local)
         .map(|v| &v.key)
         .collect();
-    let own_lease: BTreeMap<&ServiceKey, LeaseKey> = assessment
-        .views
-        .iter()
-        .map(|v| (&v.key, v.lease_key()))
-        .collect();
     let mut out: BTreeMap<LeaseKey, Ballot> = BTreeMap::new();
     for g in &assessment.groups {
         let is_local = g.services.iter().any(|s| local.contains(s));
         let lease = electing_lease(g, is_local, svc_election, global);
-        // kube-vip elects each Service on its own Lease; the global Lease
-        // stands for all of them.
+        // kube-vip elects each Service on its own Lease (the global Lease
+        // stands for all of them), whether kvip serves it or leaves it
+        // pending: every Service naming one of the addresses.
         let companions: BTreeSet<LeaseKey> = if lease == g.lease {
-            g.services
+            assessment
+                .views
                 .iter()
-                .filter_map(|s| own_lease.get(s))
-                .filter(|k| **k != lease)
-                .cloned()
+                .filter(|v| v.addresses.iter().any(|a| g.addresses.contains(a)))
+                .map(|v| v.lease_key())
+                .filter(|k| *k != lease)
                 .collect()
         } else {
             BTreeSet::new()
@@ -111,11 +110,13 @@ pub struct Ballot {
     pub services: BTreeSet<ServiceKey>,
     /// Whether this node may hold it now.
     pub candidate: bool,
-    /// The other Leases of the Services it elects together (they share an
-    /// address): kube-vip elects each Service on its own Lease. The holder
-    /// takes each as it comes free and announces only while no daemon but
-    /// kvip holds one, so kube-vip and kvip never announce one address
-    /// from two nodes in a mixed cluster. Other kvip nodes never take them.
+    /// The Leases of the other Services naming its addresses, pending
+    /// ones included: kube-vip elects each Service on its own Lease. The
+    /// holder announces nothing while another daemon than kvip holds one;
+    /// while some node runs no kvip (see [`Elections::set_peers`]) it also
+    /// takes each as it comes free and announces only holding them all, so
+    /// kube-vip and kvip never announce one address from two nodes. Other
+    /// kvip nodes never take them.
     pub companions: BTreeSet<LeaseKey>,
 }
 
@@ -202,6 +203,9 @@ pub struct Elections {
     /// Nodes running a live kvip instance: a companion Lease they hold
     /// does not hold back the announcement (they give it up).
     peers: BTreeSet<String>,
+    /// Some node runs no live kvip instance, so another daemon may take a
+    /// companion: holders take them (see [`Ballot::companions`]).
+    mixed: bool,
 }
 
 impl Elections {
@@ -229,6 +233,7 @@ impl Elections {
             by_lease: BTreeMap::new(),
             adopting: None,
             peers: BTreeSet::new(),
+            mixed: false,
         })
     }
 
@@ -251,6 +256,7 @@ impl Elections {
             if !wanted.contains_key(key) {
                 e.wanted = false;
                 e.ballot.candidate = false;
+                e.companion_of = None;
             }
         }
         for (key, ballot) in wanted {
@@ -302,9 +308,11 @@ impl Elections {
         }
     }
 
-    /// The nodes running a live kvip instance now (see [`Ballot::companions`]).
-    pub fn set_peers(&mut self, peers: BTreeSet<String>) {
+    /// The nodes running a live kvip instance now, and whether some node
+    /// runs none (`mixed`; see [`Ballot::companions`]).
+    pub fn set_peers(&mut self, peers: BTreeSet<String>, mixed: bool) {
         self.peers = peers;
+        self.mixed = mixed;
     }
 
     /// The Leases this node still announces through while it takes their
@@ -351,16 +359,32 @@ impl Elections {
     /// companion and the node that holds it. A holder whose term ran out
     /// (it died) holds nothing back: this node takes its Lease now.
     fn held_back_by(&self, now: Mono) -> BTreeMap<LeaseKey, (LeaseKey, String)> {
+        let me = self.identity();
         let mut out = BTreeMap::new();
         for (key, e) in &self.by_lease {
-            let (Some(primary), Some(holder)) =
-                (&e.companion_of, e.campaign.elector().held_by_other(now))
-            else {
+            let Some(primary) = &e.companion_of else {
                 continue;
             };
-            if !self.peers.contains(holder) {
+            let elector = e.campaign.elector();
+            let holder = match elector.held_by_other(now) {
+                // Who wrote it last: kvip stamps its writes; a Lease no kvip
+                // ever stamped is judged by whether its holder runs kvip.
+                Some(holder) => {
+                    let kvips = match elector.record().and_then(LeaseRecord::written_by_kvip) {
+                        Some(by_kvip) => by_kvip,
+                        None => self.peers.contains(holder),
+                    };
+                    (!kvips).then(|| holder.to_string())
+                }
+                // While another daemon may take it, a companion counts only
+                // once it is this node's: a daemon that just freed it may
+                // still answer for the address for a moment.
+                None if self.mixed && !e.campaign.names(me) => Some(String::new()),
+                None => None,
+            };
+            if let Some(holder) = holder {
                 out.entry(primary.clone())
-                    .or_insert_with(|| (key.clone(), holder.to_string()));
+                    .or_insert_with(|| (key.clone(), holder));
             }
         }
         out
@@ -466,7 +490,7 @@ impl Elections {
                 .and_then(|p| self.by_lease.get(p))
             {
                 Some(p) => (
-                    p.wanted && p.ballot.candidate && p.campaign.names(&me),
+                    self.mixed && p.wanted && p.ballot.candidate && p.campaign.names(&me),
                     adopted(p),
                 ),
                 None => (false, false),
@@ -575,10 +599,12 @@ impl Elections {
         // An address another Lease announces now (a handover) is not this one's to withdraw.
         let up: BTreeSet<IpAddr> = up.difference(&round.addresses).copied().collect();
         for (key, decision) in std::mem::take(&mut round.releases) {
-            let still_up = self
-                .by_lease
-                .get(&key)
-                .is_some_and(|e| !e.ballot.addresses.is_disjoint(&up));
+            // A companion goes with the addresses of the Lease it belongs to.
+            let judged = self.by_lease.get(&key).map(|e| match &e.companion_of {
+                Some(primary) => self.by_lease.get(primary).unwrap_or(e),
+                None => e,
+            });
+            let still_up = judged.is_some_and(|e| !e.ballot.addresses.is_disjoint(&up));
             if still_up {
                 self.finished(&key, WriteResult::NotSent, now, now);
                 held.push(key);
@@ -638,7 +664,6 @@ impl Elections {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::election::LeaseRecord;
     use crate::testing::SimLease;
 
     const SEC: Duration = Duration::from_secs(1);
@@ -831,14 +856,16 @@ mod tests {
         me.want(&shared_ballot(true));
         other.want(&shared_ballot(true));
         let peers = BTreeSet::from(["me".to_string(), "other".to_string()]);
-        me.set_peers(peers.clone());
-        other.set_peers(peers);
+        me.set_peers(peers.clone(), true);
+        other.set_peers(peers, true);
         run(&mut me, &mut leases, Mono(SEC));
         run(&mut other, &mut leases, Mono(SEC));
-        // The next step announces and takes the companion, once the Lease
-        // it belongs to is seen to be ours.
+        // The next step takes the companion, once the Lease it belongs to
+        // is seen to be ours; the one after announces, holding both.
         let second = run(&mut me, &mut leases, Mono(SEC + SEC / 10));
-        assert_eq!(second.addresses, BTreeSet::from([ip(1)]));
+        assert!(second.addresses.is_empty());
+        let third = run(&mut me, &mut leases, Mono(SEC + SEC / 5));
+        assert_eq!(third.addresses, BTreeSet::from([ip(1)]));
         let holder = |l: &BTreeMap<LeaseKey, SimLease>, name: &str| {
             l.get(&key(name))
                 .and_then(|s| s.stored.as_ref())
@@ -869,13 +896,15 @@ mod tests {
         // kube-vip on worker9 holds the other Service's Lease and announces.
         kube_vip.want(&BTreeMap::from([(key("kubevip-b"), ballot(1, true))]));
         run(&mut kube_vip, &mut leases, Mono(SEC));
+        unstamp(&mut leases, "kubevip-b");
         me.want(&shared_ballot(true));
-        me.set_peers(BTreeSet::from(["me".to_string()]));
+        me.set_peers(BTreeSet::from(["me".to_string()]), true);
         let mut t = SEC;
         let mut announced = Vec::new();
         for _ in 0..30 {
             t += SEC / 5;
             run(&mut kube_vip, &mut leases, Mono(t));
+            unstamp(&mut leases, "kubevip-b");
             let round = run(&mut me, &mut leases, Mono(t));
             announced.push(!round.addresses.is_empty());
             for tr in &round.transitions {
@@ -884,13 +913,16 @@ mod tests {
         }
         assert!(!announced.iter().any(|a| *a), "announced beside kube-vip");
         // A kvip node holding it instead does not hold the address back.
-        me.set_peers(BTreeSet::from(["me".to_string(), "worker9".to_string()]));
+        me.set_peers(
+            BTreeSet::from(["me".to_string(), "worker9".to_string()]),
+            true,
+        );
         t += SEC / 5;
         assert_eq!(
             run(&mut me, &mut leases, Mono(t)).addresses,
             BTreeSet::from([ip(1)])
         );
-        me.set_peers(BTreeSet::from(["me".to_string()]));
+        me.set_peers(BTreeSet::from(["me".to_string()]), true);
         t += SEC / 5;
         let round = run(&mut me, &mut leases, Mono(t));
         assert!(round.addresses.is_empty());
@@ -915,10 +947,12 @@ mod tests {
         dead.want(&BTreeMap::from([(key("kubevip-b"), ballot(1, true))]));
         run(&mut dead, &mut leases, Mono(SEC));
         run(&mut dead, &mut leases, Mono(SEC + SEC / 10));
+        unstamp(&mut leases, "kubevip-b");
         me.want(&shared_ballot(true));
-        me.set_peers(BTreeSet::from(["me".to_string()]));
+        me.set_peers(BTreeSet::from(["me".to_string()]), true);
         // worker9 stops renewing; the moment its term runs out (5 s after
-        // this node saw it change), nothing holds the address back.
+        // this node saw it change), this node takes its Lease, and announces
+        // as soon as the Lease is seen to be its own.
         let mut t = 2 * SEC;
         run(&mut me, &mut leases, Mono(t));
         while t < 7 * SEC - SEC / 5 {
@@ -927,8 +961,110 @@ mod tests {
             assert!(round.addresses.is_empty(), "announced at {t:?}");
         }
         t = 7 * SEC;
-        let round = run(&mut me, &mut leases, Mono(t));
+        run(&mut me, &mut leases, Mono(t));
+        assert_eq!(holder_of(&leases, "kubevip-b").as_deref(), Some("me"));
+        let round = run(&mut me, &mut leases, Mono(t + SEC / 10));
         assert_eq!(round.addresses, BTreeSet::from([ip(1)]));
+    }
+
+    /// Another daemon than kvip wrote `name` last: no stamp of kvip's.
+    fn unstamp(leases: &mut BTreeMap<LeaseKey, SimLease>, name: &str) {
+        if let Some((record, _)) = leases.entry(key(name)).or_default().stored.as_mut() {
+            record.kvip_renewed = None;
+        }
+    }
+
+    fn holder_of(leases: &BTreeMap<LeaseKey, SimLease>, name: &str) -> Option<String> {
+        leases
+            .get(&key(name))
+            .and_then(|s| s.stored.as_ref())
+            .and_then(|(r, _)| r.holder().map(str::to_string))
+    }
+
+    #[test]
+    fn a_service_that_leaves_the_address_takes_its_lease_out_of_the_group() {
+        let mut me = elections("me");
+        let mut leases = BTreeMap::new();
+        me.want(&shared_ballot(true));
+        me.set_peers(BTreeSet::from(["me".to_string()]), true);
+        run(&mut me, &mut leases, Mono(SEC));
+        run(&mut me, &mut leases, Mono(SEC + SEC / 10));
+        assert_eq!(holder_of(&leases, "kubevip-b").as_deref(), Some("me"));
+        // b is deleted (or moves away): its Lease is released, a's kept.
+        me.want(&BTreeMap::from([(key("kubevip-a"), ballot(1, true))]));
+        let round = run(&mut me, &mut leases, Mono(2 * SEC));
+        assert_eq!(round.addresses, BTreeSet::from([ip(1)]));
+        assert_eq!(holder_of(&leases, "kubevip-b"), None);
+        assert_eq!(holder_of(&leases, "kubevip-a").as_deref(), Some("me"));
+    }
+
+    #[test]
+    fn a_companion_waits_for_the_withdraw_of_its_address() {
+        let mut me = elections("me");
+        let mut leases = BTreeMap::new();
+        me.want(&shared_ballot(true));
+        me.set_peers(BTreeSet::from(["me".to_string()]), true);
+        run(&mut me, &mut leases, Mono(SEC));
+        run(&mut me, &mut leases, Mono(SEC + SEC / 10));
+        me.want(&shared_ballot(false));
+        let mut round = me.step(Mono(2 * SEC), WallTime(0), None, |k| {
+            (
+                leases.entry(k.clone()).or_default().snapshot(),
+                Mono(2 * SEC),
+            )
+        });
+        // The address could not be removed: neither Lease goes.
+        let (send, held) = me.releasable(&mut round, &BTreeSet::from([ip(1)]), Mono(2 * SEC));
+        assert!(send.is_empty(), "{send:?}");
+        assert_eq!(held.len(), 2);
+    }
+
+    #[test]
+    fn with_kvip_on_every_node_companions_are_watched_not_taken() {
+        let mut me = elections("me");
+        let mut other = elections("worker9");
+        let mut leases = BTreeMap::new();
+        me.want(&shared_ballot(true));
+        me.set_peers(
+            BTreeSet::from(["me".to_string(), "worker9".to_string()]),
+            false,
+        );
+        let mut t = SEC;
+        for _ in 0..5 {
+            run(&mut me, &mut leases, Mono(t));
+            t += SEC / 2;
+        }
+        assert_eq!(holder_of(&leases, "kubevip-b"), None, "no companion taken");
+        assert_eq!(
+            run(&mut me, &mut leases, Mono(t)).addresses,
+            BTreeSet::from([ip(1)])
+        );
+        // A kvip node (stamped writes) holding it holds nothing back, even
+        // when it no longer counts as live.
+        other.want(&BTreeMap::from([(key("kubevip-b"), ballot(1, true))]));
+        run(&mut other, &mut leases, Mono(t));
+        me.set_peers(BTreeSet::from(["me".to_string()]), false);
+        t += SEC / 5;
+        assert_eq!(
+            run(&mut me, &mut leases, Mono(t)).addresses,
+            BTreeSet::from([ip(1)])
+        );
+        // Another daemon renews it under that name (kube-vip restarted
+        // there keeps the stamp but writes a new renew time): held back.
+        let entry = leases.entry(key("kubevip-b")).or_default();
+        if let Some((record, rv)) = entry.stored.as_mut() {
+            record.renew_time = record.renew_time.map(|w| WallTime(w.0 + 1));
+            *rv += 1;
+            entry.last_version = *rv;
+        }
+        me.set_peers(
+            BTreeSet::from(["me".to_string(), "worker9".to_string()]),
+            false,
+        );
+        t += SEC / 5;
+        let round = run(&mut me, &mut leases, Mono(t));
+        assert!(round.addresses.is_empty());
+        assert_eq!(round.transitions[0].why, "foreign_holder");
     }
 
     #[test]
@@ -936,7 +1072,7 @@ mod tests {
         let mut me = elections("me");
         let mut leases = BTreeMap::new();
         me.want(&shared_ballot(true));
-        me.set_peers(BTreeSet::from(["me".to_string()]));
+        me.set_peers(BTreeSet::from(["me".to_string()]), true);
         run(&mut me, &mut leases, Mono(SEC));
         run(&mut me, &mut leases, Mono(SEC + SEC / 10));
         me.want(&shared_ballot(false));
@@ -1085,7 +1221,11 @@ mod tests {
                 namespace: "ns".into(),
                 name: name.into(),
             },
-            addresses: Vec::new(),
+            addresses: vec![match name {
+                "a" => ip(1),
+                "b" => ip(2),
+                _ => ip(3),
+            }],
             policy,
             lease_name: format!("kubevip-{name}"),
             rank: Default::default(),
@@ -1132,6 +1272,7 @@ mod tests {
         // other member's own Lease is its companion; under the global
         // Lease kube-vip elects them together too, so no companion.
         let mut pair = assessment.clone();
+        pair.views[1].addresses = vec![ip(1)];
         pair.groups = vec![AnnouncementGroup {
             services: BTreeSet::from([
                 ServiceKey {
@@ -1149,6 +1290,15 @@ mod tests {
         assert_eq!(
             own[&key("kubevip-a")].companions,
             BTreeSet::from([key("kubevip-b")])
+        );
+        // A Service naming the address that kvip leaves pending (c: no
+        // ready endpoint, so in no group) is a companion all the same.
+        let mut pending = pair.clone();
+        pending.views[2].addresses = vec![ip(1)];
+        let own = ballots(&pending, "n1", true, &global, false);
+        assert_eq!(
+            own[&key("kubevip-a")].companions,
+            BTreeSet::from([key("kubevip-b"), key("kubevip-c")])
         );
         let shared = ballots(&pair, "n1", false, &global, false);
         assert!(shared[&global].companions.is_empty());

@@ -180,7 +180,8 @@ impl Voter {
         }
         let held_back = self.elections.held_back_at(now);
         for (lease, (companion, holder)) in &held_back {
-            if !self.held_back.contains(lease) {
+            // A companion on its way to this node (empty holder) is a moment's wait.
+            if !self.held_back.contains(lease) && !holder.is_empty() {
                 let ballot = self.elections.ballot(lease);
                 tracing::warn!(
                     role = self.role,
@@ -198,7 +199,11 @@ impl Voter {
         {
             tracing::info!(lease = %format!("{}/{}", lease.namespace, lease.name), "no longer held back by another daemon's Lease");
         }
-        self.held_back = held_back.into_keys().collect();
+        self.held_back = held_back
+            .into_iter()
+            .filter(|(_, (_, holder))| !holder.is_empty())
+            .map(|(lease, _)| lease)
+            .collect();
         round
     }
 

@@ -77,6 +77,9 @@ struct Assessed {
     ours: BTreeSet<ServiceKey>,
     /// Nodes with a live instance when it was made.
     live: BTreeSet<String>,
+    /// Some node had none: another daemon (kube-vip during a migration)
+    /// may run there.
+    mixed: bool,
     /// This node's interfaces as placement sees them.
     interfaces: PlacementView,
     /// The interface each address goes on where its Services ask for one
@@ -504,6 +507,7 @@ impl LbRole {
                 .or(Some(wall)),
             renew_time: Some(wall),
             lease_transitions: Some(0),
+            kvip_renewed: None,
         };
         let write = match current
             .as_ref()
@@ -783,7 +787,10 @@ impl LbRole {
                 Some((translate::service_key(s), host.clone()))
             })
             .collect();
-        assessment.keep_held_leases(|key| leases.holder(key), |key| hosts.get(key).cloned());
+        assessment.keep_held_leases(
+            |key| translate::observed(leases.lease(&key.namespace, &key.name).as_deref()).record,
+            |key| hosts.get(key).cloned(),
+        );
         self.update_pending_metrics(&assessment.pending);
         let wanted = if self.membership.is_some() {
             BTreeMap::new()
@@ -827,6 +834,7 @@ impl LbRole {
             pending: assessment.pending,
             refused: assessment.refused,
             ours,
+            mixed: nodes.iter().any(|n| !n.runs_service_instance),
             live,
             interfaces,
             chosen,
@@ -883,8 +891,10 @@ impl LbRole {
 
         // Otherwise one election per Lease, told what each elects after every assessment.
         if a.at == Some(now) {
+            self.voter
+                .elections_mut()
+                .set_peers(a.live.clone(), a.mixed);
             self.voter.elections_mut().want(&a.wanted);
-            self.voter.elections_mut().set_peers(a.live.clone());
         }
         let blind = self.blind_until(now);
         let leases = &self.cache.leases;

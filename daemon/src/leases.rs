@@ -14,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Error};
 use kvip_core::access::{Optional, Verb, Write};
+use kvip_core::election::KVIP_RENEWED_ANNOTATION;
 use kvip_core::lease_names::{MANAGED_BY, MANAGED_BY_LABEL};
 use kvip_core::{LeaseRecord, Mono, WriteResult};
 use std::collections::BTreeMap;
@@ -161,15 +162,17 @@ fn lease_object(
 ) -> Lease {
     let mut labels = meta.map(|m| m.labels.clone()).unwrap_or_default();
     labels.insert(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string());
+    let mut annotations = meta.map(|m| m.annotations.clone()).unwrap_or_default();
+    if let Some(stamp) = record.kvip_renewed {
+        annotations.insert(KVIP_RENEWED_ANNOTATION.to_string(), stamp.0.to_string());
+    }
     Lease {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
             namespace: Some(namespace.to_string()),
             resource_version,
             labels: Some(labels),
-            annotations: meta
-                .filter(|m| !m.annotations.is_empty())
-                .map(|m| m.annotations.clone()),
+            annotations: (!annotations.is_empty()).then_some(annotations),
             ..Default::default()
         },
         spec: Some(translate::lease_spec(record)),
@@ -193,14 +196,23 @@ fn replacement(version: &str, record: &LeaseRecord, meta: Option<&LeaseMeta>) ->
     let mut labels = meta.map(|m| m.labels.clone()).unwrap_or_default();
     labels.insert(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string());
     let mut metadata = serde_json::json!({ "resourceVersion": version, "labels": labels });
+    let mut annotations = serde_json::Map::new();
     if let Some(meta) = meta {
-        let mut annotations = serde_json::Map::new();
         for key in OWNED_ANNOTATIONS {
             annotations.insert(key.to_string(), serde_json::Value::Null);
         }
         for (k, v) in &meta.annotations {
             annotations.insert(k.clone(), serde_json::json!(v));
         }
+    }
+    // Every write of an election record says that kvip wrote it last.
+    if let Some(stamp) = record.kvip_renewed {
+        annotations.insert(
+            KVIP_RENEWED_ANNOTATION.to_string(),
+            serde_json::json!(stamp.0.to_string()),
+        );
+    }
+    if !annotations.is_empty() {
         metadata["annotations"] = serde_json::Value::Object(annotations);
     }
     serde_json::json!({
@@ -260,13 +272,29 @@ mod tests {
             acquire_time: Some(WallTime(1_764_000_000_000_000)),
             renew_time: Some(WallTime(1_764_000_000_000_000)),
             lease_transitions: Some(3),
+            kvip_renewed: Some(WallTime(1_764_000_000_000_000)),
         };
         let patch = replacement("42", &release, None);
         assert_eq!(
             patch["metadata"],
-            serde_json::json!({ "resourceVersion": "42", "labels": { MANAGED_BY_LABEL: MANAGED_BY } }),
-            "only our label: the Lease's other labels and annotations stay"
+            serde_json::json!({
+                "resourceVersion": "42",
+                "labels": { MANAGED_BY_LABEL: MANAGED_BY },
+                "annotations": { KVIP_RENEWED_ANNOTATION: "1764000000000000" },
+            }),
+            "only our label and stamp: the Lease's other labels and annotations stay"
         );
+        let whole = lease_object("ns", "l", &release, Some("42".into()), None);
+        assert_eq!(
+            whole.metadata.annotations,
+            Some(BTreeMap::from([(
+                KVIP_RENEWED_ANNOTATION.to_string(),
+                "1764000000000000".to_string()
+            )])),
+            "a replace sent whole is stamped too"
+        );
+        let read = crate::translate::observed(Some(&whole)).record;
+        assert_eq!(read.and_then(|r| r.written_by_kvip()), Some(true));
         let spec = patch["spec"].as_object().unwrap();
         assert!(spec.contains_key("holderIdentity") && spec["holderIdentity"].is_null());
         assert_eq!(spec["leaseTransitions"], 3);

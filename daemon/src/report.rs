@@ -524,7 +524,7 @@ pub fn build(snapshot: &Snapshot, rules: &Rules) -> Report {
     assessment.exclude_unplaceable(&problems);
     // A shared address keeps the Lease that elects it now, as the daemon has it.
     assessment.keep_held_leases(
-        |key| snapshot.leases.get(key)?.record.holder.clone(),
+        |key| Some(snapshot.leases.get(key)?.record.clone()),
         |key| {
             snapshot
                 .services
@@ -1053,6 +1053,7 @@ mod tests {
                 acquire_time: None,
                 renew_time: Some(WallTime(NOW.0 - renewed_secs_ago * SECOND)),
                 lease_transitions: Some(0),
+                kvip_renewed: None,
             },
         }
     }

@@ -159,6 +159,13 @@ pub fn observed(lease: Option<&Lease>) -> Observed {
                     acquire_time: spec.acquire_time.as_ref().map(wall),
                     renew_time: spec.renew_time.as_ref().map(wall),
                     lease_transitions: spec.lease_transitions,
+                    kvip_renewed: l
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(kvip_core::election::KVIP_RENEWED_ANNOTATION))
+                        .and_then(|v| v.trim().parse::<i64>().ok())
+                        .map(WallTime),
                 }),
                 resource_version: l.metadata.resource_version.clone(),
             }
@@ -196,6 +203,7 @@ mod tests {
             acquire_time: Some(WallTime(1_764_000_000_123_456)),
             renew_time: Some(WallTime(1_764_000_001_654_321)),
             lease_transitions: Some(3),
+            kvip_renewed: None,
         };
         let lease = Lease {
             metadata: ObjectMeta {

@@ -416,10 +416,41 @@ fn free_until(lease: &str, holder: &str, wanted: &str) -> Outcome {
 /// two MACs with kvip one of them (the capture around this step checks),
 /// and kvip says why in its log.
 fn split_with_kube_vip(node: &str) -> Outcome {
+    let other = NODES[1];
+    if node == other {
+        // kube-vip on `other` left and freed kubevip-shared-b: kvip's holder
+        // of kubevip-shared-a took it and answers alone.
+        // (kube-vip on LAST may win that race instead: then kvip waits on.)
+        let a = lease_holder(NS, "kubevip-shared-a").ok_or("kubevip-shared-a is not held")?;
+        let b = wait_for(
+            &format!("kvip on {a} (or kube-vip on {LAST}) holding kubevip-shared-b"),
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+            || lease_holder(NS, "kubevip-shared-b").filter(|h| *h == a || h == LAST),
+        )?;
+        let carriers = nodes_with_address(SHARED_VIP);
+        if b == a {
+            ensure!(
+                carriers == [a.clone()],
+                "{SHARED_VIP} is on {carriers:?}, not on kvip's holder {a}"
+            );
+            println!(
+                "    {node}: kube-vip left; kvip on {a} holds both Leases and answers {SHARED_VIP}"
+            );
+        } else {
+            ensure!(
+                !carriers.contains(&a),
+                "kvip on {a} announces {SHARED_VIP} beside kube-vip on {LAST}: {carriers:?}"
+            );
+            println!(
+                "    {node}: kube-vip left; kube-vip on {LAST} won kubevip-shared-b, kvip waits"
+            );
+        }
+        return Ok(());
+    }
     if node != NODES[0] {
         return Ok(());
     }
-    let other = NODES[1];
     free_until("kubevip-shared-b", LAST, other)?;
     free_until("kubevip-shared-a", LAST, node)?;
     let until = std::time::Instant::now() + Duration::from_secs(6);
