@@ -12,6 +12,7 @@
 //! - [`service`], [`endpoints`]: Services and EndpointSlices as plain values;
 //! - [`candidacy`]: which nodes may announce a Service, or why it is pending;
 //! - [`sharing`]: Services that share an address are elected together;
+//! - [`ipam`]: addresses from pools, as kube-vip-cloud-provider allocates them;
 //! - [`election`]: client-go compatible Lease election as a state machine;
 //! - [`campaign`]: the election with outage hold, yield, adoption and stale-write rules;
 //! - [`elections`]: every Lease of a role stepped as one, for both roles;
@@ -38,6 +39,7 @@ pub mod elections;
 pub mod endpoints;
 pub mod guard;
 pub mod instances;
+pub mod ipam;
 pub mod kube_vip;
 pub mod lease_names;
 pub mod membership;
