@@ -942,7 +942,7 @@ pub struct Request {
     pub policy: Option<FamilyPolicy>,
     /// `spec.ipFamilies`, in order; may be empty.
     pub families: Vec<Family>,
-    /// `spec.ports` as (protocol, port).
+    /// `spec.ports` as (protocol, port); sharing compares port numbers only.
     pub ports: Vec<(String, u16)>,
 }
 
