@@ -229,8 +229,10 @@ impl Assessment {
                     .filter(|(_, (_, h, _))| h.as_deref() == Some(node.as_str()))
                     .min_by_key(|(i, (_, _, since))| (since.is_none(), *since, *i))
                     .map(|(_, (k, _, _))| k.clone()),
-                // Before any status is written: the one member Lease that is held.
-                [] => {
+                // Before any status is written: the one member Lease that
+                // is held. (A status naming only nodes that run no kvip now
+                // says nothing: the rule stands.)
+                [] if !members.iter().any(|v| served(v)) => {
                     let mut held = leases.iter().filter(|(_, h, _)| h.is_some());
                     match (held.next(), held.next()) {
                         (Some((key, _, _)), None) => Some(key.clone()),
@@ -613,6 +615,14 @@ mod tests {
             |_| None,
         );
         assert_eq!(c.groups[0].lease.name, "kubevip-alpha");
+        // Served, but the status names no node that runs kvip now (it died,
+        // or kube-vip announced): one held Lease decides nothing.
+        let mut e = assess(&inputs, slices_both(), &nodes, &LbClassRule::default());
+        e.keep_held_leases(
+            |k| (k.name == "kubevip-alpha").then(|| held("worker1", 20)),
+            |_| None,
+        );
+        assert_eq!(e.groups[0].lease.name, "kubevip-older");
         // The announcer holds both: the one it has held longest, whichever
         // member is older or served.
         for (alpha_since, older_since, elects) in

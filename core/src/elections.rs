@@ -78,17 +78,10 @@ pub fn ballots(
     for g in &assessment.groups {
         let is_local = g.services.iter().any(|s| local.contains(s));
         let lease = electing_lease(g, is_local, svc_election, global);
-        // kube-vip elects each Service on its own Lease (the global Lease
-        // stands for all of them), whether kvip serves it or leaves it
-        // pending: every Service naming one of the addresses.
-        let companions: BTreeSet<LeaseKey> = if lease == g.lease {
-            assessment
-                .views
-                .iter()
-                .filter(|v| v.addresses.iter().any(|a| g.addresses.contains(a)))
-                .map(|v| v.lease_key())
-                .filter(|k| *k != lease)
-                .collect()
+        // kube-vip elects each Service on its own Lease; the global Lease
+        // stands for all of them.
+        let companions = if lease == g.lease {
+            companions(assessment, g, &lease)
         } else {
             BTreeSet::new()
         };
@@ -99,6 +92,31 @@ pub fn ballots(
         ballot.candidate |= g.candidates.contains(node) && !leaving;
     }
     out
+}
+
+/// The Leases of the Services of `group`'s namespace naming one of its
+/// addresses, but `lease`, whether kvip serves them or leaves them pending
+/// (kube-vip elects them all the same); see [`Ballot::companions`]. Not
+/// another namespace's: a Service author there could hold its Lease and so
+/// keep this address down.
+pub fn companions(
+    assessment: &Assessment,
+    group: &AnnouncementGroup,
+    lease: &LeaseKey,
+) -> BTreeSet<LeaseKey> {
+    let namespaces: BTreeSet<&str> = group
+        .services
+        .iter()
+        .map(|s| s.namespace.as_str())
+        .collect();
+    assessment
+        .views
+        .iter()
+        .filter(|v| namespaces.contains(v.key.namespace.as_str()))
+        .filter(|v| v.addresses.iter().any(|a| group.addresses.contains(a)))
+        .map(|v| v.lease_key())
+        .filter(|k| k != lease)
+        .collect()
 }
 
 /// What one Lease elects.
@@ -136,6 +154,10 @@ struct Election {
     /// A companion of this Lease's ballot (see [`Ballot::companions`]): it
     /// elects nothing itself and is wanted only by that Lease's holder.
     companion_of: Option<LeaseKey>,
+    /// Since when this Lease, held, waits to take a free companion before
+    /// it first announces: one lease duration at most (a companion kvip
+    /// cannot write must not keep the address down).
+    companions_since: Option<Mono>,
 }
 
 /// A change in what this node announces for one Lease.
@@ -305,6 +327,7 @@ impl Elections {
             successor: None,
             defer_to_holder,
             companion_of: None,
+            companions_since: None,
         }
     }
 
@@ -351,10 +374,6 @@ impl Elections {
     /// daemon than kvip (a node with no live kvip instance, kube-vip during
     /// a migration) holds one of their companions and announces the address
     /// for its Service.
-    fn held_back(&self, now: Mono) -> BTreeSet<LeaseKey> {
-        self.held_back_by(now).into_keys().collect()
-    }
-
     /// [`Elections::held_back`] with why: for each Lease held back, a
     /// companion and the node that holds it. A holder whose term ran out
     /// (it died) holds nothing back: this node takes its Lease now.
@@ -377,9 +396,18 @@ impl Elections {
                     (!kvips).then(|| holder.to_string())
                 }
                 // While another daemon may take it, a companion counts only
-                // once it is this node's: a daemon that just freed it may
-                // still answer for the address for a moment.
-                None if self.mixed && !e.campaign.names(me) => Some(String::new()),
+                // once it is this node's before the address is first
+                // announced (a daemon that just freed it may still answer
+                // for it for a moment), for one lease duration at most. An
+                // address announced already stays while it is taken.
+                None if self.mixed && !e.campaign.names(me) => {
+                    let waits = self.by_lease.get(primary).is_some_and(|p| {
+                        !p.campaign.announcing()
+                            && p.companions_since
+                                .is_none_or(|since| now < since.after(self.lease_duration))
+                    });
+                    waits.then(String::new)
+                }
                 None => None,
             };
             if let Some(holder) = holder {
@@ -532,7 +560,25 @@ impl Elections {
                 d => round.writes.push((key.clone(), d)),
             }
         }
-        let held_back = self.held_back(now);
+        // Lease held, not announced yet, with a companion still to take.
+        let taking: BTreeSet<LeaseKey> = self
+            .by_lease
+            .values()
+            .filter(|e| {
+                self.mixed
+                    && !e.campaign.names(&me)
+                    && e.campaign.elector().held_by_other(now).is_none()
+            })
+            .filter_map(|e| e.companion_of.clone())
+            .collect();
+        for (key, e) in &mut self.by_lease {
+            if taking.contains(key) && !e.campaign.announcing() {
+                e.companions_since.get_or_insert(now);
+            } else {
+                e.companions_since = None;
+            }
+        }
+        let held_back: BTreeSet<LeaseKey> = self.held_back_by(now).into_keys().collect();
         for (key, e) in &mut self.by_lease {
             let candidate = e.ballot.candidate || handing_over.contains(key);
             let announce = e.companion_of.is_none()
@@ -1068,6 +1114,63 @@ mod tests {
     }
 
     #[test]
+    fn an_announced_address_stays_while_its_companions_are_taken() {
+        let mut me = elections("me");
+        let mut leases = BTreeMap::new();
+        me.want(&shared_ballot(true));
+        me.set_peers(BTreeSet::from(["me".to_string()]), false);
+        run(&mut me, &mut leases, Mono(SEC));
+        assert_eq!(
+            run(&mut me, &mut leases, Mono(SEC + SEC / 10)).addresses,
+            BTreeSet::from([ip(1)])
+        );
+        // Another daemon appears: the free companion is taken, and the
+        // address never leaves meanwhile.
+        me.set_peers(BTreeSet::from(["me".to_string()]), true);
+        let round = run(&mut me, &mut leases, Mono(SEC + SEC / 5));
+        assert_eq!(round.addresses, BTreeSet::from([ip(1)]));
+        assert!(round.transitions.is_empty(), "{:?}", round.transitions);
+        assert_eq!(holder_of(&leases, "kubevip-b").as_deref(), Some("me"));
+    }
+
+    #[test]
+    fn a_companion_that_cannot_be_taken_holds_the_address_back_one_lease_duration() {
+        let mut me = elections("me");
+        let mut leases: BTreeMap<LeaseKey, SimLease> = BTreeMap::new();
+        me.want(&shared_ballot(true));
+        me.set_peers(BTreeSet::from(["me".to_string()]), true);
+        let mut t = SEC;
+        let mut first = None;
+        while t < 10 * SEC {
+            // Every write of the companion is refused (RBAC, a quota, ...).
+            let round = me.step(Mono(t), WallTime(t.as_micros() as i64), None, |k| {
+                (leases.entry(k.clone()).or_default().snapshot(), Mono(t))
+            });
+            for (k, d) in round.writes.iter().chain(&round.releases) {
+                let result = if k.name == "kubevip-b" {
+                    WriteResult::Error
+                } else {
+                    leases
+                        .entry(k.clone())
+                        .or_default()
+                        .store(d)
+                        .unwrap_or(WriteResult::Error)
+                };
+                me.finished(k, result, Mono(t), Mono(t));
+            }
+            if first.is_none() && !round.addresses.is_empty() {
+                first = Some(t);
+            }
+            t += SEC / 10;
+        }
+        let first = first.expect("announced in the end");
+        assert!(
+            first >= 5 * SEC && first <= 6 * SEC + SEC / 2,
+            "announced after {first:?}"
+        );
+    }
+
+    #[test]
     fn companions_are_released_with_the_lease_they_belong_to() {
         let mut me = elections("me");
         let mut leases = BTreeMap::new();
@@ -1299,6 +1402,15 @@ mod tests {
         assert_eq!(
             own[&key("kubevip-a")].companions,
             BTreeSet::from([key("kubevip-b"), key("kubevip-c")])
+        );
+        // Another namespace's Service naming it (pending, AddressConflict)
+        // is none: its author could hold that Lease to keep the address down.
+        let mut foreign = pending.clone();
+        foreign.views[2].key.namespace = "elsewhere".into();
+        let own = ballots(&foreign, "n1", true, &global, false);
+        assert_eq!(
+            own[&key("kubevip-a")].companions,
+            BTreeSet::from([key("kubevip-b")])
         );
         let shared = ballots(&pair, "n1", false, &global, false);
         assert!(shared[&global].companions.is_empty());

@@ -57,6 +57,11 @@ const RESYNC: Duration = Duration::from_secs(10);
 /// stopped renewing its instance Lease: it may still answer for what it held.
 const KVIP_MAC_MEMORY: Duration = Duration::from_secs(600);
 
+/// How long a Service Lease written by another daemon (kube-vip during a
+/// migration) keeps this node taking the other Leases of shared addresses
+/// (see `kvip_core::elections::Ballot::companions`).
+const FOREIGN_MEMORY: Duration = Duration::from_secs(600);
+
 /// What the last assessment of the whole picture found; the elections step
 /// over it until something it was built from changes.
 #[derive(Default)]
@@ -123,6 +128,9 @@ pub struct LbRole {
     kvip_macs: BTreeMap<[u8; 6], String>,
     /// When each kvip MAC was last published, and by which node.
     kvip_macs_seen: BTreeMap<[u8; 6], (String, Instant)>,
+    /// When a Service Lease written by another daemon than kvip was last
+    /// seen arriving.
+    foreign_seen: Option<Mono>,
     /// How long the last assessment took (the settle time after a change).
     assess_cost: Duration,
     /// The announcement made by the last step, to write status only on change.
@@ -224,6 +232,7 @@ impl LbRole {
             published: BTreeMap::new(),
             kvip_macs: BTreeMap::new(),
             kvip_macs_seen: BTreeMap::new(),
+            foreign_seen: None,
             assess_cost: Duration::ZERO,
             announced_last: BTreeMap::new(),
             reported: BTreeMap::new(),
@@ -776,6 +785,34 @@ impl LbRole {
         problems.insert(self.node.clone(), placement::published(&unplaceable));
         assessment.exclude_unplaceable(&problems);
         let leases = &self.cache.leases;
+        let blind = self.blind_until(now);
+        let foreign = assessment
+            .views
+            .iter()
+            .map(|v| v.lease_key())
+            .chain([self.global_lease.clone()])
+            .filter_map(|key| leases.lease(&key.namespace, &key.name))
+            .filter(|l| {
+                let Some(record) = translate::observed(Some(l)).record else {
+                    return false;
+                };
+                let Some(holder) = record.holder() else {
+                    return false;
+                };
+                !record
+                    .written_by_kvip()
+                    .unwrap_or_else(|| live.contains(holder))
+            })
+            .map(|l| leases.term_seen_at(&l, blind, now))
+            .max();
+        if let Some(at) = foreign {
+            self.foreign_seen = Some(self.foreign_seen.map_or(at, |t| t.max(at)));
+        }
+        let mixed = self
+            .foreign_seen
+            .is_some_and(|at| now.since(at) < FOREIGN_MEMORY);
+        // A node that runs no kvip now (it died, or kube-vip runs there)
+        // says nothing about who announces: only live kvip nodes' vipHost.
         let hosts: BTreeMap<ServiceKey, String> = services
             .iter()
             .filter_map(|s| {
@@ -784,7 +821,8 @@ impl LbRole {
                     .annotations
                     .as_ref()?
                     .get(kvip_core::service::VIP_HOST_ANNOTATION)?;
-                Some((translate::service_key(s), host.clone()))
+                live.contains(host)
+                    .then(|| (translate::service_key(s), host.clone()))
             })
             .collect();
         assessment.keep_held_leases(
@@ -834,7 +872,7 @@ impl LbRole {
             pending: assessment.pending,
             refused: assessment.refused,
             ours,
-            mixed: nodes.iter().any(|n| !n.runs_service_instance),
+            mixed,
             live,
             interfaces,
             chosen,

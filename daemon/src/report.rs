@@ -532,6 +532,7 @@ pub fn build(snapshot: &Snapshot, rules: &Rules) -> Report {
                 .find(|s| &s.input.key == key)?
                 .vip_host
                 .clone()
+                .filter(|host| lb_nodes.contains(host.as_str()))
         },
     );
 
@@ -620,6 +621,20 @@ pub fn build(snapshot: &Snapshot, rules: &Rules) -> Report {
                 }
             }
             row.candidates = group.candidates.iter().cloned().collect();
+            // Another daemon holding the Lease of a Service on this address
+            // answers for it; kvip's holder holds back (Ballot::companions).
+            if let Some((other, holder)) =
+                foreign_companion(&assessment, group, &lease, snapshot, &lb_nodes)
+            {
+                row.reason = Some(Reason {
+                    code: FOREIGN_HOLDER.to_string(),
+                    message: format!(
+                        "Lease {} (a Service on this address) is held by {holder}, which runs no kvip (kube-vip during a migration?): {holder} answers for the address, and kvip announces it only once that Lease is free",
+                        lease_text(&other)
+                    ),
+                });
+                row.announcer = Some(holder);
+            }
             row.state = if row.announcer.is_some() {
                 State::Announced
             } else {
@@ -634,6 +649,32 @@ pub fn build(snapshot: &Snapshot, rules: &Rules) -> Report {
         instances,
         labelled,
     }
+}
+
+/// The reason code of a shared address another daemon answers for.
+pub const FOREIGN_HOLDER: &str = "ForeignHolder";
+
+/// The Lease of another Service of `group`'s namespace naming its
+/// addresses, held (unexpired) by a writer that is not kvip — its stamp is
+/// stale, or it carries none and its holder runs no live kvip instance —
+/// with that holder.
+fn foreign_companion(
+    assessment: &kvip_core::Assessment,
+    group: &kvip_core::AnnouncementGroup,
+    lease: &LeaseKey,
+    snapshot: &Snapshot,
+    lb_nodes: &BTreeSet<&str>,
+) -> Option<(LeaseKey, String)> {
+    kvip_core::elections::companions(assessment, group, lease)
+        .into_iter()
+        .find_map(|k| {
+            let record = &snapshot.leases.get(&k)?.record;
+            let holder = live_holder(record, snapshot.now)?;
+            let kvip = record
+                .written_by_kvip()
+                .unwrap_or_else(|| lb_nodes.contains(holder));
+            (!kvip).then(|| (k.clone(), holder.to_string()))
+        })
 }
 
 /// `kubectl`-style age: 42s, 5m, 3h, 2d.
@@ -1253,6 +1294,45 @@ mod tests {
         assert_eq!(web.reason, None);
         assert_eq!(report.exit_code(), 0);
         assert!(report.nodes_without_lb().is_empty());
+    }
+
+    #[test]
+    fn a_shared_address_another_daemon_answers_for_is_named_with_its_lease() {
+        let mut snapshot = broken_layout();
+        snapshot
+            .leases
+            .extend([instance("worker1", 2), instance("worker2", 3)]);
+        let mut other = service("shop", "www", "Cluster", Some("10.77.0.150"));
+        other.input.ports = vec![("TCP".into(), 81)];
+        snapshot.services.push(other);
+        snapshot.slices.push(slice("shop", "www", "worker1"));
+        let key = |name: &str| LeaseKey {
+            namespace: "shop".into(),
+            name: name.into(),
+        };
+        let mut web = lease("worker1", 1, 5);
+        web.record.kvip_renewed = web.record.renew_time;
+        snapshot.leases.insert(key("kubevip-web"), web);
+        // kube-vip on worker2 renewed www's Lease: kvip's stamp is stale.
+        let mut www = lease("worker2", 1, 5);
+        www.record.kvip_renewed = Some(WallTime(NOW.0 - 60 * SECOND));
+        snapshot.leases.insert(key("kubevip-www"), www.clone());
+        let report = build(&snapshot, &Rules::default());
+        for row in &report.services {
+            assert_eq!(row.announcer.as_deref(), Some("worker2"), "{row:?}");
+            let reason = row.reason.as_ref().expect("a reason");
+            assert_eq!(reason.code, FOREIGN_HOLDER);
+            assert!(
+                reason.message.contains("shop/kubevip-www"),
+                "{}",
+                reason.message
+            );
+        }
+        // The same Lease as kvip wrote it last: kvip's own, no reason.
+        www.record.kvip_renewed = www.record.renew_time;
+        snapshot.leases.insert(key("kubevip-www"), www);
+        let report = build(&snapshot, &Rules::default());
+        assert!(report.services.iter().all(|r| r.reason.is_none()));
     }
 
     #[test]

@@ -113,6 +113,9 @@ fn setup() -> Outcome {
         "mc",
         80,
     ))?;
+    // shared-a is the older (creation times have whole seconds): kvip
+    // elects the shared address through its Lease.
+    std::thread::sleep(Duration::from_millis(1100));
     apply(&lb_service_on_port(
         NS,
         "shared-b",
@@ -471,6 +474,15 @@ fn split_with_kube_vip(node: &str) -> Outcome {
     ensure!(
         log.contains("holding the Lease but not announcing"),
         "kvip on {node} does not say why it holds back {SHARED_VIP}"
+    );
+    let (_, status) = kvip_status(&[])?;
+    let shared_a = status
+        .lines()
+        .find(|l| l.starts_with(&format!("{NS}/shared-a ")))
+        .ok_or_else(|| format!("kvip status lists no {NS}/shared-a:\n{status}"))?;
+    ensure!(
+        shared_a.contains("ForeignHolder") && shared_a.contains(other),
+        "kvip status does not say that {other} answers for {SHARED_VIP}: {shared_a}"
     );
     println!(
         "    {node}: kvip holds kubevip-shared-a and leaves {SHARED_VIP} to kube-vip on {other}, which holds kubevip-shared-b"
