@@ -590,6 +590,14 @@ pub enum ConfigWarning {
         /// The value given.
         value: i32,
     },
+    /// `vip_subnet` (or `vip_cidr`) asks for a prefix shorter than a host's:
+    /// kvip adds host addresses, so no on-link route comes with them.
+    HostPrefixOnly {
+        /// The variable (`vip_subnet` or `vip_cidr`).
+        variable: String,
+        /// Its value.
+        value: String,
+    },
     /// `vip_arp` is off while a role is on; kvip announces on layer 2 anyway.
     ArpNotEnabled,
     /// Neither `cp_enable` nor `svc_enable` is on, so kvip will announce nothing.
@@ -623,6 +631,13 @@ impl fmt::Display for ConfigWarning {
             ConfigWarning::DualDnsMode => f.write_str(
                 "dns_mode=dual: the control-plane role serves one address, so kvip serves the \
                  name's IPv4 address (kube-vip would serve one of each family)",
+            ),
+            ConfigWarning::HostPrefixOnly { variable, value } => write!(
+                f,
+                "{variable}={value}: kvip adds every VIP as a host address (/32, /128), so no \
+                 route to that subnet comes with it (kube-vip adds one); a VIP outside the \
+                 node's own subnets needs that route on the node \
+                 (ip route add SUBNET dev INTERFACE)"
             ),
             ConfigWarning::ArpNotEnabled => f.write_str(
                 "vip_arp is not true, but layer 2 (ARP / neighbour advertisement) is the only \
@@ -774,6 +789,15 @@ fn subnet_rule(value: &str, address: Option<IpAddr>) -> Option<&'static str> {
     }
 }
 
+/// Whether valid `vip_subnet` text asks only for host prefixes, as kube-vip's
+/// manifests write it: 32 or 128 for each address.
+fn host_prefixes(value: &str) -> bool {
+    value
+        .split([',', '/'])
+        .map(str::trim)
+        .all(|p| p == "32" || p == "128")
+}
+
 /// Whether `value` is `[host]:port` with a port number; the host is not resolved here.
 fn is_listen_address(value: &str) -> bool {
     value
@@ -851,14 +875,22 @@ impl Config {
             "vip_cidr"
         };
         let vip_subnet = r.string(subnet_variable);
-        if let Some(value) = &vip_subnet
-            && let Some(reason) = subnet_rule(value, address)
-        {
-            r.problems.push(ConfigProblem::InvalidSubnet {
-                variable: subnet_variable.to_string(),
-                value: value.clone(),
-                reason,
-            });
+        let mut subnet_warning = None;
+        if let Some(value) = &vip_subnet {
+            match subnet_rule(value, address) {
+                Some(reason) => r.problems.push(ConfigProblem::InvalidSubnet {
+                    variable: subnet_variable.to_string(),
+                    value: value.clone(),
+                    reason,
+                }),
+                None if !host_prefixes(value) => {
+                    subnet_warning = Some(ConfigWarning::HostPrefixOnly {
+                        variable: subnet_variable.to_string(),
+                        value: value.clone(),
+                    });
+                }
+                None => {}
+            }
         }
 
         let vip_leaderelection = r.flag("vip_leaderelection", defaults.vip_leaderelection);
@@ -1016,6 +1048,7 @@ impl Config {
         if dns_mode == DnsMode::Dual && address_name.is_some() {
             warnings.push(ConfigWarning::DualDnsMode);
         }
+        warnings.extend(subnet_warning);
         if !cp_enable && !svc_enable {
             warnings.push(ConfigWarning::NoRoleEnabled);
         } else if !vip_arp {
@@ -1380,6 +1413,27 @@ mod tests {
         assert!(subnet_rule("64", Some("10.0.0.1".parse().unwrap())).is_some());
         let p = problems(&[("vip_cidr", "x")]);
         assert!(p[0].to_string().starts_with("vip_cidr="), "{}", p[0]);
+        // A subnet prefix is read, and warned: no route comes with a host address.
+        for (value, warned) in [
+            ("32", false),
+            ("32,128", false),
+            ("24", true),
+            ("24,64", true),
+        ] {
+            let (_, warnings) =
+                Config::from_env(&env(&[("svc_enable", "true"), ("vip_subnet", value)]))
+                    .expect("valid");
+            let found = warnings
+                .iter()
+                .find(|w| matches!(w, ConfigWarning::HostPrefixOnly { .. }));
+            assert_eq!(found.is_some(), warned, "{value}: {warnings:?}");
+            if let Some(w) = found {
+                assert!(
+                    w.to_string().starts_with(&format!("vip_subnet={value}:")),
+                    "{w}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -894,6 +894,18 @@ mod tests {
         BTreeMap::from([(key("kubevip-a"), ballot)])
     }
 
+    /// `me`, taking companions (another daemon is about), holding both
+    /// Leases of [`shared_ballot`] after 1.1 s.
+    fn holding_shared() -> (Elections, BTreeMap<LeaseKey, SimLease>) {
+        let mut me = elections("me");
+        let mut leases = BTreeMap::new();
+        me.want(&shared_ballot(true));
+        me.set_peers(BTreeSet::from(["me".to_string()]), true);
+        run(&mut me, &mut leases, Mono(SEC));
+        run(&mut me, &mut leases, Mono(SEC + SEC / 10));
+        (me, leases)
+    }
+
     #[test]
     fn the_holder_takes_the_companion_leases_and_other_nodes_never_do() {
         let mut me = elections("me");
@@ -1029,12 +1041,7 @@ mod tests {
 
     #[test]
     fn a_service_that_leaves_the_address_takes_its_lease_out_of_the_group() {
-        let mut me = elections("me");
-        let mut leases = BTreeMap::new();
-        me.want(&shared_ballot(true));
-        me.set_peers(BTreeSet::from(["me".to_string()]), true);
-        run(&mut me, &mut leases, Mono(SEC));
-        run(&mut me, &mut leases, Mono(SEC + SEC / 10));
+        let (mut me, mut leases) = holding_shared();
         assert_eq!(holder_of(&leases, "kubevip-b").as_deref(), Some("me"));
         // b is deleted (or moves away): its Lease is released, a's kept.
         me.want(&BTreeMap::from([(key("kubevip-a"), ballot(1, true))]));
@@ -1046,12 +1053,7 @@ mod tests {
 
     #[test]
     fn a_companion_waits_for_the_withdraw_of_its_address() {
-        let mut me = elections("me");
-        let mut leases = BTreeMap::new();
-        me.want(&shared_ballot(true));
-        me.set_peers(BTreeSet::from(["me".to_string()]), true);
-        run(&mut me, &mut leases, Mono(SEC));
-        run(&mut me, &mut leases, Mono(SEC + SEC / 10));
+        let (mut me, mut leases) = holding_shared();
         me.want(&shared_ballot(false));
         let mut round = me.step(Mono(2 * SEC), WallTime(0), None, |k| {
             (
@@ -1172,12 +1174,7 @@ mod tests {
 
     #[test]
     fn companions_are_released_with_the_lease_they_belong_to() {
-        let mut me = elections("me");
-        let mut leases = BTreeMap::new();
-        me.want(&shared_ballot(true));
-        me.set_peers(BTreeSet::from(["me".to_string()]), true);
-        run(&mut me, &mut leases, Mono(SEC));
-        run(&mut me, &mut leases, Mono(SEC + SEC / 10));
+        let (mut me, mut leases) = holding_shared();
         me.want(&shared_ballot(false));
         let round = run(&mut me, &mut leases, Mono(2 * SEC));
         assert!(round.addresses.is_empty());

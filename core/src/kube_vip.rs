@@ -134,7 +134,7 @@ pub const VARIABLES: &[Setting] = &[
     ),
     differs(
         "vip_subnet",
-        "checked for compatibility; kvip adds every VIP as a host address (/32, /128)",
+        "checked for compatibility; kvip adds every VIP as a host address (/32, /128), so it adds no route to a shorter prefix's subnet, and warns naming the variable",
     ),
     value("egress_podcidr", &[], EGRESS),
     value("egress_servicecidr", &[], EGRESS),

@@ -136,7 +136,7 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
-    /// (internal) the lab daemon: API forwarder and kube-proxy stand-in.
+    /// (internal) the lab daemon: API forwarder, API endpoint and the IPVS dummy addresses.
     #[command(hide = true)]
     Labd,
     /// (internal) a pod's responder.

@@ -182,7 +182,7 @@ fn header(out: &mut String, r: &Results, kv: Option<&SubjectResults>) {
         out,
         "- **Lab:** a fresh `kvip-lab up` per daemon: 3 nodes (cp1 control plane, worker1, worker2) \
          as network namespaces on one bridge, a real kube-apiserver, etcd and kube-controller-manager \
-         (Kubernetes {}), the lab playing kubelet and kube-proxy. Everything shares the machine's {} cores.",
+         (Kubernetes {}) with kube-proxy (nftables mode) on every node, the lab playing kubelet. Everything shares the machine's {} cores.",
         m.kubernetes, m.cores
     );
     let _ = writeln!(
@@ -792,7 +792,7 @@ fn scale_details(out: &mut String, r: &Results) {
         if let Some(b) = &s.baseline {
             let _ = writeln!(
                 out,
-                "Baseline with no daemon deployed (the lab's own clients: controller manager, the lab's kube-proxy stand-in, this benchmark's scrapes): {:.2} req/s.\n",
+                "Baseline with no daemon deployed (the lab's own clients: controller manager, kube-proxy on every node, this benchmark's scrapes): {:.2} req/s.\n",
                 b.total_per_second
             );
         }
@@ -844,8 +844,11 @@ dropped SYN does not hide a later success; the resolution is about 10 ms. Median
 1. **Service create → first answer** ({} runs): a pod is Ready on worker1 beforehand; the clock starts \
 just before the create request for a `LoadBalancer` Service (`externalTrafficPolicy: Local`, VIP in \
 `kube-vip.io/loadbalancerIPs`) is sent. It includes the endpointslice controller writing the \
-EndpointSlice, the daemon's election and ARP, its status write, and the lab's kube-proxy stand-in \
-programming the DNAT (it acts on `status.loadBalancer.ingress`, as kube-proxy does). The client forgets \
+EndpointSlice, the daemon's election and ARP, its status write, and kube-proxy \
+programming the DNAT (it acts on `status.loadBalancer.ingress`). kube-proxy applies changes at most \
+once a second by default (its minimum sync period): it syncs for the create at once and for the status \
+written a moment later only a second after that, so this scenario has a floor of about one second for \
+every daemon on a cluster with kube-proxy's defaults; scenario 2 shows the daemons' own speed. The client forgets \
 its neighbour entry for the VIP before each run. Each run uses a new Service and waits until its VIP \
 has left every node after deletion.\n\
 2. **Graceful migration** ({} runs, alternating worker1 ↔ worker2): the Service's only pod is replaced \

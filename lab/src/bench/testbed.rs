@@ -70,7 +70,7 @@ impl BenchService {
             },
             "spec": {
                 "type": "LoadBalancer",
-                // The lab's kube-proxy stand-in needs no NodePorts, and
+                // The client reaches the VIPs directly, so no NodePorts, and
                 // 30000-32767 holds only 2768 of them: 3000 Services need none.
                 "allocateLoadBalancerNodePorts": false,
                 "externalTrafficPolicy": policy,
