@@ -89,6 +89,15 @@ impl LeaseRecord {
         let stamp = self.kvip_renewed?;
         Some(self.renew_time == Some(stamp))
     }
+
+    /// The holder, when another daemon than kvip wrote this record last:
+    /// kvip's stamp is stale, or there is none and the holder does not
+    /// `run_kvip`.
+    pub fn foreign_holder(&self, runs_kvip: impl Fn(&str) -> bool) -> Option<&str> {
+        let holder = self.holder()?;
+        let kvip = self.written_by_kvip().unwrap_or_else(|| runs_kvip(holder));
+        (!kvip).then_some(holder)
+    }
 }
 
 /// Whether `after` only renews the term of `before`: the same holder (not

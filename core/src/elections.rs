@@ -13,9 +13,7 @@
 
 use crate::assess::Assessment;
 use crate::campaign::{Campaign, Notice, Pace, pace_for};
-use crate::election::{
-    Decision, ElectionError, Elector, LeaseRecord, Mono, Observed, WallTime, WriteResult,
-};
+use crate::election::{Decision, ElectionError, Elector, Mono, Observed, WallTime, WriteResult};
 use crate::service::{ServiceKey, TrafficPolicy};
 use crate::sharing::{AnnouncementGroup, LeaseKey};
 use std::collections::{BTreeMap, BTreeSet};
@@ -388,13 +386,10 @@ impl Elections {
             let holder = match elector.held_by_other(now) {
                 // Who wrote it last: kvip stamps its writes; a Lease no kvip
                 // ever stamped is judged by whether its holder runs kvip.
-                Some(holder) => {
-                    let kvips = match elector.record().and_then(LeaseRecord::written_by_kvip) {
-                        Some(by_kvip) => by_kvip,
-                        None => self.peers.contains(holder),
-                    };
-                    (!kvips).then(|| holder.to_string())
-                }
+                Some(_) => elector
+                    .record()
+                    .and_then(|r| r.foreign_holder(|h| self.peers.contains(h)))
+                    .map(str::to_string),
                 // While another daemon may take it, a companion counts only
                 // once it is this node's before the address is first
                 // announced (a daemon that just freed it may still answer
@@ -710,6 +705,7 @@ impl Elections {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::election::LeaseRecord;
     use crate::testing::SimLease;
 
     const SEC: Duration = Duration::from_secs(1);

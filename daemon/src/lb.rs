@@ -793,15 +793,9 @@ impl LbRole {
             .chain([self.global_lease.clone()])
             .filter_map(|key| leases.lease(&key.namespace, &key.name))
             .filter(|l| {
-                let Some(record) = translate::observed(Some(l)).record else {
-                    return false;
-                };
-                let Some(holder) = record.holder() else {
-                    return false;
-                };
-                !record
-                    .written_by_kvip()
-                    .unwrap_or_else(|| live.contains(holder))
+                translate::observed(Some(l))
+                    .record
+                    .is_some_and(|r| r.foreign_holder(|h| live.contains(h)).is_some())
             })
             .map(|l| leases.term_seen_at(&l, blind, now))
             .max();

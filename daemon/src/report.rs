@@ -669,11 +669,9 @@ fn foreign_companion(
         .into_iter()
         .find_map(|k| {
             let record = &snapshot.leases.get(&k)?.record;
-            let holder = live_holder(record, snapshot.now)?;
-            let kvip = record
-                .written_by_kvip()
-                .unwrap_or_else(|| lb_nodes.contains(holder));
-            (!kvip).then(|| (k.clone(), holder.to_string()))
+            live_holder(record, snapshot.now)?;
+            let holder = record.foreign_holder(|h| lb_nodes.contains(h))?;
+            Some((k.clone(), holder.to_string()))
         })
 }
 
