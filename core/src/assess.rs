@@ -146,17 +146,27 @@ impl Assessment {
     /// one never takes the shared address down. A group left without
     /// Services goes out of the election.
     pub fn refuse(&mut self, unusable: impl Fn(IpAddr) -> Option<PendingReason>) {
+        self.refuse_for(|_, a| unusable(a));
+    }
+
+    /// [`Assessment::refuse`], where whether an address may be used
+    /// depends on the Service asking.
+    pub fn refuse_for(&mut self, unusable: impl Fn(&ServiceKey, IpAddr) -> Option<PendingReason>) {
         let addresses: BTreeMap<&ServiceKey, &Vec<IpAddr>> =
             self.views.iter().map(|v| (&v.key, &v.addresses)).collect();
         let mut refused: Vec<(ServiceKey, PendingReason)> = Vec::new();
         for g in &mut self.groups {
-            if !g.addresses.iter().any(|a| unusable(*a).is_some()) {
+            if !g
+                .services
+                .iter()
+                .any(|key| g.addresses.iter().any(|a| unusable(key, *a).is_some()))
+            {
                 continue;
             }
             let mut keep = BTreeSet::new();
             for key in &g.services {
                 let own = addresses.get(key).map(|a| a.as_slice()).unwrap_or_default();
-                match own.iter().find_map(|a| unusable(*a)) {
+                match own.iter().find_map(|a| unusable(key, *a)) {
                     Some(reason) => refused.push((key.clone(), reason)),
                     None => {
                         keep.insert(key.clone());
@@ -174,6 +184,37 @@ impl Assessment {
         for (service, reason) in refused {
             self.pending.insert(service, reason);
         }
+    }
+
+    /// The pools' word on Services without an address: each the pools
+    /// refuse is pending with that reason instead of `NoAddress`.
+    pub fn no_pool_address(&mut self, refused: &BTreeMap<ServiceKey, crate::ipam::IpamError>) {
+        for (key, error) in refused {
+            if let Some(reason @ PendingReason::NoAddress) = self.pending.get_mut(key) {
+                *reason = PendingReason::NoPoolAddress {
+                    code: error.code(),
+                    pool: error.pool().map(str::to_string),
+                    message: error.to_string(),
+                };
+            }
+        }
+    }
+
+    /// `kvip_restrict_to_pools=true`: a Service whose address is in no pool
+    /// its namespace may use (`pools` being `None` when there is no
+    /// `kubevip` ConfigMap) is pending `AddressOutsidePools`; the other
+    /// Services of a shared address keep it.
+    pub fn fence(&mut self, pools: Option<&crate::ipam::PoolConfig>) {
+        self.refuse_for(|key, address| {
+            let pool = pools.and_then(|p| p.lookup(&key.namespace).ok());
+            match pool {
+                Some(pool) if pool.contains(&address) => None,
+                _ => Some(PendingReason::AddressOutsidePools {
+                    address,
+                    pool: pool.map(|p| p.key.clone()),
+                }),
+            }
+        });
     }
 
     /// Elects a group of several Services through the Lease that elects it
@@ -733,5 +774,86 @@ mod tests {
         assert!(a.refused.contains_key(&ServiceKey::new("default", "bad")));
         assert_eq!(a.groups.len(), 1);
         assert!(a.group_of(&ServiceKey::new("default", "good")).is_some());
+    }
+
+    #[test]
+    fn the_fence_refuses_addresses_outside_the_namespaces_pool_and_keeps_the_rest() {
+        let pools = crate::ipam::PoolConfig::from_data(
+            &[("cidr-default", "10.1.0.0/30")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        let mut inside = svc("inside", "Cluster", "10.1.0.1");
+        inside.created = 1;
+        let mut outside = svc("outside", "Cluster", "10.1.0.9");
+        outside.created = 2;
+        // Sharing the address inside the pool.
+        let mut both = svc("both", "Cluster", "10.1.0.1");
+        both.created = 3;
+        both.ports = vec![("TCP".into(), 443)];
+        let nodes = [node("n1", true)];
+        let slices = ["inside", "outside", "both"].map(|s| slice(s, "n1"));
+        let mut a = assess(
+            &[inside, outside, both],
+            slices.clone(),
+            &nodes,
+            &LbClassRule::default(),
+        );
+        a.fence(Some(&pools));
+        let key = |n| ServiceKey::new("default", n);
+        assert_eq!(
+            a.pending.get(&key("outside")),
+            Some(&PendingReason::AddressOutsidePools {
+                address: "10.1.0.9".parse().unwrap(),
+                pool: Some("cidr-default".into()),
+            })
+        );
+        assert!(a.group_of(&key("inside")).is_some());
+        assert!(a.group_of(&key("both")).is_some());
+        assert!(a.group_of(&key("outside")).is_none(), "no node takes it");
+        // Without a ConfigMap no address is in a pool.
+        let mut a = assess(
+            &[svc("inside", "Cluster", "10.1.0.1")],
+            slices,
+            &nodes,
+            &LbClassRule::default(),
+        );
+        a.fence(None);
+        let reason = &a.pending[&key("inside")];
+        assert_eq!(reason.reason(), "AddressOutsidePools");
+        assert!(reason.message().contains("no pool"), "{}", reason.message());
+    }
+
+    #[test]
+    fn a_service_the_pools_cannot_serve_is_pending_with_their_reason() {
+        let pools = crate::ipam::PoolConfig::from_data(
+            &[("range-global", "10.1.0.1-10.1.0.1")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        let mut first = svc("first", "Cluster", "");
+        first.annotations.clear();
+        first.created = 1;
+        first.ip_families = vec!["IPv4".into()];
+        let mut second = first.clone();
+        second.key = ServiceKey::new("default", "second");
+        second.created = 2;
+        let inputs = [first, second];
+        let mut a = assess(&inputs, [], &[node("n1", true)], &LbClassRule::default());
+        let (requests, uses) = crate::ipam::requests_and_uses(&inputs, &LbClassRule::default());
+        let requests: Vec<_> = requests.into_iter().map(|(_, r)| r).collect();
+        let outcome = crate::ipam::allocate_all(&pools, &requests, &uses);
+        a.no_pool_address(&outcome.refused);
+        let key = |n| ServiceKey::new("default", n);
+        assert_eq!(a.pending[&key("first")], PendingReason::NoAddress);
+        let reason = &a.pending[&key("second")];
+        assert_eq!(reason.reason(), "PoolExhausted");
+        assert!(
+            reason.message().contains("range-global"),
+            "{}",
+            reason.message()
+        );
     }
 }

@@ -127,6 +127,26 @@ pub enum PendingReason {
         /// The range, or the Service whose ClusterIP it is.
         range: String,
     },
+    /// The Service has no address, and the pools (the `kubevip` ConfigMap)
+    /// give it none.
+    NoPoolAddress {
+        /// Why, as a stable code (`PoolExhausted`, `NoPool`, ...).
+        code: crate::ipam::PoolCode,
+        /// The pool the Service's namespace takes from, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pool: Option<String>,
+        /// The reason in full.
+        message: String,
+    },
+    /// `kvip_restrict_to_pools=true` and the address is in no pool the
+    /// Service's namespace may use.
+    AddressOutsidePools {
+        /// The address.
+        address: IpAddr,
+        /// The pool the namespace may use, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pool: Option<String>,
+    },
     /// The address is the network or broadcast address of the interface's subnet.
     SubnetAddress {
         /// The address.
@@ -159,6 +179,8 @@ impl PendingReason {
             PendingReason::SubnetAddress { .. } => "SubnetAddress",
             PendingReason::PortConflict { .. } => "PortConflict",
             PendingReason::ServiceNetwork { .. } => "ServiceNetwork",
+            PendingReason::NoPoolAddress { code, .. } => code.name(),
+            PendingReason::AddressOutsidePools { .. } => "AddressOutsidePools",
         }
     }
 
@@ -258,6 +280,25 @@ impl PendingReason {
                 "port {port}/{protocol} on address {address} is already served by Service \
                  {other}: Services share an address only with different ports; change the port \
                  or choose another address"
+            ),
+            PendingReason::NoPoolAddress { message, .. } => {
+                format!("no address: the Service names none, and {message}")
+            }
+            PendingReason::AddressOutsidePools {
+                address,
+                pool: Some(pool),
+            } => format!(
+                "address {address} is outside pool {pool}, the only addresses this namespace may \
+                 use (kvip_restrict_to_pools=true): choose an address from it, or remove the \
+                 address and let the pool give one"
+            ),
+            PendingReason::AddressOutsidePools {
+                address,
+                pool: None,
+            } => format!(
+                "address {address} may not be used: kvip_restrict_to_pools=true and no pool of the \
+                 kubevip ConfigMap is for this namespace: add cidr-<namespace> or range-<namespace> \
+                 (or a -global one) holding it"
             ),
             PendingReason::ServiceNetwork { address, range } => format!(
                 "address {address} is in the cluster's Service network ({range}): it would \

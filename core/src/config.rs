@@ -31,9 +31,11 @@ pub const KVIP_VARIABLES: &[&str] = &[
     "kvip_api_burst",
     "kvip_api_qps",
     "kvip_exclude_lb_label",
+    "kvip_ipam",
     "kvip_log_format",
     "kvip_membership",
     "kvip_probe_ms",
+    "kvip_restrict_to_pools",
 ];
 
 /// Bounds of `kvip_probe_ms`: 0 turns probing off.
@@ -366,6 +368,17 @@ pub struct Config {
     /// `node.kubernetes.io/exclude-from-external-load-balancers`. Off by
     /// default, as in kube-vip (kubeadm puts it on every control-plane node).
     pub exclude_lb_label: bool,
+    /// `kvip_ipam`: give Services without an address one from the pools of
+    /// kube-vip-cloud-provider's ConfigMap ([`crate::ipam`]), when it exists.
+    pub ipam: bool,
+    /// `KUBEVIP_NAMESPACE`: the namespace of that ConfigMap, as
+    /// kube-vip-cloud-provider reads it.
+    pub ipam_namespace: String,
+    /// `KUBEVIP_CONFIG_MAP`: its name, as kube-vip-cloud-provider reads it.
+    pub ipam_config_map: String,
+    /// `kvip_restrict_to_pools`: a Service may only have addresses of the
+    /// pool its namespace may use.
+    pub restrict_to_pools: bool,
 }
 
 impl Default for Config {
@@ -406,6 +419,10 @@ impl Default for Config {
             api_burst: 100,
             probe_wait: crate::probe::DEFAULT_WAIT,
             exclude_lb_label: false,
+            ipam: true,
+            ipam_namespace: crate::ipam::CONFIG_MAP_NAMESPACE.to_string(),
+            ipam_config_map: crate::ipam::CONFIG_MAP_NAME.to_string(),
+            restrict_to_pools: false,
         }
     }
 }
@@ -509,6 +526,16 @@ pub enum ConfigProblem {
         value: String,
         /// The rule it breaks.
         reason: String,
+    },
+    /// `KUBEVIP_NAMESPACE` or `KUBEVIP_CONFIG_MAP` is no object name.
+    #[error("{variable}={value:?} {reason}")]
+    InvalidObjectName {
+        /// The variable.
+        variable: &'static str,
+        /// Its value.
+        value: String,
+        /// The rule it breaks.
+        reason: &'static str,
     },
     /// `dns_mode` is not one of kube-vip's modes.
     #[error("dns_mode={value:?} must be first, ipv4, ipv6 or dual")]
@@ -926,6 +953,31 @@ impl Config {
             defaults.lb_class_legacy_handling,
         );
         let exclude_lb_label = r.flag("kvip_exclude_lb_label", defaults.exclude_lb_label);
+        let ipam = r.flag("kvip_ipam", defaults.ipam);
+        let restrict_to_pools = r.flag("kvip_restrict_to_pools", defaults.restrict_to_pools);
+        let mut object_name =
+            |variable: &'static str, default: String, rule: fn(&str) -> Option<&'static str>| {
+                match r.get(variable).map(str::to_string) {
+                    None => default,
+                    Some(value) => {
+                        if let Some(reason) = rule(&value) {
+                            r.problems.push(ConfigProblem::InvalidObjectName {
+                                variable,
+                                value: value.clone(),
+                                reason,
+                            });
+                        }
+                        value
+                    }
+                }
+            };
+        let ipam_namespace =
+            object_name("KUBEVIP_NAMESPACE", defaults.ipam_namespace, dns_label_rule);
+        let ipam_config_map = object_name(
+            "KUBEVIP_CONFIG_MAP",
+            defaults.ipam_config_map,
+            dns_subdomain_rule,
+        );
 
         // Unlike the others, an empty value here means something: no metrics.
         let prometheus_server = match vars.get("prometheus_server") {
@@ -1091,6 +1143,10 @@ impl Config {
             api_burst,
             probe_wait,
             exclude_lb_label,
+            ipam,
+            ipam_namespace,
+            ipam_config_map,
+            restrict_to_pools,
         };
         Ok((config, warnings))
     }

@@ -48,7 +48,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use serde::Serialize;
 
 use crate::config::parse_go_bool;
-use crate::service::{ServiceKey, interface_name_rule};
+use crate::service::{LbClassRule, ServiceInput, ServiceKey, ServiceView, interface_name_rule};
 
 /// The cloud provider's ConfigMap name (its `KUBEVIP_CONFIG_MAP` default).
 pub const CONFIG_MAP_NAME: &str = "kubevip";
@@ -528,15 +528,62 @@ pub enum IpamError {
     },
 }
 
+/// Why the pools gave a Service no address, as a stable code (the
+/// pending reason `kvip status`, Events and metrics show).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
+pub enum PoolCode {
+    /// [`IpamError::NoPool`].
+    NoPool,
+    /// [`IpamError::BadValue`].
+    BadPoolConfig,
+    /// [`IpamError::NoPoolForFamily`].
+    NoPoolForFamily,
+    /// [`IpamError::PoolExhausted`].
+    PoolExhausted,
+    /// [`IpamError::Dhcp`].
+    DhcpNotSupported,
+}
+
+impl PoolCode {
+    /// The code as text.
+    pub fn name(self) -> &'static str {
+        match self {
+            PoolCode::NoPool => "NoPool",
+            PoolCode::BadPoolConfig => "BadPoolConfig",
+            PoolCode::NoPoolForFamily => "NoPoolForFamily",
+            PoolCode::PoolExhausted => "PoolExhausted",
+            PoolCode::DhcpNotSupported => "DhcpNotSupported",
+        }
+    }
+}
+
 impl IpamError {
+    /// The stable code of the reason.
+    pub fn code(&self) -> PoolCode {
+        match self {
+            IpamError::NoPool { .. } => PoolCode::NoPool,
+            IpamError::BadValue(_) => PoolCode::BadPoolConfig,
+            IpamError::NoPoolForFamily { .. } => PoolCode::NoPoolForFamily,
+            IpamError::PoolExhausted { .. } => PoolCode::PoolExhausted,
+            IpamError::Dhcp { .. } => PoolCode::DhcpNotSupported,
+        }
+    }
+
     /// A short CamelCase name for the reason.
     pub fn reason(&self) -> &'static str {
+        self.code().name()
+    }
+
+    /// The key of the pool the Service's namespace takes from, when it has one.
+    pub fn pool(&self) -> Option<&str> {
         match self {
-            IpamError::NoPool { .. } => "NoPool",
-            IpamError::BadValue(_) => "BadPoolConfig",
-            IpamError::NoPoolForFamily { .. } => "NoPoolForFamily",
-            IpamError::PoolExhausted { .. } => "PoolExhausted",
-            IpamError::Dhcp { .. } => "DhcpNotSupported",
+            IpamError::NoPool { .. } => None,
+            IpamError::BadValue(problem) => Some(&problem.key),
+            IpamError::NoPoolForFamily { key, .. }
+            | IpamError::PoolExhausted { key, .. }
+            | IpamError::Dhcp { key } => Some(key),
         }
     }
 }
@@ -1146,6 +1193,126 @@ pub fn allocate(
         interface,
         shared_with,
         exhausted,
+    })
+}
+
+/// The Services of one picture of the cluster as the pools see them:
+/// those of ours (served by this daemon's class rule) with no address yet,
+/// oldest first, and every LoadBalancer Service's addresses, whoever serves
+/// it. A Service turned into another type, or deleted, uses nothing.
+pub fn requests_and_uses(
+    inputs: &[ServiceInput],
+    class: &LbClassRule,
+) -> (Vec<(i64, Request)>, Vec<AddressUse>) {
+    let mut requests = Vec::new();
+    let mut uses = Vec::new();
+    for input in inputs {
+        let ours = ServiceView::from_input(input, class);
+        if let Ok(Some(view)) = &ours
+            && view.addresses.is_empty()
+        {
+            requests.push((
+                input.created,
+                Request {
+                    service: input.key.clone(),
+                    policy: input
+                        .ip_family_policy
+                        .as_deref()
+                        .and_then(FamilyPolicy::from_kubernetes),
+                    families: input
+                        .ip_families
+                        .iter()
+                        .filter_map(|f| Family::from_kubernetes(f))
+                        .collect(),
+                    ports: input.ports.clone(),
+                },
+            ));
+            continue;
+        }
+        // Another daemon's Service counts as much as ours: read it with a
+        // rule that serves its class.
+        let anyones = LbClassRule {
+            class_only: false,
+            class_name: input.load_balancer_class.clone().unwrap_or_default(),
+            legacy: true,
+        };
+        let view = match ours {
+            Ok(Some(view)) => Some(view),
+            _ => ServiceView::from_input(input, &anyones).ok().flatten(),
+        };
+        if let Some(view) = view
+            && !view.addresses.is_empty()
+        {
+            uses.push(AddressUse {
+                service: input.key.clone(),
+                addresses: view.addresses.clone(),
+                ports: input.ports.clone(),
+            });
+        }
+    }
+    requests.sort_by(|(a, x), (b, y)| a.cmp(b).then_with(|| x.service.cmp(&y.service)));
+    (requests, uses)
+}
+
+/// What the pools decide for the Services waiting for an address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The addresses to write, in the order they were chosen.
+    pub allocations: Vec<(Request, Allocation)>,
+    /// The Services the pools can give nothing, and why.
+    pub refused: BTreeMap<ServiceKey, IpamError>,
+}
+
+/// Allocates for each of `requests` in turn (oldest first), each address
+/// handed out counting as used for the next: one decision for a burst of
+/// new Services never hands one address out twice.
+pub fn allocate_all(config: &PoolConfig, requests: &[Request], in_use: &[AddressUse]) -> Outcome {
+    let mut used: Vec<AddressUse> = in_use.to_vec();
+    let mut outcome = Outcome::default();
+    for request in requests {
+        match allocate(config, request, &used) {
+            Ok(allocation) => {
+                used.push(AddressUse {
+                    service: request.service.clone(),
+                    addresses: allocation.addresses.clone(),
+                    ports: request.ports.clone(),
+                });
+                outcome.allocations.push((request.clone(), allocation));
+            }
+            Err(e) => {
+                outcome.refused.insert(request.service.clone(), e);
+            }
+        }
+    }
+    outcome
+}
+
+/// The first address of `mine` that another Service of `in_use` also has
+/// where the pools would not have let them share it: another namespace,
+/// sharing not allowed there, an IPv6 address, a Service without ports, or
+/// a port number both use. With that Service. An allocation racing another
+/// allocator (kube-vip-cloud-provider during a migration) is found by it.
+pub fn clash<'a>(
+    config: &PoolConfig,
+    mine: &AddressUse,
+    in_use: &'a [AddressUse],
+) -> Option<(IpAddr, &'a ServiceKey)> {
+    let ports: BTreeSet<u16> = mine.ports.iter().map(|(_, port)| *port).collect();
+    let namespace = &mine.service.namespace;
+    mine.addresses.iter().find_map(|address| {
+        in_use
+            .iter()
+            .filter(|other| other.service != mine.service && other.addresses.contains(address))
+            .find(|other| {
+                let shares = address.is_ipv4()
+                    && other.service.namespace == *namespace
+                    && config.allow_share(namespace)
+                    && !ports.is_empty()
+                    && !other.ports.is_empty()
+                    && other.ports.iter().all(|(_, port)| !ports.contains(port));
+                !shares
+            })
+            .map(|other| (*address, &other.service))
     })
 }
 
@@ -3101,5 +3268,137 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn input(namespace: &str, name: &str, created: i64) -> ServiceInput {
+        ServiceInput {
+            key: ServiceKey::new(namespace, name),
+            type_: "LoadBalancer".into(),
+            ip_families: vec!["IPv4".into()],
+            ports: tcp(&[80]),
+            uid: format!("uid-{name}"),
+            created,
+            ..Default::default()
+        }
+    }
+
+    fn annotated(mut input: ServiceInput, addresses: &str) -> ServiceInput {
+        input.annotations.insert(
+            crate::service::LOADBALANCER_IPS_ANNOTATION.into(),
+            addresses.into(),
+        );
+        input
+    }
+
+    #[test]
+    fn services_without_an_address_ask_oldest_first_and_every_load_balancer_counts() {
+        let mut other_class = annotated(input("b", "theirs", 1), "10.0.0.9");
+        other_class.load_balancer_class = Some("example.com/other".into());
+        let mut cluster_ip = annotated(input("a", "was-lb", 1), "10.0.0.8");
+        cluster_ip.type_ = "ClusterIP".into();
+        let mut ignored = input("a", "someone-elses", 1);
+        ignored
+            .annotations
+            .insert(crate::service::IGNORE_ANNOTATION.into(), "true".into());
+        let inputs = vec![
+            input("a", "young", 20),
+            input("a", "old", 10),
+            annotated(input("a", "set", 5), "10.0.0.7"),
+            other_class,
+            cluster_ip,
+            ignored,
+        ];
+        let (requests, uses) = requests_and_uses(&inputs, &LbClassRule::default());
+        let asking: Vec<&str> = requests
+            .iter()
+            .map(|(_, r)| r.service.name.as_str())
+            .collect();
+        assert_eq!(
+            asking,
+            ["old", "young"],
+            "ours without an address, oldest first"
+        );
+        let used: Vec<(&str, Vec<IpAddr>)> = uses
+            .iter()
+            .map(|u| (u.service.name.as_str(), u.addresses.clone()))
+            .collect();
+        assert_eq!(
+            used,
+            [
+                ("set", vec![ip("10.0.0.7")]),
+                ("theirs", vec![ip("10.0.0.9")])
+            ],
+            "another class's address counts; a ClusterIP Service's frees its address"
+        );
+    }
+
+    #[test]
+    fn a_burst_of_requests_never_gets_one_address_twice() {
+        let config = cm(&[("cidr-global", "10.0.0.0/29")]);
+        let requests: Vec<Request> = (0..8)
+            .map(|i| Request {
+                service: ServiceKey::new(["a", "b", "c"][i % 3], format!("s{i}")),
+                policy: None,
+                families: vec![Family::V4],
+                ports: tcp(&[80]),
+            })
+            .collect();
+        let outcome = allocate_all(&config, &requests, &taken(&["10.0.0.2"]));
+        let given: Vec<IpAddr> = outcome
+            .allocations
+            .iter()
+            .flat_map(|(_, a)| a.addresses.clone())
+            .collect();
+        // .0 is skipped, .2 is taken: .1 .3 .4 .5 .6 .7 for six Services.
+        assert_eq!(
+            given,
+            [
+                "10.0.0.1", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6", "10.0.0.7"
+            ]
+            .map(ip)
+            .to_vec()
+        );
+        let exhausted: Vec<&str> = outcome
+            .refused
+            .iter()
+            .map(|(k, e)| {
+                assert_eq!(e.reason(), "PoolExhausted");
+                assert_eq!(e.pool(), Some("cidr-global"));
+                k.name.as_str()
+            })
+            .collect();
+        assert_eq!(exhausted, ["s6", "s7"]);
+    }
+
+    #[test]
+    fn a_clash_is_a_shared_address_the_pools_would_not_share() {
+        let sharing = cm(&[("cidr-global", "10.0.0.0/24"), ("allow-share-a", "true")]);
+        let plain = cm(&[("cidr-global", "10.0.0.0/24")]);
+        let mine = held("a", "mine", &["10.0.0.5"], tcp(&[80]));
+        let web = held("a", "web", &["10.0.0.5"], tcp(&[443]));
+        let same_port = held("a", "same", &["10.0.0.5"], tcp(&[80]));
+        let elsewhere = held("b", "other", &["10.0.0.5"], tcp(&[443]));
+        let portless = held("a", "portless", &["10.0.0.5"], vec![]);
+        let unrelated = held("a", "unrelated", &["10.0.0.6"], tcp(&[80]));
+        assert_eq!(clash(&sharing, &mine, &[mine.clone(), web.clone()]), None);
+        assert_eq!(
+            clash(&sharing, &mine, std::slice::from_ref(&unrelated)),
+            None
+        );
+        for (config, other) in [
+            (&plain, &web),
+            (&sharing, &same_port),
+            (&sharing, &elsewhere),
+            (&sharing, &portless),
+        ] {
+            let found = clash(config, &mine, std::slice::from_ref(other));
+            assert_eq!(found, Some((ip("10.0.0.5"), &other.service)), "{other:?}");
+        }
+        let six = held("a", "six", &["fd00::5"], tcp(&[443]));
+        let mine6 = held("a", "mine", &["fd00::5"], tcp(&[80]));
+        assert!(
+            clash(&sharing, &mine6, &[six]).is_some(),
+            "IPv6 is never shared"
+        );
     }
 }

@@ -84,6 +84,8 @@ pub struct ServiceInput {
     pub external_traffic_policy: Option<String>,
     /// `spec.ipFamilies`, such as ["IPv4", "IPv6"]; empty means not yet defaulted.
     pub ip_families: Vec<String>,
+    /// `spec.ipFamilyPolicy`: SingleStack, PreferDualStack or RequireDualStack.
+    pub ip_family_policy: Option<String>,
     /// `spec.ports` as (protocol, port).
     pub ports: Vec<(String, u16)>,
     /// `metadata.uid`.

@@ -32,6 +32,8 @@ pub enum Reason {
     Throttled,
     /// Another MAC keeps claiming the Service's VIP.
     AddressConflict,
+    /// The Service was given an address from a pool.
+    Allocated,
 }
 
 impl Reason {
@@ -43,6 +45,7 @@ impl Reason {
             Reason::Withdrawn => "VIPWithdrawn",
             Reason::Throttled => "LeaseRenewalThrottled",
             Reason::AddressConflict => "VIPAddressConflict",
+            Reason::Allocated => "AddressAllocated",
         }
     }
 

@@ -15,6 +15,7 @@ use crate::clock;
 use crate::elections::{self, Campaign, CampaignExt, Voter, WriteDone};
 use crate::events::{self, Reason};
 use crate::ingress;
+use crate::ipam;
 use crate::leases::{self, LeaseMeta, LeaseWrite};
 use crate::membership::Membership;
 use crate::metrics;
@@ -160,6 +161,8 @@ pub struct LbRole {
     service_network: ServiceNetwork,
     /// Services this node won whose addresses wait for their probe.
     probe_held: BTreeSet<ServiceKey>,
+    /// Addresses from the pools of the `kubevip` ConfigMap.
+    allocator: ipam::Allocator,
 }
 
 impl LbRole {
@@ -216,6 +219,13 @@ impl LbRole {
         let control_plane_address =
             crate::dns::control_plane_address(&config, "lb", cache.changed.clone());
         let client_for_network = client.clone();
+        let allocator = ipam::Allocator::new(
+            &config,
+            &node,
+            client.clone(),
+            &instance_namespace,
+            cache.changed.clone(),
+        );
         Ok(Self {
             config,
             node,
@@ -249,6 +259,7 @@ impl LbRole {
             prober: Prober::new(config_probe_wait),
             service_network: ServiceNetwork::start(&client_for_network),
             probe_held: BTreeSet::new(),
+            allocator,
         })
     }
 
@@ -267,6 +278,7 @@ impl LbRole {
         let mut deadline = tokio::time::Instant::now();
         let mut kernel_followed = true;
         let mut kernel = self.vips.kernel();
+        self.allocator.wait_listed(Duration::from_secs(5)).await;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -297,6 +309,19 @@ impl LbRole {
                 Some(done) = self.voter.next_done() => pass_due |= !self.write_finished(done),
                 Some(done) = self.claims_rx.recv() => {
                     self.claim_finished(done);
+                    pass_due = true;
+                }
+                Some(done) = self.allocator.next_done() => {
+                    if let Some(allocated) = self.allocator.finished(done, self.now()) {
+                        self.events.record(
+                            &allocated.service,
+                            Some(allocated.uid),
+                            Reason::Allocated,
+                            allocated.message,
+                        );
+                    }
+                    // What was written counts as used at once.
+                    self.dirty = true;
                     pass_due = true;
                 }
                 Some(conflict) = self.vips.next_conflict() => {
@@ -637,6 +662,10 @@ impl LbRole {
         if let Some(at) = self.next_expiry {
             next = next.min(at.since(now) + Duration::from_millis(1));
         }
+        if !shutting_down {
+            let blind = self.blind_until(now);
+            next = next.min(self.allocator.step(&self.cache, blind, now));
+        }
         let a = std::mem::take(&mut self.assessed);
         next = next.min(self.step(&a, now, shutting_down).await);
         if let Some(at) = a.at {
@@ -722,6 +751,33 @@ impl LbRole {
         }
         self.reported
             .retain(|k, _| assessment.refused.contains_key(k));
+        // Addresses from the pools: what a Service without one gets (the
+        // allocator writes it), why it gets none, and the fence.
+        let known = self.allocator.pools();
+        if self.config.restrict_to_pools {
+            match &known {
+                ipam::Known::Unknown => {
+                    // Never a fence of nothing: what announces stays
+                    // announced until the pools can be read (said by the
+                    // ConfigMap watch).
+                }
+                _ => assessment.fence(known.config()),
+            }
+        }
+        let versions: BTreeMap<ServiceKey, (String, String)> = services
+            .iter()
+            .filter_map(|s| {
+                Some((
+                    translate::service_key(s),
+                    (
+                        s.metadata.uid.clone()?,
+                        s.metadata.resource_version.clone()?,
+                    ),
+                ))
+            })
+            .collect();
+        let planned = self.allocator.plan(&known, &inputs, &rule, &versions, now);
+        assessment.no_pool_address(&planned.refused);
         let ours: BTreeSet<ServiceKey> = assessment
             .views
             .iter()

@@ -12,6 +12,7 @@ mod events;
 mod health;
 mod http;
 mod ingress;
+mod ipam;
 mod lb;
 mod leases;
 mod manifest;

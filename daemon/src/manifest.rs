@@ -467,7 +467,8 @@ fn variable_of(problem: &ConfigProblem) -> &str {
         ConfigProblem::LeaseTimingOrder { .. } => "vip_renewdeadline",
         ConfigProblem::InvalidArpRate { .. } => "vip_arpRate",
         ConfigProblem::InvalidLogLevel { .. } => "vip_loglevel",
-        ConfigProblem::InvalidLeaseName { variable, .. } => variable,
+        ConfigProblem::InvalidLeaseName { variable, .. }
+        | ConfigProblem::InvalidObjectName { variable, .. } => variable,
         ConfigProblem::InvalidDnsMode { .. } => "dns_mode",
         ConfigProblem::InvalidLogFormat { .. } => "kvip_log_format",
         ConfigProblem::InvalidProbeWait { .. } => "kvip_probe_ms",
@@ -739,6 +740,12 @@ impl AccessInput {
                 namespace: namespace.to_string(),
                 cp_namespace: config.cp_lease().namespace,
                 cp_lease: config.vip_leasename.clone(),
+                pools: (config.ipam || config.restrict_to_pools).then(|| {
+                    (
+                        config.ipam_namespace.clone(),
+                        config.ipam_config_map.clone(),
+                    )
+                }),
             },
             lease_names,
             admission_policy,
@@ -1376,6 +1383,8 @@ mod tests {
                     "ServiceAccount kvip-system/kvip-lb",
                     "ClusterRole kvip-lb",
                     "ClusterRoleBinding kvip-lb",
+                    "Role kube-system/kvip-lb",
+                    "RoleBinding kube-system/kvip-lb",
                     "Role kvip-system/kvip-lb",
                     "RoleBinding kvip-system/kvip-lb",
                     "ValidatingAdmissionPolicy kvip-lb",
@@ -1390,6 +1399,8 @@ mod tests {
                     "ServiceAccount kvip-system/kvip",
                     "ClusterRole kvip",
                     "ClusterRoleBinding kvip",
+                    "Role kube-system/kvip",
+                    "RoleBinding kube-system/kvip",
                     "Role kvip-system/kvip",
                     "RoleBinding kvip-system/kvip",
                     "ValidatingAdmissionPolicy kvip",

@@ -11,7 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -107,6 +107,21 @@ pub struct Metrics {
     /// 1 while RBAC refuses a permission kvip uses (it does without, or
     /// writes with `update` instead of `patch`).
     pub permission_missing: Family<PermissionLabels, Gauge>,
+    /// Addresses of each pool by family and state (used, free).
+    pub pool_addresses: Family<PoolLabels, Gauge>,
+    /// Values of the pools' ConfigMap that cannot be used as written.
+    pub pool_config_problems: Gauge,
+}
+
+/// Labels of one pool's addresses.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct PoolLabels {
+    /// The ConfigMap key, such as `cidr-global`.
+    pub pool: String,
+    /// `IPv4` or `IPv6`.
+    pub family: String,
+    /// `used` or `free`.
+    pub state: String,
 }
 
 /// Labels naming an RBAC permission.
@@ -164,6 +179,8 @@ pub fn get() -> &'static Metrics {
             http_accept_errors: Counter::default(),
             control_plane_address_changes: Counter::default(),
             permission_missing: Family::default(),
+            pool_addresses: Family::default(),
+            pool_config_problems: Gauge::default(),
         };
         m.lease_stretch.set(1);
         registry.register(
@@ -281,6 +298,16 @@ pub fn get() -> &'static Metrics {
             "kvip_permission_missing",
             "1 while RBAC refuses a permission kvip uses: `patch <resource>` (kvip writes with update instead), `create,patch events` (no Events), `delete leases` (the instance Lease expires instead), `list servicecidrs` (only ClusterIPs are refused as VIPs)",
             m.permission_missing.clone(),
+        );
+        registry.register(
+            "kvip_pool_addresses",
+            "Addresses of each pool of the kubevip ConfigMap by family and state (used, free); free saturates at the largest gauge",
+            m.pool_addresses.clone(),
+        );
+        registry.register(
+            "kvip_pool_config_problems",
+            "Values of the kubevip ConfigMap kvip cannot use as written (each is logged naming its key)",
+            m.pool_config_problems.clone(),
         );
         let build: Family<BuildLabels, Gauge> = Family::default();
         build
@@ -466,6 +493,40 @@ pub fn health(stuck_after: Duration, netlink_age: Option<Duration>) -> Health {
         kernel_refresh: crate::net::kernel::REFRESH,
     };
     health::judge(&signals, crate::clock::now(), &limits)
+}
+
+/// The pools' ConfigMap has `n` values that cannot be used as written.
+pub fn pool_problems(n: usize) {
+    get()
+        .pool_config_problems
+        .set(i64::try_from(n).unwrap_or(i64::MAX));
+}
+
+/// The pools' usage now; pools gone are dropped.
+pub fn pool_usage(usage: &[kvip_core::ipam::PoolUsage]) {
+    static SHOWN: Mutex<BTreeSet<PoolLabels>> = Mutex::new(BTreeSet::new());
+    let mut shown = SHOWN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut now = BTreeSet::new();
+    for pool in usage {
+        for family in &pool.families {
+            for (state, n) in [("used", family.used), ("free", family.free)] {
+                let labels = PoolLabels {
+                    pool: pool.key.clone(),
+                    family: family.family.name().to_string(),
+                    state: state.to_string(),
+                };
+                get()
+                    .pool_addresses
+                    .get_or_create(&labels)
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+                now.insert(labels);
+            }
+        }
+    }
+    for gone in shown.difference(&now) {
+        get().pool_addresses.remove(gone);
+    }
+    *shown = now;
 }
 
 #[cfg(test)]

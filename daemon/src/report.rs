@@ -89,6 +89,18 @@ pub struct StatusArgs {
     /// the ServiceAccount's); elsewhere kube-system.
     #[arg(long = "instance-namespace", env = "POD_NAMESPACE")]
     pub instance_namespace: Option<String>,
+    /// kvip's kvip_ipam: Services without an address get one from the pools.
+    #[arg(long = "ipam", env = "kvip_ipam", value_parser = go_bool, num_args = 0..=1, default_missing_value = "true", default_value = "true")]
+    pub ipam: bool,
+    /// kvip's kvip_restrict_to_pools: addresses outside the pools are refused.
+    #[arg(long = "restrict-to-pools", env = "kvip_restrict_to_pools", value_parser = go_bool, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub restrict_to_pools: bool,
+    /// The namespace of the pools' ConfigMap (KUBEVIP_NAMESPACE).
+    #[arg(long = "pools-namespace", env = "KUBEVIP_NAMESPACE", default_value = kvip_core::ipam::CONFIG_MAP_NAMESPACE)]
+    pub pools_namespace: String,
+    /// The pools' ConfigMap (KUBEVIP_CONFIG_MAP).
+    #[arg(long = "pools-config-map", env = "KUBEVIP_CONFIG_MAP", default_value = kvip_core::ipam::CONFIG_MAP_NAME)]
+    pub pools_config_map: String,
 }
 
 /// How `kvip status` judges Services and nodes, as the daemon is configured.
@@ -98,6 +110,10 @@ pub struct Rules {
     pub class: LbClassRule,
     /// `kvip_exclude_lb_label`.
     pub exclude_lb_label: bool,
+    /// `kvip_ipam`.
+    pub ipam: bool,
+    /// `kvip_restrict_to_pools`.
+    pub restrict_to_pools: bool,
 }
 
 /// Why the cluster could not be read; each says what to check.
@@ -172,6 +188,21 @@ pub struct Snapshot {
     pub service_cidrs: Vec<String>,
     /// When the snapshot was taken, by the wall clock.
     pub now: WallTime,
+    /// The pools' ConfigMap: `None` when it does not exist, an error when
+    /// it could not be read.
+    pub pools: Pools,
+}
+
+/// The pools' ConfigMap as `kvip status` read it.
+#[derive(Debug, Clone, Default)]
+pub enum Pools {
+    /// There is none.
+    #[default]
+    Absent,
+    /// Its pools.
+    Read(kvip_core::ipam::PoolConfig),
+    /// Why it could not be read.
+    Unreadable(String),
 }
 
 /// Where a Service stands.
@@ -310,6 +341,13 @@ pub struct Report {
     /// Nodes that carry the exclusion label, and what kvip makes of it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub labelled: Vec<LabelledNode>,
+    /// Each pool of the `kubevip` ConfigMap, how full it is.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<kvip_core::ipam::PoolUsage>,
+    /// Values of the ConfigMap that cannot be used as written, or why it
+    /// could not be read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pool_problems: Vec<String>,
 }
 
 /// A node labelled `node.kubernetes.io/exclude-from-external-load-balancers`.
@@ -508,6 +546,28 @@ pub fn build(snapshot: &Snapshot, rules: &Rules) -> Report {
     // its `VIPPending` Event says why.)
     assessment.refuse_node_addresses(&snapshot.node_addresses);
     assessment.refuse_service_network(&snapshot.service_cidrs, &inputs);
+    // The pools, as the daemon applies them.
+    let mut pools = Vec::new();
+    let mut pool_problems = Vec::new();
+    let config = match &snapshot.pools {
+        Pools::Read(config) => Some(config),
+        _ => None,
+    };
+    if let Pools::Unreadable(e) = &snapshot.pools {
+        pool_problems.push(e.clone());
+    } else if rules.restrict_to_pools {
+        assessment.fence(config);
+    }
+    if let Some(config) = config {
+        let (requests, uses) = kvip_core::ipam::requests_and_uses(&inputs, class);
+        if rules.ipam {
+            let requests: Vec<_> = requests.into_iter().map(|(_, r)| r).collect();
+            let outcome = kvip_core::ipam::allocate_all(config, &requests, &uses);
+            assessment.no_pool_address(&outcome.refused);
+        }
+        pools = kvip_core::ipam::pool_usage(config, &uses);
+        pool_problems.extend(config.problems.iter().map(ToString::to_string));
+    }
     // Nodes that cannot place an address are no candidates, as the daemon has it.
     let problems: BTreeMap<String, BTreeMap<IpAddr, String>> = instances
         .iter()
@@ -648,6 +708,8 @@ pub fn build(snapshot: &Snapshot, rules: &Rules) -> Report {
         services,
         instances,
         labelled,
+        pools,
+        pool_problems,
     }
 }
 
@@ -852,6 +914,30 @@ pub fn table(report: &Report, wide: bool) -> String {
             names(&ignored)
         ));
     }
+    if !report.pools.is_empty() {
+        let rows: Vec<Vec<String>> = report
+            .pools
+            .iter()
+            .flat_map(|p| {
+                p.families.iter().map(|f| {
+                    vec![
+                        p.key.clone(),
+                        f.family.name().to_string(),
+                        f.used.to_string(),
+                        f.free.to_string(),
+                    ]
+                })
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&columns(&["POOL", "FAMILY", "USED", "FREE"], &rows));
+    }
+    if !report.pool_problems.is_empty() {
+        out.push_str(&format!(
+            "\nAddress pools: {}\n",
+            report.pool_problems.join("\n  ")
+        ));
+    }
     let missing = report.nodes_without_lb();
     if !missing.is_empty() {
         out.push_str(&format!(
@@ -936,7 +1022,25 @@ async fn client(
 pub async fn read(
     client: &kube::Client,
     instance_namespace: &str,
+    pools: (&str, &str),
 ) -> Result<Snapshot, StatusError> {
+    let (pools_namespace, pools_name) = pools;
+    let pools = match Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
+        client.clone(),
+        pools_namespace,
+    )
+    .get_opt(pools_name)
+    .await
+    {
+        Ok(None) => Pools::Absent,
+        Ok(Some(map)) => {
+            let data = map.data.unwrap_or_default().into_iter().collect();
+            Pools::Read(kvip_core::ipam::PoolConfig::from_data(&data))
+        }
+        Err(e) => Pools::Unreadable(format!(
+            "cannot read the pools' ConfigMap {pools_namespace}/{pools_name}: {e}"
+        )),
+    };
     let plain = ListParams::default();
     let services = Api::<Service>::all(client.clone())
         .list(&plain)
@@ -984,6 +1088,7 @@ pub async fn read(
             .map(|l| crate::service_network::ranges_of(&l.items))
             .unwrap_or_default(),
         now: translate::wall_now(),
+        pools,
     })
 }
 
@@ -994,7 +1099,12 @@ async fn status(args: &StatusArgs) -> Result<u8, StatusError> {
         .clone()
         .or_else(crate::settings::service_account_namespace)
         .unwrap_or_else(|| kvip_core::Config::default().cp_namespace);
-    let snapshot = read(&client, &instance_namespace).await?;
+    let snapshot = read(
+        &client,
+        &instance_namespace,
+        (&args.pools_namespace, &args.pools_config_map),
+    )
+    .await?;
     let rules = Rules {
         class: LbClassRule {
             class_only: args.lb_class_only,
@@ -1002,6 +1112,8 @@ async fn status(args: &StatusArgs) -> Result<u8, StatusError> {
             legacy: args.lb_class_legacy_handling,
         },
         exclude_lb_label: args.exclude_lb_label,
+        ipam: args.ipam,
+        restrict_to_pools: args.restrict_to_pools,
     };
     // A Service name alone means the context's namespace, as kubectl does.
     let namespace = args
@@ -1128,6 +1240,7 @@ mod tests {
             instance_namespace: "kube-system".into(),
             service_cidrs: vec!["10.96.0.0/12".into()],
             now: NOW,
+            pools: Pools::Absent,
         }
     }
 
@@ -1551,6 +1664,8 @@ mod tests {
                 },
             ],
             labelled: Vec::new(),
+            pools: Vec::new(),
+            pool_problems: Vec::new(),
         }
     }
 

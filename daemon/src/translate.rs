@@ -40,6 +40,7 @@ pub fn service_input(svc: &Service) -> ServiceInput {
             .collect(),
         external_traffic_policy: spec.external_traffic_policy,
         ip_families: spec.ip_families.unwrap_or_default(),
+        ip_family_policy: spec.ip_family_policy,
         ports: spec
             .ports
             .unwrap_or_default()

@@ -14,7 +14,10 @@
 //!   repeat; Leases created and patched wherever Services are (each Service's
 //!   Lease lives beside it); its own instance Lease deleted at shutdown, in
 //!   its own namespace only; ServiceCIDRs listed, to refuse addresses in the
-//!   Service network.
+//!   Service network; the address pools' ConfigMap (`kubevip` in
+//!   `kube-system`) watched by name, and Services patched for the
+//!   addresses it gives (`kube-vip.io/loadbalancerIPs`,
+//!   `kube-vip.io/serviceInterface`, the label `implementation`).
 //!
 //! The account of role `all` holds both, without the control-plane rules
 //! the load balancer's cluster-wide ones already cover. RBAC cannot tell one
@@ -35,6 +38,10 @@ pub struct Names {
     pub cp_namespace: String,
     /// `vip_leasename`: the control-plane Lease.
     pub cp_lease: String,
+    /// The address pools' ConfigMap (`KUBEVIP_NAMESPACE`,
+    /// `KUBEVIP_CONFIG_MAP`), read by name; `None` when kvip neither
+    /// allocates nor fences.
+    pub pools: Option<(String, String)>,
 }
 
 /// The rules of one ServiceAccount: cluster-wide, and per namespace.
@@ -78,6 +85,16 @@ fn control_plane(names: &Names) -> Grants {
 }
 
 fn load_balancer(names: &Names) -> Grants {
+    let mut namespaced = BTreeMap::from([(
+        names.namespace.clone(),
+        vec![rule(LEASES, &["leases"], &["delete"])],
+    )]);
+    if let Some((namespace, name)) = &names.pools {
+        namespaced.entry(namespace.clone()).or_default().push(named(
+            rule("", &["configmaps"], &["list", "watch"]),
+            &[name],
+        ));
+    }
     Grants {
         cluster: vec![
             rule("", &["services"], &["list", "watch", "patch"]),
@@ -88,10 +105,7 @@ fn load_balancer(names: &Names) -> Grants {
             rule("networking.k8s.io", &["servicecidrs"], &["list"]),
             rule(LEASES, &["leases"], &["list", "watch", "create", "patch"]),
         ],
-        namespaced: BTreeMap::from([(
-            names.namespace.clone(),
-            vec![rule(LEASES, &["leases"], &["delete"])],
-        )]),
+        namespaced,
     }
 }
 
@@ -141,6 +155,7 @@ mod tests {
             namespace: "kvip-system".to_string(),
             cp_namespace: "kube-system".to_string(),
             cp_lease: "plndr-cp-lock".to_string(),
+            pools: None,
         }
     }
 

@@ -18,13 +18,20 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta,
 };
 use kvip_core::lease_names::{LEASE_NAME_PREFIXES, MANAGED_BY, MANAGED_BY_LABEL};
-use kvip_core::service::VIP_HOST_ANNOTATION;
+use kvip_core::service::{
+    LOADBALANCER_IPS_ANNOTATION, SERVICE_INTERFACE_ANNOTATION, VIP_HOST_ANNOTATION,
+};
 
 /// Service annotations kvip may add, change or remove.
-pub const SERVICE_ANNOTATIONS: &[&str] = &[VIP_HOST_ANNOTATION];
+pub const SERVICE_ANNOTATIONS: &[&str] = &[
+    VIP_HOST_ANNOTATION,
+    LOADBALANCER_IPS_ANNOTATION,
+    SERVICE_INTERFACE_ANNOTATION,
+];
 
-/// Service labels kvip may add, change or remove (none yet).
-pub const SERVICE_LABELS: &[&str] = &[];
+/// Service labels kvip may add, change or remove: the one an address from
+/// the pools carries, as kube-vip-cloud-provider sets it.
+pub const SERVICE_LABELS: &[&str] = &[kvip_core::ipam::IMPLEMENTATION_LABEL];
 
 /// What one account's policy is built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -469,18 +476,20 @@ mod tests {
         let policy = service_policy(&input(&[]), ObjectMeta::default());
         assert_eq!(
             variable_of(&policy, "allowedAnnotations"),
-            "['kube-vip.io/vipHost']"
+            "['kube-vip.io/vipHost', 'kube-vip.io/loadbalancerIPs', 'kube-vip.io/serviceInterface']"
         );
-        assert_eq!(variable_of(&policy, "allowedLabels"), "[]");
+        assert_eq!(variable_of(&policy, "allowedLabels"), "['implementation']");
         let messages: Vec<String> = spec(&policy)
             .validations
             .iter()
             .flatten()
             .filter_map(|v| v.message.clone())
             .collect();
-        assert!(messages.contains(&"kvip may not change a Service's labels".to_string()));
         assert!(messages.contains(
-            &"kvip may change only kube-vip.io/vipHost among a Service's annotations".to_string()
+            &"kvip may change only implementation among a Service's labels".to_string()
+        ));
+        assert!(messages.contains(
+            &"kvip may change only kube-vip.io/vipHost, kube-vip.io/loadbalancerIPs or kube-vip.io/serviceInterface among a Service's annotations".to_string()
         ));
     }
 
