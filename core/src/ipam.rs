@@ -993,6 +993,25 @@ pub struct Request {
     pub ports: Vec<(String, u16)>,
 }
 
+impl Request {
+    /// What `input` asks for.
+    pub fn of(input: &ServiceInput) -> Request {
+        Request {
+            service: input.key.clone(),
+            policy: input
+                .ip_family_policy
+                .as_deref()
+                .and_then(FamilyPolicy::from_kubernetes),
+            families: input
+                .ip_families
+                .iter()
+                .filter_map(|f| Family::from_kubernetes(f))
+                .collect(),
+            ports: input.ports.clone(),
+        }
+    }
+}
+
 /// The addresses a Service is given.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Allocation {
@@ -1211,22 +1230,7 @@ pub fn requests_and_uses(
         if let Ok(Some(view)) = &ours
             && view.addresses.is_empty()
         {
-            requests.push((
-                input.created,
-                Request {
-                    service: input.key.clone(),
-                    policy: input
-                        .ip_family_policy
-                        .as_deref()
-                        .and_then(FamilyPolicy::from_kubernetes),
-                    families: input
-                        .ip_families
-                        .iter()
-                        .filter_map(|f| Family::from_kubernetes(f))
-                        .collect(),
-                    ports: input.ports.clone(),
-                },
-            ));
+            requests.push((input.created, Request::of(input)));
             continue;
         }
         // Another daemon's Service counts as much as ours: read it with a

@@ -203,6 +203,8 @@ struct Written {
     addresses: Vec<IpAddr>,
     ports: Vec<(String, u16)>,
     at: Mono,
+    /// The watch has shown it.
+    seen: bool,
 }
 
 /// A finished piece of the allocator's background work.
@@ -364,14 +366,19 @@ impl Allocator {
             .iter()
             .filter_map(|u| Some((uid_of.get(&u.service)?.to_string(), u.addresses.clone())))
             .collect();
-        // Its own writes the watch does not show yet count as used.
+        // Its own writes the watch does not show yet count as used; once
+        // shown, the watch has them (and a Service deleted since frees its
+        // address at once).
         self.written
             .retain(|_, w| now.since(w.at) < WRITTEN_KEPT || w.at > now);
+        for (uid, w) in &mut self.written {
+            w.seen |= shown.get(uid.as_str()) == Some(&w.addresses);
+        }
         let unseen: Vec<AddressUse> = self
             .written
-            .iter()
-            .filter(|(uid, w)| shown.get(uid.as_str()) != Some(&w.addresses))
-            .map(|(_, w)| AddressUse {
+            .values()
+            .filter(|w| !w.seen)
+            .map(|w| AddressUse {
                 service: w.service.clone(),
                 addresses: w.addresses.clone(),
                 ports: w.ports.clone(),
@@ -382,10 +389,7 @@ impl Allocator {
             pending_uid(key).is_some_and(|uid| {
                 self.writing.contains(&uid)
                     || self.failed.get(&uid).is_some_and(|until| now < *until)
-                    || self
-                        .written
-                        .get(&uid)
-                        .is_some_and(|w| shown.get(uid.as_str()) != Some(&w.addresses))
+                    || self.written.get(&uid).is_some_and(|w| !w.seen)
             })
         };
         uses.extend(unseen);
@@ -444,29 +448,13 @@ impl Allocator {
                     continue;
                 };
                 tracing::warn!(service = %w.service, %address, other = %other, "another allocator gave the address kvip wrote to another Service at the same time: giving this Service another address");
-                let request = Request {
-                    service: w.service.clone(),
-                    policy: input
-                        .ip_family_policy
-                        .as_deref()
-                        .and_then(ipam::FamilyPolicy::from_kubernetes),
-                    families: input
-                        .ip_families
-                        .iter()
-                        .filter_map(|f| ipam::Family::from_kubernetes(f))
-                        .collect(),
-                    ports: input.ports.clone(),
-                };
-                let mut used: Vec<AddressUse> = uses
+                let request = Request::of(input);
+                // The other Service keeps the address: it counts as used.
+                let used: Vec<AddressUse> = uses
                     .iter()
                     .filter(|u| u.service != w.service)
                     .cloned()
                     .collect();
-                used.push(AddressUse {
-                    service: ServiceKey::new("", ""),
-                    addresses: w.addresses.clone(),
-                    ports: Vec::new(),
-                });
                 if let (Ok(allocation), Some((_, version))) = (
                     ipam::allocate(config, &request, &used),
                     versions.get(&w.service),
@@ -653,6 +641,7 @@ impl Allocator {
                                 addresses: w.addresses,
                                 ports: w.ports,
                                 at: now,
+                                seen: false,
                             },
                         );
                         Some(Allocated {

@@ -485,9 +485,11 @@ mod tests {
             .flatten()
             .filter_map(|v| v.message.clone())
             .collect();
-        assert!(messages.contains(
-            &"kvip may change only implementation among a Service's labels".to_string()
-        ));
+        assert!(
+            messages.contains(
+                &"kvip may change only implementation among a Service's labels".to_string()
+            )
+        );
         assert!(messages.contains(
             &"kvip may change only kube-vip.io/vipHost, kube-vip.io/loadbalancerIPs or kube-vip.io/serviceInterface among a Service's annotations".to_string()
         ));

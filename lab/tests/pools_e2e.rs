@@ -1,0 +1,541 @@
+//! End to end: addresses from pools. kvip reads kube-vip-cloud-provider's
+//! `kubevip` ConfigMap and gives every LoadBalancer Service without an
+//! address one, in the cloud provider's order, written as the cloud provider
+//! writes it; an exhausted pool leaves the next Service pending
+//! `PoolExhausted`; a freed address is reused; dual-stack policies, sharing
+//! and bad values behave as documented; fifty Services created at once over
+//! three namespaces get fifty different addresses from three kvip
+//! instances, kept across a restart of every instance; and
+//! `kvip_restrict_to_pools=true` refuses an address outside the pool.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+use support::*;
+
+const ANNOTATION: &str = "kube-vip.io/loadbalancerIPs";
+const NAMESPACES: [&str; 4] = ["pool-a", "pool-b", "pool-c", "pool-d"];
+const CONCURRENT: [&str; 3] = ["conc-1", "conc-2", "conc-3"];
+
+/// The pools of the suite: a namespace CIDR, a namespace range, a global
+/// dual-stack range with sharing for pool-b, one CIDR for three namespaces.
+fn pools(extra: &[(&str, &str)]) -> String {
+    let mut data: BTreeMap<&str, &str> = BTreeMap::from([
+        ("cidr-pool-a", "10.77.0.200/30"),
+        (
+            "range-global",
+            "10.77.0.210-10.77.0.219,fd00:77::210-fd00:77::219",
+        ),
+        ("allow-share-pool-b", "true"),
+        ("range-pool-c", "10.77.0.220-10.77.0.221"),
+        ("cidr-conc-1", "10.77.0.64/26"),
+        ("cidr-conc-2", "10.77.0.64/26"),
+        ("cidr-conc-3", "10.77.0.64/26"),
+    ]);
+    data.extend(extra.iter().copied());
+    let lines: Vec<String> = data
+        .iter()
+        .map(|(k, v)| format!("  {k}: \"{v}\""))
+        .collect();
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{ name: kubevip, namespace: kube-system }}\ndata:\n{}\n",
+        lines.join("\n")
+    )
+}
+
+fn setup() -> Outcome {
+    fresh_lab_ipv6()?;
+    deploy_lb("lb.yaml", &[])?;
+    for ns in NAMESPACES.iter().chain(&CONCURRENT) {
+        namespace(ns)?;
+    }
+    for ns in NAMESPACES {
+        lab_pod(ns, "web-1", "worker1", "web")?;
+    }
+    apply(&pools(&[]))?;
+    Ok(())
+}
+
+/// A LoadBalancer Service without an address on `port`, with `families`
+/// lines (`ipFamilyPolicy`, `ipFamilies`) as given.
+fn service(ns: &str, name: &str, port: u16, families: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  namespace: {ns}
+spec:
+  type: LoadBalancer
+{families}  selector: {{ app: web }}
+  ports: [{{ port: {port}, targetPort: 8080 }}]
+"#
+    )
+}
+
+fn plain(ns: &str, name: &str) -> String {
+    service(ns, name, 80, "")
+}
+
+/// The Service's `kube-vip.io/loadbalancerIPs` and whether it carries the
+/// label `implementation: kube-vip`.
+fn allocated(ns: &str, name: &str) -> Option<(String, bool)> {
+    let svc = get_json(&["svc", "-n", ns, name, "-o", "json"]).ok()?;
+    let value = svc["metadata"]["annotations"][ANNOTATION]
+        .as_str()?
+        .to_string();
+    let labelled = svc["metadata"]["labels"]["implementation"].as_str() == Some("kube-vip");
+    Some((value, labelled))
+}
+
+/// Waits for the Service's address from a pool; checks the label came with it.
+fn address_of(ns: &str, name: &str) -> Result<String, String> {
+    let (value, labelled) = wait_for(
+        &format!("{ns}/{name} to get an address"),
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        || allocated(ns, name),
+    )?;
+    ensure!(
+        labelled,
+        "{ns}/{name} got {value} without the label implementation: kube-vip"
+    );
+    Ok(value)
+}
+
+fn services_without_an_address_get_one_from_their_pool_in_order_and_answer() -> Outcome {
+    let created = Instant::now();
+    apply(&plain("pool-a", "first"))?;
+    let first = address_of("pool-a", "first")?;
+    println!(
+        "    pool-a/first: {first} after {} ms",
+        created.elapsed().as_millis()
+    );
+    apply(&plain("pool-a", "second"))?;
+    apply(&plain("pool-b", "first"))?;
+    let second = address_of("pool-a", "second")?;
+    let global = address_of("pool-b", "first")?;
+    ensure!(
+        (first.as_str(), second.as_str(), global.as_str())
+            == ("10.77.0.200", "10.77.0.201", "10.77.0.210"),
+        "cidr-pool-a gives .200 then .201, range-global .210: got {first}, {second}, {global}"
+    );
+    for address in [&first, &second, &global] {
+        answers(&format!("{address}:80"))?;
+    }
+    let events = kvip_events("pool-a", "first");
+    ensure!(
+        events
+            .iter()
+            .any(|(reason, message, _)| reason == "AddressAllocated"
+                && message.contains("10.77.0.200")
+                && message.contains("cidr-pool-a")),
+        "no AddressAllocated Event naming the address and pool: {events:?}"
+    );
+    let holder = lease_holder("kube-system", "kvip-ipam");
+    ensure!(
+        holder.as_deref().is_some_and(|h| !h.is_empty()),
+        "one node allocates, holding kube-system/kvip-ipam: {holder:?}"
+    );
+    let (_, text) = kvip_status(&[])?;
+    ensure!(
+        text.contains("cidr-pool-a") && text.contains("POOL"),
+        "kvip status lists the pools:\n{text}"
+    );
+    Ok(())
+}
+
+fn an_exhausted_pool_leaves_the_next_service_pending_and_a_freed_address_is_reused() -> Outcome {
+    apply(&plain("pool-c", "c1"))?;
+    ensure!(address_of("pool-c", "c1")? == "10.77.0.220", "c1");
+    apply(&plain("pool-c", "c2"))?;
+    ensure!(address_of("pool-c", "c2")? == "10.77.0.221", "c2");
+    apply(&plain("pool-c", "c3"))?;
+    let (exit, entry) = wait_reason("pool-c", "c3", "PoolExhausted")?;
+    ensure!(exit == 1, "kvip status exits {exit} with a pending Service");
+    let message = entry["reason"]["message"].as_str().unwrap_or_default();
+    ensure!(
+        message.contains("range-pool-c"),
+        "the reason names the pool: {message}"
+    );
+    let event = wait_for(
+        "a VIPPending Event naming the exhausted pool",
+        Duration::from_secs(10),
+        Duration::from_millis(300),
+        || {
+            kvip_events("pool-c", "c3")
+                .into_iter()
+                .find(|(reason, message, _)| {
+                    reason == "VIPPending" && message.contains("range-pool-c")
+                })
+        },
+    )?;
+    println!("    c3: {}", event.1);
+    ensure!(allocated("pool-c", "c3").is_none(), "c3 got an address");
+    kubectl(&["delete", "svc", "-n", "pool-c", "c1", "--wait=true"])?;
+    ensure!(
+        address_of("pool-c", "c3")? == "10.77.0.220",
+        "c3 takes the address c1 freed"
+    );
+    // A Service turned into another type frees its address, too.
+    kubectl(&[
+        "patch",
+        "svc",
+        "-n",
+        "pool-c",
+        "c2",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"type":"ClusterIP"}}"#,
+    ])?;
+    apply(&plain("pool-c", "c4"))?;
+    ensure!(
+        address_of("pool-c", "c4")? == "10.77.0.221",
+        "c4 takes the address of c2, now a ClusterIP Service"
+    );
+    answers("10.77.0.221:80")?;
+    Ok(())
+}
+
+fn dual_stack_policies_take_the_families_they_ask_for() -> Outcome {
+    let cases = [
+        (
+            "require",
+            "  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]\n",
+        ),
+        (
+            "prefer6",
+            "  ipFamilyPolicy: PreferDualStack\n  ipFamilies: [IPv6, IPv4]\n",
+        ),
+        (
+            "single6",
+            "  ipFamilyPolicy: SingleStack\n  ipFamilies: [IPv6]\n",
+        ),
+    ];
+    let mut got = BTreeMap::new();
+    for (name, families) in cases {
+        apply(&service("pool-d", name, 80, families))?;
+    }
+    // pool-d takes range-global, as pool-b.
+    for (name, _) in cases {
+        got.insert(name, address_of("pool-d", name)?);
+    }
+    let family = |a: &str| if a.contains(':') { "IPv6" } else { "IPv4" };
+    let shape = |name: &str| -> Vec<&str> { got[name].split(',').map(family).collect() };
+    ensure!(
+        shape("require") == ["IPv4", "IPv6"],
+        "RequireDualStack: {}",
+        got["require"]
+    );
+    ensure!(
+        shape("prefer6") == ["IPv6", "IPv4"],
+        "PreferDualStack, IPv6 first: {}",
+        got["prefer6"]
+    );
+    ensure!(
+        shape("single6") == ["IPv6"],
+        "SingleStack IPv6: {}",
+        got["single6"]
+    );
+    let require: Vec<&str> = got["require"].split(',').collect();
+    answers(&format!("{}:80", require[0]))?;
+    answers(&format!("[{}]:80", require[1]))?;
+    // cidr-pool-a has no IPv6: a Service that requires both stays pending.
+    apply(&service(
+        "pool-a",
+        "needs-both",
+        80,
+        "  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]\n",
+    ))?;
+    let (_, entry) = wait_reason("pool-a", "needs-both", "NoPoolForFamily")?;
+    println!("    pool-a/needs-both: {}", entry["reason"]["message"]);
+    ensure!(allocated("pool-a", "needs-both").is_none(), "it got one");
+    println!("    {got:?}");
+    Ok(())
+}
+
+fn allow_share_shares_only_addresses_whose_ports_do_not_overlap() -> Outcome {
+    // pool-b/first holds .210 on port 80 (allow-share-pool-b: true).
+    apply(&service("pool-b", "dns", 5353, ""))?;
+    apply(&service("pool-b", "web2", 80, ""))?;
+    let dns = address_of("pool-b", "dns")?;
+    let web2 = address_of("pool-b", "web2")?;
+    ensure!(
+        dns == "10.77.0.210",
+        "port 5353 shares pool-b/first's .210: got {dns}"
+    );
+    ensure!(
+        web2 != "10.77.0.210" && web2 != dns,
+        "port 80 again must not share .210: got {web2}"
+    );
+    answers("10.77.0.210:5353")?;
+    answers("10.77.0.210:80")?;
+    // pool-a may not share (no allow-share key): port 5353 gets its own.
+    apply(&service("pool-a", "dns", 5353, ""))?;
+    let own = address_of("pool-a", "dns")?;
+    ensure!(
+        !["10.77.0.200", "10.77.0.201"].contains(&own.as_str()),
+        "pool-a shares nothing: got {own}"
+    );
+    Ok(())
+}
+
+fn a_bad_value_is_reported_naming_its_key_and_the_other_pools_keep_working() -> Outcome {
+    namespace("pool-e")?;
+    apply(&pools(&[("cidr-pool-e", "10.77.0.300/30")]))?;
+    apply(&plain("pool-e", "bad"))?;
+    let (_, entry) = wait_reason("pool-e", "bad", "BadPoolConfig")?;
+    let message = entry["reason"]["message"].as_str().unwrap_or_default();
+    ensure!(
+        message.contains("cidr-pool-e") && message.contains("10.77.0.300/30"),
+        "the reason names the key and the value: {message}"
+    );
+    let (_, _, doc) = row("pool-e", "bad")?;
+    let problems = doc["pool_problems"].to_string();
+    ensure!(
+        problems.contains("cidr-pool-e"),
+        "kvip status names the key: {problems}"
+    );
+    apply(&plain("pool-b", "still"))?;
+    let still = address_of("pool-b", "still")?;
+    ensure!(still.starts_with("10.77.0.21"), "pool-b: {still}");
+    Ok(())
+}
+
+/// Every Service of `namespaces` with its address, as the API has them.
+fn addresses_in(namespaces: &[&str]) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for ns in namespaces {
+        let list = get_json(&["svc", "-n", ns, "-o", "json"])?;
+        for svc in list["items"].as_array().into_iter().flatten() {
+            let name = svc["metadata"]["name"].as_str().unwrap_or_default();
+            if let Some(value) = svc["metadata"]["annotations"][ANNOTATION].as_str() {
+                out.insert(format!("{ns}/{name}"), value.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn fifty_services_at_once_over_three_namespaces_get_fifty_different_addresses() -> Outcome {
+    // Three namespaces whose pools are the same CIDR: kvip counts every
+    // namespace's addresses as used.
+    let yaml: String = (0..50)
+        .map(|i| {
+            let ns = CONCURRENT[i % 3];
+            format!("---{}", plain(ns, &format!("burst-{i}")))
+        })
+        .collect();
+    let started = Instant::now();
+    kubectl_input(&["apply", "-f", "-"], Some(&yaml))?;
+    let all = wait_for(
+        "all fifty Services to get an address",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            let got = addresses_in(&CONCURRENT).ok()?;
+            (got.len() == 50).then_some(got)
+        },
+    )?;
+    println!(
+        "    fifty addresses in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let distinct: BTreeSet<&String> = all.values().collect();
+    ensure!(distinct.len() == 50, "one address given twice: {all:?}");
+    for (service, value) in &all {
+        ensure!(
+            !value.contains(','),
+            "two addresses for one Service: {service} {value}"
+        );
+        let last: u8 = value
+            .rsplit('.')
+            .next()
+            .and_then(|o| o.parse().ok())
+            .unwrap_or(0);
+        ensure!(
+            value.starts_with("10.77.0.") && (64..128).contains(&last),
+            "{service} got {value}, outside 10.77.0.64/26"
+        );
+    }
+    // Nothing moves afterwards.
+    std::thread::sleep(Duration::from_secs(5));
+    ensure!(
+        addresses_in(&CONCURRENT)? == all,
+        "addresses changed after they were given"
+    );
+    // Deleting some frees them for new ones, still without a duplicate.
+    for i in [0, 1, 2, 3, 4] {
+        kubectl(&[
+            "delete",
+            "svc",
+            "-n",
+            CONCURRENT[i % 3],
+            &format!("burst-{i}"),
+            "--wait=false",
+        ])?;
+    }
+    let yaml: String = (50..55)
+        .map(|i| format!("---{}", plain(CONCURRENT[i % 3], &format!("burst-{i}"))))
+        .collect();
+    kubectl_input(&["apply", "-f", "-"], Some(&yaml))?;
+    let after = wait_for(
+        "the five new Services to get addresses",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let got = addresses_in(&CONCURRENT).ok()?;
+            (got.len() == 50
+                && (50..55).all(|i| got.contains_key(&format!("{}/burst-{i}", CONCURRENT[i % 3]))))
+            .then_some(got)
+        },
+    )?;
+    let distinct: BTreeSet<&String> = after.values().collect();
+    ensure!(distinct.len() == 50, "one address given twice: {after:?}");
+    Ok(())
+}
+
+fn a_restart_of_every_kvip_changes_no_address() -> Outcome {
+    let namespaces: Vec<&str> = NAMESPACES.iter().chain(&CONCURRENT).copied().collect();
+    let before = addresses_in(&namespaces)?;
+    let path = deploy_lb("lb.yaml", &[])?;
+    lab_ok(&["deploy", "--restart", &path.display().to_string()])?;
+    apply(&plain("pool-b", "after-restart"))?;
+    let new = address_of("pool-b", "after-restart")?;
+    let after = addresses_in(&namespaces)?;
+    for (service, value) in &before {
+        ensure!(
+            after.get(service) == Some(value),
+            "{service} had {value}, now {:?}",
+            after.get(service)
+        );
+    }
+    let used: BTreeSet<&str> = before.values().flat_map(|v| v.split(',')).collect();
+    ensure!(
+        !used.contains(new.as_str()),
+        "the new Service got {new}, in use already"
+    );
+    Ok(())
+}
+
+fn restrict_to_pools_refuses_an_address_outside_the_pool_and_no_node_takes_it() -> Outcome {
+    deploy_lb("lb.yaml", &["--env", "kvip_restrict_to_pools=true"])?;
+    lab_ok(&[
+        "deploy",
+        "--restart",
+        &deploy_lb("lb.yaml", &["--env", "kvip_restrict_to_pools=true"])?
+            .display()
+            .to_string(),
+    ])?;
+    apply(&lb_service(
+        "pool-a",
+        "outside",
+        "Cluster",
+        Some("10.77.0.150"),
+        "web",
+    ))?;
+    apply(&lb_service(
+        "pool-a",
+        "inside",
+        "Cluster",
+        Some("10.77.0.203"),
+        "web",
+    ))?;
+    let (exit, entry) = wait_for(
+        "pool-a/outside to be refused",
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+        || {
+            let (exit, text) = kvip_status(&[
+                "-n",
+                "pool-a",
+                "outside",
+                "-o",
+                "json",
+                "--restrict-to-pools",
+            ])
+            .ok()?;
+            let doc: serde_json::Value = serde_json::from_str(&text).ok()?;
+            let entry = doc["services"].as_array()?.first()?.clone();
+            (code_of(&entry) == "AddressOutsidePools").then_some((exit, entry))
+        },
+    )?;
+    ensure!(exit == 1, "kvip status exits {exit}");
+    println!("    {}", entry["reason"]["message"]);
+    answers("10.77.0.203:80")?;
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let carriers = nodes_with_address("10.77.0.150");
+        ensure!(carriers.is_empty(), "10.77.0.150 is on {carriers:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The daemon says so too: the Event carries the reason.
+    wait_for(
+        "a VIPPending Event naming AddressOutsidePools' pool",
+        Duration::from_secs(10),
+        Duration::from_millis(300),
+        || {
+            kvip_events("pool-a", "outside")
+                .into_iter()
+                .find(|(reason, message, _)| {
+                    reason == "VIPPending" && message.contains("cidr-pool-a")
+                })
+        },
+    )?;
+    Ok(())
+}
+
+fn teardown() -> Outcome {
+    lab_down()
+}
+
+fn main() {
+    run_all(
+        "pools_e2e",
+        &[
+            Scenario {
+                name: "setup",
+                run: setup,
+            },
+            Scenario {
+                name: "services_without_an_address_get_one_from_their_pool_in_order_and_answer",
+                run: services_without_an_address_get_one_from_their_pool_in_order_and_answer,
+            },
+            Scenario {
+                name: "an_exhausted_pool_leaves_the_next_service_pending_and_a_freed_address_is_reused",
+                run:
+                    an_exhausted_pool_leaves_the_next_service_pending_and_a_freed_address_is_reused,
+            },
+            Scenario {
+                name: "dual_stack_policies_take_the_families_they_ask_for",
+                run: dual_stack_policies_take_the_families_they_ask_for,
+            },
+            Scenario {
+                name: "allow_share_shares_only_addresses_whose_ports_do_not_overlap",
+                run: allow_share_shares_only_addresses_whose_ports_do_not_overlap,
+            },
+            Scenario {
+                name: "a_bad_value_is_reported_naming_its_key_and_the_other_pools_keep_working",
+                run: a_bad_value_is_reported_naming_its_key_and_the_other_pools_keep_working,
+            },
+            Scenario {
+                name: "fifty_services_at_once_over_three_namespaces_get_fifty_different_addresses",
+                run: fifty_services_at_once_over_three_namespaces_get_fifty_different_addresses,
+            },
+            Scenario {
+                name: "a_restart_of_every_kvip_changes_no_address",
+                run: a_restart_of_every_kvip_changes_no_address,
+            },
+            Scenario {
+                name: "restrict_to_pools_refuses_an_address_outside_the_pool_and_no_node_takes_it",
+                run: restrict_to_pools_refuses_an_address_outside_the_pool_and_no_node_takes_it,
+            },
+            Scenario {
+                name: "teardown",
+                run: teardown,
+            },
+        ],
+    );
+}
