@@ -31,8 +31,7 @@ use crate::translate;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use kvip_core::access::{Verb, Write};
 use kvip_core::ipam::{
@@ -44,8 +43,8 @@ use kvip_core::{Elector, LbClassRule, LeaseKey, Mono, ServiceInput, ServiceKey};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 
@@ -86,7 +85,8 @@ impl Known {
 
 /// The watched ConfigMap.
 pub struct Pools {
-    store: Store<ConfigMap>,
+    /// The ConfigMap, when there is one.
+    map: Arc<Mutex<Option<ConfigMap>>>,
     listed: Arc<AtomicBool>,
     /// The last version read, and what it said.
     parsed: Option<(String, Arc<PoolConfig>)>,
@@ -94,51 +94,82 @@ pub struct Pools {
     namespace: String,
 }
 
+/// The first wait after RBAC refused the ConfigMap; it doubles up to
+/// [`kvip_core::access::RETRY_MISSING`], so a refusal costs the API server
+/// next to nothing (an API server that has just started refuses everything
+/// for a moment, and RBAC may be widened later).
+const REFUSED_FIRST_WAIT: Duration = Duration::from_secs(30);
+
 impl Pools {
     /// Watches ConfigMap `namespace/name` (only that one object), waking
     /// `changed` on every change.
     pub fn start(client: &Client, namespace: &str, name: &str, changed: Arc<Notify>) -> Pools {
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
         let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-        let (reader, writer) = reflector::store();
-        let stream = reflector::reflector(writer, watcher(api, config))
-            .backoff(crate::cache::QuickBackoff::default());
+        let map = Arc::new(Mutex::new(None));
         let listed = Arc::new(AtomicBool::new(false));
-        let seen = listed.clone();
+        let (slot, seen) = (map.clone(), listed.clone());
         let what = format!("{namespace}/{name}");
         tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream);
+            let mut stream = std::pin::pin!(watcher(api, config));
+            let mut relisted: Option<ConfigMap> = None;
+            let mut wait = Duration::from_millis(100);
+            let mut refused_wait = REFUSED_FIRST_WAIT;
             let mut failing = false;
             while let Some(event) = stream.next().await {
-                match event {
-                    Ok(event) => {
-                        if matches!(event, watcher::Event::InitDone) {
-                            seen.store(true, Ordering::Relaxed);
-                        }
-                        if failing {
-                            failing = false;
-                            crate::metrics::permission_missing("list,watch configmaps", false);
-                            tracing::info!(configmap = %what, "the address pools' ConfigMap can be read again");
-                        }
-                        changed.notify_one();
-                    }
+                let set = |value: Option<ConfigMap>| {
+                    *slot.lock().unwrap_or_else(|e| e.into_inner()) = value;
+                };
+                let event = match event {
+                    Ok(event) => event,
                     Err(e) => {
+                        let refused = matches!(
+                            &e,
+                            watcher::Error::InitialListFailed(kube::Error::Api(s))
+                                | watcher::Error::WatchFailed(kube::Error::Api(s))
+                                if kvip_core::access::refused_by_rbac(s.code, &s.message)
+                        );
                         if !failing {
                             failing = true;
-                            let forbidden = matches!(&e, watcher::Error::InitialListFailed(kube::Error::Api(s)) | watcher::Error::WatchFailed(kube::Error::Api(s)) if s.code == 403);
-                            if forbidden {
+                            if refused {
                                 crate::metrics::permission_missing("list,watch configmaps", true);
-                                tracing::warn!(configmap = %what, error = %e, "RBAC does not grant list and watch on the address pools' ConfigMap: Services without an address get none from kvip (and kvip_restrict_to_pools refuses every address); grant it as `kvip manifest rbac` does, or set kvip_ipam=false");
+                                tracing::warn!(configmap = %what, error = %e, "RBAC does not grant list and watch on the address pools' ConfigMap: kvip gives no Service an address, and kvip_restrict_to_pools fences nothing until it can read it (asked again after 30 s, doubling to 10 minutes); grant it as `kvip manifest rbac` does, or set kvip_ipam=false");
                             } else {
                                 tracing::warn!(configmap = %what, error = %e, "the address pools' ConfigMap cannot be read now; keeping what was read last");
                             }
                         }
+                        if refused {
+                            tokio::time::sleep(refused_wait).await;
+                            refused_wait = (refused_wait * 2).min(kvip_core::access::RETRY_MISSING);
+                        } else {
+                            tokio::time::sleep(wait).await;
+                            wait = (wait * 2).min(Duration::from_secs(2));
+                        }
+                        continue;
                     }
+                };
+                wait = Duration::from_millis(100);
+                refused_wait = REFUSED_FIRST_WAIT;
+                if failing {
+                    failing = false;
+                    crate::metrics::permission_missing("list,watch configmaps", false);
+                    tracing::info!(configmap = %what, "the address pools' ConfigMap can be read again");
                 }
+                match event {
+                    watcher::Event::Init => relisted = None,
+                    watcher::Event::InitApply(map) => relisted = Some(map),
+                    watcher::Event::InitDone => {
+                        set(relisted.take());
+                        seen.store(true, Ordering::Relaxed);
+                    }
+                    watcher::Event::Apply(map) => set(Some(map)),
+                    watcher::Event::Delete(_) => set(None),
+                }
+                changed.notify_one();
             }
         });
         Pools {
-            store: reader,
+            map,
             listed,
             parsed: None,
             name: name.to_string(),
@@ -152,7 +183,8 @@ impl Pools {
         if !self.listed.load(Ordering::Relaxed) {
             return Known::Unknown;
         }
-        let Some(map) = self.store.state().into_iter().next() else {
+        let current = self.map.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some(map) = current else {
             if self.parsed.take().is_some() {
                 tracing::info!(configmap = %format!("{}/{}", self.namespace, self.name), "the address pools' ConfigMap is gone: no pools");
             }
