@@ -146,27 +146,17 @@ impl Assessment {
     /// one never takes the shared address down. A group left without
     /// Services goes out of the election.
     pub fn refuse(&mut self, unusable: impl Fn(IpAddr) -> Option<PendingReason>) {
-        self.refuse_for(|_, a| unusable(a));
-    }
-
-    /// [`Assessment::refuse`], where whether an address may be used
-    /// depends on the Service asking.
-    pub fn refuse_for(&mut self, unusable: impl Fn(&ServiceKey, IpAddr) -> Option<PendingReason>) {
         let addresses: BTreeMap<&ServiceKey, &Vec<IpAddr>> =
             self.views.iter().map(|v| (&v.key, &v.addresses)).collect();
         let mut refused: Vec<(ServiceKey, PendingReason)> = Vec::new();
         for g in &mut self.groups {
-            if !g
-                .services
-                .iter()
-                .any(|key| g.addresses.iter().any(|a| unusable(key, *a).is_some()))
-            {
+            if !g.addresses.iter().any(|a| unusable(*a).is_some()) {
                 continue;
             }
             let mut keep = BTreeSet::new();
             for key in &g.services {
                 let own = addresses.get(key).map(|a| a.as_slice()).unwrap_or_default();
-                match own.iter().find_map(|a| unusable(key, *a)) {
+                match own.iter().find_map(|a| unusable(*a)) {
                     Some(reason) => refused.push((key.clone(), reason)),
                     None => {
                         keep.insert(key.clone());
@@ -198,23 +188,6 @@ impl Assessment {
                 };
             }
         }
-    }
-
-    /// `kvip_restrict_to_pools=true`: a Service whose address is in no pool
-    /// its namespace may use (`pools` being `None` when there is no
-    /// `kubevip` ConfigMap) is pending `AddressOutsidePools`; the other
-    /// Services of a shared address keep it.
-    pub fn fence(&mut self, pools: Option<&crate::ipam::PoolConfig>) {
-        self.refuse_for(|key, address| {
-            let pool = pools.and_then(|p| p.lookup(&key.namespace).ok());
-            match pool {
-                Some(pool) if pool.contains(&address) => None,
-                _ => Some(PendingReason::AddressOutsidePools {
-                    address,
-                    pool: pool.map(|p| p.key.clone()),
-                }),
-            }
-        });
     }
 
     /// Elects a group of several Services through the Lease that elects it
@@ -784,43 +757,37 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         );
-        let mut inside = svc("inside", "Cluster", "10.1.0.1");
-        inside.created = 1;
+        let inside = svc("inside", "Cluster", "10.1.0.1");
         let mut outside = svc("outside", "Cluster", "10.1.0.9");
-        outside.created = 2;
-        // Sharing the address inside the pool.
-        let mut both = svc("both", "Cluster", "10.1.0.1");
-        both.created = 3;
-        both.ports = vec![("TCP".into(), 443)];
-        let nodes = [node("n1", true)];
-        let slices = ["inside", "outside", "both"].map(|s| slice(s, "n1"));
-        let mut a = assess(
-            &[inside, outside, both],
-            slices.clone(),
-            &nodes,
-            &LbClassRule::default(),
-        );
-        a.fence(Some(&pools));
+        outside.load_balancer_ip = Some("10.1.0.2".into());
+        let mut spec_only = svc("spec", "Cluster", "");
+        spec_only.annotations.clear();
+        spec_only.load_balancer_ip = Some("10.1.0.10".into());
+        let mut status = svc("status", "Cluster", "");
+        status.annotations.clear();
+        status.ingress_ips = vec!["10.1.0.11".into()];
+        let mut theirs = svc("theirs", "Cluster", "10.9.9.9");
+        theirs.load_balancer_class = Some("example.com/other".into());
+        let inputs = [inside, outside, spec_only, status, theirs];
+        let class = LbClassRule::default();
+        let fenced = crate::ipam::outside_pools(&inputs, &class, Some(&pools));
         let key = |n| ServiceKey::new("default", n);
+        let address = |a: &str| PendingReason::AddressOutsidePools {
+            address: a.parse().unwrap(),
+            pool: Some("cidr-default".into()),
+        };
         assert_eq!(
-            a.pending.get(&key("outside")),
-            Some(&PendingReason::AddressOutsidePools {
-                address: "10.1.0.9".parse().unwrap(),
-                pool: Some("cidr-default".into()),
-            })
+            fenced,
+            BTreeMap::from([
+                (key("outside"), address("10.1.0.9")),
+                (key("spec"), address("10.1.0.10")),
+                (key("status"), address("10.1.0.11")),
+            ]),
+            "every source of an address is fenced; another class's Service is not kvip's"
         );
-        assert!(a.group_of(&key("inside")).is_some());
-        assert!(a.group_of(&key("both")).is_some());
-        assert!(a.group_of(&key("outside")).is_none(), "no node takes it");
         // Without a ConfigMap no address is in a pool.
-        let mut a = assess(
-            &[svc("inside", "Cluster", "10.1.0.1")],
-            slices,
-            &nodes,
-            &LbClassRule::default(),
-        );
-        a.fence(None);
-        let reason = &a.pending[&key("inside")];
+        let fenced = crate::ipam::outside_pools(&inputs[..1], &class, None);
+        let reason = &fenced[&key("inside")];
         assert_eq!(reason.reason(), "AddressOutsidePools");
         assert!(reason.message().contains("no pool"), "{}", reason.message());
     }

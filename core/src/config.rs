@@ -527,6 +527,11 @@ pub enum ConfigProblem {
         /// The rule it breaks.
         reason: String,
     },
+    /// `kvip_ipam=true` with `svc_namespace` set.
+    #[error(
+        "kvip_ipam=true needs every namespace watched (svc_namespace is set): an allocator that sees one namespace would hand out addresses other namespaces use; unset svc_namespace or kvip_ipam"
+    )]
+    IpamNeedsEveryNamespace,
     /// `KUBEVIP_NAMESPACE` or `KUBEVIP_CONFIG_MAP` is no object name.
     #[error("{variable}={value:?} {reason}")]
     InvalidObjectName {
@@ -953,7 +958,12 @@ impl Config {
             defaults.lb_class_legacy_handling,
         );
         let exclude_lb_label = r.flag("kvip_exclude_lb_label", defaults.exclude_lb_label);
-        let ipam = r.flag("kvip_ipam", defaults.ipam);
+        // Allocation must see every Service's address: with one namespace
+        // watched it is off, and cannot be turned on.
+        let ipam = r.flag("kvip_ipam", defaults.ipam && svc_namespace.is_none());
+        if ipam && svc_namespace.is_some() {
+            r.problems.push(ConfigProblem::IpamNeedsEveryNamespace);
+        }
         let restrict_to_pools = r.flag("kvip_restrict_to_pools", defaults.restrict_to_pools);
         let mut object_name =
             |variable: &'static str, default: String, rule: fn(&str) -> Option<&'static str>| {
@@ -1880,6 +1890,51 @@ mod tests {
         );
         assert!(!rule.legacy);
         assert!(rule.serves(None));
+    }
+
+    #[test]
+    fn pools_are_read_from_the_cloud_providers_configmap_unless_one_namespace_is_watched() {
+        let (config, _) = Config::from_env(&env(&[])).unwrap();
+        assert!(config.ipam && !config.restrict_to_pools);
+        assert_eq!(
+            (
+                config.ipam_namespace.as_str(),
+                config.ipam_config_map.as_str()
+            ),
+            ("kube-system", "kubevip")
+        );
+        let (config, _) = Config::from_env(&env(&[
+            ("KUBEVIP_NAMESPACE", "pools"),
+            ("KUBEVIP_CONFIG_MAP", "lab.pools"),
+            ("kvip_restrict_to_pools", "true"),
+            ("kvip_ipam", "false"),
+        ]))
+        .unwrap();
+        assert!(!config.ipam && config.restrict_to_pools);
+        assert_eq!(
+            (
+                config.ipam_namespace.as_str(),
+                config.ipam_config_map.as_str()
+            ),
+            ("pools", "lab.pools")
+        );
+        let (config, _) = Config::from_env(&env(&[("svc_namespace", "team")])).unwrap();
+        assert!(!config.ipam, "one namespace watched: allocation is off");
+        assert!(matches!(
+            problems(&[("svc_namespace", "team"), ("kvip_ipam", "true")])[..],
+            [ConfigProblem::IpamNeedsEveryNamespace]
+        ));
+        for (variable, bad) in [
+            ("KUBEVIP_NAMESPACE", "Pools"),
+            ("KUBEVIP_CONFIG_MAP", "a_b"),
+        ] {
+            let found = problems(&[(variable, bad)]);
+            assert!(
+                matches!(&found[..], [ConfigProblem::InvalidObjectName { variable: v, .. }] if *v == variable),
+                "{found:?}"
+            );
+            assert!(found[0].to_string().contains(variable));
+        }
     }
 
     #[test]

@@ -47,6 +47,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::Serialize;
 
+use crate::candidacy::PendingReason;
 use crate::config::parse_go_bool;
 use crate::service::{LbClassRule, ServiceInput, ServiceKey, ServiceView, interface_name_rule};
 
@@ -734,6 +735,21 @@ impl PoolConfig {
         config
     }
 
+    /// These pools, with each pool key whose value is bad now taken from
+    /// `last_good` when it was good there: a fence keeps what it knew while
+    /// an edit is being fixed.
+    pub fn patched(&self, last_good: &PoolConfig) -> PoolConfig {
+        let mut out = self.clone();
+        for (key, entry) in &mut out.pools {
+            if entry.is_err()
+                && let Some(Ok(good)) = last_good.pools.get(key)
+            {
+                *entry = Ok(good.clone());
+            }
+        }
+        out
+    }
+
     /// Every pool whose value is good, in key order.
     pub fn pools(&self) -> impl Iterator<Item = &Pool> {
         self.pools.values().filter_map(|entry| entry.as_ref().ok())
@@ -1215,10 +1231,31 @@ pub fn allocate(
     })
 }
 
+/// Every address a Service names anywhere — `kube-vip.io/loadbalancerIPs`
+/// item by item, `spec.loadBalancerIP`, `status.loadBalancer.ingress` —
+/// whether or not it is valid as a VIP: what such a Service may be using.
+pub fn named_addresses(input: &ServiceInput) -> Vec<IpAddr> {
+    let annotation = input
+        .annotations
+        .get(crate::service::LOADBALANCER_IPS_ANNOTATION)
+        .map(String::as_str)
+        .unwrap_or_default();
+    let mut out: Vec<IpAddr> = annotation
+        .split(',')
+        .chain(input.load_balancer_ip.as_deref())
+        .chain(input.ingress_ips.iter().map(String::as_str))
+        .filter_map(|text| text.trim().parse().ok())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// The Services of one picture of the cluster as the pools see them:
-/// those of ours (served by this daemon's class rule) with no address yet,
-/// oldest first, and every LoadBalancer Service's addresses, whoever serves
-/// it. A Service turned into another type, or deleted, uses nothing.
+/// those of ours (served by this daemon's class rule) that name no address
+/// anywhere, oldest first, and every LoadBalancer Service's addresses,
+/// whoever serves it, ignored or refused ones too ([`named_addresses`]). A
+/// Service turned into another type, or deleted, uses nothing.
 pub fn requests_and_uses(
     inputs: &[ServiceInput],
     class: &LbClassRule,
@@ -1226,36 +1263,58 @@ pub fn requests_and_uses(
     let mut requests = Vec::new();
     let mut uses = Vec::new();
     for input in inputs {
-        let ours = ServiceView::from_input(input, class);
-        if let Ok(Some(view)) = &ours
+        if input.type_ != crate::service::LOAD_BALANCER_TYPE {
+            continue;
+        }
+        let named = named_addresses(input);
+        if !named.is_empty() {
+            uses.push(AddressUse {
+                service: input.key.clone(),
+                addresses: named,
+                ports: input.ports.clone(),
+            });
+            continue;
+        }
+        if let Ok(Some(view)) = ServiceView::from_input(input, class)
             && view.addresses.is_empty()
         {
             requests.push((input.created, Request::of(input)));
-            continue;
-        }
-        // Another daemon's Service counts as much as ours: read it with a
-        // rule that serves its class.
-        let anyones = LbClassRule {
-            class_only: false,
-            class_name: input.load_balancer_class.clone().unwrap_or_default(),
-            legacy: true,
-        };
-        let view = match ours {
-            Ok(Some(view)) => Some(view),
-            _ => ServiceView::from_input(input, &anyones).ok().flatten(),
-        };
-        if let Some(view) = view
-            && !view.addresses.is_empty()
-        {
-            uses.push(AddressUse {
-                service: input.key.clone(),
-                addresses: view.addresses.clone(),
-                ports: input.ports.clone(),
-            });
         }
     }
     requests.sort_by(|(a, x), (b, y)| a.cmp(b).then_with(|| x.service.cmp(&y.service)));
     (requests, uses)
+}
+
+/// `kvip_restrict_to_pools=true`: the Services of ours (by `class`) that
+/// name an address outside the pool their namespace may use, each with the
+/// first such address. `pools` is `None` when there is no `kubevip`
+/// ConfigMap: then no address is inside. These Services are left out of the
+/// assessment, so they claim nothing against anyone.
+pub fn outside_pools(
+    inputs: &[ServiceInput],
+    class: &LbClassRule,
+    pools: Option<&PoolConfig>,
+) -> BTreeMap<ServiceKey, PendingReason> {
+    let mut out = BTreeMap::new();
+    for input in inputs {
+        let Ok(Some(_)) = ServiceView::from_input(input, class) else {
+            continue;
+        };
+        let pool = pools.and_then(|p| p.lookup(&input.key.namespace).ok());
+        let outside = named_addresses(input)
+            .into_iter()
+            .find(|address| !pool.is_some_and(|p| p.contains(address)));
+        if let Some(address) = outside {
+            out.insert(
+                input.key.clone(),
+                PendingReason::AddressOutsidePools {
+                    address,
+                    pool: pool.map(|p| p.key.clone()),
+                },
+            );
+        }
+    }
+    out
 }
 
 /// What the pools decide for the Services waiting for an address.
@@ -3300,10 +3359,12 @@ mod tests {
         other_class.load_balancer_class = Some("example.com/other".into());
         let mut cluster_ip = annotated(input("a", "was-lb", 1), "10.0.0.8");
         cluster_ip.type_ = "ClusterIP".into();
-        let mut ignored = input("a", "someone-elses", 1);
+        let mut ignored = annotated(input("a", "someone-elses", 1), "10.0.0.6");
         ignored
             .annotations
             .insert(crate::service::IGNORE_ANNOTATION.into(), "true".into());
+        // Refused for its annotation's second item: its first still counts.
+        let refused = annotated(input("a", "refused", 1), "10.0.0.5,not-an-ip");
         let inputs = vec![
             input("a", "young", 20),
             input("a", "old", 10),
@@ -3311,6 +3372,7 @@ mod tests {
             other_class,
             cluster_ip,
             ignored,
+            refused,
         ];
         let (requests, uses) = requests_and_uses(&inputs, &LbClassRule::default());
         let asking: Vec<&str> = requests
@@ -3330,9 +3392,11 @@ mod tests {
             used,
             [
                 ("set", vec![ip("10.0.0.7")]),
-                ("theirs", vec![ip("10.0.0.9")])
+                ("theirs", vec![ip("10.0.0.9")]),
+                ("someone-elses", vec![ip("10.0.0.6")]),
+                ("refused", vec![ip("10.0.0.5")]),
             ],
-            "another class's address counts; a ClusterIP Service's frees its address"
+            "another class's, an ignored and a refused Service's addresses count; a ClusterIP Service's are free"
         );
     }
 

@@ -59,9 +59,6 @@ const LINGER: Duration = Duration::from_secs(30);
 /// allocator, and counted as used while the watch does not show it.
 const WRITTEN_KEPT: Duration = Duration::from_secs(60);
 
-/// How long a Service whose write failed waits before it is written again.
-const RETRY_AFTER: Duration = Duration::from_secs(2);
-
 /// What this node knows of the pools.
 #[derive(Debug, Clone)]
 pub enum Known {
@@ -90,6 +87,11 @@ pub struct Pools {
     listed: Arc<AtomicBool>,
     /// The last version read, and what it said.
     parsed: Option<(String, Arc<PoolConfig>)>,
+    /// What the fence goes by: the pools last read, each bad or missing
+    /// value replaced by its last good one, kept while the ConfigMap is
+    /// gone (a delete and create, a bad edit being fixed, must not
+    /// withdraw every address).
+    fence: Option<Arc<PoolConfig>>,
     name: String,
     namespace: String,
 }
@@ -172,6 +174,7 @@ impl Pools {
             map,
             listed,
             parsed: None,
+            fence: None,
             name: name.to_string(),
             namespace: namespace.to_string(),
         }
@@ -186,7 +189,7 @@ impl Pools {
         let current = self.map.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let Some(map) = current else {
             if self.parsed.take().is_some() {
-                tracing::info!(configmap = %format!("{}/{}", self.namespace, self.name), "the address pools' ConfigMap is gone: no pools");
+                tracing::warn!(configmap = %format!("{}/{}", self.namespace, self.name), "the address pools' ConfigMap is gone: no address is given from a pool; kvip_restrict_to_pools keeps fencing with the pools read last");
             }
             crate::metrics::pool_problems(0);
             return Known::Absent;
@@ -209,8 +212,24 @@ impl Pools {
             problems = config.problems.len(),
             "address pools read"
         );
+        let fence = match &self.fence {
+            Some(last) => config.patched(last),
+            None => (*config).clone(),
+        };
+        self.fence = Some(Arc::new(fence));
         self.parsed = Some((version, config.clone()));
         Known::Present(config)
+    }
+
+    /// What `kvip_restrict_to_pools` goes by: `None` while the ConfigMap
+    /// cannot be read yet (nothing is fenced: said in the log), else the
+    /// pools last read (see [`Pools::fence`]'s field), `Some(None)` when
+    /// there never was a ConfigMap (no address is inside a pool).
+    pub fn fence(&mut self) -> Option<Option<Arc<PoolConfig>>> {
+        match self.current() {
+            Known::Unknown => None,
+            _ => Some(self.fence.clone()),
+        }
     }
 }
 
@@ -224,33 +243,62 @@ struct Wanted {
     interface: Option<String>,
     pool: String,
     ports: Vec<(String, u16)>,
-    /// Instead of an address it wrote that turned out to be another's.
+    /// Instead of an address it wrote that another allocator handed out too.
     replaces: Option<IpAddr>,
 }
 
-/// An allocation this node wrote.
+/// Addresses being written, or written and not shown by the watch yet:
+/// used, whatever the next plan would choose.
 #[derive(Debug, Clone)]
-struct Written {
+struct Pin {
     service: ServiceKey,
     addresses: Vec<IpAddr>,
     ports: Vec<(String, u16)>,
+    /// The resourceVersion the write was guarded by: once the watch shows
+    /// a later one, it shows what became of the write.
+    base: Option<u64>,
     at: Mono,
-    /// The watch has shown it.
-    seen: bool,
 }
+
+/// How long a pin outlives a watch that shows nothing newer.
+const PIN_KEPT: Duration = Duration::from_secs(60);
+
+/// How long the list at the start of a term counts: the watch has caught
+/// up long before.
+const LIST_KEPT: Duration = Duration::from_secs(10);
+
+/// How long the list at the start of a term may take.
+const LIST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest a Service waits after failed writes.
+const RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// A finished piece of the allocator's background work.
 pub enum Done {
     /// A write of its Lease.
     Lease(WriteDone),
-    /// The consistent list at the start of a term.
-    Listed(Result<Vec<AddressUse>, String>),
+    /// The consistent list at the start of a term (by term number).
+    Listed(u64, Result<Vec<AddressUse>, String>),
     /// An allocation written (or not).
     Service {
+        /// What was written.
         wanted: Box<WantedDone>,
-        result: Result<(), String>,
-        conflict: bool,
+        /// How it ended.
+        result: WriteEnd,
     },
+}
+
+/// How an allocation write ended.
+pub enum WriteEnd {
+    /// Stored.
+    Stored,
+    /// The Service changed since the allocation was decided (it is decided
+    /// again on what the watch shows).
+    Conflict,
+    /// Not sent (the write budget).
+    NotSent,
+    /// Failed, or timed out: it may or may not be stored.
+    Failed(String),
 }
 
 /// The allocation a [`Done::Service`] reports on.
@@ -282,25 +330,33 @@ pub struct Allocator {
     campaign: Option<Campaign>,
     lease_writing: bool,
     client: Client,
+    /// How long an allocation write may take: short enough that it ends
+    /// before another node may take the Lease.
     timeout: Duration,
+    lease_timeout: Duration,
     tx: mpsc::UnboundedSender<Done>,
     rx: mpsc::UnboundedReceiver<Done>,
     lease_tx: mpsc::UnboundedSender<WriteDone>,
     lease_rx: mpsc::UnboundedReceiver<WriteDone>,
-    /// Allocations this node wrote lately, by uid.
-    written: BTreeMap<String, Written>,
-    /// Allocations being written, by uid.
-    writing: BTreeSet<String>,
-    /// Services whose write failed, until when they wait.
-    failed: BTreeMap<String, Mono>,
-    /// What the last assessment found to write.
+    /// Addresses being written or not shown yet, by uid.
+    pins: BTreeMap<String, Pin>,
+    /// Allocations this node wrote lately, by uid (for a clash with another
+    /// allocator).
+    written: BTreeMap<String, (Vec<IpAddr>, Mono)>,
+    /// Services whose writes failed: until when they wait, and the wait.
+    failed: BTreeMap<String, (Mono, Duration)>,
+    /// What the last plan found to write.
     wanted: Vec<Wanted>,
     /// When there was last something to write.
     last_work: Option<Mono>,
-    /// The consistent list of this term: `None` until it arrived.
-    listed: Option<Vec<AddressUse>>,
+    /// The term: counted up each time this node starts holding the Lease.
+    term: u64,
+    /// The consistent list of this term and when it came: `None` until then.
+    listed: Option<(Vec<AddressUse>, Mono)>,
     listing: bool,
     holding: bool,
+    /// Clashes already said, by uid.
+    said: BTreeSet<String>,
 }
 
 impl Allocator {
@@ -340,19 +396,25 @@ impl Allocator {
             campaign,
             lease_writing: false,
             client,
-            timeout: config.renew_deadline,
+            timeout: config
+                .lease_duration
+                .saturating_sub(config.renew_deadline)
+                .max(Duration::from_millis(500)),
+            lease_timeout: config.renew_deadline,
             tx,
             rx,
             lease_tx,
             lease_rx,
+            pins: BTreeMap::new(),
             written: BTreeMap::new(),
-            writing: BTreeSet::new(),
             failed: BTreeMap::new(),
             wanted: Vec::new(),
             last_work: None,
+            term: 0,
             listed: None,
             listing: false,
             holding: false,
+            said: BTreeSet::new(),
         }
     }
 
@@ -361,6 +423,14 @@ impl Allocator {
         match self.pools.as_mut() {
             Some(pools) => pools.current(),
             None => Known::Absent,
+        }
+    }
+
+    /// What `kvip_restrict_to_pools` goes by ([`Pools::fence`]).
+    pub fn fence(&mut self) -> Option<Option<Arc<PoolConfig>>> {
+        match self.pools.as_mut() {
+            Some(pools) => pools.fence(),
+            None => Some(None),
         }
     }
 
@@ -374,15 +444,17 @@ impl Allocator {
         }
     }
 
-    /// Works out, over the Services `inputs` (with `versions`: uid and
-    /// resourceVersion by Service), what the pools give the Services of
-    /// `class` that have no address, and what this node would write.
+    /// Works out, over the cached Services (`inputs`, and `services` by
+    /// key), what the pools give the Services of `class` that name no
+    /// address, and what this node would write. `fenced` Services (outside
+    /// their pool) use nothing.
     pub fn plan(
         &mut self,
         known: &Known,
         inputs: &[ServiceInput],
         class: &LbClassRule,
-        versions: &BTreeMap<ServiceKey, (String, String)>,
+        services: &BTreeMap<ServiceKey, Arc<Service>>,
+        fenced: &BTreeSet<ServiceKey>,
         now: Mono,
     ) -> Planned {
         self.wanted.clear();
@@ -390,126 +462,156 @@ impl Allocator {
             crate::metrics::pool_usage(&[]);
             return Planned::default();
         };
-        let (requests, mut uses) = ipam::requests_and_uses(inputs, class);
-        let uid_of: BTreeMap<&ServiceKey, &str> =
-            inputs.iter().map(|i| (&i.key, i.uid.as_str())).collect();
-        // What the watch shows of each Service's addresses, by uid.
-        let shown: BTreeMap<String, Vec<IpAddr>> = uses
-            .iter()
-            .filter_map(|u| Some((uid_of.get(&u.service)?.to_string(), u.addresses.clone())))
-            .collect();
-        // Its own writes the watch does not show yet count as used; once
-        // shown, the watch has them (and a Service deleted since frees its
-        // address at once).
-        self.written
-            .retain(|_, w| now.since(w.at) < WRITTEN_KEPT || w.at > now);
-        for (uid, w) in &mut self.written {
-            w.seen |= shown.get(uid.as_str()) == Some(&w.addresses);
-        }
-        let unseen: Vec<AddressUse> = self
-            .written
-            .values()
-            .filter(|w| !w.seen)
-            .map(|w| AddressUse {
-                service: w.service.clone(),
-                addresses: w.addresses.clone(),
-                ports: w.ports.clone(),
-            })
-            .collect();
-        let pending_uid = |key: &ServiceKey| versions.get(key).map(|(uid, _)| uid.clone());
-        let busy = |key: &ServiceKey| {
-            pending_uid(key).is_some_and(|uid| {
-                self.writing.contains(&uid)
-                    || self.failed.get(&uid).is_some_and(|until| now < *until)
-                    || self.written.get(&uid).is_some_and(|w| !w.seen)
-            })
+        let version = |key: &ServiceKey| {
+            services
+                .get(key)
+                .and_then(|s| s.metadata.resource_version.clone())
         };
-        uses.extend(unseen);
-        if let Some(listed) = &self.listed {
+        let by_uid: BTreeMap<&str, &ServiceInput> = inputs
+            .iter()
+            .filter(|i| !i.uid.is_empty())
+            .map(|i| (i.uid.as_str(), i))
+            .collect();
+        // A pin goes when its Service is gone or the watch shows a later
+        // version of it: then the watch shows what became of the write.
+        self.pins.retain(|uid, pin| {
+            let Some(input) = by_uid.get(uid.as_str()) else {
+                return false;
+            };
+            let shown = version(&input.key).and_then(|v| v.parse::<u64>().ok());
+            let moved_on = matches!((shown, pin.base), (Some(s), Some(b)) if s > b);
+            !moved_on && now.since(pin.at) < PIN_KEPT
+        });
+        self.failed
+            .retain(|uid, _| by_uid.contains_key(uid.as_str()));
+        self.written.retain(|uid, (_, at)| {
+            by_uid.contains_key(uid.as_str()) && now.since(*at) < WRITTEN_KEPT
+        });
+        if let Some((listed, at)) = &mut self.listed
+            && now.since(*at) >= LIST_KEPT
+        {
+            listed.clear();
+        }
+
+        let (requests, mut uses) = ipam::requests_and_uses(inputs, class);
+        uses.retain(|u| !fenced.contains(&u.service));
+        let pinned: BTreeSet<&ServiceKey> = self.pins.values().map(|p| &p.service).collect();
+        uses.retain(|u| !pinned.contains(&u.service));
+        uses.extend(self.pins.values().map(|p| AddressUse {
+            service: p.service.clone(),
+            addresses: p.addresses.clone(),
+            ports: p.ports.clone(),
+        }));
+        if let Some((listed, _)) = &self.listed {
             uses.extend(listed.iter().cloned());
         }
-        let requests: Vec<Request> = requests.into_iter().map(|(_, r)| r).collect();
+        let waiting = |key: &ServiceKey| {
+            services
+                .get(key)
+                .and_then(|s| s.metadata.uid.as_deref())
+                .is_some_and(|uid| {
+                    self.pins.contains_key(uid)
+                        || self.failed.get(uid).is_some_and(|(until, _)| now < *until)
+                })
+        };
+        let mut requests: Vec<Request> = requests
+            .into_iter()
+            .map(|(_, r)| r)
+            .filter(|r| !waiting(&r.service))
+            .collect();
+        // An address this node wrote that another allocator handed out to
+        // another Service at the same time: this node's Service, not served
+        // yet, takes another in the same pass as every other allocation.
+        let mut replaces: BTreeMap<ServiceKey, IpAddr> = BTreeMap::new();
+        if self.enabled {
+            let mut holders: BTreeMap<IpAddr, Vec<&AddressUse>> = BTreeMap::new();
+            for u in &uses {
+                for a in &u.addresses {
+                    holders.entry(*a).or_default().push(u);
+                }
+            }
+            for (uid, (addresses, _)) in &self.written {
+                let Some(input) = by_uid.get(uid.as_str()) else {
+                    continue;
+                };
+                if self.pins.contains_key(uid) {
+                    continue;
+                }
+                let mine = AddressUse {
+                    service: input.key.clone(),
+                    addresses: addresses.clone(),
+                    ports: input.ports.clone(),
+                };
+                let shown = ipam::named_addresses(input);
+                let served = input
+                    .ingress_ips
+                    .iter()
+                    .filter_map(|i| i.parse::<IpAddr>().ok())
+                    .any(|a| addresses.contains(&a));
+                if shown != *addresses || served {
+                    continue;
+                }
+                let others: Vec<AddressUse> = addresses
+                    .iter()
+                    .flat_map(|a| holders.get(a).into_iter().flatten())
+                    .filter(|u| {
+                        u.service != input.key
+                            && services.get(&u.service).is_some_and(|s| allocator_made(s))
+                    })
+                    .map(|u| (*u).clone())
+                    .collect();
+                let Some((address, other)) = ipam::clash(config, &mine, &others) else {
+                    continue;
+                };
+                if self.said.insert(uid.clone()) {
+                    tracing::warn!(service = %input.key, %address, other = %other, "another allocator (kube-vip-cloud-provider?) gave the address kvip wrote to another Service at the same time: giving this Service another address");
+                }
+                replaces.insert(input.key.clone(), address);
+                requests.insert(0, Request::of(input));
+            }
+        }
+        // A Service taking another address no longer uses its own; the
+        // other Service keeps it.
+        uses.retain(|u| !replaces.contains_key(&u.service));
         let outcome = if self.enabled {
             ipam::allocate_all(config, &requests, &uses)
         } else {
             ipam::Outcome::default()
         };
-        crate::metrics::pool_usage(&ipam::pool_usage(config, &uses));
+        let mut counted = uses.clone();
+        counted.extend(outcome.allocations.iter().map(|(r, a)| AddressUse {
+            service: r.service.clone(),
+            addresses: a.addresses.clone(),
+            ports: r.ports.clone(),
+        }));
+        crate::metrics::pool_usage(&ipam::pool_usage(config, &counted));
         for (request, allocation) in &outcome.allocations {
-            if busy(&request.service) {
+            let Some(svc) = services.get(&request.service) else {
                 continue;
-            }
-            let Some((uid, version)) = versions.get(&request.service) else {
+            };
+            let (Some(uid), Some(version)) = (
+                svc.metadata.uid.clone(),
+                svc.metadata.resource_version.clone(),
+            ) else {
                 continue;
             };
             self.wanted.push(Wanted {
-                uid: uid.clone(),
+                uid,
                 service: request.service.clone(),
-                resource_version: version.clone(),
+                resource_version: version,
                 addresses: allocation.addresses.clone(),
                 interface: allocation.interface.clone(),
                 pool: allocation.pool.clone(),
                 ports: request.ports.clone(),
-                replaces: None,
+                replaces: replaces.get(&request.service).copied(),
             });
-        }
-        // An address this node wrote that another allocator gave another
-        // Service too: this node's Service takes another.
-        if self.enabled {
-            for (uid, w) in &self.written {
-                let Some(input) = inputs.iter().find(|i| &i.uid == uid) else {
-                    continue;
-                };
-                if shown.get(uid.as_str()) != Some(&w.addresses) || self.writing.contains(uid) {
-                    continue;
-                }
-                let mine = AddressUse {
-                    service: w.service.clone(),
-                    addresses: w.addresses.clone(),
-                    ports: w.ports.clone(),
-                };
-                let others: Vec<AddressUse> = uses
-                    .iter()
-                    .filter(|u| {
-                        u.service == w.service
-                            || !self.written.values().any(|x| x.service == u.service)
-                    })
-                    .cloned()
-                    .collect();
-                let Some((address, other)) = ipam::clash(config, &mine, &others) else {
-                    continue;
-                };
-                tracing::warn!(service = %w.service, %address, other = %other, "another allocator gave the address kvip wrote to another Service at the same time: giving this Service another address");
-                let request = Request::of(input);
-                // The other Service keeps the address: it counts as used.
-                let used: Vec<AddressUse> = uses
-                    .iter()
-                    .filter(|u| u.service != w.service)
-                    .cloned()
-                    .collect();
-                if let (Ok(allocation), Some((_, version))) = (
-                    ipam::allocate(config, &request, &used),
-                    versions.get(&w.service),
-                ) {
-                    self.wanted.push(Wanted {
-                        uid: uid.clone(),
-                        service: w.service.clone(),
-                        resource_version: version.clone(),
-                        addresses: allocation.addresses,
-                        interface: allocation.interface,
-                        pool: allocation.pool,
-                        ports: request.ports.clone(),
-                        replaces: Some(address),
-                    });
-                }
-            }
         }
         if !self.wanted.is_empty() {
             self.last_work = Some(now);
         }
-        Planned {
-            refused: outcome.refused,
-        }
+        let mut refused = outcome.refused;
+        refused.retain(|key, _| !replaces.contains_key(key));
+        Planned { refused }
     }
 
     /// Campaigns for the allocator's Lease while there is work, and writes
@@ -520,7 +622,9 @@ impl Allocator {
             return next;
         };
         let candidate = self.enabled
-            && (!self.wanted.is_empty() || self.last_work.is_some_and(|at| now.since(at) < LINGER));
+            && (!self.wanted.is_empty()
+                || !self.pins.is_empty()
+                || self.last_work.is_some_and(|at| now.since(at) < LINGER));
         if !self.lease_writing {
             let (observed, seen_at) = cache.leases.seen(&self.lease, blind, now);
             campaign.observe(observed, seen_at);
@@ -533,7 +637,7 @@ impl Allocator {
                         self.lease.clone(),
                         write,
                         None,
-                        self.timeout,
+                        self.lease_timeout,
                         &self.lease_tx,
                     );
                 }
@@ -545,6 +649,7 @@ impl Allocator {
             self.listed = None;
             self.listing = false;
             if holds {
+                self.term += 1;
                 tracing::info!(
                     lease = %format!("{}/{}", self.lease.namespace, self.lease.name),
                     "this node allocates Service addresses from the pools"
@@ -562,53 +667,55 @@ impl Allocator {
             return next;
         }
         for wanted in std::mem::take(&mut self.wanted) {
-            if !self.writing.insert(wanted.uid.clone()) {
+            if self.pins.contains_key(&wanted.uid) {
                 continue;
             }
+            self.pins.insert(
+                wanted.uid.clone(),
+                Pin {
+                    service: wanted.service.clone(),
+                    addresses: wanted.addresses.clone(),
+                    ports: wanted.ports.clone(),
+                    base: wanted.resource_version.parse().ok(),
+                    at: now,
+                },
+            );
             let client = self.client.clone();
             let tx = self.tx.clone();
             let timeout = self.timeout;
             tokio::spawn(async move {
-                let result = tokio::time::timeout(timeout, write(&client, &wanted)).await;
-                let (result, conflict) = match result {
-                    Ok(Ok(_)) => (Ok(()), false),
-                    Ok(Err(kube::Error::Api(s))) if s.code == 409 => (Err(s.message), true),
-                    Ok(Err(e)) => (Err(e.to_string()), false),
-                    Err(_) => (Err("timed out".to_string()), false),
-                };
+                let result = write(&client, &wanted, timeout).await;
                 let _ = tx.send(Done::Service {
                     wanted: Box::new(WantedDone(wanted)),
                     result,
-                    conflict,
                 });
             });
         }
         next
     }
 
-    /// Reads the allocated Services from the API server (not the cache).
+    /// Reads the allocated Services from the API server (not the cache),
+    /// for this term.
     fn list(&self) {
         let client = self.client.clone();
         let tx = self.tx.clone();
+        let term = self.term;
         tokio::spawn(async move {
             let api: Api<Service> = Api::all(client);
             let selector = format!("{IMPLEMENTATION_LABEL}={IMPLEMENTATION_LABEL_VALUE}");
-            let result = api
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .map(|list| {
+            let params = ListParams::default().labels(&selector);
+            let listing = api.list(&params);
+            let result = match tokio::time::timeout(LIST_TIMEOUT, listing).await {
+                Ok(Ok(list)) => {
                     let inputs: Vec<ServiceInput> =
                         list.items.iter().map(translate::service_input).collect();
-                    // Every class: any Service's address is used.
-                    let everyone = LbClassRule {
-                        class_only: false,
-                        class_name: String::new(),
-                        legacy: true,
-                    };
-                    ipam::requests_and_uses(&inputs, &everyone).1
-                })
-                .map_err(|e| e.to_string());
-            let _ = tx.send(Done::Listed(result));
+                    // Whatever the class: only the addresses count.
+                    Ok(ipam::requests_and_uses(&inputs, &LbClassRule::default()).1)
+                }
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("timed out".to_string()),
+            };
+            let _ = tx.send(Done::Listed(term, result));
         });
     }
 
@@ -620,37 +727,37 @@ impl Allocator {
         }
     }
 
-    /// Records `done`; an allocation written comes back for its Event.
-    pub fn finished(&mut self, done: Done, now: Mono) -> Option<Allocated> {
+    /// Records `done`. Returns an allocation written, for its Event, and
+    /// whether the pools' picture changed (the next pass plans again).
+    pub fn finished(&mut self, done: Done, now: Mono) -> (Option<Allocated>, bool) {
         match done {
             Done::Lease(done) => {
                 self.lease_writing = false;
                 if let Some(c) = self.campaign.as_mut() {
                     c.finish(done, now);
                 }
-                None
+                (None, false)
             }
-            Done::Listed(Ok(uses)) => {
-                self.listing = false;
-                if self.holding {
-                    self.listed = Some(uses);
+            Done::Listed(term, result) => {
+                if term != self.term || !self.holding {
+                    return (None, false);
                 }
-                None
-            }
-            Done::Listed(Err(e)) => {
                 self.listing = false;
-                tracing::warn!(error = %e, "cannot list the allocated Services; allocating waits");
-                None
-            }
-            Done::Service {
-                wanted,
-                result,
-                conflict,
-            } => {
-                let WantedDone(w) = *wanted;
-                self.writing.remove(&w.uid);
                 match result {
-                    Ok(()) => {
+                    Ok(uses) => {
+                        self.listed = Some((uses, now));
+                        (None, true)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot list the allocated Services; allocating waits");
+                        (None, false)
+                    }
+                }
+            }
+            Done::Service { wanted, result } => {
+                let WantedDone(w) = *wanted;
+                match result {
+                    WriteEnd::Stored => {
                         self.failed.remove(&w.uid);
                         let text = w
                             .addresses
@@ -666,40 +773,73 @@ impl Allocator {
                             None => format!("address {text} from pool {}", w.pool),
                         };
                         tracing::info!(service = %w.service, addresses = %text, pool = %w.pool, "address allocated");
-                        self.written.insert(
-                            w.uid.clone(),
-                            Written {
-                                service: w.service.clone(),
-                                addresses: w.addresses,
-                                ports: w.ports,
-                                at: now,
-                                seen: false,
-                            },
-                        );
-                        Some(Allocated {
-                            service: w.service,
-                            uid: w.uid,
-                            message,
-                        })
+                        self.written
+                            .insert(w.uid.clone(), (w.addresses.clone(), now));
+                        (
+                            Some(Allocated {
+                                service: w.service,
+                                uid: w.uid,
+                                message,
+                            }),
+                            true,
+                        )
                     }
-                    Err(e) => {
-                        if !conflict {
-                            tracing::warn!(service = %w.service, error = %e, "cannot write the allocated address; trying again");
-                        }
-                        self.failed.insert(w.uid, now.after(RETRY_AFTER));
-                        None
+                    WriteEnd::Conflict | WriteEnd::NotSent => {
+                        // Not stored: decided again on what the watch shows.
+                        self.pins.remove(&w.uid);
+                        self.back_off(&w.uid, now);
+                        (None, true)
+                    }
+                    WriteEnd::Failed(e) => {
+                        // Maybe stored: the pin stays until the watch tells.
+                        let wait = self.back_off(&w.uid, now);
+                        tracing::warn!(service = %w.service, error = %e, "cannot write the allocated address; trying again in {wait:?}");
+                        (None, true)
                     }
                 }
             }
         }
     }
+
+    /// Makes `uid` wait before it is written again, twice as long as the
+    /// last time, from 1 s to [`RETRY_MAX`].
+    fn back_off(&mut self, uid: &str, now: Mono) -> Duration {
+        let wait = self
+            .failed
+            .get(uid)
+            .map_or(Duration::from_secs(1), |(_, last)| {
+                (*last * 2).min(RETRY_MAX)
+            });
+        self.failed.insert(uid.to_string(), (now.after(wait), wait));
+        wait
+    }
 }
 
-/// Writes `wanted`: a merge patch carrying the resourceVersion it was
-/// decided on, or where RBAC grants only `update` on services a read of the
-/// Service, refused as a conflict when it changed since, and a guarded
-/// replace.
-async fn write(client: &Client, wanted: &Wanted) -> kube::Result<Service> {
+/// Whether `svc`'s address looks written by an allocator: labelled
+/// `implementation: kube-vip` and, as kube-vip-cloud-provider writes it,
+/// `spec.loadBalancerIP` equal to the first address. A hand-set address
+/// (the cloud provider labels those too) has no `spec.loadBalancerIP`.
+fn allocator_made(svc: &Service) -> bool {
+    let labelled = svc.labels().get(IMPLEMENTATION_LABEL).map(String::as_str)
+        == Some(IMPLEMENTATION_LABEL_VALUE);
+    let first = svc
+        .annotations()
+        .get(LOADBALANCER_IPS_ANNOTATION)
+        .and_then(|v| v.split(',').next())
+        .map(str::trim);
+    let spec = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.load_balancer_ip.as_deref());
+    labelled && first.is_some() && spec == first
+}
+
+/// Writes `wanted` within `timeout`: a merge patch carrying the
+/// resourceVersion it was decided on, or where RBAC grants only `update` on
+/// services a read of the Service, refused as a conflict when it changed
+/// since, and a guarded replace. Only the addresses' annotation, the label
+/// and (from an `interface-*` key) the interface annotation are written.
+async fn write(client: &Client, wanted: &Wanted, timeout: Duration) -> WriteEnd {
     let api: Api<Service> = Api::namespaced(client.clone(), &wanted.service.namespace);
     let name = wanted.service.name.as_str();
     let value = wanted
@@ -709,8 +849,17 @@ async fn write(client: &Client, wanted: &Wanted) -> kube::Result<Service> {
         .collect::<Vec<_>>()
         .join(",");
     let target = format!("services/{}", wanted.service);
-    let _ = crate::budget::admit(&target, "services", crate::budget::Urgency::Now).await;
-    let result = crate::access::write(Write::Services, |verb| {
+    if crate::budget::admit(
+        &target,
+        "services",
+        crate::budget::Urgency::Within(timeout / 2),
+    )
+    .await
+    .is_err()
+    {
+        return WriteEnd::NotSent;
+    }
+    let call = crate::access::write(Write::Services, |verb| {
         let value = value.clone();
         let api = api.clone();
         async move {
@@ -756,14 +905,18 @@ async fn write(client: &Client, wanted: &Wanted) -> kube::Result<Service> {
                 }
             }
         }
-    })
-    .await;
-    crate::budget::answered(
-        &target,
-        "services",
-        "allocate",
-        crate::budget::code(&result),
-    );
-    crate::metrics::api_request("services", "allocate", result.is_ok());
-    result
+    });
+    let result = tokio::time::timeout(timeout, call).await;
+    let code = match &result {
+        Ok(r) => crate::budget::code(r),
+        Err(_) => None,
+    };
+    crate::budget::answered(&target, "services", "allocate", code);
+    crate::metrics::api_request("services", "allocate", matches!(result, Ok(Ok(_))));
+    match result {
+        Ok(Ok(_)) => WriteEnd::Stored,
+        Ok(Err(kube::Error::Api(s))) if s.code == 409 => WriteEnd::Conflict,
+        Ok(Err(e)) => WriteEnd::Failed(e.to_string()),
+        Err(_) => WriteEnd::Failed("timed out".to_string()),
+    }
 }

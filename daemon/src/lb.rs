@@ -312,7 +312,8 @@ impl LbRole {
                     pass_due = true;
                 }
                 Some(done) = self.allocator.next_done() => {
-                    if let Some(allocated) = self.allocator.finished(done, self.now()) {
+                    let (allocated, changed) = self.allocator.finished(done, self.now());
+                    if let Some(allocated) = allocated {
                         self.events.record(
                             &allocated.service,
                             Some(allocated.uid),
@@ -320,8 +321,7 @@ impl LbRole {
                             allocated.message,
                         );
                     }
-                    // What was written counts as used at once.
-                    self.dirty = true;
+                    self.dirty |= changed;
                     pass_due = true;
                 }
                 Some(conflict) = self.vips.next_conflict() => {
@@ -735,13 +735,36 @@ impl LbRole {
                 }
             })
             .collect();
+        // kvip_restrict_to_pools: a Service outside its pool claims nothing.
+        let fenced = match self.allocator.fence() {
+            Some(fence) if self.config.restrict_to_pools => {
+                kvip_core::ipam::outside_pools(&inputs, &rule, fence.as_deref())
+            }
+            // Not read yet: nothing is fenced (the ConfigMap watch says why).
+            _ => BTreeMap::new(),
+        };
+        let admitted: Vec<kvip_core::ServiceInput> = if fenced.is_empty() {
+            Vec::new()
+        } else {
+            inputs
+                .iter()
+                .filter(|i| !fenced.contains_key(&i.key))
+                .cloned()
+                .collect()
+        };
         let slices = self.cache.slices.state();
         let mut assessment = assess(
-            &inputs,
+            if fenced.is_empty() {
+                &inputs
+            } else {
+                &admitted
+            },
             slices.iter().filter_map(|s| translate::slice_input(s)),
             &nodes,
             &rule,
         );
+        let fenced_keys: BTreeSet<ServiceKey> = fenced.keys().cloned().collect();
+        assessment.pending.extend(fenced);
         for (key, e) in &assessment.refused {
             let text = e.to_string();
             if self.reported.get(key) != Some(&text) {
@@ -752,37 +775,22 @@ impl LbRole {
         self.reported
             .retain(|k, _| assessment.refused.contains_key(k));
         // Addresses from the pools: what a Service without one gets (the
-        // allocator writes it), why it gets none, and the fence.
+        // allocator writes it) and why it gets none.
         let known = self.allocator.pools();
-        if self.config.restrict_to_pools {
-            match &known {
-                ipam::Known::Unknown => {
-                    // Never a fence of nothing: what announces stays
-                    // announced until the pools can be read (said by the
-                    // ConfigMap watch).
-                }
-                _ => assessment.fence(known.config()),
-            }
-        }
-        let versions: BTreeMap<ServiceKey, (String, String)> = services
+        let by_key: BTreeMap<ServiceKey, Arc<Service>> = services
             .iter()
-            .filter_map(|s| {
-                Some((
-                    translate::service_key(s),
-                    (
-                        s.metadata.uid.clone()?,
-                        s.metadata.resource_version.clone()?,
-                    ),
-                ))
-            })
+            .map(|s| (translate::service_key(s), s.clone()))
             .collect();
-        let planned = self.allocator.plan(&known, &inputs, &rule, &versions, now);
+        let planned = self
+            .allocator
+            .plan(&known, &inputs, &rule, &by_key, &fenced_keys, now);
         assessment.no_pool_address(&planned.refused);
         let ours: BTreeSet<ServiceKey> = assessment
             .views
             .iter()
             .map(|v| v.key.clone())
             .chain(assessment.refused.keys().cloned())
+            .chain(fenced_keys.iter().cloned())
             .collect();
         // kube-vip annotations that would do something there and do nothing
         // here: said once per Service.
@@ -891,10 +899,6 @@ impl LbRole {
                 shutting_down,
             )
         };
-        let by_key: BTreeMap<ServiceKey, Arc<Service>> = services
-            .iter()
-            .map(|s| (translate::service_key(s), s.clone()))
-            .collect();
         // Only what kvip's own Services have, address by address: another
         // load balancer's status must not spare an address its probe. Nor
         // may a status that is the Service's only source of addresses,

@@ -475,6 +475,7 @@ fn variable_of(problem: &ConfigProblem) -> &str {
         ConfigProblem::InvalidApiBudget { variable, .. } => variable,
         ConfigProblem::InvalidPrometheusServer { .. } => "prometheus_server",
         ConfigProblem::ControlPlaneWithoutAddress => "address",
+        ConfigProblem::IpamNeedsEveryNamespace => "kvip_ipam",
     }
 }
 

@@ -539,7 +539,24 @@ pub fn build(snapshot: &Snapshot, rules: &Rules) -> Report {
             input
         })
         .collect();
-    let mut assessment = assess(&inputs, snapshot.slices.iter().cloned(), &nodes, class);
+    // kvip_restrict_to_pools, as the daemon applies it: a Service outside
+    // its pool claims nothing.
+    let fenced = match &snapshot.pools {
+        Pools::Read(config) if rules.restrict_to_pools => {
+            kvip_core::ipam::outside_pools(&inputs, class, Some(config))
+        }
+        Pools::Absent if rules.restrict_to_pools => {
+            kvip_core::ipam::outside_pools(&inputs, class, None)
+        }
+        _ => BTreeMap::new(),
+    };
+    let admitted: Vec<ServiceInput> = inputs
+        .iter()
+        .filter(|i| !fenced.contains_key(&i.key))
+        .cloned()
+        .collect();
+    let mut assessment = assess(&admitted, snapshot.slices.iter().cloned(), &nodes, class);
+    assessment.pending.extend(fenced);
     // As the daemon does before electing. (It also refuses a subnet's
     // network and broadcast addresses, but that needs the node's interfaces,
     // which the API does not show: such a Service stays `electing` here, and
@@ -555,8 +572,6 @@ pub fn build(snapshot: &Snapshot, rules: &Rules) -> Report {
     };
     if let Pools::Unreadable(e) = &snapshot.pools {
         pool_problems.push(e.clone());
-    } else if rules.restrict_to_pools {
-        assessment.fence(config);
     }
     if let Some(config) = config {
         let (requests, uses) = kvip_core::ipam::requests_and_uses(&inputs, class);
