@@ -29,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod allocator;
 pub mod assess;
 pub mod budget;
 pub mod campaign;

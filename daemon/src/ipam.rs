@@ -34,15 +34,14 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use kvip_core::access::{Verb, Write};
+use kvip_core::allocator::{Cached, Planner, Write as AllocationWrite};
 use kvip_core::ipam::{
     self, AddressUse, IMPLEMENTATION_LABEL, IMPLEMENTATION_LABEL_VALUE, IpamError, PoolConfig,
-    Request,
 };
 use kvip_core::service::{LOADBALANCER_IPS_ANNOTATION, SERVICE_INTERFACE_ANNOTATION};
 use kvip_core::{Elector, LbClassRule, LeaseKey, Mono, ServiceInput, ServiceKey};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -55,9 +54,8 @@ pub const IPAM_LEASE: &str = "kvip-ipam";
 /// address: a burst of creates is served by one holder.
 const LINGER: Duration = Duration::from_secs(30);
 
-/// How long an address this node wrote is checked for a clash with another
-/// allocator, and counted as used while the watch does not show it.
-const WRITTEN_KEPT: Duration = Duration::from_secs(60);
+/// How long the list at the start of a term may take.
+const LIST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What this node knows of the pools.
 #[derive(Debug, Clone)]
@@ -233,46 +231,6 @@ impl Pools {
     }
 }
 
-/// An allocation to write.
-#[derive(Debug, Clone)]
-struct Wanted {
-    uid: String,
-    service: ServiceKey,
-    resource_version: String,
-    addresses: Vec<IpAddr>,
-    interface: Option<String>,
-    pool: String,
-    ports: Vec<(String, u16)>,
-    /// Instead of an address it wrote that another allocator handed out too.
-    replaces: Option<IpAddr>,
-}
-
-/// Addresses being written, or written and not shown by the watch yet:
-/// used, whatever the next plan would choose.
-#[derive(Debug, Clone)]
-struct Pin {
-    service: ServiceKey,
-    addresses: Vec<IpAddr>,
-    ports: Vec<(String, u16)>,
-    /// The resourceVersion the write was guarded by: once the watch shows
-    /// a later one, it shows what became of the write.
-    base: Option<u64>,
-    at: Mono,
-}
-
-/// How long a pin outlives a watch that shows nothing newer.
-const PIN_KEPT: Duration = Duration::from_secs(60);
-
-/// How long the list at the start of a term counts: the watch has caught
-/// up long before.
-const LIST_KEPT: Duration = Duration::from_secs(10);
-
-/// How long the list at the start of a term may take.
-const LIST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The longest a Service waits after failed writes.
-const RETRY_MAX: Duration = Duration::from_secs(60);
-
 /// A finished piece of the allocator's background work.
 pub enum Done {
     /// A write of its Lease.
@@ -282,7 +240,7 @@ pub enum Done {
     /// An allocation written (or not).
     Service {
         /// What was written.
-        wanted: Box<WantedDone>,
+        write: Box<AllocationWrite>,
         /// How it ended.
         result: WriteEnd,
     },
@@ -301,9 +259,6 @@ pub enum WriteEnd {
     Failed(String),
 }
 
-/// The allocation a [`Done::Service`] reports on.
-pub struct WantedDone(Wanted);
-
 /// What the assessment needs from the pools.
 #[derive(Debug, Default)]
 pub struct Planned {
@@ -321,7 +276,8 @@ pub struct Allocated {
     pub message: String,
 }
 
-/// The allocator of one node.
+/// The allocator of one node: the Lease, the writes, and the core's
+/// bookkeeping ([`Planner`]).
 pub struct Allocator {
     /// Watched only when kvip allocates or fences.
     pools: Option<Pools>,
@@ -338,25 +294,15 @@ pub struct Allocator {
     rx: mpsc::UnboundedReceiver<Done>,
     lease_tx: mpsc::UnboundedSender<WriteDone>,
     lease_rx: mpsc::UnboundedReceiver<WriteDone>,
-    /// Addresses being written or not shown yet, by uid.
-    pins: BTreeMap<String, Pin>,
-    /// Allocations this node wrote lately, by uid (for a clash with another
-    /// allocator).
-    written: BTreeMap<String, (Vec<IpAddr>, Mono)>,
-    /// Services whose writes failed: until when they wait, and the wait.
-    failed: BTreeMap<String, (Mono, Duration)>,
+    planner: Planner,
     /// What the last plan found to write.
-    wanted: Vec<Wanted>,
+    wanted: Vec<AllocationWrite>,
     /// When there was last something to write.
     last_work: Option<Mono>,
     /// The term: counted up each time this node starts holding the Lease.
     term: u64,
-    /// The consistent list of this term and when it came: `None` until then.
-    listed: Option<(Vec<AddressUse>, Mono)>,
     listing: bool,
     holding: bool,
-    /// Clashes already said, by uid.
-    said: BTreeSet<String>,
 }
 
 impl Allocator {
@@ -405,16 +351,12 @@ impl Allocator {
             rx,
             lease_tx,
             lease_rx,
-            pins: BTreeMap::new(),
-            written: BTreeMap::new(),
-            failed: BTreeMap::new(),
+            planner: Planner::default(),
             wanted: Vec::new(),
             last_work: None,
             term: 0,
-            listed: None,
             listing: false,
             holding: false,
-            said: BTreeSet::new(),
         }
     }
 
@@ -462,156 +404,31 @@ impl Allocator {
             crate::metrics::pool_usage(&[]);
             return Planned::default();
         };
-        let version = |key: &ServiceKey| {
-            services
-                .get(key)
-                .and_then(|s| s.metadata.resource_version.clone())
-        };
-        let by_uid: BTreeMap<&str, &ServiceInput> = inputs
+        let cached: Vec<Cached> = inputs
             .iter()
-            .filter(|i| !i.uid.is_empty())
-            .map(|i| (i.uid.as_str(), i))
-            .collect();
-        // A pin goes when its Service is gone or the watch shows a later
-        // version of it: then the watch shows what became of the write.
-        self.pins.retain(|uid, pin| {
-            let Some(input) = by_uid.get(uid.as_str()) else {
-                return false;
-            };
-            let shown = version(&input.key).and_then(|v| v.parse::<u64>().ok());
-            let moved_on = matches!((shown, pin.base), (Some(s), Some(b)) if s > b);
-            !moved_on && now.since(pin.at) < PIN_KEPT
-        });
-        self.failed
-            .retain(|uid, _| by_uid.contains_key(uid.as_str()));
-        self.written.retain(|uid, (_, at)| {
-            by_uid.contains_key(uid.as_str()) && now.since(*at) < WRITTEN_KEPT
-        });
-        if let Some((listed, at)) = &mut self.listed
-            && now.since(*at) >= LIST_KEPT
-        {
-            listed.clear();
-        }
-
-        let (requests, mut uses) = ipam::requests_and_uses(inputs, class);
-        uses.retain(|u| !fenced.contains(&u.service));
-        let pinned: BTreeSet<&ServiceKey> = self.pins.values().map(|p| &p.service).collect();
-        uses.retain(|u| !pinned.contains(&u.service));
-        uses.extend(self.pins.values().map(|p| AddressUse {
-            service: p.service.clone(),
-            addresses: p.addresses.clone(),
-            ports: p.ports.clone(),
-        }));
-        if let Some((listed, _)) = &self.listed {
-            uses.extend(listed.iter().cloned());
-        }
-        let waiting = |key: &ServiceKey| {
-            services
-                .get(key)
-                .and_then(|s| s.metadata.uid.as_deref())
-                .is_some_and(|uid| {
-                    self.pins.contains_key(uid)
-                        || self.failed.get(uid).is_some_and(|(until, _)| now < *until)
+            .filter_map(|input| {
+                let svc = services.get(&input.key)?;
+                Some(Cached {
+                    input: input.clone(),
+                    resource_version: svc.metadata.resource_version.clone()?,
+                    allocator_made: allocator_made(svc),
                 })
-        };
-        let mut requests: Vec<Request> = requests
-            .into_iter()
-            .map(|(_, r)| r)
-            .filter(|r| !waiting(&r.service))
+            })
             .collect();
-        // An address this node wrote that another allocator handed out to
-        // another Service at the same time: this node's Service, not served
-        // yet, takes another in the same pass as every other allocation.
-        let mut replaces: BTreeMap<ServiceKey, IpAddr> = BTreeMap::new();
-        if self.enabled {
-            let mut holders: BTreeMap<IpAddr, Vec<&AddressUse>> = BTreeMap::new();
-            for u in &uses {
-                for a in &u.addresses {
-                    holders.entry(*a).or_default().push(u);
-                }
-            }
-            for (uid, (addresses, _)) in &self.written {
-                let Some(input) = by_uid.get(uid.as_str()) else {
-                    continue;
-                };
-                if self.pins.contains_key(uid) {
-                    continue;
-                }
-                let mine = AddressUse {
-                    service: input.key.clone(),
-                    addresses: addresses.clone(),
-                    ports: input.ports.clone(),
-                };
-                let shown = ipam::named_addresses(input);
-                let served = input
-                    .ingress_ips
-                    .iter()
-                    .filter_map(|i| i.parse::<IpAddr>().ok())
-                    .any(|a| addresses.contains(&a));
-                if shown != *addresses || served {
-                    continue;
-                }
-                let others: Vec<AddressUse> = addresses
-                    .iter()
-                    .flat_map(|a| holders.get(a).into_iter().flatten())
-                    .filter(|u| {
-                        u.service != input.key
-                            && services.get(&u.service).is_some_and(|s| allocator_made(s))
-                    })
-                    .map(|u| (*u).clone())
-                    .collect();
-                let Some((address, other)) = ipam::clash(config, &mine, &others) else {
-                    continue;
-                };
-                if self.said.insert(uid.clone()) {
-                    tracing::warn!(service = %input.key, %address, other = %other, "another allocator (kube-vip-cloud-provider?) gave the address kvip wrote to another Service at the same time: giving this Service another address");
-                }
-                replaces.insert(input.key.clone(), address);
-                requests.insert(0, Request::of(input));
-            }
+        let plan = self
+            .planner
+            .plan(config, &cached, class, fenced, self.enabled, now);
+        for (service, address, other) in &plan.clashes {
+            tracing::warn!(service = %service, %address, other = %other, "another allocator (kube-vip-cloud-provider?) gave the address kvip wrote to another Service at the same time: giving this Service another address");
         }
-        // A Service taking another address no longer uses its own; the
-        // other Service keeps it.
-        uses.retain(|u| !replaces.contains_key(&u.service));
-        let outcome = if self.enabled {
-            ipam::allocate_all(config, &requests, &uses)
-        } else {
-            ipam::Outcome::default()
-        };
-        let mut counted = uses.clone();
-        counted.extend(outcome.allocations.iter().map(|(r, a)| AddressUse {
-            service: r.service.clone(),
-            addresses: a.addresses.clone(),
-            ports: r.ports.clone(),
-        }));
-        crate::metrics::pool_usage(&ipam::pool_usage(config, &counted));
-        for (request, allocation) in &outcome.allocations {
-            let Some(svc) = services.get(&request.service) else {
-                continue;
-            };
-            let (Some(uid), Some(version)) = (
-                svc.metadata.uid.clone(),
-                svc.metadata.resource_version.clone(),
-            ) else {
-                continue;
-            };
-            self.wanted.push(Wanted {
-                uid,
-                service: request.service.clone(),
-                resource_version: version,
-                addresses: allocation.addresses.clone(),
-                interface: allocation.interface.clone(),
-                pool: allocation.pool.clone(),
-                ports: request.ports.clone(),
-                replaces: replaces.get(&request.service).copied(),
-            });
-        }
+        crate::metrics::pool_usage(&plan.usage);
+        self.wanted = plan.writes;
         if !self.wanted.is_empty() {
             self.last_work = Some(now);
         }
-        let mut refused = outcome.refused;
-        refused.retain(|key, _| !replaces.contains_key(key));
-        Planned { refused }
+        Planned {
+            refused: plan.refused,
+        }
     }
 
     /// Campaigns for the allocator's Lease while there is work, and writes
@@ -623,7 +440,7 @@ impl Allocator {
         };
         let candidate = self.enabled
             && (!self.wanted.is_empty()
-                || !self.pins.is_empty()
+                || self.planner.writing()
                 || self.last_work.is_some_and(|at| now.since(at) < LINGER));
         if !self.lease_writing {
             let (observed, seen_at) = cache.leases.seen(&self.lease, blind, now);
@@ -646,7 +463,7 @@ impl Allocator {
         let holds = campaign.holds(now);
         if holds != self.holding {
             self.holding = holds;
-            self.listed = None;
+            self.planner.term_ended();
             self.listing = false;
             if holds {
                 self.term += 1;
@@ -659,7 +476,7 @@ impl Allocator {
         if !holds {
             return next;
         }
-        if self.listed.is_none() {
+        if !self.planner.has_list() {
             if !self.listing {
                 self.listing = true;
                 self.list();
@@ -667,26 +484,17 @@ impl Allocator {
             return next;
         }
         for wanted in std::mem::take(&mut self.wanted) {
-            if self.pins.contains_key(&wanted.uid) {
+            if self.planner.pinned(&wanted.uid) {
                 continue;
             }
-            self.pins.insert(
-                wanted.uid.clone(),
-                Pin {
-                    service: wanted.service.clone(),
-                    addresses: wanted.addresses.clone(),
-                    ports: wanted.ports.clone(),
-                    base: wanted.resource_version.parse().ok(),
-                    at: now,
-                },
-            );
+            self.planner.sending(&wanted, now);
             let client = self.client.clone();
             let tx = self.tx.clone();
             let timeout = self.timeout;
             tokio::spawn(async move {
                 let result = write(&client, &wanted, timeout).await;
                 let _ = tx.send(Done::Service {
-                    wanted: Box::new(WantedDone(wanted)),
+                    write: Box::new(wanted),
                     result,
                 });
             });
@@ -745,7 +553,7 @@ impl Allocator {
                 self.listing = false;
                 match result {
                     Ok(uses) => {
-                        self.listed = Some((uses, now));
+                        self.planner.listed(uses, now);
                         (None, true)
                     }
                     Err(e) => {
@@ -754,64 +562,45 @@ impl Allocator {
                     }
                 }
             }
-            Done::Service { wanted, result } => {
-                let WantedDone(w) = *wanted;
-                match result {
-                    WriteEnd::Stored => {
-                        self.failed.remove(&w.uid);
-                        let text = w
-                            .addresses
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", ");
-                        let message = match w.replaces {
-                            Some(old) => format!(
-                                "address {text} from pool {}, instead of {old}, which another allocator gave another Service at the same time",
-                                w.pool
-                            ),
-                            None => format!("address {text} from pool {}", w.pool),
-                        };
-                        tracing::info!(service = %w.service, addresses = %text, pool = %w.pool, "address allocated");
-                        self.written
-                            .insert(w.uid.clone(), (w.addresses.clone(), now));
-                        (
-                            Some(Allocated {
-                                service: w.service,
-                                uid: w.uid,
-                                message,
-                            }),
-                            true,
-                        )
-                    }
-                    WriteEnd::Conflict | WriteEnd::NotSent => {
-                        // Not stored: decided again on what the watch shows.
-                        self.pins.remove(&w.uid);
-                        self.back_off(&w.uid, now);
-                        (None, true)
-                    }
-                    WriteEnd::Failed(e) => {
-                        // Maybe stored: the pin stays until the watch tells.
-                        let wait = self.back_off(&w.uid, now);
-                        tracing::warn!(service = %w.service, error = %e, "cannot write the allocated address; trying again in {wait:?}");
-                        (None, true)
-                    }
+            Done::Service { write: w, result } => match result {
+                WriteEnd::Stored => {
+                    let addresses = &w.allocation.addresses;
+                    self.planner.stored(&w.uid, addresses, now);
+                    let text = addresses
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let pool = &w.allocation.pool;
+                    let message = match w.replaces {
+                        Some(old) => format!(
+                            "address {text} from pool {pool}, instead of {old}, which another allocator gave another Service at the same time"
+                        ),
+                        None => format!("address {text} from pool {pool}"),
+                    };
+                    tracing::info!(service = %w.service, addresses = %text, pool = %pool, "address allocated");
+                    (
+                        Some(Allocated {
+                            service: w.service.clone(),
+                            uid: w.uid.clone(),
+                            message,
+                        }),
+                        true,
+                    )
                 }
-            }
+                WriteEnd::Conflict | WriteEnd::NotSent => {
+                    // Not stored: decided again on what the watch shows.
+                    self.planner.not_stored(&w.uid, now);
+                    (None, true)
+                }
+                WriteEnd::Failed(e) => {
+                    // Maybe stored: the address stays used until the watch tells.
+                    let wait = self.planner.failed(&w.uid, now);
+                    tracing::warn!(service = %w.service, error = %e, "cannot write the allocated address; trying again in {wait:?}");
+                    (None, true)
+                }
+            },
         }
-    }
-
-    /// Makes `uid` wait before it is written again, twice as long as the
-    /// last time, from 1 s to [`RETRY_MAX`].
-    fn back_off(&mut self, uid: &str, now: Mono) -> Duration {
-        let wait = self
-            .failed
-            .get(uid)
-            .map_or(Duration::from_secs(1), |(_, last)| {
-                (*last * 2).min(RETRY_MAX)
-            });
-        self.failed.insert(uid.to_string(), (now.after(wait), wait));
-        wait
     }
 }
 
@@ -839,10 +628,11 @@ fn allocator_made(svc: &Service) -> bool {
 /// services a read of the Service, refused as a conflict when it changed
 /// since, and a guarded replace. Only the addresses' annotation, the label
 /// and (from an `interface-*` key) the interface annotation are written.
-async fn write(client: &Client, wanted: &Wanted, timeout: Duration) -> WriteEnd {
+async fn write(client: &Client, wanted: &AllocationWrite, timeout: Duration) -> WriteEnd {
     let api: Api<Service> = Api::namespaced(client.clone(), &wanted.service.namespace);
     let name = wanted.service.name.as_str();
     let value = wanted
+        .allocation
         .addresses
         .iter()
         .map(ToString::to_string)
@@ -867,7 +657,7 @@ async fn write(client: &Client, wanted: &Wanted, timeout: Duration) -> WriteEnd 
                 Verb::Patch => {
                     let mut annotations = serde_json::Map::new();
                     annotations.insert(LOADBALANCER_IPS_ANNOTATION.to_string(), json!(value));
-                    if let Some(interface) = &wanted.interface {
+                    if let Some(interface) = &wanted.allocation.interface {
                         annotations
                             .insert(SERVICE_INTERFACE_ANNOTATION.to_string(), json!(interface));
                     }
@@ -897,7 +687,7 @@ async fn write(client: &Client, wanted: &Wanted, timeout: Duration) -> WriteEnd 
                     );
                     let annotations = svc.annotations_mut();
                     annotations.insert(LOADBALANCER_IPS_ANNOTATION.to_string(), value);
-                    if let Some(interface) = &wanted.interface {
+                    if let Some(interface) = &wanted.allocation.interface {
                         annotations
                             .insert(SERVICE_INTERFACE_ANNOTATION.to_string(), interface.clone());
                     }
