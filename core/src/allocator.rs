@@ -16,6 +16,11 @@
 //!   allocation. Only against a Service whose address looks allocated
 //!   ([`Cached::allocator_made`]): a hand-set address is the author's
 //!   choice, and the claim order settles it.
+//! - **Giving way.** A Service seen to become allocator-made while this
+//!   node watches is kube-vip-cloud-provider at work (kvip never writes
+//!   `spec.loadBalancerIP`). Two allocators that cannot see each other's
+//!   choices only race, so kvip allocates nothing until [`GIVE_WAY`] after
+//!   the cloud provider's last allocation; its own repairs go on.
 
 use crate::election::Mono;
 use crate::ipam::{self, AddressUse, Allocation, IpamError, PoolConfig, PoolUsage, Request};
@@ -35,6 +40,10 @@ pub const LIST_KEPT: Duration = Duration::from_secs(10);
 pub const RETRY_FIRST: Duration = Duration::from_secs(1);
 /// The longest a Service waits after failed writes.
 pub const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// How long kvip allocates nothing after kube-vip-cloud-provider was seen
+/// allocating.
+pub const GIVE_WAY: Duration = Duration::from_secs(600);
 
 /// A cached Service with what the planner needs beside its input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +85,8 @@ pub struct Plan {
     pub usage: Vec<PoolUsage>,
     /// Clashes found for the first time: (Service, address, the other).
     pub clashes: Vec<(ServiceKey, IpAddr, ServiceKey)>,
+    /// kube-vip-cloud-provider was first seen allocating, for this Service.
+    pub gave_way: Option<ServiceKey>,
 }
 
 #[derive(Debug, Clone)]
@@ -95,6 +106,10 @@ pub struct Planner {
     failed: BTreeMap<String, (Mono, Duration)>,
     listed: Option<(Vec<AddressUse>, Mono)>,
     said: BTreeSet<String>,
+    /// Whether each Service looked allocator-made when last seen.
+    made: BTreeMap<String, bool>,
+    /// When kube-vip-cloud-provider was last seen allocating.
+    foreign: Option<Mono>,
 }
 
 impl Planner {
@@ -152,6 +167,18 @@ impl Planner {
             by_uid.contains_key(uid.as_str()) && now.since(*at) < WRITTEN_KEPT
         });
         self.said.retain(|uid| self.written.contains_key(uid));
+        let mut gave_way = None;
+        for c in services {
+            let before = self.made.insert(c.input.uid.clone(), c.allocator_made);
+            if before == Some(false) && c.allocator_made {
+                if self.foreign.is_none_or(|at| now.since(at) >= GIVE_WAY) {
+                    gave_way = Some(c.input.key.clone());
+                }
+                self.foreign = Some(now);
+            }
+        }
+        self.made.retain(|uid, _| by_uid.contains_key(uid.as_str()));
+        let giving_way = self.foreign.is_some_and(|at| now.since(at) < GIVE_WAY);
         if let Some((listed, at)) = &mut self.listed
             && now.since(*at) >= LIST_KEPT
         {
@@ -187,7 +214,13 @@ impl Planner {
             .filter(|r| !waiting(&r.service))
             .collect();
 
-        let mut plan = Plan::default();
+        if giving_way {
+            requests.clear();
+        }
+        let mut plan = Plan {
+            gave_way,
+            ..Plan::default()
+        };
         let mut replaces: BTreeMap<ServiceKey, IpAddr> = BTreeMap::new();
         if allocating {
             let made: BTreeSet<&ServiceKey> = services
@@ -507,6 +540,43 @@ mod tests {
         served.input.ingress_ips = vec!["10.0.0.1".into()];
         let p = plan(&mut planner2, &config, &[served, theirs], at(2));
         assert!(p.writes.is_empty(), "{:?}", given(&p));
+    }
+
+    #[test]
+    fn kvip_gives_way_while_the_cloud_provider_allocates() {
+        let config = pools(&[("range-global", "10.0.0.1-10.0.0.4")]);
+        let mut planner = Planner::default();
+        // Allocated by the cloud provider before this node watched: no sign.
+        let mut old = with_address(cached("a", "old", 1, 100), "10.0.0.1", 100);
+        old.allocator_made = true;
+        let theirs = cached("a", "theirs", 2, 101);
+        let p = plan(&mut planner, &config, &[old.clone(), theirs.clone()], at(0));
+        assert_eq!(
+            given(&p),
+            [("a/theirs".to_string(), "10.0.0.2".to_string())]
+        );
+        // The cloud provider got there first: the Service became
+        // allocator-made under this node's eyes.
+        let mut done = with_address(theirs, "10.0.0.2", 102);
+        done.allocator_made = true;
+        let new = cached("a", "new", 3, 103);
+        let p = plan(
+            &mut planner,
+            &config,
+            &[old.clone(), done.clone(), new.clone()],
+            at(1),
+        );
+        assert_eq!(p.gave_way, Some(ServiceKey::new("a", "theirs")));
+        assert!(p.writes.is_empty(), "{:?}", given(&p));
+        let p = plan(
+            &mut planner,
+            &config,
+            &[old.clone(), done.clone(), new.clone()],
+            at(500),
+        );
+        assert!(p.writes.is_empty() && p.gave_way.is_none());
+        let p = plan(&mut planner, &config, &[old, done, new], at(601));
+        assert_eq!(given(&p), [("a/new".to_string(), "10.0.0.3".to_string())]);
     }
 
     #[test]

@@ -421,6 +421,9 @@ impl Allocator {
         for (service, address, other) in &plan.clashes {
             tracing::warn!(service = %service, %address, other = %other, "another allocator (kube-vip-cloud-provider?) gave the address kvip wrote to another Service at the same time: giving this Service another address");
         }
+        if let Some(service) = &plan.gave_way {
+            tracing::warn!(service = %service, "kube-vip-cloud-provider allocates in this cluster (it gave this Service its address): kvip allocates nothing until 10 minutes after its last allocation, so the two never race; remove it to let kvip allocate");
+        }
         crate::metrics::pool_usage(&plan.usage);
         self.wanted = plan.writes;
         if !self.wanted.is_empty() {

@@ -1040,12 +1040,15 @@ pub async fn read(
     pools: (&str, &str),
 ) -> Result<Snapshot, StatusError> {
     let (pools_namespace, pools_name) = pools;
+    // A list by name, which kvip's own RBAC grants (not get).
+    let by_name = ListParams::default().fields(&format!("metadata.name={pools_name}"));
     let pools = match Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
         client.clone(),
         pools_namespace,
     )
-    .get_opt(pools_name)
+    .list(&by_name)
     .await
+    .map(|list| list.items.into_iter().next())
     {
         Ok(None) => Pools::Absent,
         Ok(Some(map)) => {
