@@ -60,19 +60,9 @@ fn setup() -> Outcome {
 /// A LoadBalancer Service without an address on `port`, with `families`
 /// lines (`ipFamilyPolicy`, `ipFamilies`) as given.
 fn service(ns: &str, name: &str, port: u16, families: &str) -> String {
-    format!(
-        r#"
-apiVersion: v1
-kind: Service
-metadata:
-  name: {name}
-  namespace: {ns}
-spec:
-  type: LoadBalancer
-{families}  selector: {{ app: web }}
-  ports: [{{ port: {port}, targetPort: 8080 }}]
-"#
-    )
+    let type_line = "  type: LoadBalancer\n";
+    lb_service_on_port(ns, name, "Cluster", None, "web", port)
+        .replace(type_line, &format!("{type_line}{families}"))
 }
 
 fn plain(ns: &str, name: &str) -> String {
