@@ -5,6 +5,7 @@
 //! playing the kubelet. kvip's end-to-end tests run here.
 
 pub mod bench;
+pub mod cloud_provider;
 pub mod cluster;
 pub mod commands;
 pub mod control_plane;

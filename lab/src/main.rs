@@ -98,6 +98,12 @@ enum Command {
         #[arg(long = "interval-ms", default_value_t = 10)]
         interval_ms: u64,
     },
+    /// Start or stop kube-vip-cloud-provider (built on first use) in the
+    /// infra namespace: the allocator kvip's built-in pools follow.
+    CloudProvider {
+        #[command(subcommand)]
+        action: CloudProviderCommand,
+    },
     /// Inject or undo a fault.
     Fault {
         #[command(subcommand)]
@@ -152,6 +158,21 @@ enum Command {
         #[arg(long)]
         text: String,
     },
+}
+
+#[derive(Subcommand)]
+enum CloudProviderCommand {
+    /// Start it: the service controller only, no leader election.
+    Start {
+        /// Namespace of the ConfigMap with the pools (`KUBEVIP_NAMESPACE`).
+        #[arg(long, default_value = kvip_core::ipam::CONFIG_MAP_NAMESPACE)]
+        namespace: String,
+        /// Name of the ConfigMap with the pools (`KUBEVIP_CONFIG_MAP`).
+        #[arg(long = "config-map", default_value = kvip_core::ipam::CONFIG_MAP_NAME)]
+        config_map: String,
+    },
+    /// Stop it.
+    Stop,
 }
 
 #[derive(Subcommand)]
@@ -245,6 +266,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{sent} frame(s) claiming {ip} for {mac} sent from the client");
             Ok(())
         }
+        Command::CloudProvider { action } => match action {
+            CloudProviderCommand::Start {
+                namespace,
+                config_map,
+            } => commands::cloud_provider_start(&kvip_lab::cloud_provider::PoolSource {
+                namespace,
+                config_map,
+            }),
+            CloudProviderCommand::Stop => commands::cloud_provider_stop(),
+        },
         Command::Fault { fault } => commands::fault(match fault {
             FaultCommand::KillNode { node } => Fault::KillNode(node),
             FaultCommand::ReviveNode { node } => Fault::ReviveNode(node),

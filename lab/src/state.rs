@@ -106,6 +106,9 @@ pub enum ProcessKind {
         /// `namespace/name` of the Pod.
         pod: String,
     },
+    /// kube-vip-cloud-provider in the infra namespace, started by
+    /// `cloud-provider start` (the IPAM tests' oracle).
+    CloudProvider,
     /// The responder of a lab pod.
     Pod {
         /// `namespace/name` of the Pod.

@@ -171,6 +171,40 @@ pub fn ensure_kube_vip(log: &mut dyn FnMut(&str)) -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// The Go module the lab builds kube-vip-cloud-provider from.
+pub fn cloud_provider_module_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("kube-vip-cloud-provider")
+}
+
+/// The kube-vip-cloud-provider binary, the oracle of the IPAM tests: built
+/// from `lab/kube-vip-cloud-provider` (the released module at the version
+/// its go.mod requires, run by a main of ours) on first use and cached like
+/// kube-vip, `-mod=readonly` from the committed go.sum.
+pub fn ensure_cloud_provider(log: &mut dyn FnMut(&str)) -> anyhow::Result<PathBuf> {
+    let dir = cloud_provider_module_dir();
+    let inputs = ["go.mod", "go.sum", "main.go"].map(PathBuf::from);
+    let out = cache_root().join(format!(
+        "kube-vip-cloud-provider-{}",
+        fingerprint(&dir, &inputs)?
+    ));
+    let bin = out.join("kube-vip-cloud-provider");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    require_go("the lab builds kube-vip-cloud-provider from its Go module with it")?;
+    log(
+        "building kube-vip-cloud-provider from its Go module (first time only; a few minutes on 2 cores)",
+    );
+    go_build(&dir, &out, "-mod=readonly", &["-ldflags", "-s -w"], ".")?;
+    if !bin.is_file() {
+        bail!(
+            "`go build` in {} left no kube-vip-cloud-provider binary",
+            dir.display()
+        );
+    }
+    Ok(bin)
+}
+
 /// An error output on one line, without `go: downloading` progress lines.
 pub fn one_line(text: &str) -> String {
     text.lines()
@@ -223,6 +257,18 @@ mod tests {
                 "{line} is not pinned to {staging}"
             );
         }
+    }
+
+    #[test]
+    fn the_oracle_is_the_release_kvips_pools_follow() {
+        let go_mod = std::fs::read_to_string(cloud_provider_module_dir().join("go.mod")).unwrap();
+        assert!(
+            go_mod
+                .lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                    == ["github.com/kube-vip/kube-vip-cloud-provider", "v0.0.12"]),
+            "docs/ipam-differences.md and core/src/ipam.rs describe v0.0.12"
+        );
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! What each `kvip-lab` command does, one file per concern: bringing the lab
 //! up and down (`lifecycle`), running manifests (`daemonsets`), lab pods
-//! (`pods`), faults (`faults`), probes and forged address claims from the
-//! client namespace (`probe`, `forge`) and the daemons' logs (`logs`);
+//! (`pods`), kube-vip-cloud-provider (`cloud_provider`), faults
+//! (`faults`), probes and forged address claims from the client namespace
+//! (`probe`, `forge`) and the daemons' logs (`logs`);
 //! `binaries` finds the kvip and kube-vip binaries the DaemonSets run.
 //! Commands that change the lab hold the lab's lock; `up` either finishes or
 //! tears everything down again, so a failed `up` leaves nothing half-built.
 
 mod binaries;
+mod cloud_provider;
 mod daemonsets;
 mod faults;
 mod forge;
@@ -16,6 +18,7 @@ mod pods;
 mod probe;
 
 pub use binaries::{kube_vip_binary, kvip_binary};
+pub use cloud_provider::{cloud_provider_start, cloud_provider_stop};
 pub use daemonsets::{deploy, undeploy};
 pub use faults::{Fault, fault};
 pub use forge::forge_claim;
