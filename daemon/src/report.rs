@@ -556,7 +556,7 @@ pub fn build(snapshot: &Snapshot, rules: &Rules) -> Report {
         .cloned()
         .collect();
     let mut assessment = assess(&admitted, snapshot.slices.iter().cloned(), &nodes, class);
-    assessment.pending.extend(fenced);
+    assessment.pending.extend(fenced.clone());
     // As the daemon does before electing. (It also refuses a subnet's
     // network and broadcast addresses, but that needs the node's interfaces,
     // which the API does not show: such a Service stays `electing` here, and
@@ -633,6 +633,16 @@ pub fn build(snapshot: &Snapshot, rules: &Rules) -> Report {
             row.reason = Some(Reason {
                 code: INVALID_INPUT.to_string(),
                 message: error.to_string(),
+            });
+            services.push(row);
+            continue;
+        }
+        if let Some(reason) = fenced.get(key) {
+            row.addresses = requested_addresses(&facts.input);
+            row.state = State::Pending;
+            row.reason = Some(Reason {
+                code: reason.reason().to_string(),
+                message: reason.message(),
             });
             services.push(row);
             continue;

@@ -186,6 +186,68 @@ fn an_exhausted_pool_leaves_the_next_service_pending_and_a_freed_address_is_reus
         "c4 takes the address of c2, now a ClusterIP Service"
     );
     answers("10.77.0.221:80")?;
+    // c2 turned back into LoadBalancer names .221 again: c4 serves it and
+    // keeps it; c2 waits, naming c4, and one node carries it.
+    kubectl(&[
+        "patch",
+        "svc",
+        "-n",
+        "pool-c",
+        "c2",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"type":"LoadBalancer"}}"#,
+    ])?;
+    let (_, entry) = wait_reason("pool-c", "c2", "PortConflict")?;
+    let message = entry["reason"]["message"].as_str().unwrap_or_default();
+    ensure!(message.contains("pool-c/c4"), "{message}");
+    ensure!(
+        allocated("pool-c", "c4").is_some_and(|(v, _)| v == "10.77.0.221"),
+        "c4 keeps its address"
+    );
+    holder_of("10.77.0.221")?;
+    answers("10.77.0.221:80")?;
+    kubectl(&["delete", "svc", "-n", "pool-c", "c2"])?;
+    Ok(())
+}
+
+fn addresses_of_services_kvip_does_not_serve_are_never_handed_out() -> Outcome {
+    namespace("pool-f")?;
+    apply(&pools(&[("range-pool-f", "10.77.0.230-10.77.0.231")]))?;
+    // Another controller's Service, and one kvip is told to ignore.
+    let theirs = lb_service("pool-f", "theirs", "Cluster", Some("10.77.0.230"), "web").replace(
+        "  type: LoadBalancer\n",
+        "  type: LoadBalancer\n  loadBalancerClass: example.com/other\n",
+    );
+    apply(&theirs)?;
+    let ignored = lb_service("pool-f", "ignored", "Cluster", Some("10.77.0.231"), "web").replace(
+        "  annotations: {",
+        "  annotations: { kube-vip.io/ignore: \"true\",",
+    );
+    apply(&ignored)?;
+    apply(&plain("pool-f", "new"))?;
+    let (_, entry) = wait_reason("pool-f", "new", "PoolExhausted")?;
+    println!("    pool-f/new: {}", entry["reason"]["message"]);
+    ensure!(allocated("pool-f", "new").is_none(), "it got an address");
+    Ok(())
+}
+
+fn a_hand_set_twin_does_not_move_a_fresh_allocation() -> Outcome {
+    apply(&service("pool-b", "dns-tcp", 53, ""))?;
+    let tcp = address_of("pool-b", "dns-tcp")?;
+    // Its author gives the UDP twin the same address by hand, at once.
+    let udp = lb_service_on_port("pool-b", "dns-udp", "Cluster", Some(&tcp), "web", 53)
+        .replace("targetPort: 8080 }", "targetPort: 8080, protocol: UDP }");
+    apply(&udp)?;
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        let now = allocated("pool-b", "dns-tcp").map(|(v, _)| v);
+        ensure!(
+            now.as_deref() == Some(tcp.as_str()),
+            "dns-tcp moved from {tcp} to {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     Ok(())
 }
 
@@ -461,6 +523,29 @@ fn restrict_to_pools_refuses_an_address_outside_the_pool_and_no_node_takes_it() 
         ensure!(carriers.is_empty(), "10.77.0.150 is on {carriers:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The ConfigMap deleted and created again, or edited badly: the fence
+    // goes by the pools it read last, and withdraws nothing.
+    kubectl(&["delete", "configmap", "kubevip", "-n", "kube-system"])?;
+    let bad = pools(&[("cidr-pool-a", "10.77.0.200/30, 10.77.0.204/30")]);
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        ensure!(
+            nodes_with_address("10.77.0.203").len() == 1,
+            "10.77.0.203 withdrawn without the ConfigMap"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    apply(&bad)?;
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        ensure!(
+            nodes_with_address("10.77.0.203").len() == 1,
+            "10.77.0.203 withdrawn for a bad value"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    answers("10.77.0.203:80")?;
+    apply(&pools(&[]))?;
     // The daemon says so too: the Event carries the reason.
     wait_for(
         "a VIPPending Event naming AddressOutsidePools' pool",
@@ -497,6 +582,14 @@ fn main() {
                 name: "an_exhausted_pool_leaves_the_next_service_pending_and_a_freed_address_is_reused",
                 run:
                     an_exhausted_pool_leaves_the_next_service_pending_and_a_freed_address_is_reused,
+            },
+            Scenario {
+                name: "addresses_of_services_kvip_does_not_serve_are_never_handed_out",
+                run: addresses_of_services_kvip_does_not_serve_are_never_handed_out,
+            },
+            Scenario {
+                name: "a_hand_set_twin_does_not_move_a_fresh_allocation",
+                run: a_hand_set_twin_does_not_move_a_fresh_allocation,
             },
             Scenario {
                 name: "dual_stack_policies_take_the_families_they_ask_for",
