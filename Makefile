@@ -43,3 +43,5 @@ test: build lint deny
 	$(CARGO) test -p kvip-lab --test rbac_e2e
 	$(CARGO) test -p kvip-lab --test kube_vip_manifests_e2e
 	$(CARGO) test -p kvip-lab --test migration_e2e
+	$(CARGO) test -p kvip-lab --test pools_e2e
+	$(CARGO) test -p kvip-lab --test ipam_e2e

@@ -770,8 +770,13 @@ fn both_at_once_never_give_one_address_to_two_services() -> Outcome {
         "range-global",
         "10.77.0.100-10.77.0.199,fd00:77::1:0-fd00:77::1:ff",
     )])?;
-    lab_ok(&["cloud-provider", "start"])?;
+    // kvip first, and ready: it has given a Service an address before the
+    // cloud provider starts, so the two really allocate at once below.
     deploy_lb("ipam-both.yaml", &[])?;
+    apply(&service_yaml("default", "warm-up", DEFAULT, &[80], None))?;
+    wait_given("default", "warm-up", true)?;
+    lab_ok(&["cloud-provider", "start"])?;
+    std::thread::sleep(Duration::from_secs(3));
     let started = Instant::now();
     let mut rewrites = Rewrites::default();
     apply_all(&crowd(0, 50))?;
@@ -782,6 +787,17 @@ fn both_at_once_never_give_one_address_to_two_services() -> Outcome {
         first.values().filter(|h| h.by_cloud_provider).count()
     );
     crowd_is_sound(&first)?;
+    // Once kvip sees the cloud provider allocate, it leaves allocating to
+    // it and says so: the two do not race for the rest.
+    if first.values().any(|h| h.by_cloud_provider) {
+        for node in ["cp1", "worker1", "worker2"] {
+            let log = lab_ok(&["logs", node])?;
+            ensure!(
+                log.contains("kube-vip-cloud-provider allocates in this cluster"),
+                "{node}'s kvip did not say it gives way to the cloud provider"
+            );
+        }
+    }
     for (name, ns, _) in crowd(0, 50).into_iter().step_by(9) {
         kubectl(&["delete", "service", &name, "-n", ns, "--timeout=30s"])?;
     }
