@@ -10,6 +10,10 @@ version=$(awk '$1 == "helm.sh/helm/v4" { print $2 }' "$tool/go.mod")
 fingerprint=$(cat "$tool/go.mod" "$tool/go.sum" | sha256sum | cut -c1-16)
 cache=${KVIP_TOOL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kvip}
 out=$cache/helm-$version-$fingerprint
+# One build at a time: tests run in parallel and would share the staging folder.
+mkdir -p "$cache"
+exec 9>"$cache/helm-$version.lock"
+flock 9
 if [ ! -x "$out/helm" ]; then
   command -v go >/dev/null 2>&1 || { echo "go is missing: helm is built from its Go module (install Go 1.26 or newer)" >&2; exit 1; }
   echo "building helm $version from its Go module (first time only; a few minutes on 2 cores)" >&2
@@ -23,6 +27,7 @@ if [ ! -x "$out/helm" ]; then
   rm -rf "$out"
   mv "$staging" "$out"
 fi
+flock -u 9
 if [ "${1:-}" = "--path" ]; then
   echo "$out/helm"
   exit 0

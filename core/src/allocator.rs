@@ -16,9 +16,10 @@
 //!   allocation. Only against a Service whose address looks allocated
 //!   ([`Cached::allocator_made`]): a hand-set address is the author's
 //!   choice, and the claim order settles it.
-//! - **Giving way.** A Service seen to become allocator-made while this
-//!   node watches is kube-vip-cloud-provider at work (kvip never writes
-//!   `spec.loadBalancerIP`). Two allocators that cannot see each other's
+//! - **Giving way.** A Service seen without an address, then with one
+//!   written the cloud provider's way (kvip never writes
+//!   `spec.loadBalancerIP`) and not by this node, is kube-vip-cloud-provider
+//!   at work. Two allocators that cannot see each other's
 //!   choices only race, so kvip allocates nothing until [`GIVE_WAY`] after
 //!   the cloud provider's last allocation; its own repairs go on.
 
@@ -33,9 +34,9 @@ use std::time::Duration;
 pub const PIN_KEPT: Duration = Duration::from_secs(60);
 /// How long an address this node wrote is checked for a clash.
 pub const WRITTEN_KEPT: Duration = Duration::from_secs(60);
-/// How long the list read at the start of a term counts: the watch has
-/// caught up long before.
-pub const LIST_KEPT: Duration = Duration::from_secs(10);
+/// How long the list read at the start of a term counts at most: its
+/// entries go as soon as the watch shows each Service as new.
+pub const LIST_KEPT: Duration = Duration::from_secs(60);
 /// The first wait after a failed write; it doubles up to [`RETRY_MAX`].
 pub const RETRY_FIRST: Duration = Duration::from_secs(1);
 /// The longest a Service waits after failed writes.
@@ -89,6 +90,17 @@ pub struct Plan {
     pub gave_way: Option<ServiceKey>,
 }
 
+/// A Service as the API server listed it at the start of a term.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Its uid.
+    pub uid: String,
+    /// Its resourceVersion then.
+    pub version: Option<u64>,
+    /// Its addresses.
+    pub used: AddressUse,
+}
+
 #[derive(Debug, Clone)]
 struct Pin {
     service: ServiceKey,
@@ -104,9 +116,10 @@ pub struct Planner {
     pins: BTreeMap<String, Pin>,
     written: BTreeMap<String, (Vec<IpAddr>, Mono)>,
     failed: BTreeMap<String, (Mono, Duration)>,
-    listed: Option<(Vec<AddressUse>, Mono)>,
+    /// The term's list: each use with its Service's uid and version.
+    listed: Option<(Vec<Listed>, Mono)>,
     said: BTreeSet<String>,
-    /// Whether each Service looked allocator-made when last seen.
+    /// Whether each Service named no address when last seen.
     made: BTreeMap<String, bool>,
     /// When kube-vip-cloud-provider was last seen allocating.
     foreign: Option<Mono>,
@@ -119,9 +132,10 @@ impl Planner {
     }
 
     /// A new term: what the API server listed (every Service labelled
-    /// `implementation: kube-vip`, read past any cache) counts as used for
-    /// [`LIST_KEPT`].
-    pub fn listed(&mut self, uses: Vec<AddressUse>, now: Mono) {
+    /// `implementation: kube-vip`, read past any cache) counts as used until
+    /// the watch shows each Service at that version or later, or for
+    /// [`LIST_KEPT`] at most.
+    pub fn listed(&mut self, uses: Vec<Listed>, now: Mono) {
         self.listed = Some((uses, now));
     }
 
@@ -137,14 +151,12 @@ impl Planner {
 
     /// Plans over the cached Services: what the pools give the Services of
     /// `class` that name no address (none when not `allocating`), what to
-    /// repair, and why the others get nothing. `fenced` Services (outside
-    /// their pool) use nothing.
+    /// repair, and why the others get nothing.
     pub fn plan(
         &mut self,
         config: &PoolConfig,
         services: &[Cached],
         class: &LbClassRule,
-        fenced: &BTreeSet<ServiceKey>,
         allocating: bool,
         now: Mono,
     ) -> Plan {
@@ -169,8 +181,17 @@ impl Planner {
         self.said.retain(|uid| self.written.contains_key(uid));
         let mut gave_way = None;
         for c in services {
-            let before = self.made.insert(c.input.uid.clone(), c.allocator_made);
-            if before == Some(false) && c.allocator_made {
+            // Seen without an address, then with one the cloud provider's
+            // way, not written here.
+            // (or over an address written here: its retry overwrites).
+            let named = ipam::named_addresses(&c.input);
+            let before = self.made.insert(c.input.uid.clone(), named.is_empty());
+            let overwritten = self
+                .written
+                .get(&c.input.uid)
+                .is_some_and(|(mine, _)| *mine != named);
+            let fresh = before == Some(true) && !self.written.contains_key(&c.input.uid);
+            if c.allocator_made && (fresh || overwritten) && !self.pins.contains_key(&c.input.uid) {
                 if self.foreign.is_none_or(|at| now.since(at) >= GIVE_WAY) {
                     gave_way = Some(c.input.key.clone());
                 }
@@ -179,15 +200,23 @@ impl Planner {
         }
         self.made.retain(|uid, _| by_uid.contains_key(uid.as_str()));
         let giving_way = self.foreign.is_some_and(|at| now.since(at) < GIVE_WAY);
-        if let Some((listed, at)) = &mut self.listed
-            && now.since(*at) >= LIST_KEPT
-        {
-            listed.clear();
+        if let Some((listed, at)) = &mut self.listed {
+            let expired = now.since(*at) >= LIST_KEPT;
+            listed.retain(|l| {
+                let caught_up = by_uid.get(l.uid.as_str()).is_some_and(|c| {
+                    matches!(
+                        (c.resource_version.parse::<u64>().ok(), l.version),
+                        (Some(shown), Some(listed)) if shown >= listed
+                    )
+                });
+                !expired && !caught_up
+            });
         }
 
         let inputs: Vec<ServiceInput> = services.iter().map(|c| c.input.clone()).collect();
+        // A fenced Service still uses its addresses: the fence is about
+        // serving, and when it lifts the Service claims them again.
         let (requests, mut uses) = ipam::requests_and_uses(&inputs, class);
-        uses.retain(|u| !fenced.contains(&u.service));
         let pinned: BTreeSet<&ServiceKey> = self.pins.values().map(|p| &p.service).collect();
         uses.retain(|u| !pinned.contains(&u.service));
         uses.extend(self.pins.values().map(|p| AddressUse {
@@ -196,15 +225,22 @@ impl Planner {
             ports: p.ports.clone(),
         }));
         if let Some((listed, _)) = &self.listed {
-            uses.extend(listed.iter().cloned());
+            uses.extend(listed.iter().map(|l| l.used.clone()));
         }
         let uid_of: BTreeMap<&ServiceKey, &str> = services
             .iter()
             .map(|c| (&c.input.key, c.input.uid.as_str()))
             .collect();
+        // Listed with an address the watch does not show yet: it has one.
+        let listed_uids: BTreeSet<&str> = self
+            .listed
+            .iter()
+            .flat_map(|(listed, _)| listed.iter().map(|l| l.uid.as_str()))
+            .collect();
         let waiting = |key: &ServiceKey| {
             uid_of.get(key).is_some_and(|uid| {
                 self.pins.contains_key(*uid)
+                    || listed_uids.contains(*uid)
                     || self.failed.get(*uid).is_some_and(|(until, _)| now < *until)
             })
         };
@@ -239,7 +275,11 @@ impl Planner {
                     continue;
                 };
                 let input = &cached.input;
-                if self.pins.contains_key(uid) || ipam::named_addresses(input) != *addresses {
+                let backing_off = self.failed.get(uid).is_some_and(|(until, _)| now < *until);
+                if self.pins.contains_key(uid)
+                    || backing_off
+                    || ipam::named_addresses(input) != *addresses
+                {
                     continue;
                 }
                 let served = input
@@ -329,8 +369,10 @@ impl Planner {
     /// The write for `uid` was stored: checked for a clash for a while.
     pub fn stored(&mut self, uid: &str, addresses: &[IpAddr], now: Mono) {
         self.failed.remove(uid);
-        self.written
-            .insert(uid.to_string(), (addresses.to_vec(), now));
+        // Sorted, as `named_addresses` gives them back.
+        let mut addresses = addresses.to_vec();
+        addresses.sort();
+        self.written.insert(uid.to_string(), (addresses, now));
     }
 
     /// The write for `uid` was certainly not stored (a conflict, or never
@@ -406,14 +448,7 @@ mod tests {
     }
 
     fn plan(planner: &mut Planner, config: &PoolConfig, services: &[Cached], now: Mono) -> Plan {
-        planner.plan(
-            config,
-            services,
-            &LbClassRule::default(),
-            &BTreeSet::new(),
-            true,
-            now,
-        )
+        planner.plan(config, services, &LbClassRule::default(), true, now)
     }
 
     #[test]
@@ -581,35 +616,88 @@ mod tests {
 
     #[test]
     fn the_terms_list_counts_until_the_watch_has_caught_up() {
-        let config = pools(&[("range-global", "10.0.0.1-10.0.0.2")]);
+        let config = pools(&[("range-global", "10.0.0.1-10.0.0.3")]);
         let mut planner = Planner::default();
-        planner.listed(
-            vec![AddressUse {
-                service: ServiceKey::new("z", "listed"),
-                addresses: vec!["10.0.0.1".parse().unwrap()],
+        let listed = |ns: &str, name: &str, version: u64, address: &str| Listed {
+            uid: format!("uid-{ns}-{name}"),
+            version: Some(version),
+            used: AddressUse {
+                service: ServiceKey::new(ns, name),
+                addresses: vec![address.parse().unwrap()],
                 ports: vec![],
-            }],
+            },
+        };
+        // z/lagging was given .1 by the last holder at version 90; this
+        // node's cache still shows it without. z/unseen (.2) it has not seen.
+        planner.listed(
+            vec![
+                listed("z", "lagging", 90, "10.0.0.1"),
+                listed("z", "unseen", 91, "10.0.0.2"),
+            ],
             at(0),
         );
+        let lagging = cached("z", "lagging", 1, 80);
         let one = cached("a", "one", 10, 100);
-        let p = plan(&mut planner, &config, std::slice::from_ref(&one), at(1));
+        let p = plan(
+            &mut planner,
+            &config,
+            &[lagging.clone(), one.clone()],
+            at(1),
+        );
+        assert_eq!(given(&p), [("a/one".to_string(), "10.0.0.3".to_string())]);
+        // The watch shows z/lagging at 90, with its address.
+        let caught_up = with_address(lagging, "10.0.0.1", 90);
+        let p = plan(
+            &mut planner,
+            &config,
+            &[caught_up.clone(), one.clone()],
+            at(2),
+        );
+        assert_eq!(given(&p), [("a/one".to_string(), "10.0.0.3".to_string())]);
+        // z/unseen counts for a minute at most.
+        let p = plan(&mut planner, &config, &[caught_up, one], at(61));
         assert_eq!(given(&p), [("a/one".to_string(), "10.0.0.2".to_string())]);
-        let p = plan(&mut planner, &config, std::slice::from_ref(&one), at(11));
-        assert_eq!(given(&p), [("a/one".to_string(), "10.0.0.1".to_string())]);
     }
 
     #[test]
-    fn fenced_services_use_nothing_and_nothing_is_written_unless_allocating() {
+    fn an_overwrite_of_an_address_written_here_is_the_cloud_provider_too() {
+        let config = pools(&[("range-global", "10.0.0.1-10.0.0.4")]);
+        let mut planner = Planner::default();
+        let mine = cached("a", "mine", 1, 100);
+        let p = plan(&mut planner, &config, std::slice::from_ref(&mine), at(0));
+        planner.sending(&p.writes[0], at(0));
+        planner.stored(&mine.input.uid, &["10.0.0.1".parse().unwrap()], at(0));
+        let shown = with_address(mine.clone(), "10.0.0.1", 101);
+        let new = cached("a", "new", 2, 102);
+        // Its author copies the address into spec.loadBalancerIP: no sign.
+        let mut copied = shown.clone();
+        copied.allocator_made = true;
+        copied.resource_version = "103".into();
+        let p = plan(&mut planner, &config, &[copied, new.clone()], at(1));
+        assert!(p.gave_way.is_none());
+        assert_eq!(given(&p), [("a/new".to_string(), "10.0.0.2".to_string())]);
+        // The cloud provider's retry writes its own choice over it.
+        let mut overwritten = with_address(mine, "10.0.0.3", 104);
+        overwritten.allocator_made = true;
+        let p = plan(&mut planner, &config, &[overwritten, new], at(2));
+        assert_eq!(p.gave_way, Some(ServiceKey::new("a", "mine")));
+    }
+
+    #[test]
+    fn fenced_services_keep_their_addresses_and_nothing_is_written_unless_allocating() {
         let config = pools(&[("range-global", "10.0.0.1-10.0.0.1")]);
         let mut planner = Planner::default();
         let squatter = with_address(cached("a", "squat", 1, 100), "10.0.0.1", 100);
         let new = cached("a", "new", 2, 101);
-        let fenced = BTreeSet::from([squatter.input.key.clone()]);
         let services = [squatter, new];
         let class = LbClassRule::default();
-        let p = planner.plan(&config, &services, &class, &fenced, true, at(0));
-        assert_eq!(given(&p), [("a/new".to_string(), "10.0.0.1".to_string())]);
-        let p = planner.plan(&config, &services, &class, &BTreeSet::new(), false, at(0));
+        let p = planner.plan(&config, &services, &class, true, at(0));
+        assert!(
+            p.writes.is_empty(),
+            "a fenced Service keeps its address: {:?}",
+            given(&p)
+        );
+        let p = planner.plan(&config, &services, &class, false, at(0));
         assert!(p.writes.is_empty() && p.refused.is_empty());
         assert_eq!(p.usage[0].families[0].used, 1);
     }

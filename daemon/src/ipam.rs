@@ -34,14 +34,14 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use kvip_core::access::{Verb, Write};
-use kvip_core::allocator::{Cached, Planner, Write as AllocationWrite};
+use kvip_core::allocator::{Cached, Listed, Planner, Write as AllocationWrite};
 use kvip_core::ipam::{
     self, AddressUse, IMPLEMENTATION_LABEL, IMPLEMENTATION_LABEL_VALUE, IpamError, PoolConfig,
 };
 use kvip_core::service::{LOADBALANCER_IPS_ANNOTATION, SERVICE_INTERFACE_ANNOTATION};
 use kvip_core::{Elector, LbClassRule, LeaseKey, Mono, ServiceInput, ServiceKey};
 use serde_json::json;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -236,7 +236,7 @@ pub enum Done {
     /// A write of its Lease.
     Lease(WriteDone),
     /// The consistent list at the start of a term (by term number).
-    Listed(u64, Result<Vec<AddressUse>, String>),
+    Listed(u64, Result<Vec<Listed>, String>),
     /// An allocation written (or not).
     Service {
         /// What was written.
@@ -302,6 +302,9 @@ pub struct Allocator {
     /// The term: counted up each time this node starts holding the Lease.
     term: u64,
     listing: bool,
+    /// After a failed list: the wait, and when to list again.
+    list_wait: Option<Duration>,
+    list_after: Option<Mono>,
     holding: bool,
 }
 
@@ -356,6 +359,8 @@ impl Allocator {
             last_work: None,
             term: 0,
             listing: false,
+            list_wait: None,
+            list_after: None,
             holding: false,
         }
     }
@@ -388,15 +393,13 @@ impl Allocator {
 
     /// Works out, over the cached Services (`inputs`, and `services` by
     /// key), what the pools give the Services of `class` that name no
-    /// address, and what this node would write. `fenced` Services (outside
-    /// their pool) use nothing.
+    /// address, and what this node would write.
     pub fn plan(
         &mut self,
         known: &Known,
         inputs: &[ServiceInput],
         class: &LbClassRule,
         services: &BTreeMap<ServiceKey, Arc<Service>>,
-        fenced: &BTreeSet<ServiceKey>,
         now: Mono,
     ) -> Planned {
         self.wanted.clear();
@@ -415,9 +418,7 @@ impl Allocator {
                 })
             })
             .collect();
-        let plan = self
-            .planner
-            .plan(config, &cached, class, fenced, self.enabled, now);
+        let plan = self.planner.plan(config, &cached, class, self.enabled, now);
         for (service, address, other) in &plan.clashes {
             tracing::warn!(service = %service, %address, other = %other, "another allocator (kube-vip-cloud-provider?) gave the address kvip wrote to another Service at the same time: giving this Service another address");
         }
@@ -480,7 +481,7 @@ impl Allocator {
             return next;
         }
         if !self.planner.has_list() {
-            if !self.listing {
+            if !self.listing && self.list_after.is_none_or(|at| now >= at) {
                 self.listing = true;
                 self.list();
             }
@@ -517,12 +518,29 @@ impl Allocator {
             let params = ListParams::default().labels(&selector);
             let listing = api.list(&params);
             let result = match tokio::time::timeout(LIST_TIMEOUT, listing).await {
-                Ok(Ok(list)) => {
-                    let inputs: Vec<ServiceInput> =
-                        list.items.iter().map(translate::service_input).collect();
-                    // Whatever the class: only the addresses count.
-                    Ok(ipam::requests_and_uses(&inputs, &LbClassRule::default()).1)
-                }
+                Ok(Ok(list)) => Ok(list
+                    .items
+                    .iter()
+                    .filter_map(|svc| {
+                        let input = translate::service_input(svc);
+                        let addresses = ipam::named_addresses(&input);
+                        (input.type_ == kvip_core::service::LOAD_BALANCER_TYPE
+                            && !addresses.is_empty())
+                        .then(|| Listed {
+                            uid: input.uid.clone(),
+                            version: svc
+                                .metadata
+                                .resource_version
+                                .as_deref()
+                                .and_then(|v| v.parse().ok()),
+                            used: AddressUse {
+                                service: input.key.clone(),
+                                addresses,
+                                ports: input.ports.clone(),
+                            },
+                        })
+                    })
+                    .collect()),
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err("timed out".to_string()),
             };
@@ -556,11 +574,17 @@ impl Allocator {
                 self.listing = false;
                 match result {
                     Ok(uses) => {
+                        self.list_wait = None;
                         self.planner.listed(uses, now);
                         (None, true)
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "cannot list the allocated Services; allocating waits");
+                        let wait = self.list_wait.map_or(Duration::from_secs(1), |w| {
+                            (w * 2).min(Duration::from_secs(30))
+                        });
+                        self.list_wait = Some(wait);
+                        self.list_after = Some(now.after(wait));
+                        tracing::warn!(error = %e, "cannot list the allocated Services; allocating waits, and lists again in {wait:?}");
                         (None, false)
                     }
                 }
@@ -642,14 +666,19 @@ async fn write(client: &Client, wanted: &AllocationWrite, timeout: Duration) -> 
         .collect::<Vec<_>>()
         .join(",");
     let target = format!("services/{}", wanted.service);
-    if crate::budget::admit(
-        &target,
-        "services",
-        crate::budget::Urgency::Within(timeout / 2),
+    // One deadline for the wait for the write budget and the write: it ends
+    // before another node may take the Lease.
+    let deadline = tokio::time::Instant::now() + timeout;
+    let admitted = tokio::time::timeout_at(
+        deadline,
+        crate::budget::admit(
+            &target,
+            "services",
+            crate::budget::Urgency::Within(timeout / 2),
+        ),
     )
-    .await
-    .is_err()
-    {
+    .await;
+    if !matches!(admitted, Ok(Ok(()))) {
         return WriteEnd::NotSent;
     }
     let call = crate::access::write(Write::Services, |verb| {
@@ -699,7 +728,7 @@ async fn write(client: &Client, wanted: &AllocationWrite, timeout: Duration) -> 
             }
         }
     });
-    let result = tokio::time::timeout(timeout, call).await;
+    let result = tokio::time::timeout_at(deadline, call).await;
     let code = match &result {
         Ok(r) => crate::budget::code(r),
         Err(_) => None,

@@ -781,9 +781,7 @@ impl LbRole {
             .iter()
             .map(|s| (translate::service_key(s), s.clone()))
             .collect();
-        let planned = self
-            .allocator
-            .plan(&known, &inputs, &rule, &by_key, &fenced_keys, now);
+        let planned = self.allocator.plan(&known, &inputs, &rule, &by_key, now);
         assessment.no_pool_address(&planned.refused);
         let ours: BTreeSet<ServiceKey> = assessment
             .views

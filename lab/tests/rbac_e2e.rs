@@ -36,6 +36,8 @@ const VIP: &str = "10.77.0.120";
 /// Another controller's Service (another loadBalancerClass): kvip never
 /// touches it, so every write to it here is the test's own.
 const TARGET: &str = "other-controllers";
+/// A Service whose address its author set by hand.
+const HAND_SET: &str = "hand-set";
 /// The leader Lease kube-controller-manager holds with leader election on
 /// (the lab runs it without, so the test puts one there as it would be).
 const KCM_LEASE: &str = "kube-controller-manager";
@@ -649,7 +651,8 @@ fn lb_token_cannot_write_other_components_leases() -> Outcome {
 }
 
 /// With the load balancer's own token, on another controller's Service:
-/// only status and `kube-vip.io/vipHost` change.
+/// only status, `kube-vip.io/vipHost` and what a pool writes change (the
+/// address annotation only where it is absent or a pool gave it).
 fn lb_token_changes_only_status_and_viphost() -> Outcome {
     const ACCOUNT: &str = "kvip-lb";
     const POLICY: &str = "kvip-lb-services";
@@ -662,6 +665,21 @@ metadata:
   namespace: {NS}
   labels: {{ team: shop }}
   annotations: {{ owner: shop }}
+spec:
+  type: LoadBalancer
+  loadBalancerClass: example.com/not-kvip
+  selector: {{ app: shop }}
+  ports: [{{ port: 80, targetPort: 8080 }}]
+"#
+    ))?;
+    apply(&format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: {HAND_SET}
+  namespace: {NS}
+  annotations: {{ kube-vip.io/loadbalancerIPs: "10.77.0.6" }}
 spec:
   type: LoadBalancer
   loadBalancerClass: example.com/not-kvip
@@ -726,12 +744,22 @@ spec:
             .await,
         )?;
         denied_by_policy(
-            "add kube-vip.io/loadbalancerIPs",
+            "change kube-vip.io/loadbalancerIPs its author set",
             POLICY,
             api.patch(
-                TARGET,
+                HAND_SET,
                 &params,
                 &merge(json!({"metadata": {"annotations": {"kube-vip.io/loadbalancerIPs": "10.77.0.5"}}})),
+            )
+            .await,
+        )?;
+        denied_by_policy(
+            "remove kube-vip.io/loadbalancerIPs its author set",
+            POLICY,
+            api.patch(
+                HAND_SET,
+                &params,
+                &merge(json!({"metadata": {"annotations": {"kube-vip.io/loadbalancerIPs": null}}})),
             )
             .await,
         )?;
@@ -803,6 +831,34 @@ spec:
             )
             .await,
         )?;
+        // What a pool writes: the address of a Service that has none, with
+        // the label; and then, as the label says a pool gave it, another.
+        let pool_write = |address: Option<&str>| {
+            merge(json!({"metadata": {
+                "labels": {"implementation": address.map(|_| "kube-vip")},
+                "annotations": {"kube-vip.io/loadbalancerIPs": address},
+            }}))
+        };
+        for (what, address) in [
+            (
+                "give kube-vip.io/loadbalancerIPs and the label to a Service without an address",
+                Some("10.77.0.7"),
+            ),
+            (
+                "change kube-vip.io/loadbalancerIPs a pool gave",
+                Some("10.77.0.8"),
+            ),
+            (
+                "remove kube-vip.io/loadbalancerIPs a pool gave, and the label",
+                None,
+            ),
+        ] {
+            allowed(
+                what,
+                ACCOUNT,
+                api.patch(TARGET, &params, &pool_write(address)).await,
+            )?;
+        }
         let selector = Api::<Service>::namespaced(admin().await?, NS)
             .get(TARGET)
             .await

@@ -304,6 +304,20 @@ pub fn service_policy(input: &PolicyInput<'_>, metadata: ObjectMeta) -> Validati
             only(SERVICE_ANNOTATIONS, "annotations"),
         ),
         forbid_unless(
+            format!(
+                "!variables.serviceUpdate || !('{LOADBALANCER_IPS_ANNOTATION}' in variables.oldAnnotations) \
+                 || variables.oldLabels[?'{label}'].orValue('') == '{value}' \
+                 || variables.newAnnotations[?'{LOADBALANCER_IPS_ANNOTATION}'].orValue('') == variables.oldAnnotations['{LOADBALANCER_IPS_ANNOTATION}']",
+                label = kvip_core::ipam::IMPLEMENTATION_LABEL,
+                value = kvip_core::ipam::IMPLEMENTATION_LABEL_VALUE,
+            ),
+            format!(
+                "kvip may change {LOADBALANCER_IPS_ANNOTATION} only on a Service that has none or that a pool gave one (label {}: {})",
+                kvip_core::ipam::IMPLEMENTATION_LABEL,
+                kvip_core::ipam::IMPLEMENTATION_LABEL_VALUE
+            ),
+        ),
+        forbid_unless(
             "!variables.serviceUpdate \
              || (object.metadata.?finalizers.orValue([]) == oldObject.metadata.?finalizers.orValue([]) \
              && object.metadata.?ownerReferences.orValue([]) == oldObject.metadata.?ownerReferences.orValue([]))"
