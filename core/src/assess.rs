@@ -785,6 +785,20 @@ mod tests {
             ]),
             "every source of an address is fenced; another class's Service is not kvip's"
         );
+        // A bad value never good before fences nothing; the last good one
+        // stands in for a bad edit.
+        let bad = crate::ipam::PoolConfig::from_data(
+            &[("cidr-default", "10.1.0.0/30\n")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        assert!(crate::ipam::outside_pools(&inputs, &class, Some(&bad)).is_empty());
+        let patched = bad.patched(&pools);
+        assert_eq!(
+            crate::ipam::outside_pools(&inputs, &class, Some(&patched)).len(),
+            3
+        );
         // Without a ConfigMap no address is in a pool.
         let fenced = crate::ipam::outside_pools(&inputs[..1], &class, None);
         let reason = &fenced[&key("inside")];

@@ -1288,7 +1288,8 @@ pub fn requests_and_uses(
 /// `kvip_restrict_to_pools=true`: the Services of ours (by `class`) that
 /// name an address outside the pool their namespace may use, each with the
 /// first such address. `pools` is `None` when there is no `kubevip`
-/// ConfigMap: then no address is inside. These Services are left out of the
+/// ConfigMap: then no address is inside. A namespace whose pool key holds a
+/// bad value is not fenced (nothing known to fence by). These Services are left out of the
 /// assessment, so they claim nothing against anyone.
 pub fn outside_pools(
     inputs: &[ServiceInput],
@@ -1300,7 +1301,13 @@ pub fn outside_pools(
         let Ok(Some(_)) = ServiceView::from_input(input, class) else {
             continue;
         };
-        let pool = pools.and_then(|p| p.lookup(&input.key.namespace).ok());
+        let pool = match pools.map(|p| p.lookup(&input.key.namespace)) {
+            Some(Ok(pool)) => Some(pool),
+            // A value being fixed, never good before (the daemon keeps the
+            // last good one otherwise): nothing known to fence by.
+            Some(Err(IpamError::BadValue(_))) => continue,
+            _ => None,
+        };
         let outside = named_addresses(input)
             .into_iter()
             .find(|address| !pool.is_some_and(|p| p.contains(address)));
