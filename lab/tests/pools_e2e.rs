@@ -163,6 +163,35 @@ fn an_exhausted_pool_leaves_the_next_service_pending_and_a_freed_address_is_reus
         },
     )?;
     println!("    c3: {}", event.1);
+    // kvip status and every node's metrics count the pool full.
+    let (_, _, doc) = row("pool-c", "c3")?;
+    let pool = doc["pools"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["key"] == "range-pool-c"))
+        .cloned()
+        .unwrap_or_default();
+    ensure!(
+        pool["families"][0]["family"] == "IPv4"
+            && pool["families"][0]["used"] == 2
+            && pool["families"][0]["free"] == 0,
+        "kvip status shows range-pool-c as {pool}"
+    );
+    for ip in ["10.77.0.11", "10.77.0.12", "10.77.0.13"] {
+        let samples = parse_metrics(&http_get(&format!("{ip}:2113"), "/metrics")?)?;
+        for (state, n) in [("used", 2), ("free", 0)] {
+            let want = format!(
+                "kvip_pool_addresses{{family=\"IPv4\",pool=\"range-pool-c\",state=\"{state}\"}} {n}"
+            );
+            ensure!(
+                samples.contains(&want),
+                "{ip}: no {want} among {:?}",
+                samples
+                    .iter()
+                    .filter(|s| s.starts_with("kvip_pool"))
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
     ensure!(allocated("pool-c", "c3").is_none(), "c3 got an address");
     kubectl(&["delete", "svc", "-n", "pool-c", "c1", "--wait=true"])?;
     ensure!(
