@@ -88,7 +88,11 @@ impl Families {
 /// One step of the script.
 enum Step {
     /// Replace the pools ConfigMap's data with these keys.
-    Pools(&'static [(&'static str, &'static str)]),
+    /// Write the pools: the first list, and what a later step adds.
+    Pools(
+        &'static [(&'static str, &'static str)],
+        &'static [(&'static str, &'static str)],
+    ),
     /// Create a LoadBalancer Service with no address; `expect_address`
     /// false: the step waits [`NONE_WINDOW`] and expects none.
     Create {
@@ -128,22 +132,10 @@ const POOLS_1: &[(&str, &str)] = &[
     ),
 ];
 
-/// The second: a global CIDR, which shadows `range-ipam-b` and
-/// `range-global` (the lookup order is cidr-<ns>, cidr-global, range-<ns>,
-/// range-global), and the highest address first.
-const POOLS_2: &[(&str, &str)] = &[
-    ("cidr-ipam-a", "10.77.0.120/29"),
-    ("allow-share-ipam-a", "true"),
-    ("skip-end-ips-in-cidr", "true"),
-    (
-        "range-ipam-b",
-        "10.77.0.140-10.77.0.142,fd00:77::1:10-fd00:77::1:12",
-    ),
-    ("interface-ipam-b", "eth0"),
-    (
-        "range-global",
-        "10.77.0.180-10.77.0.185,fd00:77::1:80-fd00:77::1:85",
-    ),
+/// What the second pools add to the first: a global CIDR, which shadows
+/// `range-ipam-b` and `range-global` (the lookup order is cidr-<ns>,
+/// cidr-global, range-<ns>, range-global), and the highest address first.
+const POOLS_2_ADDED: &[(&str, &str)] = &[
     ("cidr-global", "10.77.0.160/30,fd00:77::1:40/126"),
     ("search-order", "desc"),
 ];
@@ -169,7 +161,7 @@ const fn delete(ns: &'static str, name: &'static str) -> Step {
 
 /// The script both allocators play.
 const SCRIPT: &[Step] = &[
-    Step::Pools(POOLS_1),
+    Step::Pools(POOLS_1, &[]),
     create("ipam-a", "a1", DEFAULT, &[80]),
     // Sharing: another port on a1's address.
     create("ipam-a", "a2", DEFAULT, &[443]),
@@ -195,7 +187,7 @@ const SCRIPT: &[Step] = &[
     create("ipam-b", "b6", PREFER_V6_FIRST, &[80]),
     delete("ipam-a", "a3"),
     create("ipam-a", "a5", DEFAULT, &[80]),
-    Step::Pools(POOLS_2),
+    Step::Pools(POOLS_1, POOLS_2_ADDED),
     create("ipam-a", "a7", DEFAULT, &[80]),
     create("ipam-c", "c3", V4, &[80]),
     create("ipam-b", "b7", PREFER_V4_FIRST, &[80]),
@@ -382,8 +374,9 @@ fn namespaces_with_pods() -> Outcome {
 fn play(records: &mut Vec<Record>, on_no_address: &dyn Fn(&str, &str) -> Outcome) -> Outcome {
     for step in SCRIPT {
         match *step {
-            Step::Pools(data) => {
-                write_pools(data)?;
+            Step::Pools(data, added) => {
+                let all: Vec<(&str, &str)> = data.iter().chain(added.iter()).copied().collect();
+                write_pools(&all)?;
                 // kvip reads the ConfigMap from its watch, the cloud
                 // provider at each allocation: let the watch catch up.
                 std::thread::sleep(Duration::from_secs(2));

@@ -95,6 +95,27 @@ fn address_of(ns: &str, name: &str) -> Result<String, String> {
     Ok(value)
 }
 
+/// Sets `spec.type` of `ns/name`.
+fn set_type(ns: &str, name: &str, type_: &str) -> Outcome {
+    let patch = format!(r#"{{"spec":{{"type":"{type_}"}}}}"#);
+    kubectl(&["patch", "svc", "-n", ns, name, "--type=merge", "-p", &patch]).map(|_| ())
+}
+
+/// Waits for kvip's VIPPending Event on `ns/name` naming `pool`; its message.
+fn pending_event(ns: &str, name: &str, pool: &str) -> Result<String, String> {
+    wait_for(
+        &format!("a VIPPending Event on {ns}/{name} naming {pool}"),
+        Duration::from_secs(10),
+        Duration::from_millis(300),
+        || {
+            kvip_events(ns, name)
+                .into_iter()
+                .find(|(reason, message, _)| reason == "VIPPending" && message.contains(pool))
+                .map(|(_, message, _)| message)
+        },
+    )
+}
+
 fn services_without_an_address_get_one_from_their_pool_in_order_and_answer() -> Outcome {
     let created = Instant::now();
     apply(&plain("pool-a", "first"))?;
@@ -150,19 +171,7 @@ fn an_exhausted_pool_leaves_the_next_service_pending_and_a_freed_address_is_reus
         message.contains("range-pool-c"),
         "the reason names the pool: {message}"
     );
-    let event = wait_for(
-        "a VIPPending Event naming the exhausted pool",
-        Duration::from_secs(10),
-        Duration::from_millis(300),
-        || {
-            kvip_events("pool-c", "c3")
-                .into_iter()
-                .find(|(reason, message, _)| {
-                    reason == "VIPPending" && message.contains("range-pool-c")
-                })
-        },
-    )?;
-    println!("    c3: {}", event.1);
+    println!("    c3: {}", pending_event("pool-c", "c3", "range-pool-c")?);
     // kvip status and every node's metrics count the pool full.
     let (_, _, doc) = row("pool-c", "c3")?;
     let pool = doc["pools"]
@@ -199,16 +208,7 @@ fn an_exhausted_pool_leaves_the_next_service_pending_and_a_freed_address_is_reus
         "c3 takes the address c1 freed"
     );
     // A Service turned into another type frees its address, too.
-    kubectl(&[
-        "patch",
-        "svc",
-        "-n",
-        "pool-c",
-        "c2",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"type":"ClusterIP"}}"#,
-    ])?;
+    set_type("pool-c", "c2", "ClusterIP")?;
     apply(&plain("pool-c", "c4"))?;
     ensure!(
         address_of("pool-c", "c4")? == "10.77.0.221",
@@ -217,16 +217,7 @@ fn an_exhausted_pool_leaves_the_next_service_pending_and_a_freed_address_is_reus
     answers("10.77.0.221:80")?;
     // c2 turned back into LoadBalancer names .221 again: c4 serves it and
     // keeps it; c2 waits, naming c4, and one node carries it.
-    kubectl(&[
-        "patch",
-        "svc",
-        "-n",
-        "pool-c",
-        "c2",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"type":"LoadBalancer"}}"#,
-    ])?;
+    set_type("pool-c", "c2", "LoadBalancer")?;
     let (_, entry) = wait_reason("pool-c", "c2", "PortConflict")?;
     let message = entry["reason"]["message"].as_str().unwrap_or_default();
     ensure!(message.contains("pool-c/c4"), "{message}");
@@ -576,18 +567,7 @@ fn restrict_to_pools_refuses_an_address_outside_the_pool_and_no_node_takes_it() 
     answers("10.77.0.203:80")?;
     apply(&pools(&[]))?;
     // The daemon says so too: the Event carries the reason.
-    wait_for(
-        "a VIPPending Event naming AddressOutsidePools' pool",
-        Duration::from_secs(10),
-        Duration::from_millis(300),
-        || {
-            kvip_events("pool-a", "outside")
-                .into_iter()
-                .find(|(reason, message, _)| {
-                    reason == "VIPPending" && message.contains("cidr-pool-a")
-                })
-        },
-    )?;
+    pending_event("pool-a", "outside", "cidr-pool-a")?;
     Ok(())
 }
 
