@@ -280,9 +280,15 @@ impl Elections {
             }
         }
         for (key, ballot) in wanted {
-            if !self.by_lease.contains_key(key) {
-                let replaced = self.by_lease.iter_mut().find(|(_, old)| {
-                    !old.wanted && !old.ballot.addresses.is_disjoint(&ballot.addresses)
+            // A companion watched until now (another member's Lease)
+            // becoming the group's Lease is a handover as much as a new one.
+            let promoted = self
+                .by_lease
+                .get(key)
+                .is_some_and(|e| e.companion_of.is_some() && !e.campaign.names(&me));
+            if !self.by_lease.contains_key(key) || promoted {
+                let replaced = self.by_lease.iter_mut().find(|(k, old)| {
+                    *k != key && !old.wanted && !old.ballot.addresses.is_disjoint(&ballot.addresses)
                 });
                 let mut defer_to_holder = None;
                 if let Some((_, old)) = replaced {
@@ -294,8 +300,13 @@ impl Elections {
                         None => {}
                     }
                 }
-                self.by_lease
-                    .insert(key.clone(), self.election(defer_to_holder));
+                match self.by_lease.get_mut(key) {
+                    Some(e) => e.defer_to_holder = defer_to_holder,
+                    None => {
+                        let e = self.election(defer_to_holder);
+                        self.by_lease.insert(key.clone(), e);
+                    }
+                }
             }
             if let Some(e) = self.by_lease.get_mut(key) {
                 e.wanted = true;
@@ -900,6 +911,47 @@ mod tests {
         run(&mut me, &mut leases, Mono(SEC));
         run(&mut me, &mut leases, Mono(SEC + SEC / 10));
         (me, leases)
+    }
+
+    #[test]
+    fn a_companion_becoming_the_groups_lease_is_handed_over_too() {
+        let ms = |m: u64| Mono(Duration::from_millis(m));
+        let mut me = elections("me");
+        let mut other = elections("other");
+        let mut leases = BTreeMap::new();
+        let peers = BTreeSet::from(["me".to_string(), "other".to_string()]);
+        for e in [&mut me, &mut other] {
+            e.want(&shared_ballot(true));
+            e.set_peers(peers.clone(), false);
+        }
+        run(&mut me, &mut leases, ms(1000));
+        run(&mut other, &mut leases, ms(1010));
+        assert_eq!(
+            run(&mut me, &mut leases, ms(1100)).addresses,
+            BTreeSet::from([ip(1)])
+        );
+        // The first Service goes: its companion, the second Service's own
+        // Lease, elects the address now. The holder keeps it.
+        let next = BTreeMap::from([(key("kubevip-b"), ballot(1, true))]);
+        other.want(&next);
+        me.want(&next);
+        let r = run(&mut other, &mut leases, ms(1200));
+        assert!(
+            r.writes.is_empty(),
+            "the other node leaves the promoted Lease to the holder"
+        );
+        for (i, t) in [1210, 1300, 1400, 1500].into_iter().enumerate() {
+            let r = run(&mut me, &mut leases, ms(t));
+            assert_eq!(
+                r.addresses,
+                BTreeSet::from([ip(1)]),
+                "step {i}: never withdrawn"
+            );
+            run(&mut other, &mut leases, ms(t + 5));
+        }
+        assert_eq!(holder_of(&leases, "kubevip-b"), Some("me".to_string()));
+        let r = run(&mut other, &mut leases, ms(1600));
+        assert!(r.writes.is_empty() && r.addresses.is_empty());
     }
 
     #[test]
