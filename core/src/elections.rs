@@ -830,6 +830,33 @@ mod tests {
         );
     }
 
+    /// Both nodes now want `next` for the address `me` announces (from 1.1
+    /// s): `other` leaves it to `me`, which never withdraws the address.
+    fn hand_over(
+        me: &mut Elections,
+        other: &mut Elections,
+        leases: &mut BTreeMap<LeaseKey, SimLease>,
+        next: &BTreeMap<LeaseKey, Ballot>,
+    ) {
+        let ms = |m: u64| Mono(Duration::from_millis(m));
+        other.want(next);
+        me.want(next);
+        let r = run(other, leases, ms(1200));
+        assert!(
+            r.writes.is_empty(),
+            "the other node leaves the new Lease to the holder"
+        );
+        for (i, t) in [1210, 1300, 1400, 1500].into_iter().enumerate() {
+            let r = run(me, leases, ms(t));
+            assert_eq!(
+                r.addresses,
+                BTreeSet::from([ip(1)]),
+                "step {i}: never withdrawn"
+            );
+            run(other, leases, ms(t + 5));
+        }
+    }
+
     #[test]
     fn a_new_lease_for_the_same_address_is_handed_over_without_a_gap() {
         let ms = |m: u64| Mono(Duration::from_millis(m));
@@ -853,21 +880,7 @@ mod tests {
 
         // The group's first Service is deleted: the next one's Lease elects it.
         let next = BTreeMap::from([(key("kubevip-second"), shared(true))]);
-        other.want(&next);
-        me.want(&next);
-        let r = run(&mut other, &mut leases, ms(1200));
-        assert!(
-            r.writes.is_empty(),
-            "the other node leaves the new Lease to the holder"
-        );
-        for (i, t) in [1210, 1300, 1400, 1500].into_iter().enumerate() {
-            let r = run(&mut me, &mut leases, ms(t));
-            assert_eq!(
-                r.addresses,
-                BTreeSet::from([ip(1)]),
-                "step {i}: never withdrawn"
-            );
-        }
+        hand_over(&mut me, &mut other, &mut leases, &next);
         assert!(
             leases[&key("kubevip-second")]
                 .snapshot()
@@ -933,22 +946,7 @@ mod tests {
         // The first Service goes: its companion, the second Service's own
         // Lease, elects the address now. The holder keeps it.
         let next = BTreeMap::from([(key("kubevip-b"), ballot(1, true))]);
-        other.want(&next);
-        me.want(&next);
-        let r = run(&mut other, &mut leases, ms(1200));
-        assert!(
-            r.writes.is_empty(),
-            "the other node leaves the promoted Lease to the holder"
-        );
-        for (i, t) in [1210, 1300, 1400, 1500].into_iter().enumerate() {
-            let r = run(&mut me, &mut leases, ms(t));
-            assert_eq!(
-                r.addresses,
-                BTreeSet::from([ip(1)]),
-                "step {i}: never withdrawn"
-            );
-            run(&mut other, &mut leases, ms(t + 5));
-        }
+        hand_over(&mut me, &mut other, &mut leases, &next);
         assert_eq!(holder_of(&leases, "kubevip-b"), Some("me".to_string()));
         let r = run(&mut other, &mut leases, ms(1600));
         assert!(r.writes.is_empty() && r.addresses.is_empty());
