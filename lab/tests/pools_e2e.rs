@@ -5,7 +5,8 @@
 //! `PoolExhausted`; a freed address is reused; dual-stack policies, sharing
 //! and bad values behave as documented; fifty Services created at once over
 //! three namespaces get fifty different addresses from three kvip
-//! instances, kept across a restart of every instance; and
+//! instances, kept across a restart of every instance and an API server
+//! outage in the middle of a burst; and
 //! `kvip_restrict_to_pools=true` refuses an address outside the pool.
 
 mod support;
@@ -492,6 +493,50 @@ fn a_restart_of_every_kvip_changes_no_address() -> Outcome {
     Ok(())
 }
 
+fn an_api_server_outage_in_a_burst_changes_no_address_and_gives_none_twice() -> Outcome {
+    let namespaces: Vec<&str> = NAMESPACES.iter().chain(&CONCURRENT).copied().collect();
+    let before = addresses_in(&namespaces)?;
+    let yaml: String = (0..5)
+        .map(|i| format!("---{}", plain(CONCURRENT[i % 3], &format!("outage-{i}"))))
+        .collect();
+    kubectl_input(&["apply", "-f", "-"], Some(&yaml))?;
+    // The API server goes while the allocator writes, for longer than a
+    // Lease duration.
+    lab_ok(&["fault", "apiserver-stop"])?;
+    std::thread::sleep(Duration::from_secs(8));
+    lab_ok(&["fault", "apiserver-start"])?;
+    let restarted = Instant::now();
+    let all = wait_for(
+        "the five Services of the burst to get addresses",
+        Duration::from_secs(90),
+        Duration::from_millis(300),
+        || {
+            let got = addresses_in(&CONCURRENT).ok()?;
+            (0..5)
+                .all(|i| got.contains_key(&format!("{}/outage-{i}", CONCURRENT[i % 3])))
+                .then_some(got)
+        },
+    )?;
+    println!(
+        "    the burst had its addresses {:.1} s after the API server came back",
+        restarted.elapsed().as_secs_f64()
+    );
+    let distinct: BTreeSet<&String> = all.values().collect();
+    ensure!(
+        distinct.len() == all.len(),
+        "one address given twice: {all:?}"
+    );
+    let after = addresses_in(&namespaces)?;
+    for (service, value) in &before {
+        ensure!(
+            after.get(service) == Some(value),
+            "{service} had {value}, now {:?}",
+            after.get(service)
+        );
+    }
+    Ok(())
+}
+
 fn restrict_to_pools_refuses_an_address_outside_the_pool_and_no_node_takes_it() -> Outcome {
     deploy_lb("lb.yaml", &["--env", "kvip_restrict_to_pools=true"])?;
     lab_ok(&[
@@ -619,6 +664,10 @@ fn main() {
             Scenario {
                 name: "a_restart_of_every_kvip_changes_no_address",
                 run: a_restart_of_every_kvip_changes_no_address,
+            },
+            Scenario {
+                name: "an_api_server_outage_in_a_burst_changes_no_address_and_gives_none_twice",
+                run: an_api_server_outage_in_a_burst_changes_no_address_and_gives_none_twice,
             },
             Scenario {
                 name: "restrict_to_pools_refuses_an_address_outside_the_pool_and_no_node_takes_it",
