@@ -402,14 +402,7 @@ impl Planner {
 mod tests {
     use super::*;
 
-    fn pools(pairs: &[(&str, &str)]) -> PoolConfig {
-        PoolConfig::from_data(
-            &pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
-    }
+    use crate::testing::pools;
 
     fn cached(ns: &str, name: &str, created: i64, version: u64) -> Cached {
         Cached {

@@ -751,12 +751,7 @@ mod tests {
 
     #[test]
     fn the_fence_refuses_addresses_outside_the_namespaces_pool_and_keeps_the_rest() {
-        let pools = crate::ipam::PoolConfig::from_data(
-            &[("cidr-default", "10.1.0.0/30")]
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
+        let pools = crate::testing::pools(&[("cidr-default", "10.1.0.0/30")]);
         let inside = svc("inside", "Cluster", "10.1.0.1");
         let mut outside = svc("outside", "Cluster", "10.1.0.9");
         outside.load_balancer_ip = Some("10.1.0.2".into());
@@ -787,12 +782,7 @@ mod tests {
         );
         // A bad value never good before fences nothing; the last good one
         // stands in for a bad edit.
-        let bad = crate::ipam::PoolConfig::from_data(
-            &[("cidr-default", "10.1.0.0/30\n")]
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
+        let bad = crate::testing::pools(&[("cidr-default", "10.1.0.0/30\n")]);
         assert!(crate::ipam::outside_pools(&inputs, &class, Some(&bad)).is_empty());
         let patched = bad.patched(&pools);
         assert_eq!(
@@ -808,12 +798,7 @@ mod tests {
 
     #[test]
     fn a_service_the_pools_cannot_serve_is_pending_with_their_reason() {
-        let pools = crate::ipam::PoolConfig::from_data(
-            &[("range-global", "10.1.0.1-10.1.0.1")]
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
+        let pools = crate::testing::pools(&[("range-global", "10.1.0.1-10.1.0.1")]);
         let mut first = svc("first", "Cluster", "");
         first.annotations.clear();
         first.created = 1;

@@ -1449,13 +1449,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn cm(pairs: &[(&str, &str)]) -> PoolConfig {
-        let data: BTreeMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        PoolConfig::from_data(&data)
-    }
+    use crate::testing::pools as cm;
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()

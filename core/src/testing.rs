@@ -78,3 +78,12 @@ impl SimLease {
         })
     }
 }
+
+/// The pools of a `kubevip` ConfigMap whose data is `pairs`.
+pub fn pools(pairs: &[(&str, &str)]) -> crate::ipam::PoolConfig {
+    let data = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    crate::ipam::PoolConfig::from_data(&data)
+}

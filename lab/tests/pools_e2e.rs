@@ -12,6 +12,7 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -392,32 +393,62 @@ fn addresses_in(namespaces: &[&str]) -> Result<BTreeMap<String, String>, String>
     Ok(out)
 }
 
-fn fifty_services_at_once_over_three_namespaces_get_fifty_different_addresses() -> Outcome {
-    // Three namespaces whose pools are the same CIDR: kvip counts every
-    // namespace's addresses as used.
-    let yaml: String = (0..50)
-        .map(|i| {
-            let ns = CONCURRENT[i % 3];
-            format!("---{}", plain(ns, &format!("burst-{i}")))
-        })
+/// Creates `prefix-i` for each `i` of `range`, over the three namespaces
+/// of [`CONCURRENT`], in one request.
+fn create_burst(prefix: &str, range: Range<usize>) -> Outcome {
+    let yaml: String = range
+        .map(|i| format!("---{}", plain(CONCURRENT[i % 3], &format!("{prefix}-{i}"))))
         .collect();
-    let started = Instant::now();
-    kubectl_input(&["apply", "-f", "-"], Some(&yaml))?;
+    kubectl_input(&["apply", "-f", "-"], Some(&yaml)).map(|_| ())
+}
+
+/// Waits until every Service of a burst has an address; every address of
+/// the [`CONCURRENT`] namespaces then, each on one Service only.
+fn burst_addresses(
+    prefix: &str,
+    range: Range<usize>,
+    timeout: Duration,
+) -> Result<BTreeMap<String, String>, String> {
     let all = wait_for(
-        "all fifty Services to get an address",
-        Duration::from_secs(60),
+        &format!("the Services {prefix}-{range:?} to get addresses"),
+        timeout,
         Duration::from_millis(200),
         || {
             let got = addresses_in(&CONCURRENT).ok()?;
-            (got.len() == 50).then_some(got)
+            range
+                .clone()
+                .all(|i| got.contains_key(&format!("{}/{prefix}-{i}", CONCURRENT[i % 3])))
+                .then_some(got)
         },
     )?;
+    let distinct: BTreeSet<&String> = all.values().collect();
+    ensure!(
+        distinct.len() == all.len(),
+        "one address given twice: {all:?}"
+    );
+    Ok(all)
+}
+
+/// [`create_burst`], then [`burst_addresses`].
+fn burst(
+    prefix: &str,
+    range: Range<usize>,
+    timeout: Duration,
+) -> Result<BTreeMap<String, String>, String> {
+    create_burst(prefix, range.clone())?;
+    burst_addresses(prefix, range, timeout)
+}
+
+fn fifty_services_at_once_over_three_namespaces_get_fifty_different_addresses() -> Outcome {
+    // Three namespaces whose pools are the same CIDR: kvip counts every
+    // namespace's addresses as used.
+    let started = Instant::now();
+    let all = burst("burst", 0..50, Duration::from_secs(60))?;
     println!(
         "    fifty addresses in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let distinct: BTreeSet<&String> = all.values().collect();
-    ensure!(distinct.len() == 50, "one address given twice: {all:?}");
+    ensure!(all.len() == 50, "other Services in the namespaces: {all:?}");
     for (service, value) in &all {
         ensure!(
             !value.contains(','),
@@ -450,23 +481,8 @@ fn fifty_services_at_once_over_three_namespaces_get_fifty_different_addresses() 
             "--wait=false",
         ])?;
     }
-    let yaml: String = (50..55)
-        .map(|i| format!("---{}", plain(CONCURRENT[i % 3], &format!("burst-{i}"))))
-        .collect();
-    kubectl_input(&["apply", "-f", "-"], Some(&yaml))?;
-    let after = wait_for(
-        "the five new Services to get addresses",
-        Duration::from_secs(30),
-        Duration::from_millis(200),
-        || {
-            let got = addresses_in(&CONCURRENT).ok()?;
-            (got.len() == 50
-                && (50..55).all(|i| got.contains_key(&format!("{}/burst-{i}", CONCURRENT[i % 3]))))
-            .then_some(got)
-        },
-    )?;
-    let distinct: BTreeSet<&String> = after.values().collect();
-    ensure!(distinct.len() == 50, "one address given twice: {after:?}");
+    let after = burst("burst", 50..55, Duration::from_secs(30))?;
+    ensure!(after.len() == 50, "{after:?}");
     Ok(())
 }
 
@@ -496,35 +512,17 @@ fn a_restart_of_every_kvip_changes_no_address() -> Outcome {
 fn an_api_server_outage_in_a_burst_changes_no_address_and_gives_none_twice() -> Outcome {
     let namespaces: Vec<&str> = NAMESPACES.iter().chain(&CONCURRENT).copied().collect();
     let before = addresses_in(&namespaces)?;
-    let yaml: String = (0..5)
-        .map(|i| format!("---{}", plain(CONCURRENT[i % 3], &format!("outage-{i}"))))
-        .collect();
-    kubectl_input(&["apply", "-f", "-"], Some(&yaml))?;
+    create_burst("outage", 0..5)?;
     // The API server goes while the allocator writes, for longer than a
     // Lease duration.
     lab_ok(&["fault", "apiserver-stop"])?;
     std::thread::sleep(Duration::from_secs(8));
     lab_ok(&["fault", "apiserver-start"])?;
     let restarted = Instant::now();
-    let all = wait_for(
-        "the five Services of the burst to get addresses",
-        Duration::from_secs(90),
-        Duration::from_millis(300),
-        || {
-            let got = addresses_in(&CONCURRENT).ok()?;
-            (0..5)
-                .all(|i| got.contains_key(&format!("{}/outage-{i}", CONCURRENT[i % 3])))
-                .then_some(got)
-        },
-    )?;
+    burst_addresses("outage", 0..5, Duration::from_secs(90))?;
     println!(
         "    the burst had its addresses {:.1} s after the API server came back",
         restarted.elapsed().as_secs_f64()
-    );
-    let distinct: BTreeSet<&String> = all.values().collect();
-    ensure!(
-        distinct.len() == all.len(),
-        "one address given twice: {all:?}"
     );
     let after = addresses_in(&namespaces)?;
     for (service, value) in &before {
