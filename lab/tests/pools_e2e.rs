@@ -535,6 +535,20 @@ fn an_api_server_outage_in_a_burst_changes_no_address_and_gives_none_twice() -> 
     Ok(())
 }
 
+/// `address` is on exactly `nodes` nodes, checked every 100 ms for 3 s.
+fn carried_by(address: &str, nodes: usize, when: &str) -> Outcome {
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let carriers = nodes_with_address(address);
+        ensure!(
+            carriers.len() == nodes,
+            "{address} {when}: on {carriers:?}, not {nodes} node(s)"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
 fn restrict_to_pools_refuses_an_address_outside_the_pool_and_no_node_takes_it() -> Outcome {
     deploy_lb("lb.yaml", &["--env", "kvip_restrict_to_pools=true"])?;
     lab_ok(&[
@@ -580,33 +594,14 @@ fn restrict_to_pools_refuses_an_address_outside_the_pool_and_no_node_takes_it() 
     ensure!(exit == 1, "kvip status exits {exit}");
     println!("    {}", entry["reason"]["message"]);
     answers("10.77.0.203:80")?;
-    let until = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < until {
-        let carriers = nodes_with_address("10.77.0.150");
-        ensure!(carriers.is_empty(), "10.77.0.150 is on {carriers:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    carried_by("10.77.0.150", 0, "refused")?;
     // The ConfigMap deleted and created again, or edited badly: the fence
     // goes by the pools it read last, and withdraws nothing.
     kubectl(&["delete", "configmap", "kubevip", "-n", "kube-system"])?;
     let bad = pools(&[("cidr-pool-a", "10.77.0.200/30, 10.77.0.204/30")]);
-    let until = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < until {
-        ensure!(
-            nodes_with_address("10.77.0.203").len() == 1,
-            "10.77.0.203 withdrawn without the ConfigMap"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    carried_by("10.77.0.203", 1, "without the ConfigMap")?;
     apply(&bad)?;
-    let until = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < until {
-        ensure!(
-            nodes_with_address("10.77.0.203").len() == 1,
-            "10.77.0.203 withdrawn for a bad value"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    carried_by("10.77.0.203", 1, "with a bad value")?;
     answers("10.77.0.203:80")?;
     apply(&pools(&[]))?;
     // The daemon says so too: the Event carries the reason.
