@@ -486,21 +486,32 @@ fn fifty_services_at_once_over_three_namespaces_get_fifty_different_addresses() 
     Ok(())
 }
 
-fn a_restart_of_every_kvip_changes_no_address() -> Outcome {
+/// Every Service of the suite's namespaces with its addresses.
+fn every_address() -> Result<BTreeMap<String, String>, String> {
     let namespaces: Vec<&str> = NAMESPACES.iter().chain(&CONCURRENT).copied().collect();
-    let before = addresses_in(&namespaces)?;
-    let path = deploy_lb("lb.yaml", &[])?;
-    lab_ok(&["deploy", "--restart", &path.display().to_string()])?;
-    apply(&plain("pool-b", "after-restart"))?;
-    let new = address_of("pool-b", "after-restart")?;
-    let after = addresses_in(&namespaces)?;
-    for (service, value) in &before {
+    addresses_in(&namespaces)
+}
+
+/// Every Service of `before` still has the addresses it had.
+fn kept(before: &BTreeMap<String, String>) -> Outcome {
+    let after = every_address()?;
+    for (service, value) in before {
         ensure!(
             after.get(service) == Some(value),
             "{service} had {value}, now {:?}",
             after.get(service)
         );
     }
+    Ok(())
+}
+
+fn a_restart_of_every_kvip_changes_no_address() -> Outcome {
+    let before = every_address()?;
+    let path = deploy_lb("lb.yaml", &[])?;
+    lab_ok(&["deploy", "--restart", &path.display().to_string()])?;
+    apply(&plain("pool-b", "after-restart"))?;
+    let new = address_of("pool-b", "after-restart")?;
+    kept(&before)?;
     let used: BTreeSet<&str> = before.values().flat_map(|v| v.split(',')).collect();
     ensure!(
         !used.contains(new.as_str()),
@@ -510,8 +521,7 @@ fn a_restart_of_every_kvip_changes_no_address() -> Outcome {
 }
 
 fn an_api_server_outage_in_a_burst_changes_no_address_and_gives_none_twice() -> Outcome {
-    let namespaces: Vec<&str> = NAMESPACES.iter().chain(&CONCURRENT).copied().collect();
-    let before = addresses_in(&namespaces)?;
+    let before = every_address()?;
     create_burst("outage", 0..5)?;
     // The API server goes while the allocator writes, for longer than a
     // Lease duration.
@@ -524,14 +534,7 @@ fn an_api_server_outage_in_a_burst_changes_no_address_and_gives_none_twice() -> 
         "    the burst had its addresses {:.1} s after the API server came back",
         restarted.elapsed().as_secs_f64()
     );
-    let after = addresses_in(&namespaces)?;
-    for (service, value) in &before {
-        ensure!(
-            after.get(service) == Some(value),
-            "{service} had {value}, now {:?}",
-            after.get(service)
-        );
-    }
+    kept(&before)?;
     Ok(())
 }
 
